@@ -1,0 +1,66 @@
+"""The ``volsegsync`` command line: parses arguments and renders results, nothing more.
+
+Each command lives in its own module under :mod:`volsegsync.commands`; the work
+is done by :mod:`volsegsync.ops`. Exit codes: 0 ok, 1 problems found, 2 usage or
+configuration error. No traceback reaches a user.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from volsegsync import __version__
+from volsegsync.commands import COMMANDS
+from volsegsync.commands.common import EXIT_OK, EXIT_USAGE, Outcome
+from volsegsync.errors import VolsegsyncError
+
+
+class VolsegsyncGroup(click.Group):
+    """Turns every VolsegsyncError into one line and an exit code: no tracebacks."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Outcome as o:
+            ctx.exit(o.code)
+        except VolsegsyncError as e:
+            click.echo(f"volsegsync: error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("volsegsync: interrupted", err=True)
+            ctx.exit(130)
+        except BrokenPipeError:
+            ctx.exit(EXIT_OK)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as e:  # a bug of ours: say so in one line, without a traceback
+            if os.environ.get("VOLSEGSYNC_DEBUG"):
+                raise
+            click.echo(f"volsegsync: internal error: {type(e).__name__}: {e} "
+                       "(set VOLSEGSYNC_DEBUG=1 for the traceback)", err=True)
+            ctx.exit(EXIT_USAGE)
+        return None
+
+
+@click.group(cls=VolsegsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-C", "chdir", type=click.Path(file_okay=False), default=None,
+              help="Run as if started in DIR (like git -C).")
+@click.version_option(__version__, prog_name="volsegsync")
+@click.pass_context
+def main(ctx: click.Context, chdir: str | None) -> None:
+    """Keep volume/segmentation training pairs right, in git.
+
+    \b
+    Example:
+      volsegsync example demo && cd demo
+      volsegsync pair          # pair volumes with segmentations, write the index
+      volsegsync status        # what changed since
+    """
+    ctx.obj = {"chdir": chdir}
+
+
+for _command in COMMANDS:
+    main.add_command(_command)

@@ -1,0 +1,17 @@
+"""The command layer: one module per command, each parsing options and rendering."""
+
+from __future__ import annotations
+
+from volsegsync.commands.check_names import check_names_command
+from volsegsync.commands.example import example_command
+from volsegsync.commands.init import init_command
+from volsegsync.commands.pair import pair_command
+from volsegsync.commands.status import status_command
+
+COMMANDS = [
+    init_command,
+    check_names_command,
+    pair_command,
+    status_command,
+    example_command,
+]

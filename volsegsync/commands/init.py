@@ -1,0 +1,50 @@
+"""``volsegsync init``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from volsegsync.commands.common import common_options
+from volsegsync.ops.init import init_dataset
+from volsegsync.output import Rendered, emit
+
+
+@click.command("init")
+@click.option("--git", "git", is_flag=True, help="Create a git repository (with dulwich) if "
+              "the folder is in none.")
+@click.option("--no-git", is_flag=True, help="Make a dataset outside any git repository.")
+@common_options
+def init_command(git: bool, no_git: bool, fmt: str, quiet: bool) -> None:
+    """Make the current folder a dataset. Re-running is harmless.
+
+    Writes .volsegsync/config.toml and volsegsync.index (track both in git), the
+    ignored local state folder .volsegsync/state/, and .gitignore rules that keep
+    the image files out of git.
+
+    \b
+    Example:
+      volsegsync init           # inside a git repository
+      volsegsync init --git     # create the repository too
+    """
+    report = init_dataset(Path.cwd(), git=git, no_git=no_git)
+    lines = []
+    if report.git_created:
+        lines.append(f"Created a git repository in {report.git_root}")
+    if report.created:
+        lines.append(f"Initialised volsegsync dataset in {report.root}")
+        lines.extend(f"  wrote {path}" for path in report.created)
+        lines.append("Track the dataset's description in git:")
+        lines.append("  git add .volsegsync/config.toml .volsegsync/.gitignore "
+                     "volsegsync.index .gitignore")
+    else:
+        lines.append(f"Dataset in {report.root} is already initialised; nothing to do")
+    document = {
+        "schema": "volsegsync.init/1",
+        "root": str(report.root),
+        "git_root": str(report.git_root) if report.git_root else None,
+        "git_created": report.git_created,
+        "created": report.created,
+    }
+    emit(Rendered(lines, document, [{"path": p} for p in report.created]), fmt, quiet)

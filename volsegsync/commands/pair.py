@@ -1,0 +1,110 @@
+"""``volsegsync pair``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from volsegsync.commands.common import (
+    EXIT_PROBLEMS,
+    Outcome,
+    common_options,
+    has_errors,
+    open_dataset,
+    problem_lines,
+    problem_rows,
+    progress_factory,
+    summary_counts,
+)
+from volsegsync.dataset import INDEX_FILE
+from volsegsync.ops.pair import run_pair
+from volsegsync.output import Rendered, emit
+from volsegsync.pairing import Pair
+
+
+@click.command("pair")
+@click.option("--by", type=click.Choice(["naming", "metadata"]), default=None,
+              help="How to pair: by naming convention only, or also by header metadata "
+              "for files whose names do not pair (default: the config's pairing.by).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Parallel readers (default: all cores).")
+@click.option("-n", "--dry-run", is_flag=True, help="Show the pairing, do not write the index.")
+@common_options
+def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quiet: bool) -> None:
+    """Pair every volume with its segmentation and write the index.
+
+    Scans the dataset, hashes every file with xxh3-128 (unchanged files come from
+    the stat cache), pairs by naming convention (and by metadata with --by
+    metadata) and writes volsegsync.index atomically. With several versions of a
+    segmentation the pair points at the highest. Exit 1 if files are left
+    unpaired or ambiguous.
+
+    \b
+    Example:
+      volsegsync pair
+      volsegsync pair --by metadata --format json
+    """
+    ds = open_dataset()
+    with progress_factory(quiet) as progress:
+        report = run_pair(ds, by=by, jobs=jobs, progress=progress, dry_run=dry_run)
+    snap = report.snapshot
+    problems = snap.problems
+    complete = [p for p in snap.pairing.pairs if p.volume and p.segmentation]
+    lines = [_pair_line(p) for p in complete]
+    lines.extend(problem_lines(problems))
+    if report.written:
+        state = f"wrote {INDEX_FILE}"
+    elif report.index_changed:
+        state = f"{INDEX_FILE} would change (dry run)"
+    else:
+        state = f"{INDEX_FILE} unchanged"
+    lines.append(
+        f"{len(complete)} pairs, {len(snap.pairing.unpaired_volumes)} volumes and "
+        f"{len(snap.pairing.unpaired_segmentations)} segmentations unpaired, "
+        f"{len(snap.hashed)} files ({_size(snap.total_bytes)}); {state}"
+    )
+    document = {
+        "schema": "volsegsync.pair/1",
+        "index": INDEX_FILE,
+        "changed": report.index_changed,
+        "written": report.written,
+        "pairs": [_pair_json(p) for p in complete],
+        "unpaired_volumes": snap.pairing.unpaired_volumes,
+        "unpaired_segmentations": snap.pairing.unpaired_segmentations,
+        "problems": problem_rows(problems),
+        "summary": {
+            "files": len(snap.hashed),
+            "bytes": snap.total_bytes,
+            "pairs": len(complete),
+            **summary_counts(problems),
+        },
+    }
+    emit(Rendered(lines, document, [_pair_json(p) for p in snap.pairing.pairs]), fmt, quiet)
+    if has_errors(problems):
+        raise Outcome(EXIT_PROBLEMS)
+
+
+def _pair_line(p: Pair) -> str:
+    version = f"  (v{p.version})" if p.version else ""
+    how = "  [by metadata]" if p.how == "metadata" else ""
+    return f"{p.volume} -> {p.segmentation}{version}{how}"
+
+
+def _pair_json(p: Pair) -> dict[str, Any]:
+    return {
+        "volume": p.volume,
+        "segmentation": p.segmentation,
+        "version": p.version,
+        "how": p.how or None,
+        "older": list(p.older),
+    }
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"

@@ -1,0 +1,118 @@
+"""Content hashing (streaming xxh3-128) and the stat cache that avoids re-reading.
+
+The stat cache maps ``path -> (size, mtime_ns, inode, hash)``; a file whose
+stat is unchanged is never read again. Entries for files modified in the last
+seconds are not stored: a coarse filesystem clock could hide a later change
+of the same size within the same tick (git's "racily clean" problem).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import xxhash
+
+from volsegsync.magic import HEAD_BYTES, sniff
+
+CHUNK = 1 << 20
+RACY_NS = 2_000_000_000
+
+
+class Stat(NamedTuple):
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+class Hashed(NamedTuple):
+    path: str
+    stat: Stat
+    digest: str
+    problem: str | None  # why the content is not the image its name claims, if it is not
+
+
+def hash_file(path: str | os.PathLike[str]) -> tuple[str, Stat, bytes]:
+    """xxh3-128 hex digest of a file, streamed; its stat after reading; its first bytes."""
+    h = xxhash.xxh3_128()
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    total = 0
+    head = b""
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            if total == 0:
+                head = bytes(view[: min(n, HEAD_BYTES)])
+            h.update(view[:n])
+            total += n
+        st = os.fstat(f.fileno())
+    return h.hexdigest(), Stat(st.st_size, st.st_mtime_ns, st.st_ino), head
+
+
+class StatCache:
+    """SQLite-backed ``path -> (stat, digest, problem)`` cache in the state folder."""
+
+    def __init__(self, db_path: Path) -> None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(db_path, timeout=30)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, size INTEGER, "
+            "mtime_ns INTEGER, ino INTEGER, digest TEXT, problem TEXT)"
+        )
+
+    def load(self) -> dict[str, Hashed]:
+        rows = self._db.execute("SELECT path, size, mtime_ns, ino, digest, problem FROM stat")
+        return {r[0]: Hashed(r[0], Stat(r[1], r[2], r[3]), r[4], r[5]) for r in rows}
+
+    def store(self, items: Iterable[Hashed], now_ns: int | None = None) -> None:
+        limit = (now_ns if now_ns is not None else time.time_ns()) - RACY_NS
+        rows = [
+            (h.path, h.stat.size, h.stat.mtime_ns, h.stat.ino, h.digest, h.problem)
+            for h in items
+            if h.stat.mtime_ns < limit
+        ]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def forget(self, paths: Iterable[str]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM stat WHERE path = ?", ((p,) for p in paths))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def hash_many(
+    root: Path,
+    todo: list[tuple[str, Stat]],
+    jobs: int,
+    on_done: Callable[[], None] | None = None,
+) -> Iterator[Hashed | tuple[str, str]]:
+    """Hash files in parallel; yields :class:`Hashed` or ``(path, reason)`` when unreadable."""
+
+    def one(item: tuple[str, Stat]) -> Hashed | tuple[str, str]:
+        rel = item[0]
+        try:
+            digest, st, head = hash_file(root / rel)
+        except OSError as e:
+            return rel, f"cannot read: {e.strerror or e}"
+        # the stat taken after reading is stored: a file changed meanwhile looks recent
+        # and so stays out of the cache (see RACY_NS)
+        return Hashed(rel, st, digest, sniff(rel, head))
+
+    if jobs <= 1 or len(todo) < 2:
+        for item in todo:
+            yield one(item)
+            if on_done:
+                on_done()
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for result in pool.map(one, todo):
+            yield result
+            if on_done:
+                on_done()

@@ -1,0 +1,189 @@
+"""The naming convention: which files are volumes or segmentations, and their fields.
+
+``PREFIX-BASENAME-POSTFIX.EXT`` by default, a segmentation version as one more
+field (``-v4``). Everything is configurable through :class:`NamingConfig` and
+:class:`RolesConfig`; this module only reads names, never files.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import NamedTuple
+
+from volsegsync.config import NamingConfig, RolesConfig
+from volsegsync.problems import Problem, make_problem
+
+VOLUME = "volume"
+SEGMENTATION = "segmentation"
+
+
+class NameInfo(NamedTuple):
+    """What a dataset-relative path says about a file."""
+
+    path: str  # POSIX, relative to the dataset root
+    role: str  # VOLUME or SEGMENTATION
+    extension: str
+    key: str  # pairing key: the name without extension, role suffix and version
+    version: int | None  # segmentation version, None when unversioned
+
+
+class Convention:
+    """A compiled naming convention and role rules."""
+
+    def __init__(self, naming: NamingConfig, roles: RolesConfig) -> None:
+        self.naming = naming
+        self.roles = roles
+        self._extensions = sorted(
+            set(roles.volume_extensions) | set(roles.segmentation_extensions),
+            key=len,
+            reverse=True,
+        )
+        self._version = re.compile(naming.version)
+        self._fields = [(name, re.compile(naming.patterns[name])) for name in naming.fields]
+        sep = re.escape(naming.separator)
+        self._whole = re.compile(sep.join(f"(?:{naming.patterns[n]})" for n in naming.fields))
+        self._volume_dirs = frozenset(roles.volume_dirs)
+        self._segmentation_dirs = frozenset(roles.segmentation_dirs)
+
+    # -- roles ---------------------------------------------------------------------------
+
+    def extension_of(self, name: str) -> str | None:
+        for ext in self._extensions:
+            if name.endswith(ext) and len(name) > len(ext):
+                return ext
+        return None
+
+    def is_candidate(self, path: str) -> bool:
+        """Whether ``path`` has a volume or segmentation extension (cheap pre-filter)."""
+        return self.extension_of(path.rpartition("/")[2]) is not None
+
+    def role_of(self, path: str) -> tuple[str | None, str]:
+        """The role of ``path`` and the reason when it cannot be decided."""
+        folder, _, name = path.rpartition("/")
+        ext = self.extension_of(name)
+        if ext is None:
+            return None, "not a volume or segmentation extension"
+        parts = set(folder.split("/")) if folder else set()
+        if parts & self._volume_dirs:
+            return VOLUME, ""
+        if parts & self._segmentation_dirs:
+            return SEGMENTATION, ""
+        stem = name[: -len(ext)]
+        if self.roles.volume_suffix and stem.endswith(self.roles.volume_suffix):
+            return VOLUME, ""
+        if self.roles.segmentation_suffix and stem.endswith(self.roles.segmentation_suffix):
+            return SEGMENTATION, ""
+        is_volume = ext in self.roles.volume_extensions
+        is_segmentation = ext in self.roles.segmentation_extensions
+        if is_volume and not is_segmentation:
+            return VOLUME, ""
+        if is_segmentation and not is_volume:
+            return SEGMENTATION, ""
+        return None, (
+            f"extension {ext} is used by volumes and segmentations alike, and no folder "
+            "or suffix rule of the config decides which this is"
+        )
+
+    # -- parsing -------------------------------------------------------------------------
+
+    def parse(self, path: str) -> NameInfo | None:
+        """Role, pairing key and version of ``path``; None if it is no dataset file."""
+        role, _ = self.role_of(path)
+        if role is None:
+            return None
+        name = path.rpartition("/")[2]
+        ext = self.extension_of(name)
+        assert ext is not None
+        stem = self._strip_suffix(name[: -len(ext)], role)
+        version = None
+        if role == SEGMENTATION:
+            head, sep, last = stem.rpartition(self.naming.separator)
+            m = self._version.fullmatch(last) if sep and head else None
+            if m is not None:
+                version = int(m.group("n"))
+                stem = head
+        return NameInfo(path, role, ext, stem, version)
+
+    def _strip_suffix(self, stem: str, role: str) -> str:
+        suffix = self.roles.volume_suffix if role == VOLUME else self.roles.segmentation_suffix
+        if suffix and stem.endswith(suffix) and len(stem) > len(suffix):
+            return stem[: -len(suffix)]
+        return stem
+
+    # -- checking ------------------------------------------------------------------------
+
+    def check(self, path: str) -> list[Problem]:
+        """Every way in which ``path`` breaks the convention (empty when it follows it)."""
+        bad = bad_name_reason(path)
+        if bad:
+            return [make_problem("unreadable", [path], f"{path}: {bad}", {"reason": bad})]
+        role, why = self.role_of(path)
+        if role is None:
+            return [make_problem("naming", [path], f"{path}: {why}", {"field": "role"})]
+        name = path.rpartition("/")[2]
+        ext = self.extension_of(name)
+        assert ext is not None
+        stem = self._strip_suffix(name[: -len(ext)], role)
+        tokens = stem.split(self.naming.separator)
+        if role == SEGMENTATION and len(tokens) > 1 and self._version.fullmatch(tokens[-1]):
+            tokens.pop()
+        elif (
+            role == VOLUME
+            and len(tokens) == len(self._fields) + 1
+            and self._version.fullmatch(tokens[-1])
+        ):
+            return [self._problem(path, "version", "no version on a volume", tokens[-1])]
+        if len(tokens) != len(self._fields):
+            return [self._count_problem(path, tokens)]
+        return self._field_problems(path, tokens)
+
+    def _count_problem(self, path: str, tokens: list[str]) -> Problem:
+        sep = self.naming.separator
+        expected = sep.join(name.upper() for name, _ in self._fields)
+        found = ", ".join(repr(t) for t in tokens)
+        message = (
+            f"{path}: expected {len(self._fields)} fields {expected} separated by {sep!r}, "
+            f"found {len(tokens)}: {found}"
+        )
+        details = {"field": "fields", "expected": len(self._fields), "found": len(tokens)}
+        return make_problem("naming", [path], message, details)
+
+    def _field_problems(self, path: str, tokens: list[str]) -> list[Problem]:
+        if self._whole.fullmatch(self.naming.separator.join(tokens)) and not self.naming.dates:
+            return []
+        problems = []
+        for (name, pattern), value in zip(self._fields, tokens):
+            if not pattern.fullmatch(value):
+                problems.append(
+                    self._problem(path, name, f"pattern {pattern.pattern}", value)
+                )
+            elif name in self.naming.dates and not _is_date(value, self.naming.dates[name]):
+                fmt = self.naming.dates[name]
+                problems.append(self._problem(path, name, f"a real date as {fmt}", value))
+        return problems
+
+    def _problem(self, path: str, field: str, expected: str, found: str) -> Problem:
+        message = f"{path}: {field}: expected {expected}, found {found!r}"
+        details = {"field": field, "expected": expected, "found": found}
+        return make_problem("naming", [path], message, details)
+
+
+def _is_date(value: str, fmt: str) -> bool:
+    try:
+        parsed = datetime.strptime(value, fmt)
+    except ValueError:
+        return False
+    # strptime accepts unpadded numbers; a real date must also read back identically
+    return parsed.strftime(fmt) == value
+
+
+def bad_name_reason(path: str) -> str | None:
+    """Why a path cannot be stored in the index at all (None when it can)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the name is not valid UTF-8"
+    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+        return "the name holds a control character (tab, newline...)"
+    return None

@@ -1,0 +1,1 @@
+"""The operations behind each command, usable from Python; the CLI only renders them."""

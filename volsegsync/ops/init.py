@@ -1,0 +1,76 @@
+"""``volsegsync init``: make a folder a dataset (idempotent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from volsegsync import history
+from volsegsync.config import DEFAULT_CONFIG_TEXT, load_config
+from volsegsync.dataset import CONFIG_FILE, INDEX_FILE, META_DIR, STATE_DIR
+from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import atomic_write_text
+from volsegsync.index import format_index
+
+BEGIN = "# >>> volsegsync: data files live in the content store and on remotes, not in git"
+END = "# <<< volsegsync"
+
+
+class InitReport(NamedTuple):
+    root: Path
+    git_root: Path | None
+    created: list[str]  # files written or changed, relative to root
+    git_created: bool
+
+
+def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitReport:
+    root = root.resolve()
+    if not root.is_dir():
+        raise VolsegsyncError(f"{root}: no such folder")
+    git_root = history.find_git_root(root)
+    git_created = False
+    if git_root is None:
+        if git:
+            git_root = history.init_git(root)
+            git_created = True
+        elif not no_git:
+            raise VolsegsyncError(
+                f"{root}: not inside a git repository; run 'volsegsync init --git' to create "
+                "one, or 'volsegsync init --no-git' to go without"
+            )
+    created: list[str] = []
+    meta = root / META_DIR
+    (meta / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    _write_if_missing(meta / CONFIG_FILE, DEFAULT_CONFIG_TEXT, root, created)
+    _write_if_missing(meta / ".gitignore", f"/{STATE_DIR}/\n", root, created)
+    _write_if_missing(root / INDEX_FILE, format_index([]), root, created)
+    config = load_config(meta / CONFIG_FILE)  # validates an existing config on re-runs
+    extensions = sorted(set(config.roles.volume_extensions) | set(config.roles.segmentation_extensions))
+    if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in extensions]):
+        created.append(".gitignore")
+    return InitReport(root, git_root, created, git_created)
+
+
+def _write_if_missing(path: Path, text: str, root: Path, created: list[str]) -> None:
+    if not path.exists():
+        atomic_write_text(path, text)
+        created.append(path.relative_to(root).as_posix())
+
+
+def _update_ignore_block(path: Path, patterns: list[str]) -> bool:
+    """Put the volsegsync block into ``.gitignore``; True when the file changed."""
+    try:
+        old = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        old = ""
+    block = "\n".join([BEGIN, *patterns, END]) + "\n"
+    if BEGIN in old and END in old:
+        start = old.index(BEGIN)
+        stop = old.index(END, start) + len(END)
+        new = old[:start] + block.rstrip("\n") + old[stop:]
+    else:
+        new = old + ("\n" if old and not old.endswith("\n") else "") + block
+    if new == old:
+        return False
+    atomic_write_text(path, new)
+    return True

@@ -1,0 +1,62 @@
+"""One output helper for every command: human text, JSON or CSV.
+
+A command builds a :class:`Rendered` (text lines, a JSON document, and the rows
+of its main table) and :func:`emit` prints the one the user asked for. The JSON
+documents carry ``"schema": "volsegsync.<command>/1"`` so scripts can rely on them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import click
+
+FORMATS = ("text", "json", "csv")
+
+
+class Rendered(NamedTuple):
+    text: list[str]  # printed unless -q (summary lines included)
+    document: Mapping[str, Any]  # --format json
+    rows: Sequence[Mapping[str, Any]]  # --format csv: the command's main table
+
+
+def emit(rendered: Rendered, fmt: str, quiet: bool) -> None:
+    if fmt == "json":
+        click.echo(json.dumps(rendered.document, indent=2, sort_keys=False, default=_default))
+    elif fmt == "csv":
+        click.echo(_csv(rendered.rows), nl=False)
+    elif not quiet:
+        for line in rendered.text:
+            click.echo(line)
+
+
+def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    if not rows:
+        return ""
+    buf = io.StringIO()
+    fields = list(rows[0].keys())
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, Mapping):
+        return json.dumps(value, sort_keys=True, default=_default)
+    return value
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)

@@ -1,0 +1,74 @@
+"""Problem records shared by ``check-names``, ``pair`` and ``verify``.
+
+A problem has a stable ``category`` (part of the JSON schema), a severity that
+the dataset config may override, the files involved, a sentence a person
+understands and the numbers behind it in ``details``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+# category -> (default severity, one-line description for docs)
+CATEGORIES: dict[str, tuple[str, str]] = {
+    "naming": ("error", "the file name breaks the dataset's naming convention"),
+    "unreadable": ("error", "the file cannot be read (permissions, broken link, bad name)"),
+    "not_an_image": ("error", "the file's content is not the image format its name claims"),
+    "corrupt": ("error", "the image cannot be decoded: truncated stream, size mismatch"),
+    "unpaired_volume": ("error", "a volume has no segmentation"),
+    "unpaired_segmentation": ("error", "a segmentation has no volume"),
+    "ambiguous": ("error", "more than one file claims the same place in a pair"),
+    "duplicate_version": ("error", "two segmentation files carry the same version"),
+    "version_gap": ("warning", "segmentation versions skip a number (v1, v3)"),
+    "geometry": ("error", "volume and segmentation disagree in shape, spacing, origin or direction"),
+    "extent": ("error", "same voxel grid, different extent (cropped or padded by whole voxels)"),
+    "frame_unknown": ("warning", "a NRRD space without anatomical frame: compared only partly"),
+    "non_integer_labels": ("error", "a segmentation holds non-integer values"),
+    "unknown_label": ("error", "a segmentation holds values outside the declared label set"),
+    "only_background": ("warning", "a segmentation holds background only"),
+    "segment_labels": ("error", "Slicer segment label values disagree with the voxel values"),
+    "drift_modified": ("error", "content differs from what the index records"),
+    "drift_missing": ("error", "a file the index records is missing from disk"),
+}
+
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+class Problem(NamedTuple):
+    category: str
+    severity: str
+    files: tuple[str, ...]
+    message: str
+    details: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "category": self.category,
+            "severity": self.severity,
+            "files": list(self.files),
+            "message": self.message,
+            "details": dict(self.details),
+        }
+
+
+def make_problem(
+    category: str,
+    files: tuple[str, ...] | list[str],
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    severity: str | None = None,
+) -> Problem:
+    """A problem with the category's default severity (unless one is given)."""
+    level = severity or CATEGORIES[category][0]
+    return Problem(category, level, tuple(files), message, dict(details or {}))
+
+
+def apply_severities(problems: list[Problem], overrides: Mapping[str, str]) -> list[Problem]:
+    """Apply the config's severity overrides; ``off`` drops the problem."""
+    out = []
+    for p in problems:
+        level = overrides.get(p.category, p.severity)
+        if level != "off":
+            out.append(p._replace(severity=level))
+    return out

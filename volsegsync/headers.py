@@ -1,0 +1,439 @@
+"""Read image geometry from NIfTI and NRRD headers, never touching voxel data.
+
+Only the header bytes are read: for a ``.nii.gz`` the first few hundred bytes of
+the gzip stream, for a NRRD the text up to the blank line that ends the header.
+Every failure is a :class:`HeaderProblem` (a :class:`FileProblem`) whose
+``category`` is one of ``unreadable``, ``not_an_image`` or ``corrupt``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import nrrd
+from nibabel.nifti1 import Nifti1Header
+from nibabel.nifti2 import Nifti2Header
+
+from volsegsync.errors import FileProblem
+
+_CHUNK = 8192
+_NRRD_HEADER_LIMIT = 16 * 1024 * 1024
+_NIFTI1_SIZE = 348
+_NIFTI2_SIZE = 540
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+# NRRD "space" -> sign of each world axis relative to RAS, and whether a 4th (time) axis follows.
+_ANATOMICAL_SPACES: dict[str, tuple[tuple[float, float, float], bool]] = {
+    "right-anterior-superior": ((1.0, 1.0, 1.0), False),
+    "ras": ((1.0, 1.0, 1.0), False),
+    "left-anterior-superior": ((-1.0, 1.0, 1.0), False),
+    "las": ((-1.0, 1.0, 1.0), False),
+    "left-posterior-superior": ((-1.0, -1.0, 1.0), False),
+    "lps": ((-1.0, -1.0, 1.0), False),
+    "right-anterior-superior-time": ((1.0, 1.0, 1.0), True),
+    "rast": ((1.0, 1.0, 1.0), True),
+    "left-anterior-superior-time": ((-1.0, 1.0, 1.0), True),
+    "last": ((-1.0, 1.0, 1.0), True),
+    "left-posterior-superior-time": ((-1.0, -1.0, 1.0), True),
+    "lpst": ((-1.0, -1.0, 1.0), True),
+}
+_TIME_SPACES = {"scanner-xyz-time", "3d-right-handed-time", "3d-left-handed-time"}
+_NON_SPATIAL_KINDS = {
+    "time", "list", "point", "vector", "covariant-vector", "normal", "stub", "scalar",
+    "complex", "2-vector", "3-color", "rgb-color", "hsv-color", "xyz-color", "4-color",
+    "rgba-color", "3-vector", "3-gradient", "3-normal", "4-vector", "quaternion",
+    "2d-symmetric-matrix", "2d-masked-symmetric-matrix", "2d-matrix", "2d-masked-matrix",
+    "3d-symmetric-matrix", "3d-masked-symmetric-matrix", "3d-matrix", "3d-masked-matrix",
+}  # fmt: skip
+
+_NRRD_TYPES: dict[str, str] = {}
+for _names, _dtype in (
+    ("signed char|int8|int8_t", "int8"),
+    ("uchar|unsigned char|uint8|uint8_t", "uint8"),
+    ("short|short int|signed short|signed short int|int16|int16_t", "int16"),
+    ("ushort|unsigned short|unsigned short int|uint16|uint16_t", "uint16"),
+    ("int|signed int|int32|int32_t", "int32"),
+    ("uint|unsigned int|uint32|uint32_t", "uint32"),
+    ("longlong|long long|long long int|signed long long|signed long long int|int64|int64_t",
+     "int64"),
+    ("ulonglong|unsigned long long|unsigned long long int|uint64|uint64_t", "uint64"),
+    ("float", "float32"),
+    ("double", "float64"),
+    ("block", "block"),
+):  # fmt: skip
+    _NRRD_TYPES.update(dict.fromkeys(_names.split("|"), _dtype))
+
+
+class HeaderProblem(FileProblem):
+    """A :class:`FileProblem` that also names its problem category."""
+
+    def __init__(self, path: str, reason: str, category: str = "corrupt") -> None:
+        super().__init__(path, reason)
+        self.category = category
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where an image's voxels are: spatial shape, voxel-to-world affine, frame."""
+
+    shape: tuple[int, ...]
+    affine: tuple[tuple[float, ...], ...]
+    frame: str
+    anatomical: bool
+    dtype: str
+    extra_axes: tuple[int, ...] = ()
+    fields: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        affine = tuple(tuple(float(v) + 0.0 for v in r) for r in self.affine)  # no -0.0
+        object.__setattr__(self, "affine", affine)
+        object.__setattr__(self, "extra_axes", tuple(int(n) for n in self.extra_axes))
+        object.__setattr__(self, "fields", dict(self.fields))
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        """Voxel size along each spatial axis (norm of the affine's columns)."""
+        rows = self.affine[:-1]
+        return tuple(math.hypot(*(r[c] for r in rows)) for c in range(len(self.shape)))
+
+    @property
+    def origin(self) -> tuple[float, ...]:
+        """World position of voxel (0, 0, 0)."""
+        return tuple(r[-1] for r in self.affine[:-1])
+
+    @property
+    def directions(self) -> tuple[tuple[float, ...], ...]:
+        """Unit world vector of each spatial axis (zero vector for a zero spacing)."""
+        rows = self.affine[:-1]
+        return tuple(
+            tuple(r[c] / s if s else 0.0 for r in rows) for c, s in enumerate(self.spacing)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.shape),
+            "affine": [list(r) for r in self.affine],
+            "frame": self.frame,
+            "anatomical": self.anatomical,
+            "dtype": self.dtype,
+            "extra_axes": list(self.extra_axes),
+            "fields": dict(self.fields),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Geometry:
+        """Inverse of :meth:`to_json`; raises ValueError on malformed data."""
+        try:
+            affine = data["affine"]
+            fields = data["fields"]
+            if not isinstance(fields, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in fields.items()
+            ):
+                raise TypeError("fields must map strings to strings")
+            if not isinstance(data["anatomical"], bool):
+                raise TypeError("anatomical must be a boolean")
+            if not isinstance(data["frame"], str) or not isinstance(data["dtype"], str):
+                raise TypeError("frame and dtype must be strings")
+            return cls(
+                shape=_ints(data["shape"]),
+                affine=tuple(_floats(r) for r in affine),
+                frame=data["frame"],
+                anatomical=data["anatomical"],
+                dtype=data["dtype"],
+                extra_axes=_ints(data["extra_axes"]),
+                fields=fields,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"malformed geometry record: {e}") from None
+
+
+def _ints(values: Any) -> tuple[int, ...]:
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        raise TypeError(f"expected a list of integers, found {values!r}")
+    return tuple(values)
+
+
+def _floats(values: Any) -> tuple[float, ...]:
+    ok = isinstance(values, list) and all(
+        type(v) in (int, float) and math.isfinite(v) for v in values
+    )
+    if not ok:
+        raise TypeError(f"expected a list of finite numbers, found {values!r}")
+    return tuple(float(v) for v in values)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_geometry(path: Path) -> Geometry:
+    """The geometry of a NIfTI or NRRD file, read from its header only."""
+    try:
+        with open(path, "rb") as fh:
+            return _read_open(path, fh)
+    except FileProblem:
+        raise
+    except OSError as e:
+        raise HeaderProblem(str(path), _os_reason(path, e), "unreadable") from None
+    except Exception as e:
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        raise HeaderProblem(str(path), f"cannot parse header: {reason}") from None
+
+
+def _os_reason(path: Path, e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "broken symbolic link" if path.is_symlink() else "file not found"
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory, not a file"
+    return f"cannot read: {e.strerror or e}"
+
+
+def _expected_format(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    if name.endswith((".nrrd", ".nhdr")):
+        return "nrrd"
+    return None
+
+
+def _read_open(path: Path, fh: BinaryIO) -> Geometry:
+    head = fh.read(_CHUNK)
+    expected = _expected_format(path)
+    if not head:
+        raise HeaderProblem(str(path), "file is empty")
+    if head.startswith(b"NRRD"):
+        _require(path, expected, "nrrd", "NRRD")
+        return _nrrd_geometry(path, head, fh)
+    gzipped = head.startswith(b"\x1f\x8b")
+    block = _gunzip_prefix(path, head, fh) if gzipped else head
+    size = _nifti_header_size(block)
+    if size is None:
+        what = "gzip data without a NIfTI header" if gzipped else "neither NIfTI nor NRRD"
+        if expected is None:
+            raise HeaderProblem(str(path), f"unknown file type: {what}", "not_an_image")
+        label = "NIfTI" if expected == "nifti" else "NRRD"
+        raise HeaderProblem(str(path), f"not a {label} file: {what}", "not_an_image")
+    _require(path, expected, "nifti", "NIfTI")
+    return _nifti_geometry(path, block, size)
+
+
+def _require(path: Path, expected: str | None, found: str, label: str) -> None:
+    if expected is not None and expected != found:
+        claimed = "NIfTI" if expected == "nifti" else "NRRD"
+        raise HeaderProblem(str(path), f"not a {claimed} file: content is {label}", "not_an_image")
+
+
+# --------------------------------------------------------------------------- NIfTI
+
+
+def _gunzip_prefix(path: Path, head: bytes, fh: BinaryIO) -> bytes:
+    """The first bytes of a gzip stream, enough for a NIfTI-2 header."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = b""
+    data = head
+    try:
+        while len(out) < _NIFTI2_SIZE and data:
+            out += inflater.decompress(data, _NIFTI2_SIZE - len(out))
+            data = inflater.unconsumed_tail or (b"" if inflater.eof else fh.read(_CHUNK))
+    except zlib.error as e:
+        raise HeaderProblem(str(path), f"corrupt gzip stream: {e}") from None
+    return out
+
+
+def _nifti_header_size(block: bytes) -> int | None:
+    """348 or 540 when ``block`` starts like a NIfTI-1 or NIfTI-2 header, else None."""
+    if len(block) < 4:
+        return None
+    for order in "<>":
+        (size,) = struct.unpack(order + "i", block[:4])
+        if size in (_NIFTI1_SIZE, _NIFTI2_SIZE):
+            return int(size)
+    return None
+
+
+def _nifti_geometry(path: Path, block: bytes, size: int) -> Geometry:
+    if len(block) < size:
+        raise HeaderProblem(
+            str(path), f"truncated NIfTI header: {len(block)} of {size} bytes present"
+        )
+    header_class: Any = Nifti1Header if size == _NIFTI1_SIZE else Nifti2Header
+    header: Any = header_class(block[:size], check=False)
+    magic = bytes(header["magic"]).rstrip(b"\x00")
+    allowed = (b"n+1", b"ni1") if size == _NIFTI1_SIZE else (b"n+2", b"ni2")
+    if magic[:3] not in allowed:
+        reason = f"bad NIfTI magic {magic[:8]!r} (Analyze or garbage header)"
+        raise HeaderProblem(str(path), reason, "not_an_image")
+    dims = header["dim"]
+    ndim = int(dims[0])
+    if not 1 <= ndim <= 7 or any(int(d) < 0 for d in dims[1 : ndim + 1]):
+        raise HeaderProblem(str(path), f"invalid NIfTI dimensions {list(map(int, dims))}")
+    shape = tuple(int(d) for d in header.get_data_shape())
+    spatial = (*shape[:3], *(1,) * (3 - len(shape)))
+    affine = header.get_best_affine().tolist()
+    _check_finite(path, affine)
+    known = int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0
+    return Geometry(
+        shape=spatial,
+        affine=_rows(affine),
+        frame="RAS" if known else "unknown",
+        anatomical=known,
+        dtype=header.get_data_dtype().name,
+        extra_axes=shape[3:],
+        fields={},
+    )
+
+
+def _check_finite(path: Path, affine: Sequence[Sequence[float]]) -> None:
+    if not all(math.isfinite(v) for row in affine for v in row):
+        raise HeaderProblem(str(path), "header geometry holds non-finite numbers")
+
+
+# --------------------------------------------------------------------------- NRRD
+
+
+def _nrrd_header_text(path: Path, head: bytes, fh: BinaryIO) -> tuple[bytes, bool]:
+    """The header bytes up to the blank line, and whether the blank line was found."""
+    buf = head
+    start = 0
+    while True:
+        end = _BLANK_LINE.search(buf, max(0, start - 2))
+        if end is not None:
+            return buf[: end.start()], True
+        if len(buf) > _NRRD_HEADER_LIMIT:
+            raise HeaderProblem(str(path), "no blank line ends the NRRD header within 16 MiB")
+        more = fh.read(_CHUNK)
+        if not more:
+            return buf, False
+        start = len(buf)
+        buf += more
+
+
+def _nrrd_geometry(path: Path, head: bytes, fh: BinaryIO) -> Geometry:
+    text, ended = _nrrd_header_text(path, head, fh)
+    if b"\x00" in text:
+        raise HeaderProblem(str(path), "NRRD header holds binary bytes (truncated or garbage)")
+    lines = text.decode("utf-8", "replace").replace("\r", "").split("\n")
+    field_lines, fields = _split_key_values(lines[1:])
+    header = nrrd.read_header([lines[0], *field_lines])
+    detached = "data file" in header or "datafile" in header
+    if not ended and not detached:
+        raise HeaderProblem(str(path), "truncated NRRD header: no blank line before end of file")
+    for name in ("dimension", "type", "encoding", "sizes"):
+        if name not in header:
+            raise HeaderProblem(str(path), f"NRRD header lacks required field '{name}'")
+    dtype = _NRRD_TYPES.get(str(header["type"]).strip().lower())
+    if dtype is None:
+        raise HeaderProblem(str(path), f"unknown NRRD type {header['type']!r}")
+    sizes = [int(n) for n in header["sizes"]]
+    if len(sizes) != int(header["dimension"]):
+        reason = f"NRRD sizes {sizes} do not match dimension {header['dimension']}"
+        raise HeaderProblem(str(path), reason)
+    if min(sizes, default=0) < 1:
+        raise HeaderProblem(str(path), f"NRRD sizes {sizes} must all be positive")
+    shape, extra, affine, frame, anatomical = _nrrd_placement(path, header, sizes)
+    return Geometry(shape, affine, frame, anatomical, dtype, extra, fields)
+
+
+def _split_key_values(lines: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Separate ``field: value`` lines from ``key:=value`` pairs (comments dropped)."""
+    field_lines: list[str] = []
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line or line[0] == "#":
+            continue
+        key, sep, value = line.partition(":=")
+        if sep and ":" not in key:
+            fields[key] = _unescape(value) if "\\" in value else value
+        else:
+            field_lines.append(line)
+    return field_lines, fields
+
+
+def _unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
+_Placement = tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[float, ...], ...], str, bool]
+
+
+def _nrrd_placement(path: Path, header: Mapping[str, Any], sizes: list[int]) -> _Placement:
+    """Spatial shape, extra axes, RAS affine, frame and anatomical flag of a NRRD."""
+    kinds = [str(k).lower() for k in header.get("kinds", [])] or ["domain"] * len(sizes)
+    if len(kinds) != len(sizes):
+        raise HeaderProblem(str(path), f"NRRD kinds {kinds} do not match sizes {sizes}")
+    if "space directions" in header:
+        return _from_directions(path, header, sizes)
+    spacings = [float(s) for s in header.get("spacings", [1.0] * len(sizes))]
+    if len(spacings) != len(sizes):
+        raise HeaderProblem(str(path), f"NRRD spacings {spacings} do not match sizes {sizes}")
+    axes = [
+        a for a, k in enumerate(kinds) if k not in _NON_SPATIAL_KINDS and math.isfinite(spacings[a])
+    ]
+    n = len(axes)
+    affine = [
+        [spacings[a] if r == c else 0.0 for c, a in enumerate(axes)] + [0.0] for r in range(n)
+    ]
+    affine.append([0.0] * n + [1.0])
+    _check_finite(path, affine)
+    return (*_split_axes(sizes, axes), _rows(affine), "unknown", False)
+
+
+def _split_axes(sizes: list[int], axes: list[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    extra = tuple(n for a, n in enumerate(sizes) if a not in axes)
+    return tuple(sizes[a] for a in axes), extra
+
+
+def _rows(matrix: Sequence[Sequence[float]]) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in r) for r in matrix)
+
+
+def _from_directions(path: Path, header: Mapping[str, Any], sizes: list[int]) -> _Placement:
+    rows = _direction_rows(path, header["space directions"], len(sizes))
+    space = str(header.get("space", "")).strip()
+    key = space.lower()
+    signs: tuple[float, ...]
+    signs, timed = _ANATOMICAL_SPACES.get(key, ((1.0, 1.0, 1.0), key in _TIME_SPACES))
+    given = {len(r) for r in rows if r is not None}
+    world = int(header.get("space dimension", 0)) or (min(given) if given else 3)
+    origin = [float(v) for v in header.get("space origin", [0.0] * world)]
+    if given - {world} or len(origin) != world:
+        raise HeaderProblem(
+            str(path), f"NRRD space directions or origin do not have {world} values"
+        )
+    spatial = world - 1 if timed else world
+    used = [(a, r) for a, r in enumerate(rows) if r is not None and (not timed or any(r[:spatial]))]
+    axes = [a for a, _ in used]
+    sign = signs if len(signs) == spatial else (1.0,) * spatial
+    shift = [v if math.isfinite(v) else 0.0 for v in origin]
+    affine = [[sign[i] * r[i] for _, r in used] + [sign[i] * shift[i]] for i in range(spatial)]
+    affine.append([0.0] * len(axes) + [1.0])
+    _check_finite(path, affine)
+    anatomical = key in _ANATOMICAL_SPACES
+    frame = "RAS" if anatomical else (space or "unknown")
+    return (*_split_axes(sizes, axes), _rows(affine), frame, anatomical)
+
+
+def _direction_rows(path: Path, raw: Any, count: int) -> list[list[float] | None]:
+    """One world vector per axis, None for a 'none' (non-spatial) axis."""
+    rows: list[list[float] | None] = []
+    for r in raw:
+        values = [] if r is None else [float(v) for v in r]
+        if all(math.isnan(v) for v in values):
+            rows.append(None)
+        elif all(math.isfinite(v) for v in values):
+            rows.append(values)
+        else:
+            raise HeaderProblem(str(path), f"NRRD space direction {values} is malformed")
+    if len(rows) != count:
+        raise HeaderProblem(str(path), "NRRD space directions do not match the dimension")
+    return rows

@@ -224,7 +224,10 @@ def _naming(r: _Reader) -> NamingConfig:
     pr.check_keys(set(fields))
     dr = r.sub("dates")
     dr.check_keys(set(fields))
-    dates = {name: dr.string(name, "") for name in dr.table}
+    if "dates" in r.table:
+        dates = {name: dr.string(name, "") for name in dr.table}
+    else:  # like the patterns: the defaults apply to the fields that keep their names
+        dates = {name: fmt for name, fmt in d.dates.items() if name in fields}
     for name, fmt in dates.items():
         try:
             datetime(2000, 1, 31).strftime(fmt)

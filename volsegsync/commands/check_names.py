@@ -54,6 +54,7 @@ def check_names_command(files: tuple[str, ...], fmt: str, quiet: bool) -> None:
             except VolsegsyncError as e:
                 outside.append(make_problem("naming", [p], str(e)))
     count, problems = check_names(ds, relative)
+    count += len(outside)  # a path outside the dataset was checked too, and failed
     problems = outside + problems
     lines = problem_lines(problems)
     lines.append(f"{count} files checked, {len(problems)} with naming problems")

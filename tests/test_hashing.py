@@ -1,0 +1,140 @@
+"""Content hashing (xxh3-128, streamed), the file-format sniffing and the stat cache."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import xxhash
+from conftest import NAME1, overwrite_same_size, set_mtime, write_nii, write_nrrd
+
+from volsegsync.dataset import Dataset
+from volsegsync.hashing import CHUNK, RACY_NS, Hashed, Stat, StatCache, hash_file, hash_many
+from volsegsync.magic import HEAD_BYTES, sniff
+
+
+def xxh(path: Path) -> str:
+    return str(xxhash.xxh3_128(path.read_bytes()).hexdigest())
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, CHUNK, CHUNK + 1, 2 * CHUNK + 12345])
+def test_hash_file_equals_xxh3_128_of_the_bytes(tmp_path: Path, size: int) -> None:
+    path = tmp_path / "blob.nrrd"
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    path.write_bytes(data)
+    digest, st, head = hash_file(path)
+    assert digest == xxhash.xxh3_128(data).hexdigest()
+    assert len(digest) == 32
+    assert head == data[:HEAD_BYTES]
+    real = os.stat(path)
+    assert st == Stat(size, real.st_mtime_ns, real.st_ino)
+
+
+def test_sniff_real_files(tmp_path: Path) -> None:
+    nii_gz = write_nii(tmp_path / "a.nii.gz")
+    nrrd_file = write_nrrd(tmp_path / "a.nrrd")
+    nii = tmp_path / "b.nii"
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.int16), np.eye(4)), str(nii))  # type: ignore[no-untyped-call]
+    for path in (nii_gz, nrrd_file, nii):
+        assert sniff(path.name, path.read_bytes()[:HEAD_BYTES]) is None, path
+
+
+def test_sniff_garbage() -> None:
+    assert sniff("x.nrrd", b"garbage") == "not a NRRD file (no NRRD000 magic)"
+    assert sniff("x.seg.nrrd", b"") == "not a NRRD file (no NRRD000 magic)"
+    assert sniff("x.nii.gz", b"garbage") == "not a gzip-compressed NIfTI file (no gzip magic)"
+    assert sniff("x.nii.gz", gzip.compress(b"hello")) == (
+        "not a NIfTI file (only 5 bytes, a header needs 348)"
+    )
+    assert sniff("x.nii.gz", gzip.compress(bytes(400))) == (
+        "not a NIfTI file (bad header size or magic)"
+    )
+    reason = sniff("x.nii.gz", b"\x1f\x8b\x08\x00" + bytes(6) + b"\xff" * 50)
+    assert reason is not None and reason.startswith("corrupt gzip stream: ")
+    assert sniff("x.nii", bytes(10)) == "not a NIfTI file (only 10 bytes, a header needs 348)"
+    assert sniff("x.txt", b"anything") is None
+
+
+def test_stat_cache_round_trip_and_racy_entries(tmp_path: Path) -> None:
+    cache = StatCache(tmp_path / "state" / "stat.db")
+    now = time.time_ns()
+    old = Hashed("old.nrrd", Stat(10, now - RACY_NS - 1, 5), "a" * 32, None)
+    racy = Hashed("racy.nrrd", Stat(11, now - RACY_NS + 1, 6), "b" * 32, None)
+    bad = Hashed("bad.nrrd", Stat(12, now - 10 * RACY_NS, 7), "c" * 32, "not a NRRD file")
+    cache.store([old, racy, bad], now_ns=now)
+    assert cache.load() == {
+        "old.nrrd": (10, now - RACY_NS - 1, 5, "a" * 32, None),
+        "bad.nrrd": (12, now - 10 * RACY_NS, 7, "c" * 32, "not a NRRD file"),
+    }
+    cache.forget(["old.nrrd", "never-there.nrrd"])
+    assert list(cache.load()) == ["bad.nrrd"]
+    cache.close()
+    # persisted on disk in plain SQLite
+    rows = sqlite3.connect(tmp_path / "state" / "stat.db").execute("SELECT path FROM stat")
+    assert [r[0] for r in rows] == ["bad.nrrd"]
+
+
+def test_hash_many_serial_and_parallel_agree(tmp_path: Path) -> None:
+    names = [f"{NAME1}-v{i}.nrrd" for i in range(1, 7)]
+    for name in names:
+        write_nrrd(tmp_path / name)
+    (tmp_path / "junk.nrrd").write_bytes(b"not an image")
+    todo = [(n, Stat(0, 0, 0)) for n in [*names, "junk.nrrd", "missing.nrrd"]]
+    ticks: list[int] = []
+    serial = list(hash_many(tmp_path, todo, jobs=1, on_done=lambda: ticks.append(1)))
+    parallel = list(hash_many(tmp_path, todo, jobs=4))
+    assert serial == parallel
+    assert len(ticks) == len(todo)
+    by_path = {r.path if isinstance(r, Hashed) else r[0]: r for r in serial}
+    for name in names:
+        result = by_path[name]
+        assert isinstance(result, Hashed)
+        assert result.digest == xxh(tmp_path / name)
+        assert result.problem is None
+    junk = by_path["junk.nrrd"]
+    assert isinstance(junk, Hashed)
+    assert junk.problem == "not a NRRD file (no NRRD000 magic)"
+    assert by_path["missing.nrrd"] == ("missing.nrrd", "cannot read: No such file or directory")
+
+
+def test_dataset_hashes_uses_the_cache_for_unchanged_stat(ds_root: Path) -> None:
+    path = write_nii(ds_root / f"{NAME1}.nii.gz")
+    mtime_ns = set_mtime(path)
+    ds = Dataset.open(ds_root)
+    original = xxh(path)
+    hashed, unreadable = ds.hashes(ds.scan().files, jobs=1)
+    assert unreadable == {}
+    assert hashed[f"{NAME1}.nii.gz"].digest == original
+    # new content, same size, same inode, mtime put back: the stat is unchanged
+    overwrite_same_size(path)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    assert xxh(path) != original
+    seen: list[int] = []
+    hashed, _ = ds.hashes(ds.scan().files, jobs=1, progress=seen.append)
+    assert hashed[f"{NAME1}.nii.gz"].digest == original  # from the cache, not read
+    assert seen == [1]
+    # a different mtime: read again
+    os.utime(path, ns=(mtime_ns + 1_000_000_000, mtime_ns + 1_000_000_000))
+    hashed, _ = ds.hashes(ds.scan().files, jobs=1)
+    assert hashed[f"{NAME1}.nii.gz"].digest == xxh(path) != original
+
+
+def test_dataset_hashes_prune_forgets_vanished_files(ds_root: Path) -> None:
+    a = write_nrrd(ds_root / f"{NAME1}-v1.nrrd")
+    b = write_nrrd(ds_root / f"{NAME1}-v2.nrrd")
+    set_mtime(a)
+    set_mtime(b)
+    ds = Dataset.open(ds_root)
+    ds.hashes(ds.scan().files)
+    db = StatCache(ds.state_dir / "stat.db")
+    assert sorted(db.load()) == [a.name, b.name]
+    b.unlink()
+    ds.hashes(ds.scan().files, prune=True)
+    assert sorted(db.load()) == [a.name]
+    db.close()

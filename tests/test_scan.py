@@ -1,0 +1,80 @@
+"""Walking a dataset: candidates by extension, skipped folders, excludes, bad entries."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import NAME1, NAME2, write_nii, write_nrrd
+
+from volsegsync.config import NamingConfig, RolesConfig
+from volsegsync.hashing import Stat
+from volsegsync.naming import Convention
+from volsegsync.scan import stat_paths, walk
+
+CONV = Convention(NamingConfig(), RolesConfig())
+
+
+def stat_of(path: Path) -> Stat:
+    st = path.stat()
+    return Stat(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def test_walk_finds_candidates_with_stat(tmp_path: Path) -> None:
+    a = write_nii(tmp_path / "vols" / f"{NAME1}.nii.gz")
+    b = write_nrrd(tmp_path / "segs" / "deep" / f"{NAME1}-v1.seg.nrrd")
+    c = write_nrrd(tmp_path / f"{NAME2}.nrrd")
+    (tmp_path / "README.md").write_text("hi")
+    (tmp_path / "notes.nii.gz.txt").write_text("hi")
+    write_nii(tmp_path / ".git" / "x.nii.gz")
+    write_nii(tmp_path / ".volsegsync" / "state" / "x.nii.gz")
+    write_nii(tmp_path / "sub" / ".git" / "y.nii.gz")
+    result = walk(tmp_path, CONV)
+    assert result.files == {
+        f"vols/{NAME1}.nii.gz": stat_of(a),
+        f"segs/deep/{NAME1}-v1.seg.nrrd": stat_of(b),
+        f"{NAME2}.nrrd": stat_of(c),
+    }
+    assert result.unreadable == {}
+
+
+def test_walk_exclude_patterns(tmp_path: Path) -> None:
+    write_nii(tmp_path / "keep" / "a.nii.gz")
+    write_nii(tmp_path / "scratch" / "b.nii.gz")
+    write_nrrd(tmp_path / "keep" / "c.tmp.nrrd")
+    result = walk(tmp_path, CONV, exclude=["scratch", "*.tmp.nrrd"])
+    assert sorted(result.files) == ["keep/a.nii.gz"]
+
+
+def test_walk_reports_bad_entries_and_goes_on(tmp_path: Path) -> None:
+    write_nii(tmp_path / f"{NAME1}.nii.gz")
+    os.symlink(tmp_path / "gone.nii.gz", tmp_path / f"{NAME2}.nii.gz")
+    os.mkfifo(tmp_path / "pipe.nrrd")
+    bad = os.fsencode(tmp_path) + b"/C09-Bad\xff-D01012000.nii.gz"
+    with open(bad, "wb") as f:
+        f.write(b"x")
+    good_link_target = write_nrrd(tmp_path / "target" / "t.nrrd")
+    os.symlink(good_link_target, tmp_path / f"{NAME1}-v1.nrrd")
+    result = walk(tmp_path, CONV)
+    assert sorted(result.files) == [f"{NAME1}-v1.nrrd", f"{NAME1}.nii.gz", "target/t.nrrd"]
+    assert result.unreadable == {
+        f"{NAME2}.nii.gz": "broken symbolic link",
+        "pipe.nrrd": "not a regular file",
+        os.fsdecode(b"C09-Bad\xff-D01012000.nii.gz"): "the name is not valid UTF-8",
+    }
+
+
+def test_stat_paths(tmp_path: Path) -> None:
+    a = write_nii(tmp_path / f"{NAME1}.nii.gz")
+    os.symlink(tmp_path / "nowhere", tmp_path / "link.nrrd")
+    (tmp_path / "dir.nrrd").mkdir()
+    result = stat_paths(
+        tmp_path, [f"{NAME1}.nii.gz", "missing.nrrd", "link.nrrd", "dir.nrrd", "tab\there.nrrd"]
+    )
+    assert result.files == {f"{NAME1}.nii.gz": stat_of(a)}
+    assert result.unreadable == {
+        "missing.nrrd": "no such file",
+        "link.nrrd": "broken symbolic link",
+        "dir.nrrd": "not a regular file",
+        "tab\there.nrrd": "the name holds a control character (tab, newline...)",
+    }

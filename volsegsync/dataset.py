@@ -11,15 +11,18 @@ Layout::
 from __future__ import annotations
 
 import contextlib
+import marshal
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import xxhash
+
 from volsegsync.config import Config, load_config
 from volsegsync.errors import NotADatasetError, VolsegsyncError
-from volsegsync.fsutil import write_lock
+from volsegsync.fsutil import atomic_write_bytes, write_lock
 from volsegsync.hashing import Hashed, Stat, StatCache, hash_many
-from volsegsync.index import Entry, read_index, write_index
+from volsegsync.index import Entry, FileRecord, read_index, write_index
 from volsegsync.naming import Convention
 from volsegsync.scan import ScanResult, stat_paths, walk
 
@@ -81,7 +84,28 @@ class Dataset:
     # -- index ---------------------------------------------------------------------------
 
     def read_index(self) -> list[Entry]:
-        return read_index(self.index_path)
+        """The index's entries; a parse of the same bytes is reused from the state folder."""
+        try:
+            raw = self.index_path.read_bytes()
+        except OSError:
+            return read_index(self.index_path)  # says what is wrong, or [] when missing
+        digest = xxhash.xxh3_128_hexdigest(raw)
+        memo = self.state_dir / "index.marshal"
+        try:
+            data = marshal.loads(memo.read_bytes())
+            if data["digest"] == digest:
+                return [
+                    Entry(FileRecord(*v) if v else None, FileRecord(*s) if s else None, n)
+                    for v, s, n in data["entries"]
+                ]
+        except (OSError, EOFError, ValueError, TypeError, KeyError):
+            pass
+        entries = read_index(self.index_path)
+        plain = [(tuple(e.volume) if e.volume else None,
+                  tuple(e.segmentation) if e.segmentation else None, e.version) for e in entries]
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(memo, marshal.dumps({"digest": digest, "entries": plain}))
+        return entries
 
     def write_index(self, entries: list[Entry]) -> None:
         write_index(self.index_path, entries)
@@ -99,6 +123,15 @@ class Dataset:
         if paths is None:
             return walk(self.root, self.convention, self.config.exclude)
         return stat_paths(self.root, paths)
+
+    def cached_hashes(self) -> dict[str, Hashed]:
+        """Everything the stat cache knows (check ``stat`` before trusting an entry)."""
+        cache = StatCache(self.state_dir / "stat.db")
+        try:
+            rows = cache.load()
+        finally:
+            cache.close()
+        return {p: Hashed(p, Stat(*r[:3]), r[3], r[4]) for p, r in rows.items()}
 
     def hashes(
         self,
@@ -119,8 +152,8 @@ class Dataset:
             todo: list[tuple[str, Stat]] = []
             for path, st in files.items():
                 hit = known.get(path)
-                if hit is not None and hit.stat == st:
-                    hashed[path] = hit
+                if hit is not None and hit[:3] == st:
+                    hashed[path] = Hashed(path, st, hit[3], hit[4])
                 else:
                     todo.append((path, st))
             if progress and hashed:
@@ -145,11 +178,14 @@ class Dataset:
 
 def find_root(start: Path) -> Path:
     here = Path(os.path.abspath(start))
-    if not here.is_dir():
-        raise NotADatasetError(f"{start}: no such folder")
-    for folder in (here, *here.parents):
-        if (folder / META_DIR).is_dir():
-            return folder
+    try:
+        if not here.is_dir():
+            raise NotADatasetError(f"{start}: no such folder")
+        for folder in (here, *here.parents):
+            if (folder / META_DIR).is_dir():
+                return folder
+    except OSError as e:  # e.g. a folder above that this user may not enter
+        raise NotADatasetError(f"{here}: cannot look for a dataset: {e.strerror}") from None
     raise NotADatasetError(
         f"{here}: not a volsegsync dataset (nor any parent folder); run 'volsegsync init' first"
     )

@@ -54,6 +54,9 @@ def hash_file(path: str | os.PathLike[str]) -> tuple[str, Stat, bytes]:
     return h.hexdigest(), Stat(st.st_size, st.st_mtime_ns, st.st_ino), head
 
 
+CacheRow = tuple[int, int, int, str, "str | None"]
+
+
 class StatCache:
     """SQLite-backed ``path -> (stat, digest, problem)`` cache in the state folder."""
 
@@ -65,9 +68,10 @@ class StatCache:
             "mtime_ns INTEGER, ino INTEGER, digest TEXT, problem TEXT)"
         )
 
-    def load(self) -> dict[str, Hashed]:
+    def load(self) -> dict[str, CacheRow]:
+        """``path -> (size, mtime_ns, ino, digest, problem)`` for every cached file."""
         rows = self._db.execute("SELECT path, size, mtime_ns, ino, digest, problem FROM stat")
-        return {r[0]: Hashed(r[0], Stat(r[1], r[2], r[3]), r[4], r[5]) for r in rows}
+        return {r[0]: r[1:] for r in rows}
 
     def store(self, items: Iterable[Hashed], now_ns: int | None = None) -> None:
         limit = (now_ns if now_ns is not None else time.time_ns()) - RACY_NS

@@ -45,10 +45,18 @@ class Convention:
         self._whole = re.compile(sep.join(f"(?:{naming.patterns[n]})" for n in naming.fields))
         self._volume_dirs = frozenset(roles.volume_dirs)
         self._segmentation_dirs = frozenset(roles.segmentation_dirs)
+        self._role_dirs = self._volume_dirs | self._segmentation_dirs
+        self._ext_tuple = tuple(self._extensions)
+        self.extensions = self._ext_tuple  # for fast ``str.endswith`` pre-filters
+        vol_ext, seg_ext = set(roles.volume_extensions), set(roles.segmentation_extensions)
+        self._role_by_ext = {e: VOLUME for e in vol_ext - seg_ext}
+        self._role_by_ext.update({e: SEGMENTATION for e in seg_ext - vol_ext})
 
     # -- roles ---------------------------------------------------------------------------
 
     def extension_of(self, name: str) -> str | None:
+        if not name.endswith(self._ext_tuple):
+            return None
         for ext in self._extensions:
             if name.endswith(ext) and len(name) > len(ext):
                 return ext
@@ -56,31 +64,34 @@ class Convention:
 
     def is_candidate(self, path: str) -> bool:
         """Whether ``path`` has a volume or segmentation extension (cheap pre-filter)."""
-        return self.extension_of(path.rpartition("/")[2]) is not None
+        return path.endswith(self._ext_tuple) and self.extension_of(path) is not None
 
     def role_of(self, path: str) -> tuple[str | None, str]:
         """The role of ``path`` and the reason when it cannot be decided."""
+        role, _, why = self._classify(path)
+        return role, why
+
+    def _classify(self, path: str) -> tuple[str | None, str, str]:
+        """``(role, extension, why-no-role)`` of a path."""
         folder, _, name = path.rpartition("/")
         ext = self.extension_of(name)
         if ext is None:
-            return None, "not a volume or segmentation extension"
-        parts = set(folder.split("/")) if folder else set()
-        if parts & self._volume_dirs:
-            return VOLUME, ""
-        if parts & self._segmentation_dirs:
-            return SEGMENTATION, ""
+            return None, "", "not a volume or segmentation extension"
+        if folder and self._role_dirs:
+            parts = set(folder.split("/"))
+            if parts & self._volume_dirs:
+                return VOLUME, ext, ""
+            if parts & self._segmentation_dirs:
+                return SEGMENTATION, ext, ""
         stem = name[: -len(ext)]
         if self.roles.volume_suffix and stem.endswith(self.roles.volume_suffix):
-            return VOLUME, ""
+            return VOLUME, ext, ""
         if self.roles.segmentation_suffix and stem.endswith(self.roles.segmentation_suffix):
-            return SEGMENTATION, ""
-        is_volume = ext in self.roles.volume_extensions
-        is_segmentation = ext in self.roles.segmentation_extensions
-        if is_volume and not is_segmentation:
-            return VOLUME, ""
-        if is_segmentation and not is_volume:
-            return SEGMENTATION, ""
-        return None, (
+            return SEGMENTATION, ext, ""
+        role = self._role_by_ext.get(ext)
+        if role is not None:
+            return role, ext, ""
+        return None, ext, (
             f"extension {ext} is used by volumes and segmentations alike, and no folder "
             "or suffix rule of the config decides which this is"
         )
@@ -89,12 +100,10 @@ class Convention:
 
     def parse(self, path: str) -> NameInfo | None:
         """Role, pairing key and version of ``path``; None if it is no dataset file."""
-        role, _ = self.role_of(path)
+        role, ext, _ = self._classify(path)
         if role is None:
             return None
         name = path.rpartition("/")[2]
-        ext = self.extension_of(name)
-        assert ext is not None
         stem = self._strip_suffix(name[: -len(ext)], role)
         version = None
         if role == SEGMENTATION:
@@ -153,7 +162,7 @@ class Convention:
         if self._whole.fullmatch(self.naming.separator.join(tokens)) and not self.naming.dates:
             return []
         problems = []
-        for (name, pattern), value in zip(self._fields, tokens):
+        for (name, pattern), value in zip(self._fields, tokens, strict=True):
             if not pattern.fullmatch(value):
                 problems.append(
                     self._problem(path, name, f"pattern {pattern.pattern}", value)
@@ -178,12 +187,16 @@ def _is_date(value: str, fmt: str) -> bool:
     return parsed.strftime(fmt) == value
 
 
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def bad_name_reason(path: str) -> str | None:
     """Why a path cannot be stored in the index at all (None when it can)."""
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return "the name is not valid UTF-8"
-    if any(ord(c) < 32 or ord(c) == 127 for c in path):
+    if not path.isascii():
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            return "the name is not valid UTF-8"
+    if CONTROL_CHARS.search(path):
         return "the name holds a control character (tab, newline...)"
     return None

@@ -10,15 +10,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import PurePosixPath
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from volsegsync.errors import FileProblem
-from volsegsync.geometry import same_grid
-from volsegsync.headers import Geometry
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
 from volsegsync.problems import Problem, make_problem
 
-GeometryReader = Callable[[str], Geometry]
+if TYPE_CHECKING:  # headers and geometry import numpy: only metadata pairing needs them
+    from volsegsync.headers import Geometry
+
+GeometryReader = Callable[[str], "Geometry"]
 
 
 class Pair(NamedTuple):
@@ -77,8 +78,8 @@ def _ambiguous_volumes(vols: list[NameInfo]) -> Problem:
 
 def _latest(segs: list[NameInfo]) -> tuple[NameInfo | None, list[NameInfo], list[Problem]]:
     """The highest version, the older ones, and duplicate/gap problems."""
-    if not segs:
-        return None, [], []
+    if len(segs) < 2:
+        return (segs[0] if segs else None), [], []
     by_version: dict[int, list[NameInfo]] = defaultdict(list)
     for s in segs:
         by_version[s.version or 0].append(s)
@@ -174,6 +175,8 @@ def _match(
     direction_tolerance: float,
     problems: list[Problem],
 ) -> str | None:
+    from volsegsync.geometry import same_grid
+
     geo = geometries.get(seg)
     if geo is None:
         return None

@@ -7,11 +7,15 @@ content. Unreadable entries are reported, not raised: the walk goes on.
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import stat as statmod
+from array import array
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
+
+import xxhash
 
 from volsegsync.hashing import Stat
 from volsegsync.naming import Convention, bad_name_reason
@@ -25,51 +29,65 @@ class ScanResult(NamedTuple):
 
 
 def walk(root: Path, convention: Convention, exclude: Iterable[str] = ()) -> ScanResult:
-    """All candidate files below ``root`` (by extension), with their stat."""
+    """All candidate files below ``root`` (by extension), with their stat.
+
+    This loop is the floor of every command's run time on a large dataset: one
+    ``stat`` per file and as little Python around it as possible.
+    """
     files: dict[str, Stat] = {}
     unreadable: dict[str, str] = {}
     patterns = tuple(exclude)
+    extensions = convention.extensions
+    make_stat = tuple.__new__  # Stat(...) without the Python-level __new__
     stack = [(os.fspath(root), "")]
     while stack:
         folder, prefix = stack.pop()
         try:
-            entries = list(os.scandir(folder))
+            entries = os.scandir(folder)  # iterated lazily: a list of 50k entries costs more
         except OSError as e:
             unreadable[prefix.rstrip("/") or "."] = f"cannot list folder: {e.strerror}"
             continue
-        for entry in entries:
-            rel = prefix + entry.name
-            if patterns and _excluded(rel, patterns):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                if entry.name not in SKIP_DIRS:
-                    stack.append((entry.path, rel + "/"))
-                continue
-            if not convention.is_candidate(entry.name):
-                continue
-            _add(entry, rel, files, unreadable)
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if patterns and _excluded(prefix + name, patterns):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if name not in SKIP_DIRS:
+                        stack.append((entry.path, prefix + name + "/"))
+                    continue
+                if not name.endswith(extensions):
+                    continue
+                rel = prefix + name
+                if not (rel.isascii() and rel.isprintable()):
+                    bad = bad_name_reason(rel)
+                    if bad:
+                        unreadable[rel] = bad
+                        continue
+                try:
+                    st = entry.stat()
+                except OSError as e:
+                    unreadable[rel] = _stat_failure(entry, e)
+                    continue
+                if statmod.S_ISREG(st.st_mode):
+                    files[rel] = make_stat(Stat, (st.st_size, st.st_mtime_ns, st.st_ino))
+                else:
+                    unreadable[rel] = "not a regular file"
     return ScanResult(files, unreadable)
 
 
-def _add(
-    entry: os.DirEntry[str], rel: str, files: dict[str, Stat], unreadable: dict[str, str]
-) -> None:
-    bad = bad_name_reason(rel)
-    if bad:
-        unreadable[rel] = bad
-        return
-    try:
-        st = entry.stat()
-    except FileNotFoundError:
-        unreadable[rel] = "broken symbolic link" if entry.is_symlink() else "vanished"
-        return
-    except OSError as e:
-        unreadable[rel] = f"cannot stat: {e.strerror}"
-        return
-    if not statmod.S_ISREG(st.st_mode):
-        unreadable[rel] = "not a regular file"
-        return
-    files[rel] = Stat(st.st_size, st.st_mtime_ns, st.st_ino)
+def fingerprint(scan: ScanResult) -> str:
+    """A digest of every path and stat of a scan, in scan order (C-speed throughout)."""
+    names = "\0".join(scan.files).encode("utf-8", "surrogateescape")
+    stats = array("q", itertools.chain.from_iterable(scan.files.values())).tobytes()
+    lost = repr(sorted(scan.unreadable.items())).encode("utf-8", "surrogateescape")
+    return "-".join(xxhash.xxh3_128_hexdigest(b) for b in (names, stats, lost))
+
+
+def _stat_failure(entry: os.DirEntry[str], e: OSError) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "broken symbolic link" if entry.is_symlink() else "vanished"
+    return f"cannot stat: {e.strerror}"
 
 
 def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:

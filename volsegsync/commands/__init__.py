@@ -7,11 +7,13 @@ from volsegsync.commands.example import example_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
 from volsegsync.commands.status import status_command
+from volsegsync.commands.verify import verify_command
 
 COMMANDS = [
     init_command,
     check_names_command,
     pair_command,
     status_command,
+    verify_command,
     example_command,
 ]

@@ -7,8 +7,6 @@ from pathlib import Path
 import click
 
 from volsegsync.commands.common import common_options
-from volsegsync.example import make_example
-from volsegsync.ops.init import init_dataset
 from volsegsync.output import Rendered, emit
 
 
@@ -28,6 +26,9 @@ def example_command(directory: Path, force: bool, no_git: bool, fmt: str, quiet:
     Example:
       volsegsync example demo && cd demo && volsegsync pair
     """
+    from volsegsync.example import make_example  # nibabel: imported only when needed
+    from volsegsync.ops.init import init_dataset
+
     report = make_example(directory, force=force)
     init = init_dataset(directory, git=not no_git, no_git=no_git)
     lines = [f"Wrote an example dataset of {len(report.files)} files to {report.root}"]

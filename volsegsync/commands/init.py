@@ -7,7 +7,6 @@ from pathlib import Path
 import click
 
 from volsegsync.commands.common import common_options
-from volsegsync.ops.init import init_dataset
 from volsegsync.output import Rendered, emit
 
 
@@ -28,6 +27,8 @@ def init_command(git: bool, no_git: bool, fmt: str, quiet: bool) -> None:
       volsegsync init           # inside a git repository
       volsegsync init --git     # create the repository too
     """
+    from volsegsync.ops.init import init_dataset  # dulwich: imported only when needed
+
     report = init_dataset(Path.cwd(), git=git, no_git=no_git)
     lines = []
     if report.git_created:

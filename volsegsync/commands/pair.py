@@ -62,7 +62,7 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
     lines.append(
         f"{len(complete)} pairs, {len(snap.pairing.unpaired_volumes)} volumes and "
         f"{len(snap.pairing.unpaired_segmentations)} segmentations unpaired, "
-        f"{len(snap.hashed)} files ({_size(snap.total_bytes)}); {state}"
+        f"{snap.files} files ({_size(snap.total_bytes)}); {state}"
     )
     document = {
         "schema": "volsegsync.pair/1",
@@ -74,7 +74,7 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
         "unpaired_segmentations": snap.pairing.unpaired_segmentations,
         "problems": problem_rows(problems),
         "summary": {
-            "files": len(snap.hashed),
+            "files": snap.files,
             "bytes": snap.total_bytes,
             "pairs": len(complete),
             **summary_counts(problems),

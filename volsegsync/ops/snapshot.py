@@ -6,31 +6,38 @@ it with the index). Bad files are reported as problems; the scan goes on.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+import marshal
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import xxhash
+
+from volsegsync import __version__
 from volsegsync.dataset import Dataset
-from volsegsync.hashing import Hashed
-from volsegsync.headers import Geometry, read_geometry
-from volsegsync.index import Entry, FileRecord
+from volsegsync.fsutil import atomic_write_bytes
+from volsegsync.hashing import RACY_NS, Hashed
+from volsegsync.index import Entry, FileRecord, format_index
 from volsegsync.naming import NameInfo
-from volsegsync.pairing import Pairing, pair_by_metadata, pair_by_naming
+from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming
 from volsegsync.problems import Problem, make_problem
+from volsegsync.scan import ScanResult, fingerprint
+
+if TYPE_CHECKING:
+    from volsegsync.headers import Geometry
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
+MEMO_FORMAT = 1
 
 
 class Snapshot(NamedTuple):
-    entries: list[Entry]  # what the index would hold now
+    entries: list[Entry]  # what the index would hold now, in the index's order
     pairing: Pairing
     problems: list[Problem]  # unreadable, not_an_image, naming roles, pairing problems
-    hashed: dict[str, Hashed]  # every readable image file
-    infos: dict[str, NameInfo]
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(h.stat.size for h in self.hashed.values())
+    files: int  # readable image files
+    total_bytes: int
 
 
 def take_snapshot(
@@ -38,8 +45,15 @@ def take_snapshot(
     by: str | None = None,
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
+    scan: ScanResult | None = None,
 ) -> Snapshot:
-    scan = ds.scan()
+    """Scan, hash and pair the dataset, reusing the last result when no file changed."""
+    scan = scan if scan is not None else ds.scan()
+    mode = by or ds.config.pairing.by
+    memo = snapshot_memo(ds, mode)
+    cached = memo.load(scan)
+    if cached is not None:
+        return cached
     problems = [
         make_problem("unreadable", [p], f"{p}: {why}") for p, why in sorted(scan.unreadable.items())
     ]
@@ -47,7 +61,7 @@ def take_snapshot(
     hashed, unreadable = ds.hashes(scan.files, jobs=jobs, progress=tick, prune=True)
     for path, why in sorted(unreadable.items()):
         problems.append(make_problem("unreadable", [path], f"{path}: {why}"))
-    infos: dict[str, NameInfo] = {}
+    infos: list[NameInfo] = []
     for path in sorted(hashed):
         h = hashed[path]
         if h.problem:
@@ -57,9 +71,9 @@ def take_snapshot(
         if info is None:
             problems.extend(ds.convention.check(path))  # says why the role is unknown
             continue
-        infos[path] = info
-    pairing = pair_by_naming(infos.values())
-    if (by or ds.config.pairing.by) == "metadata":
+        infos.append(info)
+    pairing = pair_by_naming(infos)
+    if mode == "metadata":
         pairing = pair_by_metadata(
             pairing,
             _geometry_reader(ds),
@@ -68,19 +82,142 @@ def take_snapshot(
             ds.config.verify.direction_tolerance,
         )
     problems.extend(pairing.problems)
-    problems.extend(_unpaired_problems(pairing))
+    problems.extend(unpaired_problems(pairing))
     entries = [_entry(p.volume, p.segmentation, p.version, hashed) for p in pairing.pairs]
-    return Snapshot(entries, pairing, problems, hashed, infos)
+    entries.sort(key=lambda e: e.sort_key)  # the index's order: comparing them is then cheap
+    total = sum(h.stat.size for h in hashed.values())
+    snap = Snapshot(entries, pairing, problems, len(hashed), total)
+    if not unreadable and not _racy(hashed.values()):
+        memo.save(scan, snap)
+    return snap
+
+
+def snapshot_memo(ds: Dataset, mode: str | None = None) -> SnapshotMemo:
+    key = _fingerprint(ds, mode or ds.config.pairing.by)
+    return SnapshotMemo(ds.state_dir / "snapshot.marshal", key)
+
+
+def _fingerprint(ds: Dataset, mode: str) -> str:
+    try:
+        config = ds.config_path.read_bytes()
+    except OSError:
+        config = b""
+    return f"{__version__}/{MEMO_FORMAT}/{mode}/{xxhash.xxh3_128_hexdigest(config)}"
+
+
+def _racy(hashed: Iterable[Hashed]) -> bool:
+    """True when a file changed so recently that its stat may not tell a later change."""
+    limit = time.time_ns() - RACY_NS
+    return any(h.stat.mtime_ns >= limit for h in hashed)
+
+
+class MemoHit(NamedTuple):
+    """A memoised snapshot whose files are unchanged; the bulk is decoded on demand."""
+
+    index_digest: str  # xxh3-128 of the index text this snapshot would write
+    pairs: int  # complete pairs
+    problems: list[Problem]
+    files: int
+    total_bytes: int
+    bulk: bytes
+
+    def snapshot(self) -> Snapshot:
+        entries, pairs, pairing_problems = marshal.loads(self.bulk)
+        return Snapshot(
+            [
+                Entry(FileRecord(*v) if v else None, FileRecord(*s) if s else None, n)
+                for v, s, n in entries
+            ],
+            Pairing([Pair(*p) for p in pairs], [Problem(*p) for p in pairing_problems]),
+            self.problems,
+            self.files,
+            self.total_bytes,
+        )
+
+
+class SnapshotMemo:
+    """The last snapshot with the stat of every file it saw, in the state folder.
+
+    When a new scan finds the same files with the same stat (and the config is
+    unchanged), the snapshot is reused as it was: nothing is hashed or paired.
+    Stored with :mod:`marshal` (plain data only; loading it runs no code).
+    """
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path = path
+        self.key = key
+
+    def match(self, scan: ScanResult) -> MemoHit | None:
+        try:
+            data = marshal.loads(self.path.read_bytes())
+            if data["key"] != self.key or data["scan"] != fingerprint(scan):
+                return None
+            return MemoHit(
+                data["index_digest"],
+                data["pairs"],
+                [Problem(*p) for p in data["problems"]],
+                data["count"],
+                data["bytes"],
+                data["bulk"],
+            )
+        except (OSError, EOFError, ValueError, TypeError, KeyError):
+            return None
+
+    def load(self, scan: ScanResult) -> Snapshot | None:
+        hit = self.match(scan)
+        try:
+            return hit.snapshot() if hit is not None else None
+        except (EOFError, ValueError, TypeError):
+            return None
+
+    def save(self, scan: ScanResult, snap: Snapshot) -> None:
+        try:
+            bulk = marshal.dumps(
+                (
+                    [(_plain(e.volume), _plain(e.segmentation), e.version) for e in snap.entries],
+                    [tuple(p) for p in snap.pairing.pairs],
+                    [_plain_problem(p) for p in snap.pairing.problems],
+                )
+            )
+            blob = marshal.dumps(
+                {
+                    "key": self.key,
+                    "scan": fingerprint(scan),
+                    "index_digest": index_digest(format_index(snap.entries).encode()),
+                    "problems": [_plain_problem(p) for p in snap.problems],
+                    "pairs": sum(1 for e in snap.entries if e.volume and e.segmentation),
+                    "count": snap.files,
+                    "bytes": snap.total_bytes,
+                    "bulk": bulk,
+                }
+            )
+        except ValueError:
+            return  # something not plain data: simply not memoised
+        atomic_write_bytes(self.path, blob)
+
+
+def index_digest(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def _plain(rec: FileRecord | None) -> tuple[str, int, str] | None:
+    return tuple(rec) if rec is not None else None  # type: ignore[return-value]
+
+
+def _plain_problem(p: Problem) -> tuple[Any, ...]:
+    return (p.category, p.severity, p.files, p.message, dict(p.details))
 
 
 def _geometry_reader(ds: Dataset) -> Callable[[str], Geometry]:
+    from volsegsync.headers import read_geometry  # numpy: only for metadata pairing
+
     def read(path: str) -> Geometry:
         return read_geometry(ds.root / path)
 
     return read
 
 
-def _unpaired_problems(pairing: Pairing) -> list[Problem]:
+def unpaired_problems(pairing: Pairing) -> list[Problem]:
     out = []
     for path in pairing.unpaired_volumes:
         out.append(make_problem("unpaired_volume", [path], f"{path}: volume without segmentation"))
@@ -98,6 +235,7 @@ def _record(path: str | None, hashed: dict[str, Hashed]) -> FileRecord | None:
     return FileRecord(path, h.stat.size, h.digest)
 
 
-def _entry(vol: str | None, seg: str | None, version: int | None, hashed: dict[str, Hashed]
-           ) -> Entry:
+def _entry(
+    vol: str | None, seg: str | None, version: int | None, hashed: dict[str, Hashed]
+) -> Entry:
     return Entry(_record(vol, hashed), _record(seg, hashed), version)

@@ -11,8 +11,9 @@ from typing import Any, NamedTuple
 
 from volsegsync.dataset import Dataset
 from volsegsync.index import Entry, FileRecord
-from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
+from volsegsync.ops.snapshot import ProgressFactory, index_digest, snapshot_memo, take_snapshot
 from volsegsync.problems import Problem
+from volsegsync.scan import ScanResult
 
 KINDS = (
     "new_pair",
@@ -34,8 +35,12 @@ class Change(NamedTuple):
     details: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "paths": list(self.paths), "message": self.message,
-                "details": self.details}
+        return {
+            "kind": self.kind,
+            "paths": list(self.paths),
+            "message": self.message,
+            "details": self.details,
+        }
 
 
 class StatusReport(NamedTuple):
@@ -52,8 +57,12 @@ class StatusReport(NamedTuple):
 def run_status(
     ds: Dataset, jobs: int | None = None, progress: ProgressFactory | None = None
 ) -> StatusReport:
+    scan = ds.scan()
+    quick = _quick_status(ds, scan)
+    if quick is not None:
+        return quick
     old = ds.read_index()
-    snap = take_snapshot(ds, jobs=jobs, progress=progress)
+    snap = take_snapshot(ds, jobs=jobs, progress=progress, scan=scan)
     return StatusReport(
         diff(old, snap.entries),
         snap.problems,
@@ -62,8 +71,25 @@ def run_status(
     )
 
 
+def _quick_status(ds: Dataset, scan: ScanResult) -> StatusReport | None:
+    """In sync, decided without hashing, pairing or parsing: every file has the stat of
+    the memoised snapshot and the index holds exactly the text that snapshot writes."""
+    hit = snapshot_memo(ds).match(scan)
+    if hit is None:
+        return None
+    try:
+        index = ds.index_path.read_bytes()
+    except OSError:
+        return None
+    if index_digest(index) != hit.index_digest:
+        return None
+    return StatusReport([], hit.problems, hit.pairs, hit.pairs)
+
+
 def diff(old: list[Entry], new: list[Entry]) -> list[Change]:
     """Changes that turn the ``old`` index entries into the ``new`` ones."""
+    if old == new:
+        return []  # the common case, decided at C speed
     old_files = _files(old)
     new_files = _files(new)
     renames = _renames(old_files, new_files)
@@ -101,21 +127,36 @@ def _file_changes(
 ) -> list[Change]:
     changes = []
     for path, target in renames.items():
-        changes.append(Change("renamed", (path, target), f"renamed: {path} -> {target}",
-                              {"from": path, "to": target}))
+        changes.append(
+            Change(
+                "renamed",
+                (path, target),
+                f"renamed: {path} -> {target}",
+                {"from": path, "to": target},
+            )
+        )
     for path in sorted(old.keys() & new.keys()):
         a, b = old[path], new[path]
         if a.digest != b.digest:
-            changes.append(Change(
-                "modified", (path,), f"modified: {path} ({a.size} -> {b.size} bytes)",
-                {"old_size": a.size, "new_size": b.size,
-                 "old_hash": a.digest, "new_hash": b.digest},
-            ))
+            changes.append(
+                Change(
+                    "modified",
+                    (path,),
+                    f"modified: {path} ({a.size} -> {b.size} bytes)",
+                    {
+                        "old_size": a.size,
+                        "new_size": b.size,
+                        "old_hash": a.digest,
+                        "new_hash": b.digest,
+                    },
+                )
+            )
     return changes
 
 
-def _pairs(entries: list[Entry], renames: dict[str, str] | None = None
-           ) -> tuple[dict[str, str | None], dict[str, str | None], dict[str, int | None]]:
+def _pairs(
+    entries: list[Entry], renames: dict[str, str] | None = None
+) -> tuple[dict[str, str | None], dict[str, str | None], dict[str, int | None]]:
     """volume -> segmentation, segmentation -> volume, segmentation -> version."""
     rn = renames or {}
     by_vol: dict[str, str | None] = {}
@@ -145,24 +186,47 @@ def _pair_changes(old: list[Entry], new: list[Entry], renames: dict[str, str]) -
                 changes.append(_lost(vol, before))
         elif before is None or before == "<absent>":
             if before == "<absent>" and seg not in old_seg:
-                changes.append(Change("new_pair", (vol, seg), f"new pair: {vol} -> {seg}",
-                                      {"volume": vol, "segmentation": seg}))
+                changes.append(
+                    Change(
+                        "new_pair",
+                        (vol, seg),
+                        f"new pair: {vol} -> {seg}",
+                        {"volume": vol, "segmentation": seg},
+                    )
+                )
             else:
-                changes.append(Change("new_pair", (vol, seg), f"now paired: {vol} -> {seg}",
-                                      {"volume": vol, "segmentation": seg}))
+                changes.append(
+                    Change(
+                        "new_pair",
+                        (vol, seg),
+                        f"now paired: {vol} -> {seg}",
+                        {"volume": vol, "segmentation": seg},
+                    )
+                )
         elif before not in new_seg and (new_ver.get(seg) or 0) > (old_ver.get(before) or 0):
-            changes.append(Change(
-                "new_version", (vol, before, seg),
-                f"new segmentation version: {vol} -> {seg} (v{new_ver[seg]}, was {before})",
-                {"volume": vol, "old": before, "new": seg,
-                 "old_version": old_ver.get(before), "new_version": new_ver.get(seg)},
-            ))
+            changes.append(
+                Change(
+                    "new_version",
+                    (vol, before, seg),
+                    f"new segmentation version: {vol} -> {seg} (v{new_ver[seg]}, was {before})",
+                    {
+                        "volume": vol,
+                        "old": before,
+                        "new": seg,
+                        "old_version": old_ver.get(before),
+                        "new_version": new_ver.get(seg),
+                    },
+                )
+            )
         else:
-            changes.append(Change(
-                "pairing_changed", (vol, before, seg),
-                f"pairing changed: {vol} -> {seg} (was -> {before})",
-                {"volume": vol, "old": before, "new": seg},
-            ))
+            changes.append(
+                Change(
+                    "pairing_changed",
+                    (vol, before, seg),
+                    f"pairing changed: {vol} -> {seg} (was -> {before})",
+                    {"volume": vol, "old": before, "new": seg},
+                )
+            )
     for vol, seg in sorted(old_vol.items()):
         if vol in new_vol:
             continue
@@ -171,24 +235,36 @@ def _pair_changes(old: list[Entry], new: list[Entry], renames: dict[str, str]) -
                 changes.append(_lost(seg, vol))
             continue
         if seg is not None:
-            changes.append(Change("removed_pair", (vol, seg), f"removed pair: {vol} -> {seg}",
-                                  {"volume": vol, "segmentation": seg}))
+            changes.append(
+                Change(
+                    "removed_pair",
+                    (vol, seg),
+                    f"removed pair: {vol} -> {seg}",
+                    {"volume": vol, "segmentation": seg},
+                )
+            )
         else:
             changes.append(Change("removed_file", (vol,), f"removed: {vol}", {"path": vol}))
-    for seg, vol in sorted(new_seg.items()):
-        if vol is None and seg not in old_seg:
-            changes.append(Change("new_file", (seg,), f"new unpaired segmentation: {seg}",
-                                  {"path": seg}))
-    for seg, vol in sorted(old_seg.items()):
-        if vol is None and seg not in new_seg:
-            changes.append(Change("removed_file", (seg,), f"removed: {seg}", {"path": seg}))
-    for vol, seg in sorted(new_vol.items()):
-        if seg is None and vol not in old_vol:
-            changes.append(Change("new_file", (vol,), f"new unpaired volume: {vol}",
-                                  {"path": vol}))
+    for lone, partner in sorted(new_seg.items()):
+        if partner is None and lone not in old_seg:
+            changes.append(
+                Change("new_file", (lone,), f"new unpaired segmentation: {lone}", {"path": lone})
+            )
+    for lone, partner in sorted(old_seg.items()):
+        if partner is None and lone not in new_seg:
+            changes.append(Change("removed_file", (lone,), f"removed: {lone}", {"path": lone}))
+    for lone, partner in sorted(new_vol.items()):
+        if partner is None and lone not in old_vol:
+            changes.append(
+                Change("new_file", (lone,), f"new unpaired volume: {lone}", {"path": lone})
+            )
     return changes
 
 
 def _lost(path: str, partner: str | None) -> Change:
-    return Change("lost_partner", (path,), f"lost its partner: {path} (was paired with {partner})",
-                  {"path": path, "partner": partner})
+    return Change(
+        "lost_partner",
+        (path,),
+        f"lost its partner: {path} (was paired with {partner})",
+        {"path": path, "partner": partner},
+    )

@@ -1,0 +1,74 @@
+"""Cache of header geometry, keyed by a file's stat ``(size, mtime_ns, inode)``.
+
+A header whose file is unchanged is never parsed again. Failures are cached
+too (category and reason), so a broken file costs one read, not one per run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+from volsegsync.hashing import RACY_NS, Stat
+from volsegsync.headers import Geometry
+
+
+class HeaderResult(NamedTuple):
+    """A file's geometry, or why it has none (``category`` as in problems.CATEGORIES)."""
+
+    geometry: Geometry | None
+    category: str | None = None
+    reason: str | None = None
+
+    def to_json(self) -> str:
+        if self.geometry is not None:
+            return json.dumps({"geometry": self.geometry.to_json()})
+        return json.dumps({"category": self.category, "reason": self.reason})
+
+    @classmethod
+    def from_json(cls, text: str) -> HeaderResult:
+        data = json.loads(text)
+        if "geometry" in data:
+            return cls(Geometry.from_json(data["geometry"]))
+        return cls(None, data["category"], data["reason"])
+
+
+class HeaderCache:
+    def __init__(self, db_path: Path) -> None:
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(db_path, timeout=30)
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS headers (path TEXT PRIMARY KEY, size INTEGER, "
+            "mtime_ns INTEGER, ino INTEGER, result TEXT)"
+        )
+
+    def lookup(self, files: dict[str, Stat]) -> dict[str, HeaderResult]:
+        """Cached results for the files whose stat is unchanged."""
+        out: dict[str, HeaderResult] = {}
+        for path, size, mtime_ns, ino, result in self._db.execute(
+            "SELECT path, size, mtime_ns, ino, result FROM headers"
+        ):
+            st = files.get(path)
+            if st is not None and st == (size, mtime_ns, ino):
+                try:
+                    out[path] = HeaderResult.from_json(result)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a damaged entry is a miss: the header is read again
+        return out
+
+    def store(self, items: Iterable[tuple[str, Stat, HeaderResult]]) -> None:
+        limit = time.time_ns() - RACY_NS
+        rows = [
+            (path, st.size, st.mtime_ns, st.ino, result.to_json())
+            for path, st, result in items
+            if st.mtime_ns < limit
+        ]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO headers VALUES (?, ?, ?, ?, ?)", rows)
+
+    def close(self) -> None:
+        self._db.close()

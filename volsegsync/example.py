@@ -55,7 +55,7 @@ def make_example(root: Path, force: bool = False) -> ExampleReport:
         labels = _labels(rng)
         volume = (labels.astype(np.float64) * 300 + rng.normal(500, 40, SHAPE)).astype(np.int16)
         vol_rel = f"volumes/{case.name}.nii.gz"
-        nib.save(nib.Nifti1Image(volume, affine), root / vol_rel)
+        nib.save(nib.Nifti1Image(volume, affine), root / vol_rel)  # type: ignore[no-untyped-call]
         files.append(vol_rel)
         seg_affine = _affine(case.seg_spacing, (-60.0 + 5 * i, -80.0, -20.0)) \
             if case.seg_spacing else affine

@@ -171,9 +171,13 @@ def check_relative_path(path: str, where: str) -> None:
     if bad:
         raise IndexFormatError(f"{where}: {path!r}: {bad}")
     if path.startswith("/") or "\\" in path or (len(path) > 1 and path[1] == ":"):
-        raise IndexFormatError(f"{where}: {path!r} is absolute; paths must be relative to the dataset")
+        raise IndexFormatError(
+            f"{where}: {path!r} is absolute; paths must be relative to the dataset"
+        )
     parts = path.split("/")
     if any(p in ("..", ".", "") for p in parts):
         raise IndexFormatError(f"{where}: {path!r} escapes or is not a plain path in the dataset")
     if parts[0] in RESERVED_DIRS:
-        raise IndexFormatError(f"{where}: {path!r} points into {parts[0]}/, which no index may name")
+        raise IndexFormatError(
+            f"{where}: {path!r} points into {parts[0]}/, which no index may name"
+        )

@@ -21,7 +21,7 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "ambiguous": ("error", "more than one file claims the same place in a pair"),
     "duplicate_version": ("error", "two segmentation files carry the same version"),
     "version_gap": ("warning", "segmentation versions skip a number (v1, v3)"),
-    "geometry": ("error", "volume and segmentation disagree in shape, spacing, origin or direction"),
+    "geometry": ("error", "volume and segmentation disagree in shape, spacing, origin, direction"),
     "extent": ("error", "same voxel grid, different extent (cropped or padded by whole voxels)"),
     "frame_unknown": ("warning", "a NRRD space without anatomical frame: compared only partly"),
     "non_integer_labels": ("error", "a segmentation holds non-integer values"),

@@ -45,7 +45,8 @@ def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitRep
     _write_if_missing(meta / ".gitignore", f"/{STATE_DIR}/\n", root, created)
     _write_if_missing(root / INDEX_FILE, format_index([]), root, created)
     config = load_config(meta / CONFIG_FILE)  # validates an existing config on re-runs
-    extensions = sorted(set(config.roles.volume_extensions) | set(config.roles.segmentation_extensions))
+    roles = config.roles
+    extensions = sorted(set(roles.volume_extensions) | set(roles.segmentation_extensions))
     if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in extensions]):
         created.append(".gitignore")
     return InitReport(root, git_root, created, git_created)

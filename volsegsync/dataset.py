@@ -21,7 +21,7 @@ import xxhash
 from volsegsync.config import Config, load_config
 from volsegsync.errors import NotADatasetError, VolsegsyncError
 from volsegsync.fsutil import atomic_write_bytes, write_lock
-from volsegsync.hashing import Hashed, Stat, StatCache, hash_many
+from volsegsync.hashing import CacheRow, Hashed, Stat, StatCache, hash_many
 from volsegsync.index import Entry, FileRecord, read_index, write_index
 from volsegsync.naming import Convention
 from volsegsync.scan import ScanResult, stat_paths, walk
@@ -101,8 +101,14 @@ class Dataset:
         except (OSError, EOFError, ValueError, TypeError, KeyError):
             pass
         entries = read_index(self.index_path)
-        plain = [(tuple(e.volume) if e.volume else None,
-                  tuple(e.segmentation) if e.segmentation else None, e.version) for e in entries]
+        plain = [
+            (
+                tuple(e.volume) if e.volume else None,
+                tuple(e.segmentation) if e.segmentation else None,
+                e.version,
+            )
+            for e in entries
+        ]
         with contextlib.suppress(OSError):
             atomic_write_bytes(memo, marshal.dumps({"digest": digest, "entries": plain}))
         return entries
@@ -124,14 +130,14 @@ class Dataset:
             return walk(self.root, self.convention, self.config.exclude)
         return stat_paths(self.root, paths)
 
-    def cached_hashes(self) -> dict[str, Hashed]:
-        """Everything the stat cache knows (check ``stat`` before trusting an entry)."""
+    def cached_hashes(self) -> dict[str, CacheRow]:
+        """Everything the stat cache knows, ``path -> (size, mtime_ns, ino, digest,
+        problem)``: trust an entry only where its stat equals the file's."""
         cache = StatCache(self.state_dir / "stat.db")
         try:
-            rows = cache.load()
+            return cache.load()
         finally:
             cache.close()
-        return {p: Hashed(p, Stat(*r[:3]), r[3], r[4]) for p, r in rows.items()}
 
     def hashes(
         self,

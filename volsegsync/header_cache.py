@@ -11,10 +11,12 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from volsegsync.hashing import RACY_NS, Stat
-from volsegsync.headers import Geometry
+
+if TYPE_CHECKING:
+    from volsegsync.headers import Geometry
 
 
 class HeaderResult(NamedTuple):
@@ -31,6 +33,8 @@ class HeaderResult(NamedTuple):
 
     @classmethod
     def from_json(cls, text: str) -> HeaderResult:
+        from volsegsync.headers import Geometry  # numpy: only when a cached header is used
+
         data = json.loads(text)
         if "geometry" in data:
             return cls(Geometry.from_json(data["geometry"]))

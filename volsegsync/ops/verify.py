@@ -1,36 +1,39 @@
 """``volsegsync verify``: every problem of a dataset, per file, with a category.
 
-Two passes. The header pass (always) checks naming, pairing, geometry from
-headers and drift by stat; it reads a few hundred bytes per file and caches them
-by stat. The content pass (unless ``fast``) hashes every file (stat cache), then
-decodes each content once, ever (content cache by hash): integrity and labels.
+Per file: naming, then the header (a few hundred bytes, cached by stat), then,
+unless ``fast``, the content (decoded once per content hash, ever: integrity and
+labels). Per pair: pairing problems and geometry from headers. Per index entry:
+drift. Verdicts of unchanged files and pairs come from the last run
+(:class:`~volsegsync.verify_memo.VerifyMemo`), so only what changed is redone.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, NamedTuple
 
-from volsegsync.content import ContentCache, ContentReport, analyse, label_problems
+import xxhash
+
+from volsegsync import __version__
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import FileProblem
-from volsegsync.geometry import compare
-from volsegsync.hashing import Hashed, Stat
+from volsegsync.hashing import CacheRow, Hashed, Stat
 from volsegsync.header_cache import HeaderCache, HeaderResult
-from volsegsync.headers import Geometry, HeaderProblem, read_geometry
 from volsegsync.index import Entry
 from volsegsync.naming import SEGMENTATION, NameInfo
 from volsegsync.ops.snapshot import ProgressFactory, unpaired_problems
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming
 from volsegsync.problems import Problem, apply_severities, make_problem
+from volsegsync.verify_memo import VerifyMemo
+from volsegsync.workers import parallel_map
 
-T = TypeVar("T")
-R = TypeVar("R")
-INLINE_LIMIT = 64  # fewer tasks than this run in-process: a worker pool costs more
+if TYPE_CHECKING:  # numpy and nibabel load only when there is header or content work
+    from volsegsync.content import ContentReport
+    from volsegsync.headers import Geometry
+
+MEMO_FORMAT = 1
+HEADER_INLINE_LIMIT = 512  # header reads cost ~0.2 ms: a pool pays off only for many
 
 
 class VerifyReport(NamedTuple):
@@ -38,6 +41,18 @@ class VerifyReport(NamedTuple):
     pairs: list[Pair]  # every pair and unpaired file, for grouping the report
     files_checked: int
     fast: bool
+
+
+class _Run(NamedTuple):
+    """What one verification run works with."""
+
+    ds: Dataset
+    files: dict[str, Stat]
+    infos: dict[str, NameInfo]
+    memo: VerifyMemo
+    headers: HeaderCache
+    workers: int
+    progress: ProgressFactory | None
 
 
 def run_verify(
@@ -48,37 +63,49 @@ def run_verify(
     progress: ProgressFactory | None = None,
 ) -> VerifyReport:
     """Verify the whole dataset; with ``paths``, report only problems touching them."""
-    workers = jobs or default_jobs()
     scan = ds.scan()
-    problems = [make_problem("unreadable", [p], f"{p}: {why}")
-                for p, why in sorted(scan.unreadable.items())]
-    infos: dict[str, NameInfo] = {}
-    for path in sorted(scan.files):
-        problems.extend(ds.convention.check(path))
-        info = ds.convention.parse(path)
-        if info is not None:
-            infos[path] = info
-    headers = _headers(ds, {p: scan.files[p] for p in infos}, workers, progress)
-    broken = {p for p, r in headers.items() if r.geometry is None}
-    problems.extend(_header_problems(headers))
-    pairing = _pairing(ds, [i for p, i in infos.items() if p not in broken], headers)
-    problems.extend(pairing.problems)
-    problems.extend(unpaired_problems(pairing))
-    problems.extend(_geometry_problems(ds, pairing, headers))
-    hashed: dict[str, Hashed] = {}
-    if not fast:
-        tick = progress("hashing", len(scan.files)) if progress else None
-        hashed, unreadable = ds.hashes(scan.files, jobs=workers, progress=tick, prune=True)
-        problems.extend(make_problem("unreadable", [p], f"{p}: {why}")
-                        for p, why in sorted(unreadable.items()))
-        content_files = {p: i for p, i in infos.items() if p in hashed and p not in broken}
-        problems.extend(_content_problems(ds, content_files, hashed, workers, progress))
-    problems.extend(_drift_problems(ds.read_index(), scan.files, hashed, ds.cached_hashes()))
+    infos = {p: i for p in sorted(scan.files) if (i := ds.convention.parse(p)) is not None}
+    mode = "fast" if fast else "full"
+    memo = VerifyMemo(ds.state_dir / f"verify-{mode}.marshal", _fingerprint(ds, mode))
+    headers = HeaderCache(ds.state_dir / "headers.db")
+    run = _Run(ds, scan.files, infos, memo, headers, jobs or default_jobs(), progress)
+    try:
+        problems = [
+            make_problem("unreadable", [p], f"{p}: {why}")
+            for p, why in sorted(scan.unreadable.items())
+        ]
+        hashed: dict[str, Hashed] = {}
+        if not fast:
+            tick = progress("hashing", len(scan.files)) if progress else None
+            hashed, unreadable = ds.hashes(scan.files, jobs=run.workers, progress=tick, prune=True)
+            problems.extend(
+                make_problem("unreadable", [p], f"{p}: {why}")
+                for p, why in sorted(unreadable.items())
+            )
+        broken, file_problems = _file_verdicts(run, hashed, fast)
+        problems.extend(file_problems)
+        pairing = _pairing(run, list(infos.values()), broken)
+        problems.extend(pairing.problems)
+        problems.extend(unpaired_problems(pairing))
+        problems.extend(_pair_verdicts(run, pairing, broken))
+        known = {} if hashed else ds.cached_hashes()
+        problems.extend(_drift_problems(ds.read_index(), scan.files, hashed, known))
+        memo.save()
+    finally:
+        headers.close()
     problems = apply_severities(problems, ds.config.verify.severity)
     if paths is not None:
         wanted = _selector(paths)
         problems = [p for p in problems if any(wanted(f) for f in p.files)]
     return VerifyReport(problems, pairing.pairs, len(scan.files), fast)
+
+
+def _fingerprint(ds: Dataset, mode: str) -> str:
+    try:
+        config = ds.config_path.read_bytes()
+    except OSError:
+        config = b""
+    return f"{__version__}/{MEMO_FORMAT}/{mode}/{xxhash.xxh3_128_hexdigest(config)}"
 
 
 def _selector(paths: list[str]) -> Callable[[str], bool]:
@@ -89,29 +116,75 @@ def _selector(paths: list[str]) -> Callable[[str], bool]:
     return lambda f: f in exact or f.startswith(folders)
 
 
-# -- header pass --------------------------------------------------------------------------
+# -- per file: naming, header, content ----------------------------------------------------
 
 
-def _headers(
-    ds: Dataset, files: dict[str, Stat], workers: int, progress: ProgressFactory | None
-) -> dict[str, HeaderResult]:
-    cache = HeaderCache(ds.state_dir / "headers.db")
-    try:
-        results = cache.lookup(files)
-        todo = sorted(p for p in files if p not in results)
-        tick = progress("reading headers", len(todo)) if progress and todo else None
-        root = str(ds.root)
+def _file_verdicts(
+    run: _Run, hashed: dict[str, Hashed], fast: bool
+) -> tuple[set[str], list[Problem]]:
+    """Files whose header cannot be read, and every per-file problem."""
+    broken: set[str] = set()
+    problems: list[Problem] = []
+    fresh: list[str] = []
+    for path in sorted(run.files):
+        if fast or path in hashed:
+            hit = run.memo.file(path, run.files[path])
+            if hit is not None:
+                if hit[0]:
+                    broken.add(path)
+                problems.extend(hit[1])
+                continue
+        fresh.append(path)
+    if not fresh:
+        return broken, problems
+    headers = _headers(run, [p for p in fresh if p in run.infos])
+    content: dict[str, list[Problem]] = {}
+    if not fast:
+        ok = [p for p in fresh if p in hashed and p in run.infos and headers[p].geometry]
+        content = _content_problems(run, ok, hashed)
+    for path in fresh:
+        found = run.ds.convention.check(path)
+        header = headers.get(path)
+        is_broken = header is not None and header.geometry is None
+        if header is not None and header.geometry is None:
+            category = header.category or "corrupt"
+            found.append(
+                make_problem(
+                    category, [path], f"{path}: {header.reason}", {"reason": header.reason}
+                )
+            )
+        found.extend(content.get(path, []))
+        if is_broken:
+            broken.add(path)
+        problems.extend(found)
+        if fast or path in hashed:
+            run.memo.remember_file(path, run.files[path], is_broken, found)
+    return broken, problems
+
+
+def _headers(run: _Run, paths: list[str]) -> dict[str, HeaderResult]:
+    """Header results of ``paths``: from the header cache, or read (in parallel)."""
+    wanted = {p: run.files[p] for p in paths}
+    results = run.headers.lookup(wanted)
+    todo = sorted(p for p in wanted if p not in results)
+    if todo:
+        tick = run.progress("reading headers", len(todo)) if run.progress else None
+        root = str(run.ds.root)
         fresh = []
-        for path, result in _map(_read_header_task, [(root, p) for p in todo], workers, tick):
+        tasks = [(root, p) for p in todo]
+        results_iter = parallel_map(
+            _read_header_task, tasks, run.workers, tick, inline_limit=HEADER_INLINE_LIMIT
+        )
+        for path, result in results_iter:
             results[path] = result
-            fresh.append((path, files[path], result))
-        cache.store(fresh)
-        return results
-    finally:
-        cache.close()
+            fresh.append((path, wanted[path], result))
+        run.headers.store(fresh)
+    return results
 
 
 def _read_header_task(args: tuple[str, str]) -> tuple[str, HeaderResult]:
+    from volsegsync.headers import HeaderProblem, read_geometry
+
     root, path = args
     try:
         return path, HeaderResult(read_geometry(Path(root) / path))
@@ -121,93 +194,111 @@ def _read_header_task(args: tuple[str, str]) -> tuple[str, HeaderResult]:
         return path, HeaderResult(None, "corrupt", e.reason)
 
 
-def _header_problems(headers: dict[str, HeaderResult]) -> Iterator[Problem]:
-    for path in sorted(headers):
-        r = headers[path]
-        if r.geometry is None:
-            category = r.category or "corrupt"
-            yield make_problem(category, [path], f"{path}: {r.reason}", {"reason": r.reason})
-
-
-def _pairing(ds: Dataset, infos: list[NameInfo], headers: dict[str, HeaderResult]) -> Pairing:
-    pairing = pair_by_naming(infos)
-    if ds.config.pairing.by != "metadata":
-        return pairing
-
-    def read(path: str) -> Geometry:
-        geometry = headers[path].geometry
-        if geometry is None:
-            raise FileProblem(path, headers[path].reason or "no header")
-        return geometry
-
-    v = ds.config.verify
-    return pair_by_metadata(pairing, read, ds.config.pairing.reference_keys,
-                            v.position_tolerance, v.direction_tolerance)
-
-
-def _geometry_problems(
-    ds: Dataset, pairing: Pairing, headers: dict[str, HeaderResult]
-) -> Iterator[Problem]:
-    v = ds.config.verify
-    for pair in pairing.pairs:
-        if not (pair.volume and pair.segmentation):
-            continue
-        vol = headers[pair.volume].geometry
-        seg = headers[pair.segmentation].geometry
-        if vol is None or seg is None:
-            continue
-        for d in compare(vol, seg, v.position_tolerance, v.direction_tolerance):
-            files = (pair.segmentation, pair.volume)
-            message = f"{pair.segmentation}: {d.message}"
-            yield make_problem(d.category, files, message, {"property": d.property, **d.details})
-
-
-# -- content pass -------------------------------------------------------------------------
-
-
 def _content_problems(
-    ds: Dataset,
-    infos: dict[str, NameInfo],
-    hashed: dict[str, Hashed],
-    workers: int,
-    progress: ProgressFactory | None,
-) -> list[Problem]:
-    cache = ContentCache(ds.state_dir / "content.db")
-    try:
-        reports: dict[str, ContentReport] = {}
+    run: _Run, paths: list[str], hashed: dict[str, Hashed]
+) -> dict[str, list[Problem]]:
+    """Label and integrity problems per path; each content is decoded once, ever."""
+    from volsegsync.content import ContentCache, label_problems
+
+    with ContentCache(run.ds.state_dir / "content.db") as cache:
+        reports: dict[tuple[str, str], ContentReport] = {}
         todo: dict[tuple[str, str], str] = {}  # (digest, role) -> one path holding it
-        for path, info in infos.items():
-            cached = cache.get(hashed[path].digest, info.role)
+        for path in paths:
+            key = (hashed[path].digest, run.infos[path].role)
+            if key in reports or key in todo:
+                continue
+            cached = cache.get(*key)
             if cached is not None:
-                reports[path] = cached
+                reports[key] = cached
             else:
-                todo.setdefault((hashed[path].digest, info.role), path)
-        tick = progress("decoding", len(todo)) if progress and todo else None
-        root = str(ds.root)
-        tasks = [(root, path, role) for (_, role), path in todo.items()]
-        decoded: dict[tuple[str, str], ContentReport] = {}
-        for (path, role), report in _map(_analyse_task, tasks, workers, tick):
-            decoded[(hashed[path].digest, role)] = report
-            cache.put(hashed[path].digest, role, report)
-        for path, info in infos.items():
-            if path not in reports:
-                reports[path] = decoded[(hashed[path].digest, info.role)]
-        labels = ds.config.verify.labels
-        problems: list[Problem] = []
-        for path in sorted(infos):
-            report = reports[path]
-            if infos[path].role == SEGMENTATION:
-                problems.extend(label_problems(path, report, labels))
-            elif report.error:
-                problems.extend(label_problems(path, report, {}))
-        return problems
-    finally:
-        cache.close()
+                todo[key] = path
+        if todo:
+            tick = run.progress("decoding", len(todo)) if run.progress else None
+            root = str(run.ds.root)
+            tasks = [(root, path, role) for (_, role), path in todo.items()]
+            keys = list(todo)
+            for key, report in zip(
+                keys, parallel_map(_analyse_task, tasks, run.workers, tick), strict=True
+            ):
+                reports[key] = report
+                cache.put(*key, report)
+    labels = run.ds.config.verify.labels
+    out: dict[str, list[Problem]] = {}
+    for path in paths:
+        report = reports[(hashed[path].digest, run.infos[path].role)]
+        if run.infos[path].role == SEGMENTATION:
+            out[path] = label_problems(path, report, labels)
+        elif report.error:
+            out[path] = label_problems(path, report, {})
+    return out
 
 
-def _analyse_task(args: tuple[str, str, str]) -> tuple[tuple[str, str], ContentReport]:
+def _analyse_task(args: tuple[str, str, str]) -> ContentReport:
+    from volsegsync.content import analyse
+
     root, path, role = args
-    return (path, role), analyse(Path(root) / path, role)
+    return analyse(Path(root) / path, role)
+
+
+# -- per pair: pairing and geometry -------------------------------------------------------
+
+
+def _pairing(run: _Run, infos: list[NameInfo], broken: set[str]) -> Pairing:
+    """Pairs by naming, every file included (a file with a broken header still has its
+    place: its partner is not unpaired); by metadata for the rest if configured."""
+    pairing = pair_by_naming(infos)
+    if run.ds.config.pairing.by != "metadata":
+        return pairing
+    leftovers = pairing.unpaired_volumes + pairing.unpaired_segmentations
+    headers = _headers(run, [p for p in leftovers if p not in broken])
+
+    def read(path: str) -> Geometry | None:
+        result = headers.get(path)
+        return result.geometry if result is not None else None  # broken: reported per file
+
+    v = run.ds.config.verify
+    return pair_by_metadata(
+        pairing,
+        read,
+        run.ds.config.pairing.reference_keys,
+        v.position_tolerance,
+        v.direction_tolerance,
+    )
+
+
+def _pair_verdicts(run: _Run, pairing: Pairing, broken: set[str]) -> list[Problem]:
+    complete = [
+        (p.volume, p.segmentation)
+        for p in pairing.pairs
+        if p.volume and p.segmentation and p.volume not in broken and p.segmentation not in broken
+    ]
+    problems: list[Problem] = []
+    fresh: list[tuple[str, str]] = []
+    for vol, seg in complete:
+        hit = run.memo.pair(vol, seg, run.files[vol], run.files[seg])
+        if hit is None:
+            fresh.append((vol, seg))
+        else:
+            problems.extend(hit)
+    if not fresh:
+        return problems
+    from volsegsync.geometry import compare
+
+    headers = _headers(run, sorted({p for pair in fresh for p in pair}))
+    tol = run.ds.config.verify
+    for vol, seg in fresh:
+        vol_geo, seg_geo = headers[vol].geometry, headers[seg].geometry
+        if vol_geo is None or seg_geo is None:
+            continue
+        found = [
+            make_problem(
+                d.category, (seg, vol), f"{seg}: {d.message}", {"property": d.property, **d.details}
+            )
+            for d in compare(vol_geo, seg_geo, tol.position_tolerance, tol.direction_tolerance)
+        ]
+        problems.extend(found)
+        run.memo.remember_pair(vol, seg, run.files[vol], run.files[seg], found)
+    return problems
 
 
 # -- drift --------------------------------------------------------------------------------
@@ -217,7 +308,7 @@ def _drift_problems(
     index: list[Entry],
     files: dict[str, Stat],
     hashed: dict[str, Hashed],
-    known: dict[str, Hashed],
+    known: dict[str, CacheRow],
 ) -> Iterator[Problem]:
     for entry in index:
         for rec in (entry.volume, entry.segmentation):
@@ -225,43 +316,40 @@ def _drift_problems(
                 continue
             st = files.get(rec.path)
             if st is None:
-                yield make_problem("drift_missing", [rec.path],
-                                   f"{rec.path}: recorded in the index, missing from disk")
+                yield make_problem(
+                    "drift_missing",
+                    [rec.path],
+                    f"{rec.path}: recorded in the index, missing from disk",
+                )
                 continue
-            h = hashed.get(rec.path)
-            if h is None:
-                cached = known.get(rec.path)
-                h = cached if cached is not None and cached.stat == st else None
-            if h is not None and h.digest != rec.digest:
+            digest = _digest(rec.path, st, hashed, known)
+            if digest is not None and digest != rec.digest:
                 yield make_problem(
-                    "drift_modified", [rec.path],
-                    f"{rec.path}: content differs from the index ({rec.size} -> {h.stat.size} "
-                    "bytes)", {"index_hash": rec.digest, "hash": h.digest,
-                               "index_size": rec.size, "size": h.stat.size})
-            elif h is None and st.size != rec.size:
+                    "drift_modified",
+                    [rec.path],
+                    f"{rec.path}: content differs from the index ({rec.size} -> {st.size} bytes)",
+                    {
+                        "index_hash": rec.digest,
+                        "hash": digest,
+                        "index_size": rec.size,
+                        "size": st.size,
+                    },
+                )
+            elif digest is None and st.size != rec.size:
                 yield make_problem(
-                    "drift_modified", [rec.path],
+                    "drift_modified",
+                    [rec.path],
                     f"{rec.path}: size differs from the index ({rec.size} -> {st.size} bytes)",
-                    {"index_size": rec.size, "size": st.size})
+                    {"index_size": rec.size, "size": st.size},
+                )
 
 
-# -- parallel map -------------------------------------------------------------------------
-
-
-def _map(
-    func: Callable[[T], R], tasks: list[T], workers: int, tick: Callable[[int], None] | None
-) -> Iterable[R]:
-    """``map`` over worker processes (in-process for small batches), ticking progress."""
-    if workers <= 1 or len(tasks) < INLINE_LIMIT:
-        for task in tasks:
-            yield func(task)
-            if tick:
-                tick(1)
-        return
-    context: Any = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
-    chunk = max(1, min(256, len(tasks) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        for result in pool.map(func, tasks, chunksize=chunk):
-            yield result
-            if tick:
-                tick(1)
+def _digest(
+    path: str, st: Stat, hashed: dict[str, Hashed], known: dict[str, CacheRow]
+) -> str | None:
+    """The content hash of a file if this run or the stat cache knows it."""
+    h = hashed.get(path)
+    if h is not None:
+        return h.digest
+    row = known.get(path)
+    return row[3] if row is not None and row[:3] == st else None

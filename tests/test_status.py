@@ -184,23 +184,33 @@ def test_status_text_and_quiet(paired: Path) -> None:
 def test_status_reports_unreadable_files_as_problems(paired: Path) -> None:
     (paired / f"{NAME3}.nii.gz").write_bytes(b"garbage")
     code, doc = status(paired)
-    assert code == 0  # nothing indexed changed
+    assert code == 1
+    assert kinds(doc) == [("new_file", [f"{NAME3}.nii.gz"])]
+    assert [(p["category"], p["files"]) for p in doc["problems"]] == [
+        ("not_an_image", [f"{NAME3}.nii.gz"]),
+        ("unpaired_volume", [f"{NAME3}.nii.gz"]),
+    ]
+    assert doc["summary"]["errors"] == 2
+
+
+def test_status_is_not_in_sync_with_an_unreadable_file(paired: Path) -> None:
+    """Nothing indexed changed, but a file that cannot be read cannot be called in sync."""
+    (paired / f"{NAME3}.nii.gz").symlink_to(paired / "nowhere.nii.gz")
+    code, doc = status(paired)
+    assert code == 1
+    assert doc["changes"] == [] and doc["in_sync"] is False
     [p] = doc["problems"]
-    assert (p["category"], p["files"]) == ("not_an_image", [f"{NAME3}.nii.gz"])
-    assert doc["summary"]["errors"] == 1
+    assert (p["category"], p["files"]) == ("unreadable", [f"{NAME3}.nii.gz"])
 
 
 def test_volume_corrupted_in_place(paired: Path) -> None:
-    """A volume whose content is no longer an image drops out of its pair."""
+    """A volume whose content is no longer an image: modified, flagged, still paired."""
     path = paired / V1
     path.write_bytes(b"\x1f\x8b" + bytes(path.stat().st_size - 2))
     code, doc = status(paired)
     assert code == 1
-    assert kinds(doc) == [("lost_partner", [S1])]
-    assert [(p["category"], p["files"]) for p in doc["problems"]] == [
-        ("not_an_image", [V1]),
-        ("unpaired_segmentation", [S1]),
-    ]
+    assert kinds(doc) == [("modified", [V1])]
+    assert [(p["category"], p["files"]) for p in doc["problems"]] == [("not_an_image", [V1])]
 
 
 # --------------------------------------------------------------------------- stat cache

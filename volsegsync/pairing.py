@@ -19,7 +19,8 @@ from volsegsync.problems import Problem, make_problem
 if TYPE_CHECKING:  # headers and geometry import numpy: only metadata pairing needs them
     from volsegsync.headers import Geometry
 
-GeometryReader = Callable[[str], "Geometry"]
+# a file's geometry; None to leave it out silently (its problem is reported elsewhere)
+GeometryReader = Callable[[str], "Geometry | None"]
 
 
 class Pair(NamedTuple):
@@ -83,9 +84,7 @@ def _latest(segs: list[NameInfo]) -> tuple[NameInfo | None, list[NameInfo], list
     by_version: dict[int, list[NameInfo]] = defaultdict(list)
     for s in segs:
         by_version[s.version or 0].append(s)
-    problems = [
-        _duplicate(v, group) for v, group in sorted(by_version.items()) if len(group) > 1
-    ]
+    problems = [_duplicate(v, group) for v, group in sorted(by_version.items()) if len(group) > 1]
     versions = sorted(v for v in by_version if v > 0)
     if versions and versions != list(range(versions[0], versions[-1] + 1)):
         problems.append(_gap(segs, versions))
@@ -129,13 +128,21 @@ def pair_by_metadata(
     if not vols or not segs:
         return pairing
     problems = list(pairing.problems)
-    geometries = _read_all(vols + [s.segmentation for s in segs if s.segmentation],
-                           read_geometry, problems)
+    geometries = _read_all(
+        vols + [s.segmentation for s in segs if s.segmentation], read_geometry, problems
+    )
     claims: dict[str, list[Pair]] = defaultdict(list)
     for seg in segs:
         assert seg.segmentation is not None
-        target = _match(seg.segmentation, vols, geometries, reference_keys,
-                        position_tolerance, direction_tolerance, problems)
+        target = _match(
+            seg.segmentation,
+            vols,
+            geometries,
+            reference_keys,
+            position_tolerance,
+            direction_tolerance,
+            problems,
+        )
         if target:
             claims[target].append(seg)
     matched: dict[str, Pair] = {}
@@ -144,25 +151,31 @@ def pair_by_metadata(
             matched[vol] = claimants[0]
         else:
             paths = sorted(c.segmentation or "" for c in claimants)
-            message = (f"{len(paths)} segmentations match volume {vol} by metadata, "
-                       f"so none is paired: {', '.join(paths)}")
+            message = (
+                f"{len(paths)} segmentations match volume {vol} by metadata, "
+                f"so none is paired: {', '.join(paths)}"
+            )
             problems.append(make_problem("ambiguous", [vol, *paths], message))
     used = {p.segmentation for p in matched.values()}
     pairs = [p for p in pairing.pairs if not (p.volume in matched or p.segmentation in used)]
     for vol, seg in matched.items():
         pairs.append(Pair(vol, seg.segmentation, seg.version, "metadata", seg.older))
-    pairs.sort(key=lambda p: (p.volume or p.segmentation or ""))
+    pairs.sort(key=lambda p: p.volume or p.segmentation or "")
     return Pairing(pairs, problems)
 
 
-def _read_all(paths: list[str], read: GeometryReader, problems: list[Problem]
-              ) -> dict[str, Geometry]:
+def _read_all(
+    paths: list[str], read: GeometryReader, problems: list[Problem]
+) -> dict[str, Geometry]:
     out: dict[str, Geometry] = {}
     for path in paths:
         try:
-            out[path] = read(path)
+            geometry = read(path)
         except FileProblem as e:
             problems.append(make_problem("unreadable", [path], f"{path}: {e.reason}"))
+            continue
+        if geometry is not None:
+            out[path] = geometry
     return out
 
 
@@ -184,15 +197,18 @@ def _match(
     if named:
         return named
     candidates = [
-        v for v in vols
+        v
+        for v in vols
         if v in geometries
         and same_grid(geometries[v], geo, position_tolerance, direction_tolerance)
     ]
     if len(candidates) == 1:
         return candidates[0]
     if len(candidates) > 1:
-        message = (f"{seg} matches {len(candidates)} volumes by geometry, so it is not "
-                   f"paired: {', '.join(candidates)}")
+        message = (
+            f"{seg} matches {len(candidates)} volumes by geometry, so it is not "
+            f"paired: {', '.join(candidates)}"
+        )
         problems.append(make_problem("ambiguous", [seg, *candidates], message))
     return None
 

@@ -20,8 +20,13 @@ from volsegsync.output import Rendered, emit
 
 
 @click.command("status")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="Parallel readers for changed files (default: all cores).")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Parallel readers for changed files (default: all cores).",
+)
 @common_options
 def status_command(jobs: int | None, fmt: str, quiet: bool) -> None:
     """Show what changed since the index was written.
@@ -42,6 +47,8 @@ def status_command(jobs: int | None, fmt: str, quiet: bool) -> None:
     lines.extend(problem_lines(report.problems))
     if report.in_sync:
         lines.append(f"in sync with {INDEX_FILE} ({report.current_pairs} pairs)")
+    elif not report.changes:
+        lines.append(f"no change to {INDEX_FILE} found, but some files could not be read")
     else:
         lines.append(
             f"{len(report.changes)} changes since {INDEX_FILE} was written "

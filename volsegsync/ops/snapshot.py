@@ -64,9 +64,8 @@ def take_snapshot(
     infos: list[NameInfo] = []
     for path in sorted(hashed):
         h = hashed[path]
-        if h.problem:
+        if h.problem:  # reported, and still paired: its partner is not left unpaired
             problems.append(make_problem("not_an_image", [path], f"{path}: {h.problem}"))
-            continue
         info = ds.convention.parse(path)
         if info is None:
             problems.extend(ds.convention.check(path))  # says why the role is unknown
@@ -76,7 +75,7 @@ def take_snapshot(
     if mode == "metadata":
         pairing = pair_by_metadata(
             pairing,
-            _geometry_reader(ds),
+            _geometry_reader(ds, {p for p, h in hashed.items() if h.problem}),
             ds.config.pairing.reference_keys,
             ds.config.verify.position_tolerance,
             ds.config.verify.direction_tolerance,
@@ -208,11 +207,11 @@ def _plain_problem(p: Problem) -> tuple[Any, ...]:
     return (p.category, p.severity, p.files, p.message, dict(p.details))
 
 
-def _geometry_reader(ds: Dataset) -> Callable[[str], Geometry]:
+def _geometry_reader(ds: Dataset, not_images: set[str]) -> Callable[[str], Geometry | None]:
     from volsegsync.headers import read_geometry  # numpy: only for metadata pairing
 
-    def read(path: str) -> Geometry:
-        return read_geometry(ds.root / path)
+    def read(path: str) -> Geometry | None:
+        return None if path in not_images else read_geometry(ds.root / path)
 
     return read
 

@@ -28,6 +28,9 @@ KINDS = (
 )
 
 
+UNREADABLE = ("unreadable", "not_an_image")
+
+
 class Change(NamedTuple):
     kind: str
     paths: tuple[str, ...]
@@ -51,7 +54,8 @@ class StatusReport(NamedTuple):
 
     @property
     def in_sync(self) -> bool:
-        return not self.changes
+        """No change, and no file that could not be read (it may hide one)."""
+        return not self.changes and not any(p.category in UNREADABLE for p in self.problems)
 
 
 def run_status(

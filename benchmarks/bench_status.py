@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import datasets  # noqa: E402
+import datasets
 
 
 def bare_walk(root: str) -> int:
@@ -73,8 +73,10 @@ def main() -> None:
     files = bare_walk(str(root))
     print(f"files: {files}")
     print(f"bare scandir+lstat walk: median {datasets.median(walk):.3f} s")
-    print(f"volsegsync status:       median {datasets.median(stat):.3f} s "
-          f"(runs: {', '.join(f'{s:.3f}' for s in stat)})")
+    print(
+        f"volsegsync status:       median {datasets.median(stat):.3f} s "
+        f"(runs: {', '.join(f'{s:.3f}' for s in stat)})"
+    )
     print(f"ratio status / bare walk: {datasets.median(stat) / datasets.median(walk):.2f}x")
 
 

@@ -89,9 +89,11 @@ def make_large(root: Path, pairs: int, shape: tuple[int, int, int]) -> None:
     rng = np.random.default_rng(1)
     x, y, z = np.indices(shape, dtype=np.float32)
     c = np.array(shape, dtype=np.float32) / 2
-    r2 = ((x - c[0]) / (shape[0] / 3)) ** 2 + ((y - c[1]) / (shape[1] / 3)) ** 2 + (
-        (z - c[2]) / (shape[2] / 3)
-    ) ** 2
+    r2 = (
+        ((x - c[0]) / (shape[0] / 3)) ** 2
+        + ((y - c[1]) / (shape[1] / 3)) ** 2
+        + ((z - c[2]) / (shape[2] / 3)) ** 2
+    )
     seg = (r2 <= 1).astype(np.uint8) + (r2 <= 0.3).astype(np.uint8)
     base = (seg.astype(np.float32) * 400 + 300).astype(np.int16)
     for i in range(pairs):

@@ -39,15 +39,23 @@ class VolsegsyncGroup(click.Group):
         except Exception as e:  # a bug of ours: say so in one line, without a traceback
             if os.environ.get("VOLSEGSYNC_DEBUG"):
                 raise
-            click.echo(f"volsegsync: internal error: {type(e).__name__}: {e} "
-                       "(set VOLSEGSYNC_DEBUG=1 for the traceback)", err=True)
+            click.echo(
+                f"volsegsync: internal error: {type(e).__name__}: {e} "
+                "(set VOLSEGSYNC_DEBUG=1 for the traceback)",
+                err=True,
+            )
             ctx.exit(EXIT_USAGE)
         return None
 
 
 @click.group(cls=VolsegsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-C", "chdir", type=click.Path(file_okay=False), default=None,
-              help="Run as if started in DIR (like git -C).")
+@click.option(
+    "-C",
+    "chdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run as if started in DIR (like git -C).",
+)
 @click.version_option(__version__, prog_name="volsegsync")
 @click.pass_context
 def main(ctx: click.Context, chdir: str | None) -> None:

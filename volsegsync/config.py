@@ -219,8 +219,10 @@ def _naming(r: _Reader) -> NamingConfig:
     if not fields or len(set(fields)) != len(fields):
         raise r.fail("fields", "must be a non-empty list of distinct names")
     pr = r.sub("patterns")
-    patterns = {name: r.regex(f"patterns.{name}", pr.string(name, d.patterns.get(name, ".+")))
-                for name in fields}
+    patterns = {
+        name: r.regex(f"patterns.{name}", pr.string(name, d.patterns.get(name, ".+")))
+        for name in fields
+    }
     pr.check_keys(set(fields))
     dr = r.sub("dates")
     dr.check_keys(set(fields))

@@ -57,8 +57,9 @@ def make_example(root: Path, force: bool = False) -> ExampleReport:
         vol_rel = f"volumes/{case.name}.nii.gz"
         nib.save(nib.Nifti1Image(volume, affine), root / vol_rel)  # type: ignore[no-untyped-call]
         files.append(vol_rel)
-        seg_affine = _affine(case.seg_spacing, (-60.0 + 5 * i, -80.0, -20.0)) \
-            if case.seg_spacing else affine
+        seg_affine = (
+            _affine(case.seg_spacing, (-60.0 + 5 * i, -80.0, -20.0)) if case.seg_spacing else affine
+        )
         for version in case.versions:
             ext = ".seg.nrrd" if case.slicer else ".nrrd"
             seg_rel = f"segmentations/{case.name}-v{version}{ext}"
@@ -72,8 +73,7 @@ def make_example(root: Path, force: bool = False) -> ExampleReport:
     return ExampleReport(root, files, planted)
 
 
-def _affine(spacing: tuple[float, float, float], origin: tuple[float, float, float]
-            ) -> np.ndarray:
+def _affine(spacing: tuple[float, float, float], origin: tuple[float, float, float]) -> np.ndarray:
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = origin
     return affine

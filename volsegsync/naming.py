@@ -91,9 +91,13 @@ class Convention:
         role = self._role_by_ext.get(ext)
         if role is not None:
             return role, ext, ""
-        return None, ext, (
-            f"extension {ext} is used by volumes and segmentations alike, and no folder "
-            "or suffix rule of the config decides which this is"
+        return (
+            None,
+            ext,
+            (
+                f"extension {ext} is used by volumes and segmentations alike, and no folder "
+                "or suffix rule of the config decides which this is"
+            ),
         )
 
     # -- parsing -------------------------------------------------------------------------
@@ -164,9 +168,7 @@ class Convention:
         problems = []
         for (name, pattern), value in zip(self._fields, tokens, strict=True):
             if not pattern.fullmatch(value):
-                problems.append(
-                    self._problem(path, name, f"pattern {pattern.pattern}", value)
-                )
+                problems.append(self._problem(path, name, f"pattern {pattern.pattern}", value))
             elif name in self.naming.dates and not _is_date(value, self.naming.dates[name]):
                 fmt = self.naming.dates[name]
                 problems.append(self._problem(path, name, f"a real date as {fmt}", value))

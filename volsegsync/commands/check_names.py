@@ -67,6 +67,3 @@ def check_names_command(files: tuple[str, ...], fmt: str, quiet: bool) -> None:
     emit(Rendered(lines, document, problem_rows(problems)), fmt, quiet)
     if has_errors(problems):
         raise Outcome(EXIT_PROBLEMS)
-
-
-

@@ -32,12 +32,24 @@ class Outcome(Exception):
 def common_options(func: F) -> F:
     """``-C``, ``--format`` and ``-q`` on every command."""
 
-    @click.option("-C", "chdir", type=click.Path(file_okay=False), default=None,
-                  help="Run as if started in DIR (like git -C).")
-    @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text",
-                  show_default=True, help="Output format.")
-    @click.option("-q", "--quiet", is_flag=True, help="Print nothing in text mode; "
-                  "the exit code tells.")
+    @click.option(
+        "-C",
+        "chdir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Run as if started in DIR (like git -C).",
+    )
+    @click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default="text",
+        show_default=True,
+        help="Output format.",
+    )
+    @click.option(
+        "-q", "--quiet", is_flag=True, help="Print nothing in text mode; the exit code tells."
+    )
     @functools.wraps(func)
     def wrapper(*args: Any, chdir: str | None, fmt: str, quiet: bool, **kw: Any) -> Any:
         ctx = click.get_current_context()

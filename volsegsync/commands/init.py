@@ -11,8 +11,12 @@ from volsegsync.output import Rendered, emit
 
 
 @click.command("init")
-@click.option("--git", "git", is_flag=True, help="Create a git repository (with dulwich) if "
-              "the folder is in none.")
+@click.option(
+    "--git",
+    "git",
+    is_flag=True,
+    help="Create a git repository (with dulwich) if the folder is in none.",
+)
 @click.option("--no-git", is_flag=True, help="Make a dataset outside any git repository.")
 @common_options
 def init_command(git: bool, no_git: bool, fmt: str, quiet: bool) -> None:
@@ -37,8 +41,9 @@ def init_command(git: bool, no_git: bool, fmt: str, quiet: bool) -> None:
         lines.append(f"Initialised volsegsync dataset in {report.root}")
         lines.extend(f"  wrote {path}" for path in report.created)
         lines.append("Track the dataset's description in git:")
-        lines.append("  git add .volsegsync/config.toml .volsegsync/.gitignore "
-                     "volsegsync.index .gitignore")
+        lines.append(
+            "  git add .volsegsync/config.toml .volsegsync/.gitignore volsegsync.index .gitignore"
+        )
     else:
         lines.append(f"Dataset in {report.root} is already initialised; nothing to do")
     document = {

@@ -24,11 +24,20 @@ from volsegsync.pairing import Pair
 
 
 @click.command("pair")
-@click.option("--by", type=click.Choice(["naming", "metadata"]), default=None,
-              help="How to pair: by naming convention only, or also by header metadata "
-              "for files whose names do not pair (default: the config's pairing.by).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="Parallel readers (default: all cores).")
+@click.option(
+    "--by",
+    type=click.Choice(["naming", "metadata"]),
+    default=None,
+    help="How to pair: by naming convention only, or also by header metadata "
+    "for files whose names do not pair (default: the config's pairing.by).",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Parallel readers (default: all cores).",
+)
 @click.option("-n", "--dry-run", is_flag=True, help="Show the pairing, do not write the index.")
 @common_options
 def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quiet: bool) -> None:

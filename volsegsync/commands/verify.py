@@ -27,13 +27,22 @@ if TYPE_CHECKING:
 
 @click.command("verify")
 @click.argument("paths", nargs=-1, type=click.Path())
-@click.option("--fast", is_flag=True, help="Header-only checks: naming, pairing, geometry, "
-              "drift by size. No content is decoded.")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="Worker processes (default: all cores).")
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="Header-only checks: naming, pairing, geometry, drift by size. No content is decoded.",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default: all cores).",
+)
 @common_options
-def verify_command(paths: tuple[str, ...], fast: bool, jobs: int | None, fmt: str,
-                   quiet: bool) -> None:
+def verify_command(
+    paths: tuple[str, ...], fast: bool, jobs: int | None, fmt: str, quiet: bool
+) -> None:
     """Check the dataset and report every problem, grouped by pair.
 
     Naming, pairing (missing, orphaned, ambiguous, duplicate versions, version
@@ -88,8 +97,9 @@ def _text(report: VerifyReport) -> list[str]:
     lines: list[str] = []
     for title in sorted(groups):
         lines.append(title)
-        for p in sorted(groups[title], key=lambda p: (SEVERITY_ORDER.get(p.severity, 9),
-                                                      p.category, p.message)):
+        for p in sorted(
+            groups[title], key=lambda p: (SEVERITY_ORDER.get(p.severity, 9), p.category, p.message)
+        ):
             lines.append(f"  {p.severity} [{p.category}] {p.message}")
     counts = summary_counts(report.problems)
     pairs = sum(1 for p in report.pairs if p.volume and p.segmentation)
@@ -99,6 +109,3 @@ def _text(report: VerifyReport) -> list[str]:
         f"{counts['errors']} errors, {counts['warnings']} warnings"
     )
     return lines
-
-
-

@@ -529,3 +529,84 @@ def test_example_refuses_a_non_empty_folder(tmp_path: Path) -> None:
     assert (tmp_path / "keep.txt").read_text() == "mine"
     assert not (tmp_path / ".git").exists()
     assert stat.S_ISDIR((tmp_path / ".volsegsync").stat().st_mode)
+
+
+# --------------------------------------------------------------------------- output details
+
+
+def test_csv_has_its_header_even_without_rows(paired: Path) -> None:
+    result = run_fmt(paired, "status", "csv")
+    assert result.exit_code == 0
+    assert result.stdout == "kind,paths,message,details\n"
+    result = run_fmt(paired, "check-names", "csv")
+    assert result.stdout == "category,severity,files,message,details\n"
+
+
+def test_severity_overrides_apply_to_check_names_and_pair(ds_root: Path) -> None:
+    write_pair(ds_root, "C04-Knee_PD_V002-D31022001")
+    write_nii(ds_root / f"{NAME2}.nii.gz")
+    config = ds_root / ".volsegsync" / "config.toml"
+    config.write_text(
+        config.read_text().replace("[scan]", '[verify.severity]\nnaming = "warning"\n'
+                                   'unpaired_volume = "off"\n\n[scan]')
+    )  # fmt: skip
+    names = run_fmt(ds_root, "check-names", "json")
+    assert names.exit_code == 0  # warnings only
+    assert {p["severity"] for p in json.loads(names.stdout)["problems"]} == {"warning"}
+    pair = run_fmt(ds_root, "pair", "json")
+    assert pair.exit_code == 0
+    assert json.loads(pair.stdout)["problems"] == []  # the unpaired volume is switched off
+
+
+def test_progress_bar_only_on_a_terminal(paired: Path) -> None:
+    """A progress bar goes to stderr when it is a terminal, and nowhere otherwise."""
+    import pty
+
+    write_pair(paired, NAME3)  # something to hash
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [VOLSEGSYNC, "-C", str(paired), "status"],
+            stdout=subprocess.PIPE, stderr=slave, timeout=60, check=False,
+        )  # fmt: skip
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 1
+    assert b"hashing" in seen and b"100%" in seen
+    assert b"hashing" not in proc.stdout
+    piped = subprocess.run(
+        [VOLSEGSYNC, "-C", str(paired), "status"], capture_output=True, timeout=60, check=False
+    )
+    assert piped.stderr == b""
+
+
+def test_damaged_state_gives_one_line_and_exit_2(paired: Path) -> None:
+    (paired / ".volsegsync" / "state" / "stat.db").write_bytes(b"this is not sqlite" * 100)
+    (paired / ".volsegsync" / "state" / "snapshot.marshal").unlink()
+    proc = subprocess.run(
+        [VOLSEGSYNC, "-C", str(paired), "status"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("volsegsync: error: a cache in .volsegsync/state/")
+    assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_index_that_cannot_be_written_is_one_line(ds_root: Path) -> None:
+    write_pair(ds_root, NAME1)
+    (ds_root / "volsegsync.index").unlink()
+    (ds_root / "volsegsync.index").mkdir()
+    proc = subprocess.run(
+        [VOLSEGSYNC, "-C", str(ds_root), "pair"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2
+    assert "cannot write the index" in proc.stderr and "Traceback" not in proc.stderr

@@ -21,7 +21,7 @@ from conftest import (
 )
 
 from volsegsync.dataset import Dataset
-from volsegsync.errors import IndexFormatError
+from volsegsync.errors import IndexFormatError, VolsegsyncError
 from volsegsync.index import (
     COLUMNS,
     Entry,
@@ -158,7 +158,7 @@ def test_write_is_atomic(ds_root: Path, monkeypatch: pytest.MonkeyPatch) -> None
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(VolsegsyncError, match="cannot write the index: No space left"):
         run_pair(ds)
     monkeypatch.undo()
     assert index.read_bytes() == before
@@ -309,3 +309,11 @@ def test_write_nii_is_deterministic(tmp_path: Path) -> None:
     a = write_nii(tmp_path / "a" / "x.nii.gz", seed="s")
     b = write_nii(tmp_path / "b" / "x.nii.gz", seed="s")
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_crlf_checkout_reads_the_same() -> None:
+    """A checkout with CRLF line ends (git autocrlf on Windows) parses to the same entries."""
+    rec = FileRecord("a/C01-X-D01012000.nii.gz", 12, "0" * 32)
+    seg = FileRecord("a/C01-X-D01012000-v2.nrrd", 34, "f" * 32)
+    text = format_index([Entry(rec, seg, 2)])
+    assert parse_index(text.replace("\n", "\r\n")) == parse_index(text) == [Entry(rec, seg, 2)]

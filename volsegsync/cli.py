@@ -8,6 +8,7 @@ configuration error. No traceback reaches a user.
 from __future__ import annotations
 
 import os
+import sqlite3
 from typing import Any
 
 import click
@@ -29,6 +30,13 @@ class VolsegsyncGroup(click.Group):
         except VolsegsyncError as e:
             click.echo(f"volsegsync: error: {e}", err=True)
             ctx.exit(e.exit_code)
+        except sqlite3.Error as e:
+            click.echo(
+                f"volsegsync: error: a cache in .volsegsync/state/ cannot be used ({e}); "
+                "the folder may be read-only or damaged: delete it to start afresh",
+                err=True,
+            )
+            ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("volsegsync: interrupted", err=True)
             ctx.exit(130)

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from volsegsync.errors import IndexFormatError
+from volsegsync.errors import IndexFormatError, VolsegsyncError
 from volsegsync.fsutil import atomic_write_text
 from volsegsync.naming import bad_name_reason
 
@@ -77,7 +77,10 @@ def _format_entry(e: Entry) -> str:
 
 
 def write_index(path: Path, entries: Iterable[Entry]) -> None:
-    atomic_write_text(path, format_index(entries))
+    try:
+        atomic_write_text(path, format_index(entries))
+    except OSError as e:
+        raise VolsegsyncError(f"{path}: cannot write the index: {e.strerror or e}") from None
 
 
 def read_index(path: Path) -> list[Entry]:
@@ -101,10 +104,11 @@ def parse_index(text: str, name: str = "index") -> list[Entry]:
         lines.pop()
     if not lines:
         return []
-    _check_magic(lines[0], name)
+    _check_magic(lines[0].removesuffix("\r"), name)
     entries: list[Entry] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(lines[1:], start=2):
+        line = line.removesuffix("\r")  # a checkout with CRLF line ends reads the same
         if not line or line.startswith("#"):
             continue
         entry = _parse_line(line, f"{name}:{number}")

@@ -22,23 +22,24 @@ class Rendered(NamedTuple):
     text: list[str]  # printed unless -q (summary lines included)
     document: Mapping[str, Any]  # --format json
     rows: Sequence[Mapping[str, Any]]  # --format csv: the command's main table
+    columns: Sequence[str] = ()  # its header, printed even when there are no rows
 
 
 def emit(rendered: Rendered, fmt: str, quiet: bool) -> None:
     if fmt == "json":
         click.echo(json.dumps(rendered.document, indent=2, sort_keys=False, default=_default))
     elif fmt == "csv":
-        click.echo(_csv(rendered.rows), nl=False)
+        click.echo(_csv(rendered.rows, rendered.columns), nl=False)
     elif not quiet:
         for line in rendered.text:
             click.echo(line)
 
 
-def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    if not rows:
+def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    fields = list(columns) or (list(rows[0].keys()) if rows else [])
+    if not fields:
         return ""
     buf = io.StringIO()
-    fields = list(rows[0].keys())
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:

@@ -10,6 +10,7 @@ clean guard, as in the stat cache).
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import time
 from pathlib import Path
@@ -79,4 +80,5 @@ class VerifyMemo:
             blob = marshal.dumps(data)
         except ValueError:
             return
-        atomic_write_bytes(self.path, blob)
+        with contextlib.suppress(OSError):  # a memo is an optimisation, never a failure
+            atomic_write_bytes(self.path, blob)

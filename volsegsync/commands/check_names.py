@@ -8,6 +8,7 @@ import click
 
 from volsegsync.commands.common import (
     EXIT_PROBLEMS,
+    PROBLEM_COLUMNS,
     Outcome,
     common_options,
     has_errors,
@@ -64,6 +65,6 @@ def check_names_command(files: tuple[str, ...], fmt: str, quiet: bool) -> None:
         "problems": problem_rows(problems),
         "summary": summary_counts(problems),
     }
-    emit(Rendered(lines, document, problem_rows(problems)), fmt, quiet)
+    emit(Rendered(lines, document, problem_rows(problems), PROBLEM_COLUMNS), fmt, quiet)
     if has_errors(problems):
         raise Outcome(EXIT_PROBLEMS)

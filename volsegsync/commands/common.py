@@ -103,6 +103,9 @@ def problem_lines(problems: list[Problem]) -> list[str]:
     return [f"{p.severity}: [{p.category}] {p.message}" for p in problems]
 
 
+PROBLEM_COLUMNS = ["category", "severity", "files", "message", "details"]
+
+
 def problem_rows(problems: list[Problem]) -> list[dict[str, Any]]:
     return [p.to_json() for p in problems]
 

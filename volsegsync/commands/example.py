@@ -43,4 +43,4 @@ def example_command(directory: Path, force: bool, no_git: bool, fmt: str, quiet:
         "planted": report.planted,
         "git_root": str(init.git_root) if init.git_root else None,
     }
-    emit(Rendered(lines, document, [{"path": p} for p in report.files]), fmt, quiet)
+    emit(Rendered(lines, document, [{"path": p} for p in report.files], ["path"]), fmt, quiet)

@@ -53,4 +53,4 @@ def init_command(git: bool, no_git: bool, fmt: str, quiet: bool) -> None:
         "git_created": report.git_created,
         "created": report.created,
     }
-    emit(Rendered(lines, document, [{"path": p} for p in report.created]), fmt, quiet)
+    emit(Rendered(lines, document, [{"path": p} for p in report.created], ["path"]), fmt, quiet)

@@ -89,7 +89,9 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
             **summary_counts(problems),
         },
     }
-    emit(Rendered(lines, document, [_pair_json(p) for p in snap.pairing.pairs]), fmt, quiet)
+    rows = [_pair_json(p) for p in snap.pairing.pairs]
+    columns = ["volume", "segmentation", "version", "how", "older"]
+    emit(Rendered(lines, document, rows, columns), fmt, quiet)
     if has_errors(problems):
         raise Outcome(EXIT_PROBLEMS)
 

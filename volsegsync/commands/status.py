@@ -70,6 +70,7 @@ def status_command(jobs: int | None, fmt: str, quiet: bool) -> None:
             **summary_counts(report.problems),
         },
     }
-    emit(Rendered(lines, document, [c.to_json() for c in report.changes]), fmt, quiet)
+    rows = [c.to_json() for c in report.changes]
+    emit(Rendered(lines, document, rows, ["kind", "paths", "message", "details"]), fmt, quiet)
     if not report.in_sync:
         raise Outcome(EXIT_PROBLEMS)

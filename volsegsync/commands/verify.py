@@ -9,6 +9,7 @@ import click
 
 from volsegsync.commands.common import (
     EXIT_PROBLEMS,
+    PROBLEM_COLUMNS,
     Outcome,
     common_options,
     has_errors,
@@ -77,7 +78,8 @@ def verify_command(
             "by_category": dict(sorted(by_category.items())),
         },
     }
-    emit(Rendered(_text(report), document, problem_rows(report.problems)), fmt, quiet)
+    rows = problem_rows(report.problems)
+    emit(Rendered(_text(report), document, rows, PROBLEM_COLUMNS), fmt, quiet)
     if has_errors(report.problems):
         raise Outcome(EXIT_PROBLEMS)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from volsegsync.dataset import Dataset
-from volsegsync.problems import Problem, make_problem
+from volsegsync.problems import Problem, apply_severities, make_problem
 
 
 def check_names(ds: Dataset, paths: list[str] | None = None) -> tuple[int, list[Problem]]:
@@ -22,4 +22,4 @@ def check_names(ds: Dataset, paths: list[str] | None = None) -> tuple[int, list[
     unreadable = len(problems)
     for path in checked:
         problems.extend(ds.convention.check(path))
-    return len(checked) + unreadable, problems
+    return len(checked) + unreadable, apply_severities(problems, ds.config.verify.severity)

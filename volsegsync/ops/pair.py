@@ -28,7 +28,7 @@ def run_pair(
         new_text = format_index(snap.entries)
         try:
             old_text = ds.index_path.read_text(encoding="utf-8")
-        except (FileNotFoundError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError):  # missing or unreadable: rewritten below
             old_text = None
         changed = new_text != old_text
         if changed and not dry_run:

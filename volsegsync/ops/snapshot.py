@@ -6,6 +6,7 @@ it with the index). Bad files are reported as problems; the scan goes on.
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import time
 from collections.abc import Callable, Iterable
@@ -21,7 +22,7 @@ from volsegsync.hashing import RACY_NS, Hashed
 from volsegsync.index import Entry, FileRecord, format_index
 from volsegsync.naming import NameInfo
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming
-from volsegsync.problems import Problem, make_problem
+from volsegsync.problems import Problem, apply_severities, make_problem
 from volsegsync.scan import ScanResult, fingerprint
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ def take_snapshot(
     entries = [_entry(p.volume, p.segmentation, p.version, hashed) for p in pairing.pairs]
     entries.sort(key=lambda e: e.sort_key)  # the index's order: comparing them is then cheap
     total = sum(h.stat.size for h in hashed.values())
+    problems = apply_severities(problems, ds.config.verify.severity)
     snap = Snapshot(entries, pairing, problems, len(hashed), total)
     if not unreadable and not _racy(hashed.values()):
         memo.save(scan, snap)
@@ -192,7 +194,8 @@ class SnapshotMemo:
             )
         except ValueError:
             return  # something not plain data: simply not memoised
-        atomic_write_bytes(self.path, blob)
+        with contextlib.suppress(OSError):  # a memo is an optimisation, never a failure
+            atomic_write_bytes(self.path, blob)
 
 
 def index_digest(data: bytes) -> str:

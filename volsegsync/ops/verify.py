@@ -53,6 +53,7 @@ class _Run(NamedTuple):
     headers: HeaderCache
     workers: int
     progress: ProgressFactory | None
+    seen: dict[str, HeaderResult]  # headers read in this run (recent files are not cached)
 
 
 def run_verify(
@@ -68,7 +69,7 @@ def run_verify(
     mode = "fast" if fast else "full"
     memo = VerifyMemo(ds.state_dir / f"verify-{mode}.marshal", _fingerprint(ds, mode))
     headers = HeaderCache(ds.state_dir / "headers.db")
-    run = _Run(ds, scan.files, infos, memo, headers, jobs or default_jobs(), progress)
+    run = _Run(ds, scan.files, infos, memo, headers, jobs or default_jobs(), progress, {})
     try:
         problems = [
             make_problem("unreadable", [p], f"{p}: {why}")
@@ -164,8 +165,10 @@ def _file_verdicts(
 
 def _headers(run: _Run, paths: list[str]) -> dict[str, HeaderResult]:
     """Header results of ``paths``: from the header cache, or read (in parallel)."""
-    wanted = {p: run.files[p] for p in paths}
-    results = run.headers.lookup(wanted)
+    results = {p: run.seen[p] for p in paths if p in run.seen}
+    wanted = {p: run.files[p] for p in paths if p not in results}
+    if wanted:
+        results.update(run.headers.lookup(wanted))
     todo = sorted(p for p in wanted if p not in results)
     if todo:
         tick = run.progress("reading headers", len(todo)) if run.progress else None
@@ -179,6 +182,7 @@ def _headers(run: _Run, paths: list[str]) -> dict[str, HeaderResult]:
             results[path] = result
             fresh.append((path, wanted[path], result))
         run.headers.store(fresh)
+    run.seen.update(results)
     return results
 
 

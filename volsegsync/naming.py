@@ -7,6 +7,7 @@ field (``-v4``). Everything is configurable through :class:`NamingConfig` and
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import NamedTuple
@@ -180,6 +181,7 @@ class Convention:
         return make_problem("naming", [path], message, details)
 
 
+@functools.lru_cache(maxsize=4096)  # datasets repeat dates; strptime is slow
 def _is_date(value: str, fmt: str) -> bool:
     try:
         parsed = datetime.strptime(value, fmt)

@@ -15,7 +15,7 @@ import click
 
 from volsegsync import __version__
 from volsegsync.commands import COMMANDS
-from volsegsync.commands.common import EXIT_OK, EXIT_USAGE, Outcome
+from volsegsync.commands.common import EXIT_OK, EXIT_USAGE, Outcome, chdir_option
 from volsegsync.errors import VolsegsyncError
 
 
@@ -57,13 +57,7 @@ class VolsegsyncGroup(click.Group):
 
 
 @click.group(cls=VolsegsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "-C",
-    "chdir",
-    type=click.Path(file_okay=False),
-    default=None,
-    help="Run as if started in DIR (like git -C).",
-)
+@chdir_option
 @click.version_option(__version__, prog_name="volsegsync")
 @click.pass_context
 def main(ctx: click.Context, chdir: str | None) -> None:

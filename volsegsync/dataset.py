@@ -18,6 +18,7 @@ from pathlib import Path
 
 import xxhash
 
+from volsegsync import __version__
 from volsegsync.config import Config, load_config
 from volsegsync.errors import NotADatasetError, VolsegsyncError
 from volsegsync.fsutil import atomic_write_bytes, write_lock
@@ -71,6 +72,15 @@ class Dataset:
     @property
     def state_dir(self) -> Path:
         return self.meta_dir / STATE_DIR
+
+    def state_key(self, *parts: str) -> str:
+        """A key for memoised results: volsegsync's version, ``parts`` and the config's
+        digest, so that a new version or another config never reuses them."""
+        try:
+            config = self.config_path.read_bytes()
+        except OSError:
+            config = b""
+        return "/".join([__version__, *parts, xxhash.xxh3_128_hexdigest(config)])
 
     def relpath(self, path: Path | str) -> str:
         """A user-given path (relative to the cwd or absolute) as a dataset-relative one."""

@@ -29,16 +29,24 @@ class Outcome(Exception):
         self.code = code
 
 
+chdir_option = click.option(
+    "-C",
+    "chdir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run as if started in DIR (like git -C).",
+)
+
+
+def jobs_option(help_text: str) -> Callable[[F], F]:
+    """``-j/--jobs N``: parallel readers or worker processes (default: all cores)."""
+    return click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help=help_text)
+
+
 def common_options(func: F) -> F:
     """``-C``, ``--format`` and ``-q`` on every command."""
 
-    @click.option(
-        "-C",
-        "chdir",
-        type=click.Path(file_okay=False),
-        default=None,
-        help="Run as if started in DIR (like git -C).",
-    )
+    @chdir_option
     @click.option(
         "--format",
         "fmt",

@@ -11,6 +11,7 @@ from volsegsync.commands.common import (
     Outcome,
     common_options,
     has_errors,
+    jobs_option,
     open_dataset,
     problem_lines,
     problem_rows,
@@ -31,13 +32,7 @@ from volsegsync.pairing import Pair
     help="How to pair: by naming convention only, or also by header metadata "
     "for files whose names do not pair (default: the config's pairing.by).",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Parallel readers (default: all cores).",
-)
+@jobs_option("Parallel readers (default: all cores).")
 @click.option("-n", "--dry-run", is_flag=True, help="Show the pairing, do not write the index.")
 @common_options
 def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quiet: bool) -> None:

@@ -8,6 +8,7 @@ from volsegsync.commands.common import (
     EXIT_PROBLEMS,
     Outcome,
     common_options,
+    jobs_option,
     open_dataset,
     problem_lines,
     problem_rows,
@@ -20,13 +21,7 @@ from volsegsync.output import Rendered, emit
 
 
 @click.command("status")
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Parallel readers for changed files (default: all cores).",
-)
+@jobs_option("Parallel readers for changed files (default: all cores).")
 @common_options
 def status_command(jobs: int | None, fmt: str, quiet: bool) -> None:
     """Show what changed since the index was written.

@@ -13,6 +13,7 @@ from volsegsync.commands.common import (
     Outcome,
     common_options,
     has_errors,
+    jobs_option,
     open_dataset,
     problem_rows,
     progress_factory,
@@ -33,13 +34,7 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Header-only checks: naming, pairing, geometry, drift by size. No content is decoded.",
 )
-@click.option(
-    "-j",
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Worker processes (default: all cores).",
-)
+@jobs_option("Worker processes (default: all cores).")
 @common_options
 def verify_command(
     paths: tuple[str, ...], fast: bool, jobs: int | None, fmt: str, quiet: bool

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import xxhash
 
-from volsegsync import __version__
 from volsegsync.dataset import Dataset
 from volsegsync.fsutil import atomic_write_bytes
 from volsegsync.hashing import RACY_NS, Hashed
@@ -94,16 +93,8 @@ def take_snapshot(
 
 
 def snapshot_memo(ds: Dataset, mode: str | None = None) -> SnapshotMemo:
-    key = _fingerprint(ds, mode or ds.config.pairing.by)
+    key = ds.state_key("snapshot", str(MEMO_FORMAT), mode or ds.config.pairing.by)
     return SnapshotMemo(ds.state_dir / "snapshot.marshal", key)
-
-
-def _fingerprint(ds: Dataset, mode: str) -> str:
-    try:
-        config = ds.config_path.read_bytes()
-    except OSError:
-        config = b""
-    return f"{__version__}/{MEMO_FORMAT}/{mode}/{xxhash.xxh3_128_hexdigest(config)}"
 
 
 def _racy(hashed: Iterable[Hashed]) -> bool:

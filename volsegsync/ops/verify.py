@@ -13,9 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-import xxhash
-
-from volsegsync import __version__
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import FileProblem
 from volsegsync.hashing import CacheRow, Hashed, Stat
@@ -67,7 +64,9 @@ def run_verify(
     scan = ds.scan()
     infos = {p: i for p in sorted(scan.files) if (i := ds.convention.parse(p)) is not None}
     mode = "fast" if fast else "full"
-    memo = VerifyMemo(ds.state_dir / f"verify-{mode}.marshal", _fingerprint(ds, mode))
+    memo = VerifyMemo(
+        ds.state_dir / f"verify-{mode}.marshal", ds.state_key("verify", str(MEMO_FORMAT), mode)
+    )
     headers = HeaderCache(ds.state_dir / "headers.db")
     run = _Run(ds, scan.files, infos, memo, headers, jobs or default_jobs(), progress, {})
     try:
@@ -99,14 +98,6 @@ def run_verify(
         wanted = _selector(paths)
         problems = [p for p in problems if any(wanted(f) for f in p.files)]
     return VerifyReport(problems, pairing.pairs, len(scan.files), fast)
-
-
-def _fingerprint(ds: Dataset, mode: str) -> str:
-    try:
-        config = ds.config_path.read_bytes()
-    except OSError:
-        config = b""
-    return f"{__version__}/{MEMO_FORMAT}/{mode}/{xxhash.xxh3_128_hexdigest(config)}"
 
 
 def _selector(paths: list[str]) -> Callable[[str], bool]:

@@ -33,6 +33,7 @@ from conftest import (
     overwrite_same_size,
     run_script,
     set_mtime,
+    write_pair,
 )
 from nibabel.testing import data_path
 
@@ -1032,3 +1033,20 @@ def test_real_process_reports_fault_json(ds_root: Path) -> None:
     assert_clean_stderr(full.stderr)
     doc = json.loads(full.stdout)
     assert [(p["category"], p["files"]) for p in doc["problems"]] == [("corrupt", [_vol()])]
+
+
+def test_unknown_path_is_a_usage_error(ds_root: Path) -> None:
+    """A typo in PATHS is not a clean bill of health: exit 2, naming the path."""
+    result = invoke(["-C", str(ds_root), "verify", "no/such/file.nrrd"])
+    assert result.exit_code == 2
+    assert "no/such/file.nrrd: no such file or folder in the dataset" in result.stderr
+
+
+def test_deleted_indexed_file_can_be_asked_about(ds_root: Path) -> None:
+    vol, [seg] = write_pair(ds_root, NAME1)
+    assert invoke(["-C", str(ds_root), "pair", "-q"]).exit_code == 0
+    (ds_root / seg).unlink()
+    result = invoke(["-C", str(ds_root), "verify", "--format", "json", seg])
+    assert result.exit_code == 1
+    problems = json.loads(result.stdout)["problems"]
+    assert [(p["category"], p["files"]) for p in problems] == [("drift_missing", [seg])]

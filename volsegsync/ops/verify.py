@@ -9,12 +9,13 @@ drift. Verdicts of unchanged files and pairs come from the last run
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from volsegsync.dataset import Dataset, default_jobs
-from volsegsync.errors import FileProblem
+from volsegsync.errors import FileProblem, VolsegsyncError
 from volsegsync.hashing import CacheRow, Hashed, Stat
 from volsegsync.header_cache import HeaderCache, HeaderResult
 from volsegsync.index import Entry
@@ -61,6 +62,9 @@ def run_verify(
     progress: ProgressFactory | None = None,
 ) -> VerifyReport:
     """Verify the whole dataset; with ``paths``, report only problems touching them."""
+    index = ds.read_index()
+    if paths is not None:
+        _check_paths(ds, paths, index)
     scan = ds.scan()
     infos = {p: i for p in sorted(scan.files) if (i := ds.convention.parse(p)) is not None}
     mode = "fast" if fast else "full"
@@ -89,7 +93,7 @@ def run_verify(
         problems.extend(unpaired_problems(pairing))
         problems.extend(_pair_verdicts(run, pairing, broken))
         known = {} if hashed else ds.cached_hashes()
-        problems.extend(_drift_problems(ds.read_index(), scan.files, hashed, known))
+        problems.extend(_drift_problems(index, scan.files, hashed, known))
         memo.save()
     finally:
         headers.close()
@@ -98,6 +102,17 @@ def run_verify(
         wanted = _selector(paths)
         problems = [p for p in problems if any(wanted(f) for f in p.files)]
     return VerifyReport(problems, pairing.pairs, len(scan.files), fast)
+
+
+def _check_paths(ds: Dataset, paths: list[str], index: list[Entry]) -> None:
+    """A path must exist, or be one the index records (to ask about its drift)."""
+    indexed = {r.path for e in index for r in (e.volume, e.segmentation) if r is not None}
+    for path in paths:
+        if path in ("", ".") or os.path.lexists(ds.root / path):
+            continue
+        folder = path.rstrip("/") + "/"
+        if path not in indexed and not any(p.startswith(folder) for p in indexed):
+            raise VolsegsyncError(f"{path}: no such file or folder in the dataset")
 
 
 def _selector(paths: list[str]) -> Callable[[str], bool]:

@@ -1043,7 +1043,7 @@ def test_unknown_path_is_a_usage_error(ds_root: Path) -> None:
 
 
 def test_deleted_indexed_file_can_be_asked_about(ds_root: Path) -> None:
-    vol, [seg] = write_pair(ds_root, NAME1)
+    _, [seg] = write_pair(ds_root, NAME1)
     assert invoke(["-C", str(ds_root), "pair", "-q"]).exit_code == 0
     (ds_root / seg).unlink()
     result = invoke(["-C", str(ds_root), "verify", "--format", "json", seg])

@@ -515,6 +515,16 @@ def test_example_then_pair_and_check_names(tmp_path: Path) -> None:
     ]
     assert {p["details"]["found"] for p in found} == {"D31022001"}
     assert run_script(["status"], cwd=demo).returncode == 0
+    verify = run_script(["verify", "--format", "json"], cwd=demo)
+    assert verify.returncode == 1
+    planted = [(p["category"], p["files"][0]) for p in json.loads(verify.stdout)["problems"]]
+    assert sorted(planted) == [
+        ("geometry", "segmentations/C03-Knee_PD_V001-D17112003-v1.nrrd"),
+        ("naming", "segmentations/C04-Knee_PD_V002-D31022001-v1.nrrd"),
+        ("naming", "volumes/C04-Knee_PD_V002-D31022001.nii.gz"),
+    ]
+    config = (demo / ".volsegsync" / "config.toml").read_text()
+    assert '[verify.labels]\n0 = "background"\n1 = "vertebra"\n2 = "disc"\n' in config
 
 
 def test_example_refuses_a_non_empty_folder(tmp_path: Path) -> None:

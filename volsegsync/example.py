@@ -73,6 +73,20 @@ def make_example(root: Path, force: bool = False) -> ExampleReport:
     return ExampleReport(root, files, planted)
 
 
+LABELS = '[verify.labels]\n0 = "background"\n1 = "vertebra"\n2 = "disc"\n'
+
+
+def declare_labels(config_path: Path) -> None:
+    """Declare the example's label set in its config (uncommenting the template's)."""
+    text = config_path.read_text(encoding="utf-8")
+    commented = '# [verify.labels]\n# 0 = "background"\n# 1 = "vertebra"\n'
+    if commented in text:
+        text = text.replace(commented, LABELS)
+    elif "[verify.labels]" not in text:
+        text += "\n" + LABELS
+    config_path.write_text(text, encoding="utf-8")
+
+
 def _affine(spacing: tuple[float, float, float], origin: tuple[float, float, float]) -> np.ndarray:
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = origin

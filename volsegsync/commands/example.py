@@ -26,11 +26,12 @@ def example_command(directory: Path, force: bool, no_git: bool, fmt: str, quiet:
     Example:
       volsegsync example demo && cd demo && volsegsync pair
     """
-    from volsegsync.example import make_example  # nibabel: imported only when needed
+    from volsegsync.example import declare_labels, make_example  # nibabel: only when needed
     from volsegsync.ops.init import init_dataset
 
     report = make_example(directory, force=force)
     init = init_dataset(directory, git=not no_git, no_git=no_git)
+    declare_labels(directory / ".volsegsync" / "config.toml")
     lines = [f"Wrote an example dataset of {len(report.files)} files to {report.root}"]
     lines.extend(f"  {path}" for path in report.files)
     lines.append("Planted problems:")

@@ -8,7 +8,7 @@ plants problems for ``verify`` and ``check-names`` to find.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import nibabel as nib
 import nrrd
@@ -17,6 +17,7 @@ import numpy as np
 from volsegsync.errors import VolsegsyncError
 
 LPS = np.diag([-1.0, -1.0, 1.0])
+NDArray = np.ndarray[Any, Any]
 
 
 class ExampleCase(NamedTuple):
@@ -87,13 +88,13 @@ def declare_labels(config_path: Path) -> None:
     config_path.write_text(text, encoding="utf-8")
 
 
-def _affine(spacing: tuple[float, float, float], origin: tuple[float, float, float]) -> np.ndarray:
+def _affine(spacing: tuple[float, float, float], origin: tuple[float, float, float]) -> NDArray:
     affine = np.diag([*spacing, 1.0])
     affine[:3, 3] = origin
     return affine
 
 
-def _labels(rng: np.random.Generator) -> np.ndarray:
+def _labels(rng: np.random.Generator) -> NDArray:
     """A "vertebra" (1) and a "disc" (2) as two ellipsoids, slightly jittered."""
     x, y, z = np.indices(SHAPE, dtype=float)
     cx, cy = SHAPE[0] / 2 + rng.uniform(-2, 2), SHAPE[1] / 2 + rng.uniform(-2, 2)
@@ -103,7 +104,7 @@ def _labels(rng: np.random.Generator) -> np.ndarray:
     return labels
 
 
-def _write_nrrd(path: Path, data: np.ndarray, affine: np.ndarray, slicer: bool) -> None:
+def _write_nrrd(path: Path, data: NDArray, affine: NDArray, slicer: bool) -> None:
     """Write ``data`` with the RAS ``affine`` converted to LPS, as 3D Slicer does."""
     header: dict[str, object] = {
         "space": "left-posterior-superior",

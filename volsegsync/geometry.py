@@ -206,7 +206,7 @@ def _extent_difference(v: Geometry, s: Geometry, start: tuple[int, ...]) -> Diff
 def _origin_difference(v: Geometry, s: Geometry, tol: float, offset: Array | None) -> Difference:
     dev = max(abs(a - b) for a, b in zip(v.origin, s.origin, strict=True))
     va, sa = _pair(v.origin, s.origin, digits=6)
-    voxels = [round(k, 3) for k in offset.tolist()] if offset is not None else []
+    voxels = [round(float(k), 3) for k in offset] if offset is not None else []
     extra = f", offset {_vec(voxels)} voxels" if voxels else ""
     message = (
         f"origin differs: volume {va} vs segmentation {sa} mm "

@@ -1050,3 +1050,31 @@ def test_deleted_indexed_file_can_be_asked_about(ds_root: Path) -> None:
     assert result.exit_code == 1
     problems = json.loads(result.stdout)["problems"]
     assert [(p["category"], p["files"]) for p in problems] == [("drift_missing", [seg])]
+
+
+def test_metadata_pairing_in_verify(ds_root: Path) -> None:
+    """With pairing.by = "metadata", verify pairs as pair does: a Slicer-named segmentation
+    on the volume's grid is its pair (only its name is a problem), a broken one is reported
+    once and does not make its would-be partner "unpaired" twice."""
+    from conftest import make_affine, write_nii, write_nrrd
+
+    config = ds_root / ".volsegsync" / "config.toml"
+    config.write_text(config.read_text().replace('by = "naming"', 'by = "metadata"'))
+    a1 = make_affine((1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    a2 = make_affine((1.0, 1.0, 2.0), (10.0, -5.0, 3.0))
+    write_nii(ds_root / f"{NAME1}.nii.gz", affine=a1)
+    write_nii(ds_root / f"{NAME2}.nii.gz", affine=a2)
+    write_nrrd(ds_root / "masks" / "Segmentation.seg.nrrd", affine=a1)
+    (ds_root / "masks" / "broken.nrrd").write_bytes(b"garbage, not a NRRD")
+    age_all(ds_root)
+    report = run_verify(Dataset.open(ds_root), jobs=1)
+    found = sorted((p.category, p.files) for p in report.problems)
+    assert found == [
+        ("naming", ("masks/Segmentation.seg.nrrd",)),
+        ("naming", ("masks/broken.nrrd",)),
+        ("not_an_image", ("masks/broken.nrrd",)),
+        ("unpaired_segmentation", ("masks/broken.nrrd",)),
+        ("unpaired_volume", (f"{NAME2}.nii.gz",)),
+    ]
+    pairs = [(p.volume, p.segmentation, p.how) for p in report.pairs if p.volume and p.segmentation]
+    assert pairs == [(f"{NAME1}.nii.gz", "masks/Segmentation.seg.nrrd", "metadata")]

@@ -1,0 +1,72 @@
+"""Our .pre-commit-hooks.yaml with the real pre-commit framework (``pre-commit try-repo``).
+
+pre-commit installs this project into an environment of its own, as a user's
+``.pre-commit-config.yaml`` would: the first call takes some seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import GIT, NAME1, invoke, make_affine, set_mtime, write_nrrd
+
+ROOT = Path(__file__).resolve().parent.parent
+PRE_COMMIT = shutil.which("pre-commit", path=str(Path(sys.executable).parent))
+pytestmark = pytest.mark.skipif(PRE_COMMIT is None, reason="pre-commit is a test extra")
+
+
+@pytest.fixture(scope="module")
+def pre_commit_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield tmp_path_factory.mktemp("pre-commit-home")
+
+
+def try_repo(repo: Path, home: Path, hook: str, *files: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PRE_COMMIT_HOME": str(home)}
+    return subprocess.run(
+        [str(PRE_COMMIT), "try-repo", str(ROOT), hook, "--files", *files],
+        cwd=repo, capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def commit_all(repo: Path) -> None:
+    subprocess.run([GIT, "-C", str(repo), "add", "-A", "."], check=True)
+    subprocess.run(
+        [GIT, "-C", str(repo), "-c", "user.name=T", "-c", "user.email=t@example.org",
+         "commit", "-q", "-m", "dataset"],
+        check=True,
+    )  # fmt: skip
+
+
+def test_verify_hook_passes_then_blocks(paired: Path, pre_commit_home: Path) -> None:
+    commit_all(paired)
+    ok = try_repo(paired, pre_commit_home, "volsegsync-verify", "volsegsync.index")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "volsegsync verify (header-only)" in ok.stdout and "Passed" in ok.stdout
+
+    seg = paired / f"{NAME1}-v1.nrrd"
+    write_nrrd(seg, affine=make_affine(spacing=(0.9, 0.9, 3.0)))
+    set_mtime(seg)
+    assert invoke(["-C", str(paired), "pair", "-q"]).exit_code == 0
+    bad = try_repo(paired, pre_commit_home, "volsegsync-verify", "volsegsync.index")
+    assert bad.returncode == 1
+    assert "Failed" in bad.stdout and "[geometry]" in bad.stdout
+    assert f"{NAME1}-v1.nrrd" in bad.stdout
+
+
+def test_hooks_run_only_for_the_index_or_config(paired: Path, pre_commit_home: Path) -> None:
+    (paired / "notes.txt").write_text("unrelated\n")
+    commit_all(paired)
+    result = try_repo(paired, pre_commit_home, "volsegsync-check-names", "notes.txt")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Skipped" in result.stdout
+
+    (paired / "C01-bad name.nii.gz").write_bytes(b"irrelevant")
+    result = try_repo(paired, pre_commit_home, "volsegsync-check-names", ".volsegsync/config.toml")
+    assert result.returncode == 1
+    assert "C01-bad name.nii.gz" in result.stdout and "[naming]" in result.stdout

@@ -10,7 +10,7 @@ from conftest import NAME1, NAME2, write_nii, write_nrrd
 from volsegsync.config import NamingConfig, RolesConfig
 from volsegsync.hashing import Stat
 from volsegsync.naming import Convention
-from volsegsync.scan import stat_paths, walk
+from volsegsync.scan import walk
 
 CONV = Convention(NamingConfig(), RolesConfig())
 
@@ -61,20 +61,4 @@ def test_walk_reports_bad_entries_and_goes_on(tmp_path: Path) -> None:
         f"{NAME2}.nii.gz": "broken symbolic link",
         "pipe.nrrd": "not a regular file",
         os.fsdecode(b"C09-Bad\xff-D01012000.nii.gz"): "the name is not valid UTF-8",
-    }
-
-
-def test_stat_paths(tmp_path: Path) -> None:
-    a = write_nii(tmp_path / f"{NAME1}.nii.gz")
-    os.symlink(tmp_path / "nowhere", tmp_path / "link.nrrd")
-    (tmp_path / "dir.nrrd").mkdir()
-    result = stat_paths(
-        tmp_path, [f"{NAME1}.nii.gz", "missing.nrrd", "link.nrrd", "dir.nrrd", "tab\there.nrrd"]
-    )
-    assert result.files == {f"{NAME1}.nii.gz": stat_of(a)}
-    assert result.unreadable == {
-        "missing.nrrd": "no such file",
-        "link.nrrd": "broken symbolic link",
-        "dir.nrrd": "not a regular file",
-        "tab\there.nrrd": "the name holds a control character (tab, newline...)",
     }

@@ -25,7 +25,7 @@ from volsegsync.fsutil import atomic_write_bytes, write_lock
 from volsegsync.hashing import CacheRow, Hashed, Stat, StatCache, hash_many
 from volsegsync.index import Entry, FileRecord, read_index, write_index
 from volsegsync.naming import Convention
-from volsegsync.scan import ScanResult, stat_paths, walk
+from volsegsync.scan import ScanResult, walk
 
 META_DIR = ".volsegsync"
 CONFIG_FILE = "config.toml"
@@ -134,11 +134,9 @@ class Dataset:
 
     # -- scanning and hashing ------------------------------------------------------------
 
-    def scan(self, paths: list[str] | None = None) -> ScanResult:
-        """Candidate files (all, or the given dataset-relative paths) with their stat."""
-        if paths is None:
-            return walk(self.root, self.convention, self.config.exclude)
-        return stat_paths(self.root, paths)
+    def scan(self) -> ScanResult:
+        """Every candidate file of the dataset with its stat (nothing is read)."""
+        return walk(self.root, self.convention, self.config.exclude)
 
     def cached_hashes(self) -> dict[str, CacheRow]:
         """Everything the stat cache knows, ``path -> (size, mtime_ns, ino, digest,

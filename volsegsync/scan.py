@@ -92,28 +92,3 @@ def _stat_failure(entry: os.DirEntry[str], e: OSError) -> str:
 
 def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel + "/", p) for p in patterns)
-
-
-def stat_paths(root: Path, paths: Iterable[str]) -> ScanResult:
-    """Stat an explicit list of dataset-relative paths (from arguments or stdin)."""
-    files: dict[str, Stat] = {}
-    unreadable: dict[str, str] = {}
-    for rel in paths:
-        bad = bad_name_reason(rel)
-        if bad:
-            unreadable[rel] = bad
-            continue
-        full = root / rel
-        try:
-            st = full.stat()
-        except FileNotFoundError:
-            unreadable[rel] = "broken symbolic link" if full.is_symlink() else "no such file"
-            continue
-        except OSError as e:
-            unreadable[rel] = f"cannot stat: {e.strerror}"
-            continue
-        if not statmod.S_ISREG(st.st_mode):
-            unreadable[rel] = "not a regular file"
-            continue
-        files[rel] = Stat(st.st_size, st.st_mtime_ns, st.st_ino)
-    return ScanResult(files, unreadable)

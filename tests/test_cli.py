@@ -620,3 +620,10 @@ def test_index_that_cannot_be_written_is_one_line(ds_root: Path) -> None:
     )
     assert proc.returncode == 2
     assert "cannot write the index" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_dash_c_composes_like_git(paired: Path, cwd_guard: None) -> None:
+    """``volsegsync -C A status -C B`` runs in A/B, as ``git -C A -C B`` would."""
+    result = invoke(["-C", str(paired.parent), "status", "-C", paired.name, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["in_sync"] is True

@@ -13,7 +13,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, NamedTuple
 
 from volsegsync.errors import FileProblem
-from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
+from volsegsync.naming import VOLUME, NameInfo
 from volsegsync.problems import Problem, make_problem
 
 if TYPE_CHECKING:  # headers and geometry import numpy: only metadata pairing needs them
@@ -223,6 +223,3 @@ def _referenced(geo: Geometry, vols: list[str], keys: Sequence[str]) -> str | No
         if len(hits) == 1:
             return hits[0]
     return None
-
-
-__all__ = ["SEGMENTATION", "Pair", "Pairing", "pair_by_metadata", "pair_by_naming"]

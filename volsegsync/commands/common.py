@@ -61,11 +61,11 @@ def common_options(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, chdir: str | None, fmt: str, quiet: bool, **kw: Any) -> Any:
         ctx = click.get_current_context()
-        root_dir = chdir or (ctx.obj or {}).get("chdir")
-        if root_dir:
-            if not os.path.isdir(root_dir):
-                raise VolsegsyncError(f"-C {root_dir}: no such folder")
-            os.chdir(root_dir)
+        for folder in ((ctx.obj or {}).get("chdir"), chdir):  # like git: each -C from the last
+            if folder:
+                if not os.path.isdir(folder):
+                    raise VolsegsyncError(f"-C {folder}: no such folder")
+                os.chdir(folder)
         return func(*args, fmt=fmt, quiet=quiet, **kw)
 
     return wrapper  # type: ignore[return-value]

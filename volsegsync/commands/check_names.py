@@ -38,7 +38,7 @@ def check_names_command(files: tuple[str, ...], fmt: str, quiet: bool) -> None:
     \b
     Example:
       volsegsync check-names
-      git ls-files --others | volsegsync check-names -
+      find segmentations -name '*.nrrd' | volsegsync check-names -
     """
     try:
         ds = Dataset.open(Path.cwd())

@@ -34,13 +34,16 @@ chdir_option = click.option(
     "chdir",
     type=click.Path(file_okay=False),
     default=None,
+    metavar="DIR",
     help="Run as if started in DIR (like git -C).",
 )
 
 
 def jobs_option(help_text: str) -> Callable[[F], F]:
     """``-j/--jobs N``: parallel readers or worker processes (default: all cores)."""
-    return click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help=help_text)
+    return click.option(
+        "-j", "--jobs", type=click.IntRange(min=1), default=None, metavar="N", help=help_text
+    )
 
 
 def common_options(func: F) -> F:

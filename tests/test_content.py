@@ -150,7 +150,9 @@ def test_values_outside_declared_set(tmp_path: Path) -> None:
     report = analyse(path, "segmentation")
     [problem] = label_problems(str(path), report, LABELS)
     assert problem.category == "unknown_label"
-    assert problem.message == "values 3, 7 not in label set {0: background, 1: vertebra, 2: disc}"
+    assert problem.message == (
+        f"{problem.files[0]}: values 3, 7 not in label set {{0: background, 1: vertebra, 2: disc}}"
+    )
     assert problem.details["unexpected"] == [3, 7]
     assert problem.files == (str(path),)
 

@@ -310,3 +310,15 @@ def test_status_jobs_option(paired: Path, jobs: str) -> None:
     result = invoke(["-C", str(paired), "status", "-j", jobs, "--format", "json"])
     assert result.exit_code == 1
     assert [c["kind"] for c in json.loads(result.stdout)["changes"]] == ["modified"]
+
+
+def test_renamed_out_of_its_pair_names_both_paths(paired: Path) -> None:
+    """A segmentation renamed so that it no longer pairs: moved, and its volume lost it."""
+    (paired / S1).rename(paired / "C01-Other-D22061998-v1.nrrd")
+    code, doc = status(paired)
+    assert code == 1
+    assert kinds(doc) == [("lost_partner", [V1]), ("renamed", [S1, "C01-Other-D22061998-v1.nrrd"])]
+    [lost] = [c for c in doc["changes"] if c["kind"] == "lost_partner"]
+    assert lost["message"] == (
+        f"lost its partner: {V1} (was paired with {S1}, since moved to C01-Other-D22061998-v1.nrrd)"
+    )

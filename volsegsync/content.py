@@ -684,7 +684,14 @@ def _bincount_values(flat: NDArray, lo: int, hi: int) -> NDArray:
 
 
 def label_problems(path: str, report: ContentReport, labels: Mapping[int, str]) -> list[Problem]:
-    """The problems a content report shows for the file at ``path``."""
+    """The problems a content report shows for the file at ``path``; each message
+    starts with the path, as every problem's message does."""
+    return [
+        p._replace(message=f"{path}: {p.message}") for p in _label_problems(path, report, labels)
+    ]
+
+
+def _label_problems(path: str, report: ContentReport, labels: Mapping[int, str]) -> list[Problem]:
     files = (path,)
     if report.error is not None:
         kind = report.error_kind or "corrupt"

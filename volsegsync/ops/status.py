@@ -180,6 +180,7 @@ def _pairs(
 def _pair_changes(old: list[Entry], new: list[Entry], renames: dict[str, str]) -> list[Change]:
     old_vol, old_seg, old_ver = _pairs(old, renames)
     new_vol, new_seg, new_ver = _pairs(new)
+    was = {new: old for old, new in renames.items()}  # to name a partner as it was indexed
     changes: list[Change] = []
     for vol, seg in sorted(new_vol.items()):
         before = old_vol.get(vol, "<absent>")
@@ -187,7 +188,7 @@ def _pair_changes(old: list[Entry], new: list[Entry], renames: dict[str, str]) -
             continue
         if seg is None:
             if before != "<absent>":  # a new unpaired volume is listed below
-                changes.append(_lost(vol, before))
+                changes.append(_lost(vol, before, was))
         elif before is None or before == "<absent>":
             if before == "<absent>" and seg not in old_seg:
                 changes.append(
@@ -236,7 +237,7 @@ def _pair_changes(old: list[Entry], new: list[Entry], renames: dict[str, str]) -
             continue
         if seg is not None and seg in new_seg:
             if new_seg[seg] is None:
-                changes.append(_lost(seg, vol))
+                changes.append(_lost(seg, vol, was))
             continue
         if seg is not None:
             changes.append(
@@ -265,10 +266,15 @@ def _pair_changes(old: list[Entry], new: list[Entry], renames: dict[str, str]) -
     return changes
 
 
-def _lost(path: str, partner: str | None) -> Change:
+def _lost(path: str, partner: str | None, was: dict[str, str]) -> Change:
+    """``partner`` as it is now; ``was`` maps renamed paths back to the indexed ones."""
+    if partner in was:
+        note = f"was paired with {was[partner]}, since moved to {partner}"
+    else:
+        note = f"was paired with {partner}"
     return Change(
         "lost_partner",
         (path,),
-        f"lost its partner: {path} (was paired with {partner})",
+        f"lost its partner: {path} ({note})",
         {"path": path, "partner": partner},
     )

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # numpy and nibabel load only when there is header or content
     from volsegsync.content import ContentReport
     from volsegsync.headers import Geometry
 
-MEMO_FORMAT = 1
+MEMO_FORMAT = 2
 HEADER_INLINE_LIMIT = 512  # header reads cost ~0.2 ms: a pool pays off only for many
 
 

@@ -600,9 +600,30 @@ def test_progress_bar_only_on_a_terminal(paired: Path) -> None:
     assert piped.stderr == b""
 
 
-def test_damaged_state_gives_one_line_and_exit_2(paired: Path) -> None:
-    (paired / ".volsegsync" / "state" / "stat.db").write_bytes(b"this is not sqlite" * 100)
-    (paired / ".volsegsync" / "state" / "snapshot.marshal").unlink()
+def test_damaged_cache_is_rebuilt(paired: Path) -> None:
+    """Caches are disposable: a damaged one is replaced, the answer is the same."""
+    state = paired / ".volsegsync" / "state"
+    for name in ("stat.db", "headers.db"):
+        (state / name).write_bytes(b"this is not sqlite" * 100)
+    (state / "snapshot.marshal").write_bytes(b"\x00garbage")
+    (state / "verify-full.marshal").write_bytes(b"garbage")
+    proc = subprocess.run(
+        [VOLSEGSYNC, "-C", str(paired), "status"], capture_output=True, text=True, check=False
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert "in sync" in proc.stdout
+    proc = subprocess.run(
+        [VOLSEGSYNC, "-C", str(paired), "verify"], capture_output=True, text=True, check=False
+    )
+    assert (proc.returncode, proc.stderr) == (0, ""), proc.stdout
+    assert (state / "stat.db").read_bytes().startswith(b"SQLite format 3")
+
+
+def test_unusable_state_gives_one_line_and_exit_2(paired: Path) -> None:
+    state = paired / ".volsegsync" / "state"
+    (state / "stat.db").unlink()
+    (state / "stat.db").mkdir()  # cannot be a database, cannot be replaced
+    (state / "snapshot.marshal").unlink()
     proc = subprocess.run(
         [VOLSEGSYNC, "-C", str(paired), "status"], capture_output=True, text=True, check=False
     )

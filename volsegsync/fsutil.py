@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import sqlite3
 import tempfile
 import time
 from collections.abc import Iterator
@@ -56,3 +57,23 @@ def write_lock(lock_path: Path, timeout: float = 5.0) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def open_cache_db(db_path: Path, schema: str) -> sqlite3.Connection:
+    """Open (or create) a cache database in the state folder.
+
+    Caches are disposable: a file that is not a database (damaged, truncated) is
+    replaced by an empty one rather than stopping the run.
+    """
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in (1, 2):
+        db = sqlite3.connect(db_path, timeout=30)
+        try:
+            db.execute(schema)
+            return db
+        except sqlite3.DatabaseError:
+            db.close()
+            if attempt == 2 or not db_path.is_file():
+                raise
+            db_path.unlink()
+    raise AssertionError("unreachable")

@@ -9,7 +9,6 @@ of the same size within the same tick (git's "racily clean" problem).
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from typing import NamedTuple
 
 import xxhash
 
+from volsegsync.fsutil import open_cache_db
 from volsegsync.magic import HEAD_BYTES, sniff
 
 CHUNK = 1 << 20
@@ -61,11 +61,10 @@ class StatCache:
     """SQLite-backed ``path -> (stat, digest, problem)`` cache in the state folder."""
 
     def __init__(self, db_path: Path) -> None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(db_path, timeout=30)
-        self._db.execute(
+        self._db = open_cache_db(
+            db_path,
             "CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, size INTEGER, "
-            "mtime_ns INTEGER, ino INTEGER, digest TEXT, problem TEXT)"
+            "mtime_ns INTEGER, ino INTEGER, digest TEXT, problem TEXT)",
         )
 
     def load(self) -> dict[str, CacheRow]:

@@ -7,12 +7,12 @@ too (category and reason), so a broken file costs one read, not one per run.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from volsegsync.fsutil import open_cache_db
 from volsegsync.hashing import RACY_NS, Stat
 
 if TYPE_CHECKING:
@@ -43,11 +43,10 @@ class HeaderResult(NamedTuple):
 
 class HeaderCache:
     def __init__(self, db_path: Path) -> None:
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(db_path, timeout=30)
-        self._db.execute(
+        self._db = open_cache_db(
+            db_path,
             "CREATE TABLE IF NOT EXISTS headers (path TEXT PRIMARY KEY, size INTEGER, "
-            "mtime_ns INTEGER, ino INTEGER, result TEXT)"
+            "mtime_ns INTEGER, ino INTEGER, result TEXT)",
         )
 
     def lookup(self, files: dict[str, Stat]) -> dict[str, HeaderResult]:

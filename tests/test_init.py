@@ -124,6 +124,7 @@ def test_init_git_creates_a_repository_with_dulwich(tmp_path: Path) -> None:
             "volsegsync.index",
             ".gitignore",
         ],
+        "warnings": [],
     }
     assert (tmp_path / ".git").is_dir()
     status = git(tmp_path, "status", "--porcelain")
@@ -210,3 +211,26 @@ def test_chdir_subprocess(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert proc.stdout == b"in sync with volsegsync.index (0 pairs)\n"
     assert_clean_stderr(proc.stderr)
+
+
+def test_init_warns_when_git_would_ignore_the_description(tmp_path: Path) -> None:
+    """A .gitignore above the dataset hiding the index or the config is caught (by dulwich)."""
+    git(tmp_path, "init", "-q")
+    (tmp_path / ".gitignore").write_text("*.index\n")
+    (tmp_path / "data").mkdir()
+    result = invoke(["-C", str(tmp_path / "data"), "init", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    warnings = json.loads(result.stdout)["warnings"]
+    assert warnings == [
+        "git ignores volsegsync.index, which must be tracked: check the .gitignore files above it"
+    ]
+    assert git(tmp_path, "check-ignore", "-q", "data/volsegsync.index", check=False).returncode == 0
+    text = invoke(["-C", str(tmp_path / "data"), "init"]).stdout
+    assert "warning: git ignores volsegsync.index" in text
+    (tmp_path / ".gitignore").write_text("")
+    assert (
+        json.loads(invoke(["-C", str(tmp_path / "data"), "init", "--format", "json"]).stdout)[
+            "warnings"
+        ]
+        == []
+    )

@@ -46,11 +46,13 @@ def init_command(git: bool, no_git: bool, fmt: str, quiet: bool) -> None:
         )
     else:
         lines.append(f"Dataset in {report.root} is already initialised; nothing to do")
+    lines.extend(f"warning: {w}" for w in report.warnings)
     document = {
         "schema": "volsegsync.init/1",
         "root": str(report.root),
         "git_root": str(report.git_root) if report.git_root else None,
         "git_created": report.git_created,
         "created": report.created,
+        "warnings": report.warnings,
     }
     emit(Rendered(lines, document, [{"path": p} for p in report.created], ["path"]), fmt, quiet)

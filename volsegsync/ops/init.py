@@ -21,6 +21,7 @@ class InitReport(NamedTuple):
     git_root: Path | None
     created: list[str]  # files written or changed, relative to root
     git_created: bool
+    warnings: list[str]  # e.g. a file that must be tracked but that git ignores
 
 
 def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitReport:
@@ -49,7 +50,22 @@ def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitRep
     extensions = sorted(set(roles.volume_extensions) | set(roles.segmentation_extensions))
     if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in extensions]):
         created.append(".gitignore")
-    return InitReport(root, git_root, created, git_created)
+    warnings = _tracking_warnings(root, git_root) if git_root else []
+    return InitReport(root, git_root, created, git_created, warnings)
+
+
+TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore")
+
+
+def _tracking_warnings(root: Path, git_root: Path) -> list[str]:
+    """The dataset's description must be tracked: say so if some ignore rule hides it."""
+    prefix = root.relative_to(git_root).as_posix()
+    paths = {f"{prefix}/{p}" if prefix != "." else p: p for p in TRACKED}
+    hidden = [paths[p] for p, ignored in history.ignored(git_root, list(paths)).items() if ignored]
+    return [
+        f"git ignores {p}, which must be tracked: check the .gitignore files above it"
+        for p in hidden
+    ]
 
 
 def _write_if_missing(path: Path, text: str, root: Path, created: list[str]) -> None:

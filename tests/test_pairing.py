@@ -158,12 +158,18 @@ def test_pair_cli_by_naming(ds_root: Path) -> None:
     assert doc["summary"]["pairs"] == 2
     assert doc["summary"]["errors"] == 0
     text = invoke(["-C", str(ds_root), "pair"]).stdout.splitlines()
-    assert text[:2] == [
-        f"volumes/{NAME1}.nii.gz -> segmentations/{NAME1}-v2.nrrd  (v2)",
-        f"{NAME2}.nii.gz -> {NAME2}-v1.seg.nrrd  (v1)",
+    assert len(text) == 1  # nothing gained or lost: no pair is listed
+    assert text[0].startswith("2 pairs, 0 volumes and 0 segmentations unpaired, 5 files (")
+    assert text[0].endswith("; volsegsync.index unchanged")
+    write_nrrd(ds_root / "segmentations" / f"{NAME1}-v3.nrrd")
+    (ds_root / f"{NAME2}.nii.gz").unlink()
+    text = invoke(["-C", str(ds_root), "pair"]).stdout.splitlines()
+    assert text[:3] == [  # as the index's diff shows it, sorted by volume
+        f"- {NAME2}.nii.gz -> {NAME2}-v1.seg.nrrd",
+        f"- volumes/{NAME1}.nii.gz -> segmentations/{NAME1}-v2.nrrd",
+        f"+ volumes/{NAME1}.nii.gz -> segmentations/{NAME1}-v3.nrrd  (v3)",
     ]
-    assert text[2].startswith("2 pairs, 0 volumes and 0 segmentations unpaired, 5 files (")
-    assert text[2].endswith("; volsegsync.index unchanged")
+    assert text[-1].endswith("; wrote volsegsync.index")
 
 
 def test_pair_cli_ambiguity_nii_and_nii_gz(ds_root: Path) -> None:
@@ -301,8 +307,11 @@ def test_metadata_pairs_by_matching_geometry(ds_root: Path) -> None:
             "older": [],
         },
     ]
+    result = invoke(["-C", str(ds_root), "pair", "--by", "metadata", "--dry-run"])
+    assert "unchanged" in result.stdout  # the JSON run above wrote this index
+    (ds_root / "volsegsync.index").unlink()
     result = invoke(["-C", str(ds_root), "pair", "--by", "metadata"])
-    assert f"{NAME1}.nii.gz -> masks/Segmentation.seg.nrrd  [by metadata]" in result.stdout
+    assert f"+ {NAME1}.nii.gz -> masks/Segmentation.seg.nrrd  [by metadata]" in result.stdout
 
 
 def test_metadata_from_config(ds_root: Path) -> None:

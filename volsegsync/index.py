@@ -54,11 +54,12 @@ class Entry(NamedTuple):
 def format_index(entries: Iterable[Entry]) -> str:
     lines = [f"{MAGIC} {VERSION}", f"# {COLUMNS}"]
     for e in sorted(entries, key=lambda e: e.sort_key):
-        lines.append(_format_entry(e))
+        lines.append(format_entry(e))
     return "\n".join(lines) + "\n"
 
 
-def _format_entry(e: Entry) -> str:
+def format_entry(e: Entry) -> str:
+    """One line of the index (without its line end)."""
     vol = e.volume
     seg = e.segmentation
     version = "-" if e.version is None else str(e.version)

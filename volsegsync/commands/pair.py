@@ -19,7 +19,7 @@ from volsegsync.commands.common import (
     summary_counts,
 )
 from volsegsync.dataset import INDEX_FILE
-from volsegsync.ops.pair import run_pair
+from volsegsync.ops.pair import PairReport, run_pair
 from volsegsync.output import Rendered, emit
 from volsegsync.pairing import Pair
 
@@ -41,7 +41,8 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
     Scans the dataset, hashes every file with xxh3-128 (unchanged files come from
     the stat cache), pairs by naming convention (and by metadata with --by
     metadata) and writes volsegsync.index atomically. With several versions of a
-    segmentation the pair points at the highest. Exit 1 if files are left
+    segmentation the pair points at the highest. Prints the pairs the index
+    gains (+) and loses (-), as its diff will show them. Exit 1 if files are left
     unpaired or ambiguous.
 
     \b
@@ -55,7 +56,7 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
     snap = report.snapshot
     problems = snap.problems
     complete = [p for p in snap.pairing.pairs if p.volume and p.segmentation]
-    lines = [_pair_line(p) for p in complete]
+    lines = _index_changes(report)
     lines.extend(problem_lines(problems))
     if report.written:
         state = f"wrote {INDEX_FILE}"
@@ -89,6 +90,17 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
     emit(Rendered(lines, document, rows, columns), fmt, quiet)
     if has_errors(problems):
         raise Outcome(EXIT_PROBLEMS)
+
+
+def _index_changes(report: PairReport) -> list[str]:
+    """The pairs the index gains (+) and loses (-), as its diff will show them."""
+    by_files = {(p.volume, p.segmentation): p for p in report.snapshot.pairing.pairs}
+    rows = [(vol, 0, f"- {vol} -> {seg}") for vol, seg in report.removed if "-" not in (vol, seg)]
+    for entry in report.added:
+        if entry.volume and entry.segmentation:
+            pair = by_files[(entry.volume.path, entry.segmentation.path)]
+            rows.append((entry.volume.path, 1, "+ " + _pair_line(pair)))
+    return [line for _, _, line in sorted(rows)]
 
 
 def _pair_line(p: Pair) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from volsegsync.dataset import Dataset
-from volsegsync.index import format_index
+from volsegsync.index import Entry, format_entry, format_index
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
 
 
@@ -13,6 +13,8 @@ class PairReport(NamedTuple):
     snapshot: Snapshot
     index_changed: bool
     written: bool
+    added: list[Entry]  # entries the index did not hold as they are now
+    removed: list[tuple[str, str]]  # (volume, segmentation) of index lines now gone
 
 
 def run_pair(
@@ -33,4 +35,18 @@ def run_pair(
         changed = new_text != old_text
         if changed and not dry_run:
             ds.write_index(snap.entries)
-        return PairReport(snap, changed, changed and not dry_run)
+        added, removed = _line_changes(snap.entries, old_text or "")
+        return PairReport(snap, changed, changed and not dry_run, added, removed)
+
+
+def _line_changes(entries: list[Entry], old_text: str) -> tuple[list[Entry], list[tuple[str, str]]]:
+    """What a reviewer sees in the index's diff: lines added, lines removed."""
+    old = set(old_text.splitlines())
+    new = {format_entry(e): e for e in entries}
+    added = [e for line, e in new.items() if line not in old]
+    removed = [
+        (cols[0], cols[2])
+        for line in sorted(old - new.keys())
+        if len(cols := line.split("\t")) > 2 and not line.startswith("#")
+    ]
+    return added, removed

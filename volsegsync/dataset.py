@@ -23,7 +23,7 @@ from volsegsync.config import Config, load_config
 from volsegsync.errors import NotADatasetError, VolsegsyncError
 from volsegsync.fsutil import atomic_write_bytes, write_lock
 from volsegsync.hashing import CacheRow, Hashed, Stat, StatCache, hash_many
-from volsegsync.index import Entry, FileRecord, read_index, write_index
+from volsegsync.index import Entry, from_plain, read_index, to_plain, write_index
 from volsegsync.naming import Convention
 from volsegsync.scan import ScanResult, walk
 
@@ -104,23 +104,13 @@ class Dataset:
         try:
             data = marshal.loads(memo.read_bytes())
             if data["digest"] == digest:
-                return [
-                    Entry(FileRecord(*v) if v else None, FileRecord(*s) if s else None, n)
-                    for v, s, n in data["entries"]
-                ]
+                return from_plain(data["entries"])
         except (OSError, EOFError, ValueError, TypeError, KeyError):
             pass
         entries = read_index(self.index_path)
-        plain = [
-            (
-                tuple(e.volume) if e.volume else None,
-                tuple(e.segmentation) if e.segmentation else None,
-                e.version,
-            )
-            for e in entries
-        ]
+        blob = marshal.dumps({"digest": digest, "entries": to_plain(entries)})
         with contextlib.suppress(OSError):
-            atomic_write_bytes(memo, marshal.dumps({"digest": digest, "entries": plain}))
+            atomic_write_bytes(memo, blob)
         return entries
 
     def write_index(self, entries: list[Entry]) -> None:

@@ -24,6 +24,11 @@ CHUNK = 1 << 20
 RACY_NS = 2_000_000_000
 
 
+def racy_limit(now_ns: int | None = None) -> int:
+    """Files modified at or after this time (ns) may change again unseen: do not cache."""
+    return (now_ns if now_ns is not None else time.time_ns()) - RACY_NS
+
+
 class Stat(NamedTuple):
     size: int
     mtime_ns: int
@@ -73,7 +78,7 @@ class StatCache:
         return {r[0]: r[1:] for r in rows}
 
     def store(self, items: Iterable[Hashed], now_ns: int | None = None) -> None:
-        limit = (now_ns if now_ns is not None else time.time_ns()) - RACY_NS
+        limit = racy_limit(now_ns)
         rows = [
             (h.path, h.stat.size, h.stat.mtime_ns, h.stat.ino, h.digest, h.problem)
             for h in items

@@ -7,13 +7,12 @@ too (category and reason), so a broken file costs one read, not one per run.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from volsegsync.fsutil import open_cache_db
-from volsegsync.hashing import RACY_NS, Stat
+from volsegsync.hashing import Stat, racy_limit
 
 if TYPE_CHECKING:
     from volsegsync.headers import Geometry
@@ -64,7 +63,7 @@ class HeaderCache:
         return out
 
     def store(self, items: Iterable[tuple[str, Stat, HeaderResult]]) -> None:
-        limit = time.time_ns() - RACY_NS
+        limit = racy_limit()
         rows = [
             (path, st.size, st.mtime_ns, st.ino, result.to_json())
             for path, st, result in items

@@ -51,6 +51,27 @@ class Entry(NamedTuple):
         return (vol or seg, seg)
 
 
+PlainEntry = tuple["tuple[str, int, str] | None", "tuple[str, int, str] | None", "int | None"]
+
+
+def to_plain(entries: Iterable[Entry]) -> list[PlainEntry]:
+    """Entries as plain tuples (for :mod:`marshal` memos in the state folder)."""
+    return [
+        (
+            (e.volume.path, e.volume.size, e.volume.digest) if e.volume else None,
+            (s.path, s.size, s.digest) if (s := e.segmentation) else None,
+            e.version,
+        )
+        for e in entries
+    ]
+
+
+def from_plain(rows: Iterable[PlainEntry]) -> list[Entry]:
+    return [
+        Entry(FileRecord(*v) if v else None, FileRecord(*s) if s else None, n) for v, s, n in rows
+    ]
+
+
 def format_index(entries: Iterable[Entry]) -> str:
     lines = [f"{MAGIC} {VERSION}", f"# {COLUMNS}"]
     for e in sorted(entries, key=lambda e: e.sort_key):

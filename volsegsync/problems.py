@@ -72,3 +72,23 @@ def apply_severities(problems: list[Problem], overrides: Mapping[str, str]) -> l
         if level != "off":
             out.append(p._replace(severity=level))
     return out
+
+
+PlainProblem = tuple[str, str, tuple[str, ...], str, dict[str, Any]]
+
+
+def problems_to_plain(problems: list[Problem]) -> list[PlainProblem]:
+    """Problems as plain tuples (for :mod:`marshal` memos in the state folder)."""
+    return [(p.category, p.severity, p.files, p.message, dict(p.details)) for p in problems]
+
+
+def problems_from_plain(rows: list[PlainProblem]) -> list[Problem]:
+    return [Problem(*p) for p in rows]
+
+
+def unreadable_problems(unreadable: Mapping[str, str]) -> list[Problem]:
+    """One ``unreadable`` problem per ``path -> reason``, sorted by path."""
+    return [
+        make_problem("unreadable", [path], f"{path}: {why}")
+        for path, why in sorted(unreadable.items())
+    ]

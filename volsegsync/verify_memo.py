@@ -12,23 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import marshal
-import time
 from pathlib import Path
 from typing import Any
 
 from volsegsync.fsutil import atomic_write_bytes
-from volsegsync.hashing import RACY_NS, Stat
-from volsegsync.problems import Problem
-
-PlainProblem = tuple[str, str, tuple[str, ...], str, dict[str, Any]]
-
-
-def _plain(problems: list[Problem]) -> list[PlainProblem]:
-    return [(p.category, p.severity, p.files, p.message, dict(p.details)) for p in problems]
-
-
-def _problems(plain: list[PlainProblem]) -> list[Problem]:
-    return [Problem(*p) for p in plain]
+from volsegsync.hashing import Stat, racy_limit
+from volsegsync.problems import Problem, problems_from_plain, problems_to_plain
 
 
 class VerifyMemo:
@@ -46,7 +35,7 @@ class VerifyMemo:
             pass
         self._new_files: dict[str, Any] = {}
         self._new_pairs: dict[tuple[str, str], Any] = {}
-        self._limit = time.time_ns() - RACY_NS
+        self._limit = racy_limit()
 
     def file(self, path: str, st: Stat) -> tuple[bool, list[Problem]] | None:
         """``(header broken, problems)`` of an unchanged file, or None."""
@@ -54,24 +43,24 @@ class VerifyMemo:
         if hit is None or hit[0] != st:
             return None
         self._new_files[path] = hit
-        return hit[1], _problems(hit[2])
+        return hit[1], problems_from_plain(hit[2])
 
     def remember_file(self, path: str, st: Stat, broken: bool, problems: list[Problem]) -> None:
         if st.mtime_ns < self._limit:
-            self._new_files[path] = (tuple(st), broken, _plain(problems))
+            self._new_files[path] = (tuple(st), broken, problems_to_plain(problems))
 
     def pair(self, vol: str, seg: str, vst: Stat, sst: Stat) -> list[Problem] | None:
         hit = self._pairs.get((vol, seg))
         if hit is None or hit[0] != vst or hit[1] != sst:
             return None
         self._new_pairs[(vol, seg)] = hit
-        return _problems(hit[2])
+        return problems_from_plain(hit[2])
 
     def remember_pair(
         self, vol: str, seg: str, vst: Stat, sst: Stat, problems: list[Problem]
     ) -> None:
         if vst.mtime_ns < self._limit and sst.mtime_ns < self._limit:
-            self._new_pairs[(vol, seg)] = (tuple(vst), tuple(sst), _plain(problems))
+            self._new_pairs[(vol, seg)] = (tuple(vst), tuple(sst), problems_to_plain(problems))
 
     def save(self) -> None:
         """Keep what this run used or learnt; forget what it did not see."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from volsegsync.dataset import Dataset
-from volsegsync.problems import Problem, apply_severities, make_problem
+from volsegsync.problems import Problem, apply_severities, unreadable_problems
 
 
 def check_names(ds: Dataset, paths: list[str] | None = None) -> tuple[int, list[Problem]]:
@@ -15,8 +15,7 @@ def check_names(ds: Dataset, paths: list[str] | None = None) -> tuple[int, list[
     if paths is None:
         scan = ds.scan()
         checked = sorted(scan.files)
-        for path, why in sorted(scan.unreadable.items()):
-            problems.append(make_problem("unreadable", [path], f"{path}: {why}"))
+        problems.extend(unreadable_problems(scan.unreadable))
     else:
         checked = list(paths)
     unreadable = len(problems)

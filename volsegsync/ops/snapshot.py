@@ -8,20 +8,26 @@ from __future__ import annotations
 
 import contextlib
 import marshal
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import xxhash
 
 from volsegsync.dataset import Dataset
 from volsegsync.fsutil import atomic_write_bytes
-from volsegsync.hashing import RACY_NS, Hashed
-from volsegsync.index import Entry, FileRecord, format_index
+from volsegsync.hashing import Hashed, racy_limit
+from volsegsync.index import Entry, FileRecord, format_index, from_plain, to_plain
 from volsegsync.naming import NameInfo
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming
-from volsegsync.problems import Problem, apply_severities, make_problem
+from volsegsync.problems import (
+    Problem,
+    apply_severities,
+    make_problem,
+    problems_from_plain,
+    problems_to_plain,
+    unreadable_problems,
+)
 from volsegsync.scan import ScanResult, fingerprint
 
 if TYPE_CHECKING:
@@ -54,13 +60,10 @@ def take_snapshot(
     cached = memo.load(scan)
     if cached is not None:
         return cached
-    problems = [
-        make_problem("unreadable", [p], f"{p}: {why}") for p, why in sorted(scan.unreadable.items())
-    ]
+    problems = unreadable_problems(scan.unreadable)
     tick = progress("hashing", len(scan.files)) if progress else None
     hashed, unreadable = ds.hashes(scan.files, jobs=jobs, progress=tick, prune=True)
-    for path, why in sorted(unreadable.items()):
-        problems.append(make_problem("unreadable", [path], f"{path}: {why}"))
+    problems.extend(unreadable_problems(unreadable))
     infos: list[NameInfo] = []
     for path in sorted(hashed):
         h = hashed[path]
@@ -99,7 +102,7 @@ def snapshot_memo(ds: Dataset, mode: str | None = None) -> SnapshotMemo:
 
 def _racy(hashed: Iterable[Hashed]) -> bool:
     """True when a file changed so recently that its stat may not tell a later change."""
-    limit = time.time_ns() - RACY_NS
+    limit = racy_limit()
     return any(h.stat.mtime_ns >= limit for h in hashed)
 
 
@@ -116,11 +119,8 @@ class MemoHit(NamedTuple):
     def snapshot(self) -> Snapshot:
         entries, pairs, pairing_problems = marshal.loads(self.bulk)
         return Snapshot(
-            [
-                Entry(FileRecord(*v) if v else None, FileRecord(*s) if s else None, n)
-                for v, s, n in entries
-            ],
-            Pairing([Pair(*p) for p in pairs], [Problem(*p) for p in pairing_problems]),
+            from_plain(entries),
+            Pairing([Pair(*p) for p in pairs], problems_from_plain(pairing_problems)),
             self.problems,
             self.files,
             self.total_bytes,
@@ -166,9 +166,9 @@ class SnapshotMemo:
         try:
             bulk = marshal.dumps(
                 (
-                    [(_plain(e.volume), _plain(e.segmentation), e.version) for e in snap.entries],
+                    to_plain(snap.entries),
                     [tuple(p) for p in snap.pairing.pairs],
-                    [_plain_problem(p) for p in snap.pairing.problems],
+                    problems_to_plain(snap.pairing.problems),
                 )
             )
             blob = marshal.dumps(
@@ -176,7 +176,7 @@ class SnapshotMemo:
                     "key": self.key,
                     "scan": fingerprint(scan),
                     "index_digest": index_digest(format_index(snap.entries).encode()),
-                    "problems": [_plain_problem(p) for p in snap.problems],
+                    "problems": problems_to_plain(snap.problems),
                     "pairs": sum(1 for e in snap.entries if e.volume and e.segmentation),
                     "count": snap.files,
                     "bytes": snap.total_bytes,
@@ -191,14 +191,6 @@ class SnapshotMemo:
 
 def index_digest(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
-
-
-def _plain(rec: FileRecord | None) -> tuple[str, int, str] | None:
-    return tuple(rec) if rec is not None else None  # type: ignore[return-value]
-
-
-def _plain_problem(p: Problem) -> tuple[Any, ...]:
-    return (p.category, p.severity, p.files, p.message, dict(p.details))
 
 
 def _geometry_reader(ds: Dataset, not_images: set[str]) -> Callable[[str], Geometry | None]:

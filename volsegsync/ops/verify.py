@@ -22,7 +22,7 @@ from volsegsync.index import Entry
 from volsegsync.naming import SEGMENTATION, NameInfo
 from volsegsync.ops.snapshot import ProgressFactory, unpaired_problems
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming
-from volsegsync.problems import Problem, apply_severities, make_problem
+from volsegsync.problems import Problem, apply_severities, make_problem, unreadable_problems
 from volsegsync.verify_memo import VerifyMemo
 from volsegsync.workers import parallel_map
 
@@ -74,18 +74,12 @@ def run_verify(
     headers = HeaderCache(ds.state_dir / "headers.db")
     run = _Run(ds, scan.files, infos, memo, headers, jobs or default_jobs(), progress, {})
     try:
-        problems = [
-            make_problem("unreadable", [p], f"{p}: {why}")
-            for p, why in sorted(scan.unreadable.items())
-        ]
+        problems = unreadable_problems(scan.unreadable)
         hashed: dict[str, Hashed] = {}
         if not fast:
             tick = progress("hashing", len(scan.files)) if progress else None
             hashed, unreadable = ds.hashes(scan.files, jobs=run.workers, progress=tick, prune=True)
-            problems.extend(
-                make_problem("unreadable", [p], f"{p}: {why}")
-                for p, why in sorted(unreadable.items())
-            )
+            problems.extend(unreadable_problems(unreadable))
         broken, file_problems = _file_verdicts(run, hashed, fast)
         problems.extend(file_problems)
         pairing = _pairing(run, list(infos.values()), broken)

@@ -116,15 +116,19 @@ class MemoHit(NamedTuple):
     total_bytes: int
     bulk: bytes
 
-    def snapshot(self) -> Snapshot:
-        entries, pairs, pairing_problems = marshal.loads(self.bulk)
-        return Snapshot(
-            from_plain(entries),
-            Pairing([Pair(*p) for p in pairs], problems_from_plain(pairing_problems)),
-            self.problems,
-            self.files,
-            self.total_bytes,
-        )
+    def snapshot(self) -> Snapshot | None:
+        """The memoised snapshot, or None when its stored bulk is damaged."""
+        try:
+            entries, pairs, pairing_problems = marshal.loads(self.bulk)
+            return Snapshot(
+                from_plain(entries),
+                Pairing([Pair(*p) for p in pairs], problems_from_plain(pairing_problems)),
+                self.problems,
+                self.files,
+                self.total_bytes,
+            )
+        except (EOFError, ValueError, TypeError):
+            return None
 
 
 class SnapshotMemo:
@@ -157,10 +161,7 @@ class SnapshotMemo:
 
     def load(self, scan: ScanResult) -> Snapshot | None:
         hit = self.match(scan)
-        try:
-            return hit.snapshot() if hit is not None else None
-        except (EOFError, ValueError, TypeError):
-            return None
+        return hit.snapshot() if hit is not None else None
 
     def save(self, scan: ScanResult, snap: Snapshot) -> None:
         try:

@@ -13,7 +13,6 @@ from volsegsync.dataset import Dataset
 from volsegsync.index import Entry, FileRecord
 from volsegsync.ops.snapshot import ProgressFactory, index_digest, snapshot_memo, take_snapshot
 from volsegsync.problems import Problem
-from volsegsync.scan import ScanResult
 
 KINDS = (
     "new_pair",
@@ -62,11 +61,15 @@ def run_status(
     ds: Dataset, jobs: int | None = None, progress: ProgressFactory | None = None
 ) -> StatusReport:
     scan = ds.scan()
-    quick = _quick_status(ds, scan)
-    if quick is not None:
-        return quick
+    hit = snapshot_memo(ds).match(scan)  # every file as the memoised snapshot saw it?
+    if hit is not None and _index_digest(ds) == hit.index_digest:
+        # in sync, decided without hashing, pairing or parsing: the index holds exactly
+        # the text that snapshot writes
+        return StatusReport([], hit.problems, hit.pairs, hit.pairs)
     old = ds.read_index()
-    snap = take_snapshot(ds, jobs=jobs, progress=progress, scan=scan)
+    snap = (hit.snapshot() if hit else None) or take_snapshot(
+        ds, jobs=jobs, progress=progress, scan=scan
+    )
     return StatusReport(
         diff(old, snap.entries),
         snap.problems,
@@ -75,19 +78,11 @@ def run_status(
     )
 
 
-def _quick_status(ds: Dataset, scan: ScanResult) -> StatusReport | None:
-    """In sync, decided without hashing, pairing or parsing: every file has the stat of
-    the memoised snapshot and the index holds exactly the text that snapshot writes."""
-    hit = snapshot_memo(ds).match(scan)
-    if hit is None:
-        return None
+def _index_digest(ds: Dataset) -> str | None:
     try:
-        index = ds.index_path.read_bytes()
+        return index_digest(ds.index_path.read_bytes())
     except OSError:
         return None
-    if index_digest(index) != hit.index_digest:
-        return None
-    return StatusReport([], hit.problems, hit.pairs, hit.pairs)
 
 
 def diff(old: list[Entry], new: list[Entry]) -> list[Change]:

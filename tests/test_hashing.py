@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import sqlite3
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -15,8 +13,9 @@ import xxhash
 from conftest import NAME1, overwrite_same_size, set_mtime, write_nii, write_nrrd
 
 from volsegsync.dataset import Dataset
-from volsegsync.hashing import CHUNK, RACY_NS, Hashed, Stat, StatCache, hash_file, hash_many
+from volsegsync.hashing import CHUNK, Hashed, Stat, hash_file, hash_many
 from volsegsync.magic import HEAD_BYTES, sniff
+from volsegsync.ops.snapshot import Pipeline
 
 
 def xxh(path: Path) -> str:
@@ -61,25 +60,6 @@ def test_sniff_garbage() -> None:
     assert sniff("x.txt", b"anything") is None
 
 
-def test_stat_cache_round_trip_and_racy_entries(tmp_path: Path) -> None:
-    cache = StatCache(tmp_path / "state" / "stat.db")
-    now = time.time_ns()
-    old = Hashed("old.nrrd", Stat(10, now - RACY_NS - 1, 5), "a" * 32, None)
-    racy = Hashed("racy.nrrd", Stat(11, now - RACY_NS + 1, 6), "b" * 32, None)
-    bad = Hashed("bad.nrrd", Stat(12, now - 10 * RACY_NS, 7), "c" * 32, "not a NRRD file")
-    cache.store([old, racy, bad], now_ns=now)
-    assert cache.load() == {
-        "old.nrrd": (10, now - RACY_NS - 1, 5, "a" * 32, None),
-        "bad.nrrd": (12, now - 10 * RACY_NS, 7, "c" * 32, "not a NRRD file"),
-    }
-    cache.forget(["old.nrrd", "never-there.nrrd"])
-    assert list(cache.load()) == ["bad.nrrd"]
-    cache.close()
-    # persisted on disk in plain SQLite
-    rows = sqlite3.connect(tmp_path / "state" / "stat.db").execute("SELECT path FROM stat")
-    assert [r[0] for r in rows] == ["bad.nrrd"]
-
-
 def test_hash_many_serial_and_parallel_agree(tmp_path: Path) -> None:
     names = [f"{NAME1}-v{i}.nrrd" for i in range(1, 7)]
     for name in names:
@@ -103,38 +83,33 @@ def test_hash_many_serial_and_parallel_agree(tmp_path: Path) -> None:
     assert by_path["missing.nrrd"] == ("missing.nrrd", "cannot read: No such file or directory")
 
 
-def test_dataset_hashes_uses_the_cache_for_unchanged_stat(ds_root: Path) -> None:
+def test_pipeline_trusts_an_unchanged_stat(ds_root: Path) -> None:
     path = write_nii(ds_root / f"{NAME1}.nii.gz")
     mtime_ns = set_mtime(path)
     ds = Dataset.open(ds_root)
     original = xxh(path)
-    hashed, unreadable = ds.hashes(ds.scan().files, jobs=1)
-    assert unreadable == {}
-    assert hashed[f"{NAME1}.nii.gz"].digest == original
+    assert Pipeline(ds).update(jobs=1).problem_count == 1  # unpaired
+    assert Pipeline(ds).trusted_files()[f"{NAME1}.nii.gz"][1] == original
     # new content, same size, same inode, mtime put back: the stat is unchanged
     overwrite_same_size(path)
     os.utime(path, ns=(mtime_ns, mtime_ns))
     assert xxh(path) != original
-    seen: list[int] = []
-    hashed, _ = ds.hashes(ds.scan().files, jobs=1, progress=seen.append)
-    assert hashed[f"{NAME1}.nii.gz"].digest == original  # from the cache, not read
-    assert seen == [1]
+    [case] = Pipeline(ds).update(jobs=1).cases()
+    assert case.members[0].digest == original  # from the memo, not read
     # a different mtime: read again
     os.utime(path, ns=(mtime_ns + 1_000_000_000, mtime_ns + 1_000_000_000))
-    hashed, _ = ds.hashes(ds.scan().files, jobs=1)
-    assert hashed[f"{NAME1}.nii.gz"].digest == xxh(path) != original
+    [case] = Pipeline(ds).update(jobs=1).cases()
+    assert case.members[0].digest == xxh(path) != original
 
 
-def test_dataset_hashes_prune_forgets_vanished_files(ds_root: Path) -> None:
+def test_pipeline_forgets_vanished_files(ds_root: Path) -> None:
     a = write_nrrd(ds_root / f"{NAME1}-v1.nrrd")
     b = write_nrrd(ds_root / f"{NAME1}-v2.nrrd")
     set_mtime(a)
     set_mtime(b)
     ds = Dataset.open(ds_root)
-    ds.hashes(ds.scan().files)
-    db = StatCache(ds.state_dir / "stat.db")
-    assert sorted(db.load()) == [a.name, b.name]
+    Pipeline(ds).update()
+    assert sorted(Pipeline(ds).trusted_files()) == [a.name, b.name]
     b.unlink()
-    ds.hashes(ds.scan().files, prune=True)
-    assert sorted(db.load()) == [a.name]
-    db.close()
+    Pipeline(ds).update()
+    assert sorted(Pipeline(ds).trusted_files()) == [a.name]

@@ -163,12 +163,14 @@ def test_pair_cli_by_naming(ds_root: Path) -> None:
     assert text[0].endswith("; volsegsync.index unchanged")
     write_nrrd(ds_root / "segmentations" / f"{NAME1}-v3.nrrd")
     (ds_root / f"{NAME2}.nii.gz").unlink()
-    text = invoke(["-C", str(ds_root), "pair"]).stdout.splitlines()
-    assert text[:3] == [  # as the index's diff shows it, sorted by volume
-        f"- {NAME2}.nii.gz -> {NAME2}-v1.seg.nrrd",
+    result = invoke(["-C", str(ds_root), "pair"])
+    assert result.exit_code == 1  # a recorded file is missing
+    text = result.stdout.splitlines()
+    assert text[:2] == [  # as the index's diff shows it, sorted by volume
         f"- volumes/{NAME1}.nii.gz -> segmentations/{NAME1}-v2.nrrd",
         f"+ volumes/{NAME1}.nii.gz -> segmentations/{NAME1}-v3.nrrd  (v3)",
     ]
+    assert f"kept: {NAME2}.nii.gz: missing from disk; its record stays in the index" in text
     assert text[-1].endswith("; wrote volsegsync.index")
 
 

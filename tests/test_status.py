@@ -23,7 +23,7 @@ from conftest import (
 )
 
 from volsegsync.dataset import Dataset
-from volsegsync.hashing import StatCache
+from volsegsync.ops.snapshot import Pipeline
 from volsegsync.ops.status import run_status
 
 V1, S1 = f"{NAME1}.nii.gz", f"{NAME1}-v1.nrrd"
@@ -50,6 +50,9 @@ def test_in_sync(paired: Path) -> None:
         "indexed_pairs": 2,
         "current_pairs": 2,
         "changes": {},
+        "missing": 0,
+        "untracked": 0,
+        "known_problems": 0,
         "errors": 0,
         "warnings": 0,
         "infos": 0,
@@ -80,12 +83,27 @@ def test_new_pair(paired: Path) -> None:
     assert (doc["summary"]["indexed_pairs"], doc["summary"]["current_pairs"]) == (2, 3)
 
 
-def test_removed_pair(paired: Path) -> None:
+def test_removed_pair_is_missing_until_pruned(paired: Path) -> None:
+    """A deleted pair keeps its records: status says so and what to do; pair keeps the
+    lines (exit 1); only --prune drops them."""
     (paired / V2).unlink()
     (paired / S2).unlink()
     code, doc = status(paired)
     assert code == 1
-    assert kinds(doc) == [("removed_pair", [V2, S2])]
+    assert kinds(doc) == []
+    assert doc["kept"] == [{"path": S2, "state": "missing"}, {"path": V2, "state": "missing"}]
+    assert doc["summary"]["missing"] == 2
+    before = (paired / "volsegsync.index").read_text()
+    result = invoke(["-C", str(paired), "pair"])
+    assert result.exit_code == 1
+    assert f"kept: {V2}: missing from disk; its record stays in the index" in result.stdout
+    assert (paired / "volsegsync.index").read_text() == before
+    result = invoke(["-C", str(paired), "pair", "--prune"])
+    assert result.exit_code == 0, result.output
+    assert f"pruned: {S2}" in result.stdout
+    assert f"- {V2} -> {S2}" in result.stdout
+    assert V2 not in (paired / "volsegsync.index").read_text()
+    assert status(paired)[0] == 0
 
 
 def test_modified_same_size(paired: Path) -> None:
@@ -121,20 +139,37 @@ def test_new_segmentation_version(paired: Path) -> None:
     }
 
 
-def test_lost_partner_volume_loses_segmentation(paired: Path) -> None:
+def test_deleted_segmentation_is_missing_then_rm_drops_it(paired: Path) -> None:
     (paired / S1).unlink()
     code, doc = status(paired)
     assert code == 1
-    assert kinds(doc) == [("lost_partner", [V1])]
-    assert doc["changes"][0]["details"] == {"path": V1, "partner": S1}
+    assert kinds(doc) == []
+    assert doc["kept"] == [{"path": S1, "state": "missing"}]
+    result = invoke(["-C", str(paired), "rm", str(paired / S1)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"removed from volsegsync.index: {S1}\n"
+    lines = (paired / "volsegsync.index").read_text().splitlines()
+    assert any(line.startswith(f"{V1}\t->\t-\t") for line in lines)
+    code, doc = status(paired)  # the index records the tree: V1 alone is verify's business
+    assert code == 0
+    assert doc["summary"]["known_problems"] == 1
 
 
-def test_lost_partner_segmentation_loses_volume(paired: Path) -> None:
+def test_rm_refuses_a_file_still_on_disk_and_an_unknown_path(paired: Path) -> None:
+    result = invoke(["-C", str(paired), "rm", str(paired / S1)])
+    assert result.exit_code == 2
+    assert "still on disk" in result.stderr and "never deletes image data" in result.stderr
+    result = invoke(["-C", str(paired), "rm", str(paired / "nothing.nrrd")])
+    assert result.exit_code == 2
+    assert "the index records no such file or folder" in result.stderr
+
+
+def test_lost_partner_after_the_volume_is_dropped(paired: Path) -> None:
     (paired / V1).unlink()
+    assert invoke(["-C", str(paired), "pair", "--prune"]).exit_code == 1  # S1 now unpaired
     code, doc = status(paired)
-    assert code == 1
-    assert kinds(doc) == [("lost_partner", [S1])]
-    assert doc["changes"][0]["details"] == {"path": S1, "partner": V1}
+    assert code == 0
+    assert doc["summary"]["known_problems"] == 1
 
 
 def test_renamed_moved_file(paired: Path) -> None:
@@ -154,8 +189,8 @@ def test_new_and_removed_unpaired_files(paired: Path) -> None:
     assert kinds(doc) == [("new_file", [f"{NAME3}.nii.gz"]), ("new_file", ["orphan-v1.nrrd"])]
     assert invoke(["-C", str(paired), "pair"]).exit_code == 1  # unpaired files
     (paired / "orphan-v1.nrrd").unlink()
-    code, doc = status(paired)
-    assert kinds(doc) == [("removed_file", ["orphan-v1.nrrd"])]
+    assert invoke(["-C", str(paired), "pair", "--prune"]).exit_code == 1
+    assert "orphan" not in (paired / "volsegsync.index").read_text()
 
 
 def test_status_without_index_lists_everything_new(ds_root: Path) -> None:
@@ -167,30 +202,37 @@ def test_status_without_index_lists_everything_new(ds_root: Path) -> None:
 
 
 def test_status_text_and_quiet(paired: Path) -> None:
-    (paired / S1).unlink()
+    write_nrrd(paired / f"{NAME1}-v2.nrrd")
+    (paired / "junk-D01012000.nii.gz").write_bytes(b"garbage")
     result = invoke(["-C", str(paired), "status"])
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        f"lost its partner: {V1} (was paired with {S1})",
-        f"error: [unpaired_volume] {V1}: volume without segmentation",
-        "1 changes since volsegsync.index was written (2 pairs indexed, 1 now); "
+        f"new segmentation version: {V1} -> {NAME1}-v2.nrrd (v2, was {S1})",
+        "new unpaired volume: junk-D01012000.nii.gz",
+        "2 changes since volsegsync.index was written (2 pairs indexed, 2 now); "
         "run 'volsegsync pair' to record them",
+        "2 known problems in the dataset: run 'volsegsync verify'",
     ]
     quiet = invoke(["-C", str(paired), "status", "-q"])
     assert quiet.exit_code == 1
     assert quiet.output == ""
 
 
-def test_status_reports_unreadable_files_as_problems(paired: Path) -> None:
+def test_status_counts_content_problems_and_leaves_them_to_verify(paired: Path) -> None:
     (paired / f"{NAME3}.nii.gz").write_bytes(b"garbage")
     code, doc = status(paired)
     assert code == 1
     assert kinds(doc) == [("new_file", [f"{NAME3}.nii.gz"])]
-    assert [(p["category"], p["files"]) for p in doc["problems"]] == [
-        ("not_an_image", [f"{NAME3}.nii.gz"]),
-        ("unpaired_volume", [f"{NAME3}.nii.gz"]),
-    ]
-    assert doc["summary"]["errors"] == 2
+    assert doc["problems"] == []
+    assert doc["summary"]["known_problems"] == 2  # not an image; unpaired
+    # once indexed as it is, the garbage file is in sync: verify reports it
+    assert invoke(["-C", str(paired), "pair"]).exit_code == 1
+    code, doc = status(paired)
+    assert code == 0 and doc["in_sync"] is True
+    result = invoke(["-C", str(paired), "status"])
+    assert result.stdout.splitlines()[-1] == (
+        "2 known problems in the dataset: run 'volsegsync verify'"
+    )
 
 
 def test_status_is_not_in_sync_with_an_unreadable_file(paired: Path) -> None:
@@ -210,7 +252,7 @@ def test_volume_corrupted_in_place(paired: Path) -> None:
     code, doc = status(paired)
     assert code == 1
     assert kinds(doc) == [("modified", [V1])]
-    assert [(p["category"], p["files"]) for p in doc["problems"]] == [("not_an_image", [V1])]
+    assert doc["problems"] == [] and doc["summary"]["known_problems"] == 1
 
 
 # --------------------------------------------------------------------------- stat cache
@@ -272,8 +314,7 @@ def test_recently_modified_files_are_not_cached(ds_root: Path) -> None:
         os.utime(p, ns=(ahead, ahead))
     assert invoke(["-C", str(ds_root), "pair"]).exit_code == 0
     ds = Dataset.open(ds_root)
-    cache = StatCache(ds.state_dir / "stat.db")
-    assert cache.load() == {}
+    assert Pipeline(ds).trusted_files() == {}
     path = ds_root / V1
     st = path.stat()
     overwrite_same_size(path)  # within the same clock tick, as far as stat can tell
@@ -281,12 +322,11 @@ def test_recently_modified_files_are_not_cached(ds_root: Path) -> None:
     code, doc = status(ds_root)
     assert code == 1
     assert kinds(doc) == [("modified", [V1])]
-    assert cache.load() == {}
+    assert Pipeline(ds).trusted_files() == {}
     # once old, files are cached
     age_all(ds_root)
     status(ds_root)
-    assert sorted(cache.load()) == [S1, V1]
-    cache.close()
+    assert sorted(Pipeline(ds).trusted_files()) == [S1, V1]
 
 
 # --------------------------------------------------------------------------- Python API

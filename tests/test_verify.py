@@ -330,7 +330,7 @@ def test_clean_dataset_has_no_problem(clean_root: Path, fast: bool) -> None:
     report = verify_api(clean_root, fast=fast)
     assert report.problems == [], [p.message for p in report.problems]
     assert report.files_checked == 24
-    assert sum(1 for p in report.pairs if p.volume and p.segmentation) == 12
+    assert report.pair_count == 12
     args = ["--fast"] if fast else []
     code, doc = verify_json(clean_root, *args)
     assert code == 0
@@ -714,7 +714,8 @@ def f_drift_modified(root: Path) -> Fault:
         assert p.details["index_hash"] != p.details["hash"]
         assert p.details["index_hash"] in index
 
-    return Fault([("drift_modified", "error", (_seg(),))], in_fast=False, check=check)
+    # --fast uses the one pipeline, which hashes: a same-size change is drift there too
+    return Fault([("drift_modified", "error", (_seg(),))], check=check)
 
 
 def f_drift_missing(root: Path) -> Fault:

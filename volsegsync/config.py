@@ -56,6 +56,7 @@ class RolesConfig:
 @dataclass(frozen=True)
 class PairingConfig:
     by: str = "naming"  # "naming" or "metadata" (naming first, then headers for the rest)
+    scope: str = "auto"  # where names pair: "auto", "dataset" or "folder" (see pairing.py)
     reference_keys: tuple[str, ...] = ("volume", "reference_volume", "ReferenceVolume")
 
 
@@ -109,6 +110,9 @@ segmentation_suffix = ""
 [pairing]
 # "naming", or "metadata": files whose names do not pair are paired by header
 by = "naming"
+# where names pair: "auto" (within the folder above volume_dirs/segmentation_dirs when
+# those are set, e.g. one nnU-Net dataset; else across the dataset), "dataset", "folder"
+scope = "auto"
 reference_keys = ["volume", "reference_volume", "ReferenceVolume"]
 
 [verify]
@@ -269,11 +273,16 @@ def _roles(r: _Reader) -> RolesConfig:
 
 def _pairing(r: _Reader) -> PairingConfig:
     d = PairingConfig()
-    r.check_keys({"by", "reference_keys"})
+    r.check_keys({"by", "scope", "reference_keys"})
     by = r.string("by", d.by)
     if by not in ("naming", "metadata"):
         raise r.fail("by", f"must be 'naming' or 'metadata', found {by!r}")
-    return PairingConfig(by=by, reference_keys=r.strings("reference_keys", d.reference_keys))
+    scope = r.string("scope", d.scope)
+    if scope not in ("auto", "dataset", "folder"):
+        raise r.fail("scope", f"must be 'auto', 'dataset' or 'folder', found {scope!r}")
+    return PairingConfig(
+        by=by, scope=scope, reference_keys=r.strings("reference_keys", d.reference_keys)
+    )
 
 
 def _verify(r: _Reader) -> VerifyConfig:

@@ -4,7 +4,7 @@ Layout::
 
     ROOT/.volsegsync/config.toml   tracked: naming, roles, pairing, verify settings
     ROOT/.volsegsync/.gitignore    keeps state/ out of git
-    ROOT/.volsegsync/state/        local only: stat cache, content caches, lock (store later)
+    ROOT/.volsegsync/state/        local only: pipeline memo, content caches, lock (store later)
     ROOT/volsegsync.index          tracked: volume -> segmentation with hashes
 """
 
@@ -22,7 +22,6 @@ from volsegsync import __version__
 from volsegsync.config import Config, load_config
 from volsegsync.errors import NotADatasetError, VolsegsyncError
 from volsegsync.fsutil import atomic_write_bytes, write_lock
-from volsegsync.hashing import CacheRow, Hashed, Stat, StatCache, hash_many
 from volsegsync.index import Entry, from_plain, read_index, to_plain, write_index
 from volsegsync.naming import Convention
 from volsegsync.scan import ScanResult, walk
@@ -127,57 +126,6 @@ class Dataset:
     def scan(self) -> ScanResult:
         """Every candidate file of the dataset with its stat (nothing is read)."""
         return walk(self.root, self.convention, self.config.exclude)
-
-    def cached_hashes(self) -> dict[str, CacheRow]:
-        """Everything the stat cache knows, ``path -> (size, mtime_ns, ino, digest,
-        problem)``: trust an entry only where its stat equals the file's."""
-        cache = StatCache(self.state_dir / "stat.db")
-        try:
-            return cache.load()
-        finally:
-            cache.close()
-
-    def hashes(
-        self,
-        files: dict[str, Stat],
-        jobs: int | None = None,
-        progress: Progress | None = None,
-        prune: bool = False,
-    ) -> tuple[dict[str, Hashed], dict[str, str]]:
-        """Content hash of each file, from the stat cache where its stat is unchanged.
-
-        Returns ``(hashed, unreadable)``. With ``prune``, cache entries of files
-        that no longer exist are dropped (use after a full scan).
-        """
-        cache = StatCache(self.state_dir / "stat.db")
-        try:
-            known = cache.load()
-            hashed: dict[str, Hashed] = {}
-            todo: list[tuple[str, Stat]] = []
-            for path, st in files.items():
-                hit = known.get(path)
-                if hit is not None and hit[:3] == st:
-                    hashed[path] = Hashed(path, st, hit[3], hit[4])
-                else:
-                    todo.append((path, st))
-            if progress and hashed:
-                progress(len(hashed))
-            unreadable: dict[str, str] = {}
-            tick = (lambda: progress(1)) if progress else None
-            fresh: list[Hashed] = []
-            for result in hash_many(self.root, todo, jobs or default_jobs(), tick):
-                if isinstance(result, Hashed):
-                    hashed[result.path] = result
-                    fresh.append(result)
-                else:
-                    unreadable[result[0]] = result[1]
-            if fresh:
-                cache.store(fresh)
-            if prune:
-                cache.forget(p for p in known if p not in files)
-            return hashed, unreadable
-        finally:
-            cache.close()
 
 
 def find_root(start: Path) -> Path:

@@ -1,23 +1,23 @@
-"""Content hashing (streaming xxh3-128) and the stat cache that avoids re-reading.
+"""Content hashing (streaming xxh3-128, in parallel) and the racy-clean rule.
 
-The stat cache maps ``path -> (size, mtime_ns, inode, hash)``; a file whose
-stat is unchanged is never read again. Entries for files modified in the last
-seconds are not stored: a coarse filesystem clock could hide a later change
-of the same size within the same tick (git's "racily clean" problem).
+The pipeline (:mod:`volsegsync.ops.snapshot`) keeps each file's hash with its
+stat ``(size, mtime_ns, inode)``; a file whose stat is unchanged is never read
+again. Files modified in the last seconds are not trusted by their stat: a
+coarse filesystem clock could hide a later change of the same size within the
+same tick (git's "racily clean" problem).
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import xxhash
 
-from volsegsync.fsutil import open_cache_db
 from volsegsync.magic import HEAD_BYTES, sniff
 
 CHUNK = 1 << 20
@@ -57,42 +57,6 @@ def hash_file(path: str | os.PathLike[str]) -> tuple[str, Stat, bytes]:
             total += n
         st = os.fstat(f.fileno())
     return h.hexdigest(), Stat(st.st_size, st.st_mtime_ns, st.st_ino), head
-
-
-CacheRow = tuple[int, int, int, str, "str | None"]
-
-
-class StatCache:
-    """SQLite-backed ``path -> (stat, digest, problem)`` cache in the state folder."""
-
-    def __init__(self, db_path: Path) -> None:
-        self._db = open_cache_db(
-            db_path,
-            "CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, size INTEGER, "
-            "mtime_ns INTEGER, ino INTEGER, digest TEXT, problem TEXT)",
-        )
-
-    def load(self) -> dict[str, CacheRow]:
-        """``path -> (size, mtime_ns, ino, digest, problem)`` for every cached file."""
-        rows = self._db.execute("SELECT path, size, mtime_ns, ino, digest, problem FROM stat")
-        return {r[0]: r[1:] for r in rows}
-
-    def store(self, items: Iterable[Hashed], now_ns: int | None = None) -> None:
-        limit = racy_limit(now_ns)
-        rows = [
-            (h.path, h.stat.size, h.stat.mtime_ns, h.stat.ino, h.digest, h.problem)
-            for h in items
-            if h.stat.mtime_ns < limit
-        ]
-        with self._db:
-            self._db.executemany("INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?, ?)", rows)
-
-    def forget(self, paths: Iterable[str]) -> None:
-        with self._db:
-            self._db.executemany("DELETE FROM stat WHERE path = ?", ((p,) for p in paths))
-
-    def close(self) -> None:
-        self._db.close()
 
 
 def hash_many(

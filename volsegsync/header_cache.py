@@ -51,9 +51,12 @@ class HeaderCache:
     def lookup(self, files: dict[str, Stat]) -> dict[str, HeaderResult]:
         """Cached results for the files whose stat is unchanged."""
         out: dict[str, HeaderResult] = {}
-        for path, size, mtime_ns, ino, result in self._db.execute(
-            "SELECT path, size, mtime_ns, ino, result FROM headers"
-        ):
+        query = "SELECT path, size, mtime_ns, ino, result FROM headers"
+        if len(files) > 500:  # many: one pass over the table beats a query each
+            rows: Iterable[tuple[str, int, int, int, str]] = self._db.execute(query)
+        else:
+            rows = [r for p in files for r in self._db.execute(query + " WHERE path = ?", (p,))]
+        for path, size, mtime_ns, ino, result in rows:
             st = files.get(path)
             if st is not None and st == (size, mtime_ns, ino):
                 try:

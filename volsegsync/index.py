@@ -37,12 +37,24 @@ class FileRecord(NamedTuple):
     digest: str
 
 
+class SegVersion(NamedTuple):
+    version: int | None
+    record: FileRecord
+    data: FileRecord | None = None
+
+
 class Entry(NamedTuple):
     """One line of the index: a pair, or an unpaired volume or segmentation."""
 
     volume: FileRecord | None
-    segmentation: FileRecord | None
-    version: int | None
+    segmentation: FileRecord | None  # the active version
+    version: int | None  # the active version's number
+    # stub of index format 2 (the store branch implements it): pipeline fills these
+    older: tuple[SegVersion, ...] = ()  # every other recorded version, ascending
+    pinned: bool = False
+    seg_data: FileRecord | None = None
+    channels: tuple[tuple[str, FileRecord], ...] = ()
+    key: str = ""
 
     @property
     def sort_key(self) -> tuple[str, str]:

@@ -46,6 +46,27 @@ class Pairing(NamedTuple):
         return [p.segmentation for p in self.pairs if p.segmentation and not p.volume]
 
 
+def pairing_scope(path: str, scope: str, role_dirs: frozenset[str]) -> str:
+    """The folder within which ``path`` pairs by name (``""``: the whole dataset).
+
+    ``dataset``: names pair across all folders. ``folder``: only within the file's
+    folder, role folders (``volume_dirs``, ``segmentation_dirs``) left out, so that
+    ``A/imagesTr`` pairs with ``A/labelsTr``. ``auto`` (the default): as ``folder``
+    when role folders are configured (a layout such as nnU-Net's, where each dataset
+    folder pairs within itself), else as ``dataset``.
+    """
+    if scope == "dataset" or (scope == "auto" and not role_dirs):
+        return ""
+    folder = path.rpartition("/")[0]
+    if not folder:
+        return ""
+    parts = folder.split("/")
+    for i, part in enumerate(parts):
+        if part in role_dirs:
+            return "/".join(parts[:i])
+    return folder
+
+
 def pair_by_naming(infos: Iterable[NameInfo]) -> Pairing:
     volumes: dict[str, list[NameInfo]] = defaultdict(list)
     segmentations: dict[str, list[NameInfo]] = defaultdict(list)

@@ -30,6 +30,10 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "segment_labels": ("error", "Slicer segment label values disagree with the voxel values"),
     "drift_modified": ("error", "content differs from what the index records"),
     "drift_missing": ("error", "a file the index records is missing from disk"),
+    "drift_untracked": (
+        "error",
+        "a file the index records is on disk but outside the scan (scan.exclude, extensions)",
+    ),
 }
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}

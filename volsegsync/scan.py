@@ -7,7 +7,6 @@ content. Unreadable entries are reported, not raised: the walk goes on.
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import os
 import stat as statmod
 from array import array
@@ -23,9 +22,40 @@ from volsegsync.naming import Convention, bad_name_reason
 SKIP_DIRS = frozenset({".git", ".volsegsync", ".dvc", "__pycache__"})
 
 
-class ScanResult(NamedTuple):
-    files: dict[str, Stat]  # dataset-relative POSIX path -> stat
-    unreadable: dict[str, str]  # path -> reason
+class Folder(NamedTuple):
+    """The candidate files of one folder, compactly: names in scan order and their stat
+    as ``size, mtime_ns, ino`` triples in one array (a few bytes a file, not an object)."""
+
+    names: list[str]
+    stats: array[int]
+
+    def stat(self, i: int) -> Stat:
+        return Stat(*self.stats[3 * i : 3 * i + 3])
+
+
+class ScanResult:
+    """Every candidate file, per folder (``""`` is the root, others end in ``/``)."""
+
+    __slots__ = ("_files", "folders", "unreadable")
+
+    def __init__(self, folders: dict[str, Folder], unreadable: dict[str, str]) -> None:
+        self.folders = folders
+        self.unreadable = unreadable  # path -> reason
+        self._files: dict[str, Stat] | None = None
+
+    @property
+    def files(self) -> dict[str, Stat]:
+        """Dataset-relative POSIX path -> stat (built on first use: it costs memory)."""
+        if self._files is None:
+            self._files = {
+                prefix + name: folder.stat(i)
+                for prefix, folder in self.folders.items()
+                for i, name in enumerate(folder.names)
+            }
+        return self._files
+
+    def __len__(self) -> int:
+        return sum(len(f.names) for f in self.folders.values())
 
 
 def walk(root: Path, convention: Convention, exclude: Iterable[str] = ()) -> ScanResult:
@@ -34,11 +64,10 @@ def walk(root: Path, convention: Convention, exclude: Iterable[str] = ()) -> Sca
     This loop is the floor of every command's run time on a large dataset: one
     ``stat`` per file and as little Python around it as possible.
     """
-    files: dict[str, Stat] = {}
+    folders: dict[str, Folder] = {}
     unreadable: dict[str, str] = {}
     patterns = tuple(exclude)
     extensions = convention.extensions
-    make_stat = tuple.__new__  # Stat(...) without the Python-level __new__
     stack = [(os.fspath(root), "")]
     while stack:
         folder, prefix = stack.pop()
@@ -47,6 +76,10 @@ def walk(root: Path, convention: Convention, exclude: Iterable[str] = ()) -> Sca
         except OSError as e:
             unreadable[prefix.rstrip("/") or "."] = f"cannot list folder: {e.strerror}"
             continue
+        names: list[str] = []
+        stats: array[int] = array("q")
+        add_name = names.append
+        add_stat = stats.extend
         with entries:
             for entry in entries:
                 name = entry.name
@@ -70,18 +103,31 @@ def walk(root: Path, convention: Convention, exclude: Iterable[str] = ()) -> Sca
                     unreadable[rel] = _stat_failure(entry, e)
                     continue
                 if statmod.S_ISREG(st.st_mode):
-                    files[rel] = make_stat(Stat, (st.st_size, st.st_mtime_ns, st.st_ino))
+                    add_name(name)
+                    add_stat((st.st_size, st.st_mtime_ns, st.st_ino))
                 else:
                     unreadable[rel] = "not a regular file"
-    return ScanResult(files, unreadable)
+        if names:
+            folders[prefix] = Folder(names, stats)
+    return ScanResult(folders, unreadable)
 
 
-def fingerprint(scan: ScanResult) -> str:
-    """A digest of every path and stat of a scan, in scan order (C-speed throughout)."""
-    names = "\0".join(scan.files).encode("utf-8", "surrogateescape")
-    stats = array("q", itertools.chain.from_iterable(scan.files.values())).tobytes()
-    lost = repr(sorted(scan.unreadable.items())).encode("utf-8", "surrogateescape")
-    return "-".join(xxhash.xxh3_128_hexdigest(b) for b in (names, stats, lost))
+def folder_fingerprint(folder: Folder) -> str:
+    """A digest of a folder's names and stats, in scan order (C speed throughout)."""
+    names = "\0".join(folder.names).encode("utf-8", "surrogateescape")
+    return xxhash.xxh3_128_hexdigest(names + b"\0\0" + folder.stats.tobytes())
+
+
+def folder_fingerprints(scan: ScanResult) -> dict[str, str]:
+    return {prefix: folder_fingerprint(f) for prefix, f in scan.folders.items()}
+
+
+def fingerprint(scan: ScanResult, folder_fps: dict[str, str] | None = None) -> str:
+    """A digest of every path and stat of a scan (per folder, then over the folders)."""
+    fps = folder_fps if folder_fps is not None else folder_fingerprints(scan)
+    parts = [f"{p}\0{fp}" for p, fp in sorted(fps.items())]
+    parts.append(repr(sorted(scan.unreadable.items())))
+    return xxhash.xxh3_128_hexdigest("\n".join(parts).encode("utf-8", "surrogateescape"))
 
 
 def _stat_failure(entry: os.DirEntry[str], e: OSError) -> str:

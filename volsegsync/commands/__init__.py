@@ -6,6 +6,7 @@ from volsegsync.commands.check_names import check_names_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
+from volsegsync.commands.rm import rm_command
 from volsegsync.commands.status import status_command
 from volsegsync.commands.verify import verify_command
 
@@ -14,6 +15,7 @@ COMMANDS = [
     check_names_command,
     pair_command,
     status_command,
+    rm_command,
     verify_command,
     example_command,
 ]

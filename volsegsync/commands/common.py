@@ -29,6 +29,13 @@ class Outcome(Exception):
         self.code = code
 
 
+def conclude(problems_found: bool) -> None:
+    """The one place a command's result becomes its exit code: 1 when problems were
+    found (usage and configuration errors are 2, raised as VolsegsyncError)."""
+    if problems_found:
+        raise Outcome(EXIT_PROBLEMS)
+
+
 chdir_option = click.option(
     "-C",
     "chdir",

@@ -7,9 +7,8 @@ from typing import Any
 import click
 
 from volsegsync.commands.common import (
-    EXIT_PROBLEMS,
-    Outcome,
     common_options,
+    conclude,
     has_errors,
     jobs_option,
     open_dataset,
@@ -34,16 +33,27 @@ from volsegsync.pairing import Pair
 )
 @jobs_option("Parallel readers (default: all cores).")
 @click.option("-n", "--dry-run", is_flag=True, help="Show the pairing, do not write the index.")
+@click.option(
+    "--prune",
+    is_flag=True,
+    help="Drop the records of indexed files that are missing from disk or outside the scan.",
+)
 @common_options
-def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quiet: bool) -> None:
+def pair_command(
+    by: str | None, jobs: int | None, dry_run: bool, prune: bool, fmt: str, quiet: bool
+) -> None:
     """Pair every volume with its segmentation and write the index.
 
     Scans the dataset, hashes every file with xxh3-128 (unchanged files come from
     the stat cache), pairs by naming convention (and by metadata with --by
-    metadata) and writes volsegsync.index atomically. With several versions of a
-    segmentation the pair points at the highest. Prints the pairs the index
-    gains (+) and loses (-), as its diff will show them. Exit 1 if files are left
-    unpaired or ambiguous.
+    metadata; --by is written to the config's [pairing] by, so that every command
+    pairs the same way) and writes volsegsync.index atomically. With several
+    versions of a segmentation the pair points at the highest (unless a rollback
+    pinned one). Prints the pairs the index gains (+) and loses (-), as its diff
+    will show them. Indexed files that are missing from disk, outside the scan or
+    unreadable keep their records: they leave the index only with --prune or
+    'volsegsync rm'. Exit 1 if files are left unpaired or ambiguous, or indexed
+    files are missing.
 
     \b
     Example:
@@ -52,12 +62,23 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
     """
     ds = open_dataset()
     with progress_factory(quiet) as progress:
-        report = run_pair(ds, by=by, jobs=jobs, progress=progress, dry_run=dry_run)
+        report = run_pair(ds, by=by, jobs=jobs, progress=progress, dry_run=dry_run, prune=prune)
     snap = report.snapshot
-    problems = snap.problems
-    complete = [p for p in snap.pairing.pairs if p.volume and p.segmentation]
+    pairing = snap.pairing
+    problems = pairing.problems
+    complete = [p for p in pairing.pairs if p.volume and p.segmentation]
     lines = _index_changes(report)
     lines.extend(problem_lines(problems))
+    missing = [k for k in report.kept if k.why != "unreadable"]
+    for k in missing:
+        state = "missing from disk" if k.why == "missing" else "outside the scan"
+        lines.append(f"kept: {k.path}: {state}; its record stays in the index")
+    lines.extend(f"pruned: {path}" for path in report.pruned)
+    if missing:
+        lines.append(
+            f"{len(missing)} indexed files are not on disk: restore them (see "
+            "'volsegsync status'), or drop their records with --prune or 'volsegsync rm'"
+        )
     if report.written:
         state = f"wrote {INDEX_FILE}"
     elif report.index_changed:
@@ -65,8 +86,8 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
     else:
         state = f"{INDEX_FILE} unchanged"
     lines.append(
-        f"{len(complete)} pairs, {len(snap.pairing.unpaired_volumes)} volumes and "
-        f"{len(snap.pairing.unpaired_segmentations)} segmentations unpaired, "
+        f"{len(complete)} pairs, {len(pairing.unpaired_volumes)} volumes and "
+        f"{len(pairing.unpaired_segmentations)} segmentations unpaired, "
         f"{snap.files} files ({_size(snap.total_bytes)}); {state}"
     )
     document = {
@@ -75,8 +96,10 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
         "changed": report.index_changed,
         "written": report.written,
         "pairs": [_pair_json(p) for p in complete],
-        "unpaired_volumes": snap.pairing.unpaired_volumes,
-        "unpaired_segmentations": snap.pairing.unpaired_segmentations,
+        "unpaired_volumes": pairing.unpaired_volumes,
+        "unpaired_segmentations": pairing.unpaired_segmentations,
+        "kept": [{"path": k.path, "state": k.why} for k in report.kept],
+        "pruned": report.pruned,
         "problems": problem_rows(problems),
         "summary": {
             "files": snap.files,
@@ -85,11 +108,10 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
             **summary_counts(problems),
         },
     }
-    rows = [_pair_json(p) for p in snap.pairing.pairs]
+    rows = [_pair_json(p) for p in pairing.pairs]
     columns = ["volume", "segmentation", "version", "how", "older"]
     emit(Rendered(lines, document, rows, columns), fmt, quiet)
-    if has_errors(problems):
-        raise Outcome(EXIT_PROBLEMS)
+    conclude(has_errors(problems) or bool(missing))
 
 
 def _index_changes(report: PairReport) -> list[str]:
@@ -98,7 +120,9 @@ def _index_changes(report: PairReport) -> list[str]:
     rows = [(vol, 0, f"- {vol} -> {seg}") for vol, seg in report.removed if "-" not in (vol, seg)]
     for entry in report.added:
         if entry.volume and entry.segmentation:
-            pair = by_files[(entry.volume.path, entry.segmentation.path)]
+            pair = by_files.get((entry.volume.path, entry.segmentation.path))
+            if pair is None:  # a record kept from the index: not a pair of files on disk
+                pair = Pair(entry.volume.path, entry.segmentation.path, entry.version, "")
             rows.append((entry.volume.path, 1, "+ " + _pair_line(pair)))
     return [line for _, _, line in sorted(rows)]
 

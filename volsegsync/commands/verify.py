@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING
 import click
 
 from volsegsync.commands.common import (
-    EXIT_PROBLEMS,
     PROBLEM_COLUMNS,
-    Outcome,
     common_options,
+    conclude,
     has_errors,
     jobs_option,
     open_dataset,
@@ -68,15 +67,14 @@ def verify_command(
         "problems": problem_rows(report.problems),
         "summary": {
             "files": report.files_checked,
-            "pairs": sum(1 for p in report.pairs if p.volume and p.segmentation),
+            "pairs": report.pair_count,
             **counts,
             "by_category": dict(sorted(by_category.items())),
         },
     }
     rows = problem_rows(report.problems)
     emit(Rendered(_text(report), document, rows, PROBLEM_COLUMNS), fmt, quiet)
-    if has_errors(report.problems):
-        raise Outcome(EXIT_PROBLEMS)
+    conclude(has_errors(report.problems))
 
 
 def _text(report: VerifyReport) -> list[str]:
@@ -99,7 +97,7 @@ def _text(report: VerifyReport) -> list[str]:
         ):
             lines.append(f"  {p.severity} [{p.category}] {p.message}")
     counts = summary_counts(report.problems)
-    pairs = sum(1 for p in report.pairs if p.volume and p.segmentation)
+    pairs = report.pair_count
     mode = "header-only checks" if report.fast else "all checks"
     lines.append(
         f"{report.files_checked} files, {pairs} pairs ({mode}): "

@@ -1,12 +1,32 @@
-"""``volsegsync pair``: scan, hash, pair and write the index."""
+"""``volsegsync pair``: scan, hash, pair and write the index; ``volsegsync rm``.
+
+The index never silently loses a record: files that are missing, outside the scan
+or unreadable keep their lines (and ``pair`` exits 1, naming them) until the user
+drops them with ``pair --prune`` or ``volsegsync rm PATH``.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import NamedTuple
 
+from volsegsync.config import load_config
 from volsegsync.dataset import Dataset
-from volsegsync.index import Entry, format_entry, format_index
-from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
+from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import atomic_write_text
+from volsegsync.index import Entry, SegVersion, format_entry, format_index
+from volsegsync.ops.snapshot import (
+    Case,
+    Kept,
+    Pipeline,
+    ProgressFactory,
+    Snapshot,
+    digest_of,
+    entry_files,
+    record_index,
+    settle,
+)
 
 
 class PairReport(NamedTuple):
@@ -15,6 +35,8 @@ class PairReport(NamedTuple):
     written: bool
     added: list[Entry]  # entries the index did not hold as they are now
     removed: list[tuple[str, str]]  # (volume, segmentation) of index lines now gone
+    kept: list[Kept]  # indexed files not on disk (or unreadable) whose records stay
+    pruned: list[str]  # records dropped on request (--prune)
 
 
 def run_pair(
@@ -23,20 +45,49 @@ def run_pair(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
     dry_run: bool = False,
+    prune: bool = False,
 ) -> PairReport:
-    """Pair the dataset and (unless ``dry_run``) write the index atomically, under the lock."""
+    """Pair the dataset and (unless ``dry_run``) write the index atomically, under the lock.
+
+    ``by`` other than the config's pairing mode is written to the config first, so
+    that every later command pairs the same way."""
     with ds.lock():
-        snap = take_snapshot(ds, by=by, jobs=jobs, progress=progress)
-        new_text = format_index(snap.entries)
+        if by is not None and by != ds.config.pairing.by and not dry_run:
+            record_pairing_mode(ds, by)
+            ds = Dataset.open(ds.root)
+        pipeline = Pipeline(ds, by)
+        snap = pipeline.update(jobs=jobs, progress=progress)
+        dirty = snap.cases(snap.dirty_keys)
+        before = {k.path for c in dirty for k in c.kept}
+        dirty = settle(pipeline, dirty, prune)
+        pruned = sorted(before - {k.path for c in dirty for k in c.kept}) if prune else []
+        snap.replace(dirty)
+        kept = sorted((k for c in dirty for k in c.kept), key=lambda k: k.path)
+        if not any(_changed(c) for c in dirty) and ds.index_path.exists():
+            return PairReport(snap, False, False, [], [], kept, pruned)
+        entries = snap.entries
+        new_text = format_index(entries)
         try:
             old_text = ds.index_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):  # missing or unreadable: rewritten below
             old_text = None
         changed = new_text != old_text
         if changed and not dry_run:
-            ds.write_index(snap.entries)
-        added, removed = _line_changes(snap.entries, old_text or "")
-        return PairReport(snap, changed, changed and not dry_run, added, removed)
+            ds.write_index(entries)
+        if not dry_run:
+            record_index(pipeline, snap, dirty, digest_of(ds.index_path))
+        added, removed = _line_changes(entries, old_text or "")
+        return PairReport(snap, changed, changed and not dry_run, added, removed, kept, pruned)
+
+
+def _changed(case: Case) -> bool:
+    return (format_entry(case.entry) if case.entry else "") != (
+        format_entry(case.indexed) if case.indexed else ""
+    )
+
+
+def _paths(entry: Entry | None) -> set[str]:
+    return {r.path for r in entry_files(entry)}
 
 
 def _line_changes(entries: list[Entry], old_text: str) -> tuple[list[Entry], list[tuple[str, str]]]:
@@ -50,3 +101,120 @@ def _line_changes(entries: list[Entry], old_text: str) -> tuple[list[Entry], lis
         if len(cols := line.split("\t")) > 2 and not line.startswith("#")
     ]
     return added, removed
+
+
+# -- the pairing mode lives in the tracked config -----------------------------------------
+
+_SECTION = re.compile(r"^\s*\[([^\]]+)\]\s*(#.*)?$")
+_BY = re.compile(r"^(\s*by\s*=\s*)(\"[^\"]*\"|'[^']*')(.*)$")
+
+
+def record_pairing_mode(ds: Dataset, by: str) -> None:
+    """Write ``[pairing] by = BY`` into the dataset's config, keeping everything else."""
+    try:
+        text = ds.config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise VolsegsyncError(f"{ds.config_path}: cannot read: {e}") from None
+    lines = text.splitlines()
+    section = None
+    start = None
+    for i, line in enumerate(lines):
+        m = _SECTION.match(line)
+        if m:
+            section = m.group(1).strip()
+            if section == "pairing":
+                start = i
+            continue
+        if section == "pairing" and (b := _BY.match(line)):
+            lines[i] = f'{b.group(1)}"{by}"{b.group(3)}'
+            break
+    else:
+        if start is None:
+            lines += ["", "[pairing]", f'by = "{by}"']
+        else:
+            lines.insert(start + 1, f'by = "{by}"')
+    new_text = "\n".join(lines) + "\n"
+    ds.config_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(ds.config_path, new_text)
+    load_config(ds.config_path)  # what was written must read back
+
+
+# -- rm -----------------------------------------------------------------------------------
+
+
+class RmReport(NamedTuple):
+    removed: list[str]
+
+
+def run_rm(ds: Dataset, paths: list[str]) -> RmReport:
+    """Drop the index records of ``paths`` (files or folders) that are not on disk in
+    the scan: volsegsync never deletes image data, so a file still there is an error."""
+    with ds.lock():
+        entries = ds.read_index()
+        scanned = ds.scan().files
+        wanted = _selector(paths)
+        indexed = {p for e in entries for p in _paths(e)}
+        for path in paths:
+            if not any(
+                wanted(p) for p in indexed if p == path or p.startswith(path.rstrip("/") + "/")
+            ):
+                raise VolsegsyncError(f"{path}: the index records no such file or folder")
+        drop = {p for p in indexed if wanted(p)}
+        still = sorted(p for p in drop if p in scanned)
+        if still:
+            more = f" (and {len(still) - 1} more)" if len(still) > 1 else ""
+            raise VolsegsyncError(
+                f"{still[0]}: still on disk{more}; "
+                "delete or move it first, or exclude it with scan.exclude "
+                "(volsegsync never deletes image data)"
+            )
+        out = [e2 for e in entries if (e2 := drop_records(e, drop)) is not None]
+        ds.write_index(out)
+        return RmReport(sorted(drop))
+
+
+def _selector(paths: list[str]) -> Callable[[str], bool]:
+    exact = {p.rstrip("/") for p in paths}
+    folders = tuple(p.rstrip("/") + "/" for p in paths)
+    return lambda f: f in exact or f.startswith(folders)
+
+
+def drop_records(entry: Entry, drop: set[str]) -> Entry | None:
+    """``entry`` without the records of ``drop``; the highest remaining version (or the
+    pinned one, if it stays) becomes active."""
+    if not (_paths(entry) & drop):
+        return entry
+    vol = entry.volume if entry.volume and entry.volume.path not in drop else None
+    segs = [
+        SegVersion(v.version, v.record)
+        for v in (
+            *entry.older,
+            *(
+                [SegVersion(entry.version, entry.segmentation)]
+                if entry.segmentation is not None
+                else []
+            ),
+        )
+        if v.record.path not in drop
+    ]
+    segs.sort(key=lambda v: (v.version or 0, v.record.path))
+    if vol is None and not segs:
+        return None
+    pinned = entry.pinned and entry.segmentation is not None and entry.segmentation.path not in drop
+    if pinned:
+        assert entry.segmentation is not None
+        active = SegVersion(entry.version, entry.segmentation)
+        rest = tuple(v for v in segs if v.record.path != entry.segmentation.path)
+    elif segs:
+        active, rest = segs[-1], tuple(segs[:-1])
+    else:
+        return entry._replace(volume=vol, segmentation=None, version=None, older=(), pinned=False)
+    return entry._replace(
+        volume=vol,
+        segmentation=active.record,
+        version=active.version,
+        older=rest,
+        pinned=pinned,
+    )

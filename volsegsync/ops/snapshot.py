@@ -1,206 +1,318 @@
-"""The state of a dataset now: every file scanned, hashed and paired.
+"""The one scan -> hash -> pair pipeline that ``pair``, ``status`` and ``verify`` consume.
 
-Shared by ``pair`` (which writes it as the index) and ``status`` (which compares
-it with the index). Bad files are reported as problems; the scan goes on.
+Every command sees the same files, the same hashes, the same pairing and the same
+per-file problems, because they all come from here. The pipeline is incremental:
+
+- **files**: one memo per folder (names, stats, digests, per-file problems) in
+  ``.volsegsync/state/pipeline/``; a folder whose names and stats are unchanged is
+  not even loaded, a changed one is compared name by name and only new or changed
+  files are hashed.
+- **cases** (all files of one pairing key): 256 shards by key; only the keys that
+  a changed path touches are paired again, in place.
+- **the index**: each case keeps the index's entry for its key, so the cases
+  whose pair result differs from the index (``dirty``) are known without
+  comparing the whole index; it is re-read only when its bytes change.
+
+A whole run with nothing changed costs a walk and a digest of its names and stats.
+The result never depends on the memo: a run without it gives the same result
+(tests/test_pipeline.py compares both on random edits).
+
+The index never silently loses a record: an indexed file that is missing, outside
+the scan or unreadable keeps its record in the pair result (a *kept* record), until
+``pair --prune`` or ``volsegsync rm``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import marshal
-from collections.abc import Callable, Iterable
+import os
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import xxhash
 
-from volsegsync.dataset import Dataset
-from volsegsync.fsutil import atomic_write_bytes
-from volsegsync.hashing import Hashed, racy_limit
-from volsegsync.index import Entry, FileRecord, format_index, from_plain, to_plain
-from volsegsync.naming import NameInfo
-from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming
+from volsegsync.dataset import Dataset, default_jobs
+from volsegsync.hashing import Hashed, Stat, hash_many, racy_limit
+from volsegsync.index import Entry, FileRecord, SegVersion, format_entry
+from volsegsync.memo import forget_memo, load_memo, save_memo
+from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
+from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming, pairing_scope
 from volsegsync.problems import (
     Problem,
     apply_severities,
     make_problem,
     problems_from_plain,
     problems_to_plain,
-    unreadable_problems,
 )
-from volsegsync.scan import ScanResult, fingerprint
+from volsegsync.scan import Folder, ScanResult, fingerprint, folder_fingerprints
 
 if TYPE_CHECKING:
     from volsegsync.headers import Geometry
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
-MEMO_FORMAT = 1
+MEMO_FORMAT = 3
+SHARDS = 256
+LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
+NO_DIGEST = "-" * 32
+RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 
 
-class Snapshot(NamedTuple):
-    entries: list[Entry]  # what the index would hold now, in the index's order
-    pairing: Pairing
-    problems: list[Problem]  # unreadable, not_an_image, naming roles, pairing problems
-    files: int  # readable image files
-    total_bytes: int
+class Member(NamedTuple):
+    """One file of a case, as the pipeline saw it."""
+
+    path: str
+    role: str  # VOLUME, SEGMENTATION, or "" when the name decides no role
+    version: int | None
+    size: int
+    digest: str  # "" when the file could not be hashed
+    problem: tuple[str, str] | None  # (category, reason): not_an_image or unreadable
 
 
-def take_snapshot(
-    ds: Dataset,
-    by: str | None = None,
-    jobs: int | None = None,
-    progress: ProgressFactory | None = None,
-    scan: ScanResult | None = None,
-) -> Snapshot:
-    """Scan, hash and pair the dataset, reusing the last result when no file changed."""
-    scan = scan if scan is not None else ds.scan()
-    mode = by or ds.config.pairing.by
-    memo = snapshot_memo(ds, mode)
-    cached = memo.load(scan)
-    if cached is not None:
-        return cached
-    problems = unreadable_problems(scan.unreadable)
-    tick = progress("hashing", len(scan.files)) if progress else None
-    hashed, unreadable = ds.hashes(scan.files, jobs=jobs, progress=tick, prune=True)
-    problems.extend(unreadable_problems(unreadable))
-    infos: list[NameInfo] = []
-    for path in sorted(hashed):
-        h = hashed[path]
-        if h.problem:  # reported, and still paired: its partner is not left unpaired
-            problems.append(make_problem("not_an_image", [path], f"{path}: {h.problem}"))
-        info = ds.convention.parse(path)
+class Kept(NamedTuple):
+    """An indexed file that is not (readably) on disk and keeps its record."""
+
+    path: str
+    why: str  # "missing", "untracked" (on disk, outside the scan) or "unreadable"
+
+
+class Case(NamedTuple):
+    """Everything about one pairing key: its files, the index's entry, the result."""
+
+    key: str
+    members: tuple[Member, ...]
+    indexed: Entry | None  # the index's entry for this key
+    entry: Entry | None  # what ``pair`` records for this key
+    pairs: tuple[Pair, ...]  # for reports: the pair, or unpaired files
+    problems: tuple[Problem, ...]  # per-file and pairing problems of this key
+    kept: tuple[Kept, ...]
+
+    @property
+    def dirty(self) -> bool:
+        """The index does not record this case as it is now."""
+        return bool(self.kept) or _written(self.entry) != _written(self.indexed)
+
+
+def _written(entry: Entry | None) -> str:
+    return format_entry(entry) if entry is not None else ""
+
+
+# -- plain data for the memos -------------------------------------------------------------
+
+
+def _rec_plain(r: FileRecord | None) -> tuple[str, int, str] | None:
+    return (r.path, r.size, r.digest) if r is not None else None
+
+
+def _rec(r: Any) -> FileRecord | None:
+    return FileRecord(*r) if r is not None else None
+
+
+def entry_to_plain(e: Entry | None) -> Any:
+    if e is None:
+        return None
+    return (
+        _rec_plain(e.volume),
+        _rec_plain(e.segmentation),
+        e.version,
+        tuple((v.version, _rec_plain(v.record), _rec_plain(v.data)) for v in e.older),
+        e.pinned,
+        _rec_plain(e.seg_data),
+        tuple((c, _rec_plain(r)) for c, r in e.channels),
+        e.key,
+    )
+
+
+def entry_from_plain(p: Any) -> Entry | None:
+    if p is None:
+        return None
+    vol, seg, version, older, pinned, seg_data, channels, key = p
+    return Entry(
+        _rec(vol),
+        _rec(seg),
+        version,
+        tuple(SegVersion(v, FileRecord(*r), _rec(d)) for v, r, d in older),
+        pinned,
+        _rec(seg_data),
+        tuple((c, FileRecord(*r)) for c, r in channels),
+        key,
+    )
+
+
+def _case_to_plain(c: Case) -> Any:
+    return (
+        tuple(tuple(m) for m in c.members),
+        entry_to_plain(c.indexed),
+        entry_to_plain(c.entry),
+        tuple(tuple(p) for p in c.pairs),
+        problems_to_plain(list(c.problems)),
+        tuple(tuple(k) for k in c.kept),
+    )
+
+
+def _case_from_plain(key: str, p: Any) -> Case:
+    members, indexed, entry, pairs, problems, kept = p
+    return Case(
+        key,
+        tuple(Member(*m) for m in members),
+        entry_from_plain(indexed),
+        entry_from_plain(entry),
+        tuple(Pair(*x) for x in pairs),
+        tuple(problems_from_plain(problems)),
+        tuple(Kept(*k) for k in kept),
+    )
+
+
+# -- pairing one case ---------------------------------------------------------------------
+
+
+class Rules(NamedTuple):
+    """Everything besides the files that decides a case's result."""
+
+    ds: Dataset
+    scope: str
+    role_dirs: frozenset[str]
+    severity: dict[str, str]
+
+    def key_of(self, path: str) -> tuple[str, NameInfo | None]:
+        """A path's pairing key (scoped), and what its name says; a file whose role
+        the name does not decide is a case of its own (key ``"\\0" + path``)."""
+        info = self.ds.convention.parse(path)
         if info is None:
-            problems.extend(ds.convention.check(path))  # says why the role is unknown
+            return "\0" + path, None
+        scope = pairing_scope(path, self.scope, self.role_dirs)
+        return (f"{scope}/{info.key}" if scope else info.key), info
+
+
+def make_rules(ds: Dataset) -> Rules:
+    roles = ds.config.roles
+    return Rules(
+        ds,
+        ds.config.pairing.scope,
+        frozenset(roles.volume_dirs) | frozenset(roles.segmentation_dirs),
+        dict(ds.config.verify.severity),
+    )
+
+
+def _records(entry: Entry | None) -> Iterator[tuple[str, int | None, FileRecord]]:
+    """``(role, version, record)`` of every file an index entry records."""
+    if entry is None:
+        return
+    if entry.volume is not None:
+        yield VOLUME, None, entry.volume
+    if entry.segmentation is not None:
+        yield SEGMENTATION, entry.version, entry.segmentation
+    for v in entry.older:
+        yield SEGMENTATION, v.version, v.record
+
+
+def entry_files(entry: Entry | None) -> list[FileRecord]:
+    """Every file record of an index entry."""
+    return [rec for _, _, rec in _records(entry)]
+
+
+def pair_case(
+    rules: Rules,
+    key: str,
+    members: tuple[Member, ...],
+    indexed: Entry | None,
+    locate: Callable[[str], str],
+    prune: Callable[[str], bool] | None = None,
+) -> Case:
+    """Pair the files of one key, keeping the records of indexed files not on disk.
+
+    ``locate(path)`` says where a file not among ``members`` is: ``scanned`` (a file
+    of another key: an index entry paired by metadata holds files of two keys),
+    ``untracked`` (on disk, outside the scan) or ``missing``."""
+    problems: list[Problem] = []
+    infos: list[NameInfo] = []
+    records: dict[str, FileRecord] = {}
+    present = {m.path: m for m in members}
+    for m in members:
+        if m.problem is not None:
+            category, reason = m.problem
+            problems.append(make_problem(category, [m.path], f"{m.path}: {reason}"))
+        if not m.role:
+            problems.extend(rules.ds.convention.check(m.path))  # says why no role
             continue
-        infos.append(info)
+        infos.append(NameInfo(m.path, m.role, "", key, m.version))
+        if m.digest:
+            records[m.path] = FileRecord(m.path, m.size, m.digest)
+    kept: list[Kept] = []
+    for role, version, rec in _records(indexed):
+        member = present.get(rec.path)
+        if member is not None and member.digest:
+            continue
+        if member is not None:  # unreadable now: its record stays, whatever is asked
+            kept.append(Kept(rec.path, "unreadable"))
+        else:
+            where = locate(rec.path)
+            if where == "scanned" or (prune is not None and prune(rec.path)):
+                continue  # its own key's case has it; or dropped on request
+            kept.append(Kept(rec.path, where))
+            infos.append(NameInfo(rec.path, role, "", key, version))
+        records[rec.path] = rec
+    if not infos:
+        return Case(key, members, indexed, None, (), tuple(problems), tuple(kept))
     pairing = pair_by_naming(infos)
-    if mode == "metadata":
-        pairing = pair_by_metadata(
-            pairing,
-            _geometry_reader(ds, {p for p, h in hashed.items() if h.problem}),
-            ds.config.pairing.reference_keys,
-            ds.config.verify.position_tolerance,
-            ds.config.verify.direction_tolerance,
-        )
     problems.extend(pairing.problems)
-    problems.extend(unpaired_problems(pairing))
-    entries = [_entry(p.volume, p.segmentation, p.version, hashed) for p in pairing.pairs]
-    entries.sort(key=lambda e: e.sort_key)  # the index's order: comparing them is then cheap
-    total = sum(h.stat.size for h in hashed.values())
-    problems = apply_severities(problems, ds.config.verify.severity)
-    snap = Snapshot(entries, pairing, problems, len(hashed), total)
-    if not unreadable and not _racy(hashed.values()):
-        memo.save(scan, snap)
-    return snap
+    pair = pairing.pairs[0] if len(pairing.pairs) == 1 else None
+    if pair is None:  # ambiguous: nothing decided, so the index keeps what it has
+        entry = indexed
+        pairs: tuple[Pair, ...] = ()
+    else:
+        pair = _honour_pin(pair, indexed, infos)
+        versions = {i.path: i.version for i in infos}
+        entry = _entry(key, pair, records, versions, pinned=_pinned(pair, indexed))
+        pairs = (pair,)
+        problems.extend(unpaired_problems(Pairing([pair], [])))
+    problems = apply_severities(problems, rules.severity)
+    return Case(key, members, indexed, entry, pairs, tuple(problems), tuple(kept))
 
 
-def snapshot_memo(ds: Dataset, mode: str | None = None) -> SnapshotMemo:
-    key = ds.state_key("snapshot", str(MEMO_FORMAT), mode or ds.config.pairing.by)
-    return SnapshotMemo(ds.state_dir / "snapshot.marshal", key)
+def _pinned(pair: Pair, indexed: Entry | None) -> bool:
+    return (
+        indexed is not None
+        and indexed.pinned
+        and indexed.segmentation is not None
+        and indexed.segmentation.path == pair.segmentation
+    )
 
 
-def _racy(hashed: Iterable[Hashed]) -> bool:
-    """True when a file changed so recently that its stat may not tell a later change."""
-    limit = racy_limit()
-    return any(h.stat.mtime_ns >= limit for h in hashed)
+def _honour_pin(pair: Pair, indexed: Entry | None, infos: list[NameInfo]) -> Pair:
+    """A version pinned by a rollback stays active while its file is recorded."""
+    if indexed is None or not indexed.pinned or indexed.segmentation is None:
+        return pair
+    pin = indexed.segmentation.path
+    if pair.segmentation == pin or pin not in pair.older:
+        return pair
+    segs = sorted(
+        (i for i in infos if i.role == SEGMENTATION and i.path != pin),
+        key=lambda i: (i.version or 0, i.path),
+    )
+    return pair._replace(
+        segmentation=pin, version=indexed.version, older=tuple(i.path for i in segs)
+    )
 
 
-class MemoHit(NamedTuple):
-    """A memoised snapshot whose files are unchanged; the bulk is decoded on demand."""
-
-    index_digest: str  # xxh3-128 of the index text this snapshot would write
-    pairs: int  # complete pairs
-    problems: list[Problem]
-    files: int
-    total_bytes: int
-    bulk: bytes
-
-    def snapshot(self) -> Snapshot | None:
-        """The memoised snapshot, or None when its stored bulk is damaged."""
-        try:
-            entries, pairs, pairing_problems = marshal.loads(self.bulk)
-            return Snapshot(
-                from_plain(entries),
-                Pairing([Pair(*p) for p in pairs], problems_from_plain(pairing_problems)),
-                self.problems,
-                self.files,
-                self.total_bytes,
-            )
-        except (EOFError, ValueError, TypeError):
-            return None
-
-
-class SnapshotMemo:
-    """The last snapshot with the stat of every file it saw, in the state folder.
-
-    When a new scan finds the same files with the same stat (and the config is
-    unchanged), the snapshot is reused as it was: nothing is hashed or paired.
-    Stored with :mod:`marshal` (plain data only; loading it runs no code).
-    """
-
-    def __init__(self, path: Path, key: str) -> None:
-        self.path = path
-        self.key = key
-
-    def match(self, scan: ScanResult) -> MemoHit | None:
-        try:
-            data = marshal.loads(self.path.read_bytes())
-            if data["key"] != self.key or data["scan"] != fingerprint(scan):
-                return None
-            return MemoHit(
-                data["index_digest"],
-                data["pairs"],
-                [Problem(*p) for p in data["problems"]],
-                data["count"],
-                data["bytes"],
-                data["bulk"],
-            )
-        except (OSError, EOFError, ValueError, TypeError, KeyError):
-            return None
-
-    def load(self, scan: ScanResult) -> Snapshot | None:
-        hit = self.match(scan)
-        return hit.snapshot() if hit is not None else None
-
-    def save(self, scan: ScanResult, snap: Snapshot) -> None:
-        try:
-            bulk = marshal.dumps(
-                (
-                    to_plain(snap.entries),
-                    [tuple(p) for p in snap.pairing.pairs],
-                    problems_to_plain(snap.pairing.problems),
-                )
-            )
-            blob = marshal.dumps(
-                {
-                    "key": self.key,
-                    "scan": fingerprint(scan),
-                    "index_digest": index_digest(format_index(snap.entries).encode()),
-                    "problems": problems_to_plain(snap.problems),
-                    "pairs": sum(1 for e in snap.entries if e.volume and e.segmentation),
-                    "count": snap.files,
-                    "bytes": snap.total_bytes,
-                    "bulk": bulk,
-                }
-            )
-        except ValueError:
-            return  # something not plain data: simply not memoised
-        with contextlib.suppress(OSError):  # a memo is an optimisation, never a failure
-            atomic_write_bytes(self.path, blob)
-
-
-def index_digest(data: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(data)
-
-
-def _geometry_reader(ds: Dataset, not_images: set[str]) -> Callable[[str], Geometry | None]:
-    from volsegsync.headers import read_geometry  # numpy: only for metadata pairing
-
-    def read(path: str) -> Geometry | None:
-        return None if path in not_images else read_geometry(ds.root / path)
-
-    return read
+def _entry(
+    key: str,
+    pair: Pair,
+    records: dict[str, FileRecord],
+    versions: dict[str, int | None],
+    pinned: bool,
+) -> Entry | None:
+    vol = records.get(pair.volume) if pair.volume else None
+    seg = records.get(pair.segmentation) if pair.segmentation else None
+    older = tuple(SegVersion(versions[p], records[p]) for p in pair.older if p in records)
+    if vol is None and seg is None and not older:
+        return None
+    if seg is None and older:  # the active file has no record (unreadable, new): keep the rest
+        return Entry(vol, older[-1].record, older[-1].version, older[:-1], False, key=key)
+    return Entry(
+        vol, seg, pair.version if seg else None, older, pinned and seg is not None, key=key
+    )
 
 
 def unpaired_problems(pairing: Pairing) -> list[Problem]:
@@ -214,14 +326,696 @@ def unpaired_problems(pairing: Pairing) -> list[Problem]:
     return out
 
 
-def _record(path: str | None, hashed: dict[str, Hashed]) -> FileRecord | None:
-    if path is None:
+# -- the pipeline -------------------------------------------------------------------------
+
+
+def shard_of(key: str) -> int:
+    return zlib.crc32(key.encode("utf-8", "surrogateescape")) & (SHARDS - 1)
+
+
+def _fresh_top(key: str) -> dict[str, Any]:
+    return {
+        "key": key,
+        "fp": "",
+        "folders": {},  # prefix -> [fingerprint or "" (look again), files, bytes]
+        "unreadable": {},  # scan-level: path -> reason
+        "index": None,  # digest of the index the cases' ``indexed`` reflect
+        "dirty": [],
+        "leftovers": [],  # metadata mode: keys that naming leaves unpaired
+        "meta_problems": [],
+        "counts": {},  # shard -> [pairs, unpaired vols, unpaired segs, problems, indexed pairs]
+        "gen": 0,
+        "log": [],  # [generation, changed keys or None (all)]
+    }
+
+
+class Pipeline:
+    """The incremental pipeline of one dataset (and pairing mode)."""
+
+    def __init__(self, ds: Dataset, mode: str | None = None) -> None:
+        self.ds = ds
+        self.mode = mode or ds.config.pairing.by
+        self.dir = ds.state_dir / "pipeline"
+        self.key = ds.state_key("pipeline", str(MEMO_FORMAT), self.mode)
+        self.files_key = f"pipeline-files/{MEMO_FORMAT}"  # file memos do not depend on config
+        self.rules = make_rules(ds)
+        self._shards: dict[int, dict[str, Any]] = {}
+        self._changed_shards: set[int] = set()
+        self.scan: ScanResult | None = None
+        self._names: dict[str, set[str]] = {}
+
+    # -- memo files --------------------------------------------------------------------
+
+    @property
+    def top_path(self) -> Path:
+        return self.dir / "top.marshal"
+
+    def _folder_path(self, prefix: str) -> Path:
+        return self.dir / f"f-{xxhash.xxh3_64_hexdigest(prefix.encode('utf-8', 'surrogateescape'))}"
+
+    def _shard_path(self, shard: int) -> Path:
+        return self.dir / f"k-{shard:02x}"
+
+    def _shard(self, shard: int, fresh: bool) -> dict[str, Any]:
+        cases = self._shards.get(shard)
+        if cases is None:
+            if fresh:
+                cases = {}
+            else:
+                memo = load_memo(self._shard_path(shard), self.key)
+                if memo is None:
+                    raise _Inconsistent
+                cases = memo["cases"]
+            self._shards[shard] = cases
+        return cases
+
+    def trusted_files(self) -> dict[str, tuple[Stat, str]]:
+        """``path -> (stat, digest)`` of every file whose hash is trusted by its stat
+        (for tests and diagnostics: reads every folder memo)."""
+        from array import array
+
+        out: dict[str, tuple[Stat, str]] = {}
+        top = load_memo(self.top_path, self.key)
+        for prefix in top["folders"] if top else ():
+            memo = load_memo(self._folder_path(prefix), self.files_key)
+            if memo is None:
+                continue
+            stats = array("q")
+            stats.frombytes(memo["stats"])
+            for i, name in enumerate(memo["names"]):
+                if stats[3 * i + 1] >= 0:
+                    st = Stat(*stats[3 * i : 3 * i + 3])
+                    out[prefix + name] = (st, memo["digests"][32 * i : 32 * i + 32])
+        return out
+
+    def case(self, key: str) -> Case | None:
+        plain = self._shard(shard_of(key), False).get(key)
+        return _case_from_plain(key, plain) if plain is not None else None
+
+    def all_cases(self) -> Iterator[Case]:
+        for shard in range(SHARDS):
+            for key, plain in self._shard(shard, False).items():
+                yield _case_from_plain(key, plain)
+
+    # -- a run -------------------------------------------------------------------------
+
+    def update(
+        self,
+        jobs: int | None = None,
+        progress: ProgressFactory | None = None,
+        scan: ScanResult | None = None,
+    ) -> Snapshot:
+        """Bring the memo up to date with the dataset and the index; the snapshot."""
+        scan = scan if scan is not None else self.ds.scan()
+        self.scan = scan
+        fps = folder_fingerprints(scan)
+        fp = fingerprint(scan, fps)
+        index = digest_of(self.ds.index_path)
+        top = load_memo(self.top_path, self.key)
+        if top is not None and top["fp"] == fp and fp and top["index"] == index:
+            return Snapshot(self, top, scan)
+        try:
+            return self._update(scan, fps, fp, index, top, jobs, progress)
+        except _Inconsistent:  # a memo file is damaged or missing: start afresh
+            self._shards.clear()
+            self._changed_shards.clear()
+            return self._update(scan, fps, fp, index, None, jobs, progress)
+
+    def _update(
+        self,
+        scan: ScanResult,
+        fps: dict[str, str],
+        fp: str,
+        index: str | None,
+        top: dict[str, Any] | None,
+        jobs: int | None,
+        progress: ProgressFactory | None,
+    ) -> Snapshot:
+        full = top is None
+        top = top if top is not None else _fresh_top(self.key)
+        changes, folder_memos, folders = self._file_changes(scan, fps, top, full, jobs, progress)
+        old_unreadable: dict[str, str] = top["unreadable"]
+        for path, reason in scan.unreadable.items():
+            if full or old_unreadable.get(path) != reason:
+                changes[path] = Member(path, "", None, 0, "", ("unreadable", reason))
+        for path in old_unreadable.keys() - scan.unreadable.keys():
+            changes.setdefault(path, None)
+        by_key: dict[str, dict[str, Member | None]] = {}
+        for path, member in changes.items():
+            key, info = self.rules.key_of(path)
+            if member is not None and info is not None:
+                member = member._replace(role=info.role, version=info.version)
+            by_key.setdefault(key, {})[path] = member
+        index_changed = full or top["index"] != index
+        indexed: dict[str, Entry] | None = None
+        if index_changed:
+            indexed = self._indexed_by_key()
+            for shard in range(SHARDS):
+                by_key.update({k: {} for k in self._shard(shard, full) if k not in by_key})
+            for key in indexed:
+                by_key.setdefault(key, {})
+        dirty = set(top["dirty"])
+        leftovers = set(top["leftovers"])
+        affected = set(by_key)
+        for key, updates in by_key.items():
+            cases = self._shard(shard_of(key), full)
+            plain = cases.get(key)
+            old = _case_from_plain(key, plain) if plain is not None else None
+            members = {m.path: m for m in old.members} if old else {}
+            for path, member in updates.items():
+                if member is None:
+                    members.pop(path, None)
+                else:
+                    members[path] = member
+            entry = indexed.get(key) if indexed is not None else (old.indexed if old else None)
+            self._store(
+                pair_case(self.rules, key, _sorted(members), entry, self.locate), dirty, leftovers
+            )
+        if self.mode == "metadata" and (
+            index_changed or affected & (leftovers | set(top["leftovers"]))
+        ):
+            top["meta_problems"] = problems_to_plain(
+                self._pair_by_metadata(leftovers, dirty, affected)
+            )
+        top["dirty"] = sorted(dirty)
+        top["leftovers"] = sorted(leftovers)
+        counts: dict[int, list[int]] = top["counts"]
+        for shard in self._changed_shards:
+            counts[shard] = _counts(self._shards[shard])
+        if full:
+            top["counts"] = counts = {s: _counts(self._shard(s, True)) for s in range(SHARDS)}
+        if affected:
+            top["gen"] += 1
+            log = top["log"] + [[top["gen"], None if full or index_changed else sorted(affected)]]
+            top["log"] = log[-LOG_LENGTH:]
+        top["fp"] = fp if all(f[0] for f in folders.values()) else ""
+        top["folders"] = folders
+        top["unreadable"] = dict(scan.unreadable)
+        top["index"] = index
+        self._save(top, folder_memos, full)
+        return Snapshot(self, top, scan)
+
+    def _store(self, case: Case, dirty: set[str], leftovers: set[str]) -> None:
+        shard = shard_of(case.key)
+        cases = self._shards[shard]
+        self._changed_shards.add(shard)
+        if not case.members and case.indexed is None:
+            cases.pop(case.key, None)
+        else:
+            cases[case.key] = _case_to_plain(case)
+        if case.dirty or any(p.category == "unreadable" for p in case.problems):
+            dirty.add(case.key)
+        else:
+            dirty.discard(case.key)
+        e = case.entry
+        if e is not None and (e.volume is None) != (e.segmentation is None) and not case.kept:
+            leftovers.add(case.key)
+        else:
+            leftovers.discard(case.key)
+
+    def _save(self, top: dict[str, Any], folder_memos: dict[str, Any], full: bool) -> None:
+        """Cases first, then files, then the top: a crash between leaves files that look
+        changed (and are looked at again), never cases older than the files."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ok = True
+        shards = range(SHARDS) if full else sorted(self._changed_shards)
+        for shard in shards:
+            ok &= save_memo(
+                self._shard_path(shard), {"key": self.key, "cases": self._shard(shard, full)}
+            )
+        for prefix, memo in folder_memos.items():
+            if memo is None:
+                forget_memo(self._folder_path(prefix))
+            else:
+                ok &= save_memo(self._folder_path(prefix), memo)
+        if ok:
+            save_memo(self.top_path, top)
+        else:
+            forget_memo(self.top_path)
+        self._changed_shards.clear()
+
+    def locate(self, path: str) -> str:
+        """Where a file is: ``scanned``, ``untracked`` (on disk, outside the scan) or
+        ``missing``."""
+        scan = self.scan
+        if scan is not None:
+            prefix, _, name = path.rpartition("/")
+            prefix = prefix + "/" if prefix else ""
+            names = self._names.get(prefix)
+            if names is None and prefix in scan.folders:
+                names = self._names[prefix] = set(scan.folders[prefix].names)
+            if (names is not None and name in names) or path in scan.unreadable:
+                return "scanned"
+        return "untracked" if os.path.lexists(self.ds.root / path) else "missing"
+
+    def _indexed_by_key(self) -> dict[str, Entry]:
+        out: dict[str, Entry] = {}
+        for e in self.ds.read_index():
+            if e.key:
+                key = e.key
+            else:
+                rec = e.volume or e.segmentation or (e.older[0].record if e.older else None)
+                if rec is None:
+                    continue
+                key = self.rules.key_of(rec.path)[0]
+            if key in out:  # two index lines claim one key (an older index): keep both files
+                out[key] = _merge_entries(out[key], e)
+            else:
+                out[key] = e
+        return out
+
+    # -- files -------------------------------------------------------------------------
+
+    def _file_changes(
+        self,
+        scan: ScanResult,
+        fps: dict[str, str],
+        top: dict[str, Any],
+        full: bool,
+        jobs: int | None,
+        progress: ProgressFactory | None,
+    ) -> tuple[dict[str, Member | None], dict[str, Any], dict[str, list[Any]]]:
+        """Paths whose member changed (None: gone), new folder memos, folder states."""
+        changes: dict[str, Member | None] = {}
+        memos: dict[str, Any] = {}
+        folders: dict[str, list[Any]] = {}
+        todo: list[tuple[str, Stat]] = []
+        pending: dict[str, _FolderWork] = {}
+        old_folders: dict[str, list[Any]] = top["folders"]
+        for prefix in sorted(fps.keys() | old_folders.keys()):
+            folder = scan.folders.get(prefix)
+            old = old_folders.get(prefix)
+            if folder is None:  # the folder is gone, or holds no candidate any more
+                memo = load_memo(self._folder_path(prefix), self.files_key)
+                if memo is None or memo["prefix"] != prefix:
+                    if not full:
+                        raise _Inconsistent
+                else:
+                    changes.update((prefix + n, None) for n in memo["names"])
+                memos[prefix] = None
+                continue
+            if not full and old is not None and old[0] and old[0] == fps[prefix]:
+                folders[prefix] = old
+                continue
+            memo = load_memo(self._folder_path(prefix), self.files_key)
+            if memo is not None and memo["prefix"] != prefix:
+                memo = None
+            if memo is None and old is not None and not full:
+                raise _Inconsistent
+            work = _FolderWork(prefix, folder, memo, full)
+            changes.update(work.removed())
+            todo.extend(work.todo)
+            pending[prefix] = work
+        if todo:
+            tick = progress("hashing", len(todo)) if progress else None
+            done = (lambda: tick(1)) if tick else None
+            jobs = jobs or default_jobs()
+            for result in hash_many(self.ds.root, todo, jobs, done):
+                if isinstance(result, Hashed):
+                    prefix, _, name = result.path.rpartition("/")
+                    pending[prefix + "/" if prefix else ""].hashed(name, result)
+                else:
+                    path, reason = result
+                    prefix, _, name = path.rpartition("/")
+                    pending[prefix + "/" if prefix else ""].failed(name, reason)
+        for prefix, work in pending.items():
+            changes.update(work.members())
+            memos[prefix] = work.memo(self.files_key)
+            folders[prefix] = work.state(fps[prefix])
+        return changes, memos, folders
+
+    # -- metadata pairing --------------------------------------------------------------
+
+    def _pair_by_metadata(
+        self, leftovers: set[str], dirty: set[str], affected: set[str]
+    ) -> list[Problem]:
+        """Pair what names leave unpaired by header, over every such key at once."""
+        cases = {k: c for k in sorted(leftovers) if (c := self.case(k)) is not None}
+        # cases paired by metadata last time hold the metadata result: pair them afresh
+        for key, case in list(cases.items()):
+            fresh = pair_case(self.rules, key, case.members, case.indexed, self.locate)
+            cases[key] = fresh
+        pairs = [p for c in cases.values() for p in c.pairs]
+        owner = {
+            p: c.key
+            for c in cases.values()
+            for pr in c.pairs
+            for p in (pr.volume, pr.segmentation)
+            if p
+        }
+        broken = {m.path for c in cases.values() for m in c.members if m.problem is not None}
+        v = self.ds.config.verify
+        result = pair_by_metadata(
+            Pairing(pairs, []),
+            _geometry_reader(self.ds, broken),
+            self.ds.config.pairing.reference_keys,
+            v.position_tolerance,
+            v.direction_tolerance,
+        )
+        joined: dict[str, Case] = {}
+        for pair in result.pairs:
+            if pair.how != "metadata" or not pair.volume or not pair.segmentation:
+                continue
+            vol_case, seg_case = cases[owner[pair.volume]], cases[owner[pair.segmentation]]
+            joined[vol_case.key] = _join(vol_case, seg_case, pair)
+            joined[seg_case.key] = seg_case._replace(
+                entry=None,
+                pairs=(pair,),  # listed here too: its entry is the volume's
+                problems=tuple(
+                    p for p in seg_case.problems if p.category != "unpaired_segmentation"
+                ),
+            )
+        for key, case in cases.items():
+            final = joined.get(key, case)
+            plain = _case_to_plain(final)
+            shard = shard_of(key)
+            if self._shard(shard, False).get(key) != plain:
+                self._shards[shard][key] = plain
+                self._changed_shards.add(shard)
+                affected.add(key)
+            if final.dirty:
+                dirty.add(key)
+            else:
+                dirty.discard(key)
+        return apply_severities(result.problems, self.rules.severity)
+
+
+class _Inconsistent(Exception):
+    """A memo file that should exist does not, or is damaged."""
+
+
+def _sorted(members: dict[str, Member]) -> tuple[Member, ...]:
+    return tuple(members[p] for p in sorted(members))
+
+
+def _join(vol_case: Case, seg_case: Case, pair: Pair) -> Case:
+    v, s = vol_case.entry, seg_case.entry
+    assert v is not None and s is not None
+    entry = v._replace(
+        segmentation=s.segmentation,
+        version=s.version,
+        older=s.older,
+        pinned=s.pinned,
+        seg_data=s.seg_data,
+    )
+    return vol_case._replace(
+        entry=entry,
+        pairs=(pair,),
+        problems=tuple(p for p in vol_case.problems if p.category != "unpaired_volume"),
+    )
+
+
+def _merge_entries(a: Entry, b: Entry) -> Entry:
+    """Two index lines of one key (an index that paired across folders, say): one entry
+    that keeps every file, so that nothing recorded is lost."""
+    recs = sorted(
+        [(v, r) for role, v, r in (*_records(a), *_records(b)) if role == SEGMENTATION],
+        key=lambda x: (x[0] or 0, x[1].path),
+    )
+    vol = a.volume or b.volume
+    if not recs:
+        return a._replace(volume=vol)
+    top_v, top_r = recs[-1]
+    return a._replace(
+        volume=vol,
+        segmentation=top_r,
+        version=top_v,
+        older=tuple(SegVersion(v, r) for v, r in recs[:-1]),
+        pinned=False,
+    )
+
+
+def _counts(cases: dict[str, Any]) -> list[int]:
+    pairs = vols = segs = problems = indexed = 0
+    for key, plain in cases.items():
+        case = _case_from_plain(key, plain)
+        e = case.entry
+        if e is not None and e.volume and e.segmentation:
+            pairs += 1
+        for p in case.pairs:
+            if p.volume and not p.segmentation:
+                vols += 1
+            elif p.segmentation and not p.volume:
+                segs += 1
+        problems += len(case.problems)
+        i = case.indexed
+        if i is not None and i.volume and i.segmentation:
+            indexed += 1
+    return [pairs, vols, segs, problems, indexed]
+
+
+class _FolderWork:
+    """One changed folder: which names are new or changed, and their new memo."""
+
+    def __init__(self, prefix: str, folder: Folder, memo: dict[str, Any] | None, full: bool):
+        self.prefix = prefix
+        self.folder = folder
+        self.full = full
+        n = len(folder.names)
+        self.digests = [NO_DIGEST] * n
+        self.problems: dict[str, tuple[str, str]] = {}
+        self.stats = folder.stats[:]
+        self.pos = {name: i for i, name in enumerate(folder.names)}
+        self.todo: list[tuple[str, Stat]] = []
+        self.changed: set[str] = set()
+        self.gone: list[str] = []
+        limit = racy_limit()
+        old_names: list[str] = memo["names"] if memo else []
+        old_pos = {name: i for i, name in enumerate(old_names)}
+        old_stats: Any = memo["stats"] if memo else b""
+        from array import array
+
+        old = array("q")
+        old.frombytes(old_stats)
+        old_digests: str = memo["digests"] if memo else ""
+        old_problems: dict[str, tuple[str, str]] = memo["problems"] if memo else {}
+        stats = folder.stats
+        for i, name in enumerate(folder.names):
+            j = old_pos.pop(name, None)
+            st = stats[3 * i : 3 * i + 3]
+            if j is not None and old[3 * j : 3 * j + 3] == st and st[1] < limit:
+                self.digests[i] = old_digests[32 * j : 32 * j + 32]
+                if name in old_problems:
+                    self.problems[name] = tuple(old_problems[name])  # type: ignore[assignment]
+                if full:
+                    self.changed.add(name)
+            else:
+                self.todo.append((prefix + name, Stat(*st)))
+                self.changed.add(name)
+        self.gone = list(old_pos)
+
+    def removed(self) -> Iterator[tuple[str, None]]:
+        return ((self.prefix + name, None) for name in self.gone)
+
+    def hashed(self, name: str, h: Hashed) -> None:
+        i = self.pos[name]
+        self.digests[i] = h.digest
+        if h.problem:
+            self.problems[name] = ("not_an_image", h.problem)
+        if h.stat.mtime_ns >= racy_limit() or tuple(h.stat) != tuple(self.stats[3 * i : 3 * i + 3]):
+            self.stats[3 * i : 3 * i + 3] = _racy_array()
+
+    def failed(self, name: str, reason: str) -> None:
+        i = self.pos[name]
+        self.problems[name] = ("unreadable", reason)
+        self.stats[3 * i : 3 * i + 3] = _racy_array()  # looked at again next run
+
+    def members(self) -> Iterator[tuple[str, Member]]:
+        stats = self.folder.stats
+        for name in self.changed:
+            i = self.pos[name]
+            digest = self.digests[i]
+            problem = self.problems.get(name)
+            yield (
+                self.prefix + name,
+                Member(
+                    self.prefix + name,
+                    "",
+                    None,
+                    stats[3 * i],
+                    ""
+                    if digest == NO_DIGEST or (problem and problem[0] == "unreadable")
+                    else digest,
+                    problem,
+                ),
+            )
+
+    def memo(self, key: str) -> dict[str, Any]:
+        return {
+            "key": key,
+            "prefix": self.prefix,
+            "names": self.folder.names,
+            "stats": self.stats.tobytes(),
+            "digests": "".join(self.digests),
+            "problems": self.problems,
+        }
+
+    def state(self, fp: str) -> list[Any]:
+        racy = any(self.stats[3 * i + 1] < 0 for i in range(len(self.folder.names)))
+        size = sum(self.folder.stats[0::3])
+        return ["" if racy else fp, len(self.folder.names), size]
+
+
+def _racy_array() -> Any:
+    from array import array
+
+    return array("q", RACY_STAT)
+
+
+def digest_of(path: Path) -> str | None:
+    try:
+        return xxhash.xxh3_128_hexdigest(path.read_bytes())
+    except FileNotFoundError:
         return None
-    h = hashed[path]
-    return FileRecord(path, h.stat.size, h.digest)
+    except OSError:
+        return "unreadable"
 
 
-def _entry(
-    vol: str | None, seg: str | None, version: int | None, hashed: dict[str, Hashed]
-) -> Entry:
-    return Entry(_record(vol, hashed), _record(seg, hashed), version)
+def _geometry_reader(ds: Dataset, broken: set[str]) -> Callable[[str], Geometry | None]:
+    from volsegsync.errors import FileProblem
+    from volsegsync.headers import read_geometry  # numpy: only for metadata pairing
+
+    def read(path: str) -> Geometry | None:
+        if path in broken:
+            return None
+        try:
+            return read_geometry(ds.root / path)
+        except FileProblem:  # a broken header is reported once, by verify
+            return None
+
+    return read
+
+
+# -- the result ---------------------------------------------------------------------------
+
+
+class Snapshot:
+    """The dataset now, as the pipeline sees it; bulk data is loaded when asked for."""
+
+    def __init__(self, pipeline: Pipeline, top: dict[str, Any], scan: ScanResult) -> None:
+        self.pipeline = pipeline
+        self.top = top
+        self.scan = scan
+        totals = [0] * 5
+        for c in top["counts"].values():
+            totals = [a + b for a, b in zip(totals, c, strict=True)]
+        self.pairs, self.unpaired_volumes, self.unpaired_segmentations = totals[:3]
+        self.problem_count = totals[3] + len(top["meta_problems"])
+        self.indexed_pairs = totals[4]
+        self.files = sum(f[1] for f in top["folders"].values())
+        self.total_bytes = sum(f[2] for f in top["folders"].values())
+        self._cases: list[Case] | None = None
+        self._replaced: dict[str, Case] = {}
+
+    def replace(self, cases: Iterable[Case]) -> None:
+        """Use these cases instead of the memoised ones of their keys (as ``pair``
+        records them: settled, pruned)."""
+        self._replaced.update((c.key, c) for c in cases)
+        self._cases = None
+
+    @property
+    def generation(self) -> int:
+        return int(self.top["gen"])
+
+    @property
+    def dirty_keys(self) -> list[str]:
+        return list(self.top["dirty"])
+
+    def changed_since(self, generation: int) -> set[str] | None:
+        """Keys whose case changed after ``generation``; None when not known (all)."""
+        if generation == self.generation:
+            return set()
+        out: set[str] = set()
+        log = self.top["log"]
+        if not log or log[0][0] > generation + 1:
+            return None
+        for gen, keys in log:
+            if gen > generation:
+                if keys is None:
+                    return None
+                out.update(keys)
+        return out
+
+    def cases(self, keys: Iterable[str] | None = None) -> list[Case]:
+        if keys is None:
+            if self._cases is None:
+                self._cases = [self._replaced.get(c.key, c) for c in self.pipeline.all_cases()]
+            return self._cases
+        return [
+            c for k in keys if (c := self._replaced.get(k) or self.pipeline.case(k)) is not None
+        ]
+
+    @property
+    def entries(self) -> list[Entry]:
+        """What the index records now, in the index's order."""
+        out = [c.entry for c in self.cases() if c.entry is not None]
+        out.sort(key=lambda e: e.sort_key)
+        return out
+
+    @property
+    def pairing(self) -> Pairing:
+        ordered = sorted(self.cases(), key=lambda c: c.key)
+        pairs = list(dict.fromkeys(p for c in ordered for p in c.pairs))
+        return Pairing(pairs, self.problems)
+
+    @property
+    def problems(self) -> list[Problem]:
+        out = [p for c in self.cases() for p in c.problems]
+        out.extend(problems_from_plain(self.top["meta_problems"]))
+        out.sort(key=lambda p: (p.files, p.category, p.message))
+        return out
+
+
+def take_snapshot(
+    ds: Dataset,
+    by: str | None = None,
+    jobs: int | None = None,
+    progress: ProgressFactory | None = None,
+    scan: ScanResult | None = None,
+) -> Snapshot:
+    """Scan, hash and pair the dataset (incrementally: see the module's docstring)."""
+    return Pipeline(ds, by).update(jobs=jobs, progress=progress, scan=scan)
+
+
+def settle(pipeline: Pipeline, cases: list[Case], prune: bool = False) -> list[Case]:
+    """The dirty cases as ``pair`` records them: an indexed file missing from disk
+    whose content appears at a new path was moved (its record follows it, so status
+    shows a rename); with ``prune`` every record of a file not on disk is dropped."""
+    new_paths: dict[str, list[str]] = {}
+    for c in cases:
+        indexed = {r.path for r in entry_files(c.indexed)}
+        for m in c.members:
+            if m.digest and m.path not in indexed:
+                new_paths.setdefault(m.digest, []).append(m.path)
+    out = []
+    for c in cases:
+        gone: set[str] = set()
+        for rec in entry_files(c.indexed):
+            kept = next((k for k in c.kept if k.path == rec.path), None)
+            if kept is None or kept.why == "unreadable":
+                continue
+            if prune or new_paths.get(rec.digest):
+                gone.add(rec.path)
+                if new_paths.get(rec.digest):
+                    new_paths[rec.digest].pop(0)
+        if gone:
+            c = pair_case(
+                pipeline.rules, c.key, c.members, c.indexed, pipeline.locate, gone.__contains__
+            )
+        out.append(c)
+    return out
+
+
+def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: str | None) -> None:
+    """After ``pair`` wrote the index: the given cases' entries are what it records now."""
+    top = snap.top
+    dirty = set(top["dirty"])
+    leftovers = set(top["leftovers"])
+    for case in cases:
+        pipeline._store(case._replace(indexed=case.entry), dirty, leftovers)
+    snap.replace([])
+    top["dirty"] = sorted(dirty)
+    for shard in pipeline._changed_shards:
+        top["counts"][shard] = _counts(pipeline._shards[shard])
+    top["index"] = digest
+    pipeline._save(top, {}, False)

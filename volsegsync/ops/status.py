@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from volsegsync.dataset import Dataset
 from volsegsync.index import Entry, FileRecord
-from volsegsync.ops.snapshot import ProgressFactory, index_digest, snapshot_memo, take_snapshot
+from volsegsync.ops.snapshot import Kept, ProgressFactory, settle, take_snapshot
 from volsegsync.problems import Problem
 
 KINDS = (
@@ -27,7 +27,7 @@ KINDS = (
 )
 
 
-UNREADABLE = ("unreadable", "not_an_image")
+UNREADABLE = ("unreadable",)
 
 
 class Change(NamedTuple):
@@ -46,43 +46,42 @@ class Change(NamedTuple):
 
 
 class StatusReport(NamedTuple):
-    changes: list[Change]
-    problems: list[Problem]  # files that could not be read or understood now
+    """Is the index up to date with the working tree?"""
+
+    changes: list[Change]  # what ``pair`` would record
+    kept: list[Kept]  # indexed files missing from disk, outside the scan or unreadable
+    problems: list[Problem]  # files that cannot be read now (they may hide a change)
     indexed_pairs: int
     current_pairs: int
+    known_problems: int  # problems ``verify`` reports in detail (status only counts them)
 
     @property
     def in_sync(self) -> bool:
-        """No change, and no file that could not be read (it may hide one)."""
-        return not self.changes and not any(p.category in UNREADABLE for p in self.problems)
+        """The index records the tree as it is: no change, nothing missing or unreadable.
+        Content problems of files indexed as they are do not matter here."""
+        return not self.changes and not self.kept and not self.problems
 
 
 def run_status(
     ds: Dataset, jobs: int | None = None, progress: ProgressFactory | None = None
 ) -> StatusReport:
-    scan = ds.scan()
-    hit = snapshot_memo(ds).match(scan)  # every file as the memoised snapshot saw it?
-    if hit is not None and _index_digest(ds) == hit.index_digest:
-        # in sync, decided without hashing, pairing or parsing: the index holds exactly
-        # the text that snapshot writes
-        return StatusReport([], hit.problems, hit.pairs, hit.pairs)
-    old = ds.read_index()
-    snap = (hit.snapshot() if hit else None) or take_snapshot(
-        ds, jobs=jobs, progress=progress, scan=scan
-    )
+    snap = take_snapshot(ds, jobs=jobs, progress=progress)
+    # only the cases whose index entry differs, as ``pair`` would record them
+    cases = settle(snap.pipeline, snap.cases(snap.dirty_keys))
+    old = [c.indexed for c in cases if c.indexed is not None]
+    new = [c.entry for c in cases if c.entry is not None]
+    old.sort(key=lambda e: e.sort_key)
+    new.sort(key=lambda e: e.sort_key)
+    kept = sorted((k for c in cases for k in c.kept), key=lambda k: k.path)
+    unreadable = [p for c in cases for p in c.problems if p.category in UNREADABLE]
     return StatusReport(
-        diff(old, snap.entries),
-        snap.problems,
-        sum(1 for e in old if e.volume and e.segmentation),
-        sum(1 for e in snap.entries if e.volume and e.segmentation),
+        diff(old, new),
+        kept,
+        sorted(unreadable, key=lambda p: p.files),
+        snap.indexed_pairs,
+        snap.pairs,
+        snap.problem_count,
     )
-
-
-def _index_digest(ds: Dataset) -> str | None:
-    try:
-        return index_digest(ds.index_path.read_bytes())
-    except OSError:
-        return None
 
 
 def diff(old: list[Entry], new: list[Entry]) -> list[Change]:

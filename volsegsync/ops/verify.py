@@ -1,44 +1,59 @@
 """``volsegsync verify``: every problem of a dataset, per file, with a category.
 
-Per file: naming, then the header (a few hundred bytes, cached by stat), then,
-unless ``fast``, the content (decoded once per content hash, ever: integrity and
-labels). Per pair: pairing problems and geometry from headers. Per index entry:
-drift. Verdicts of unchanged files and pairs come from the last run
-(:class:`~volsegsync.verify_memo.VerifyMemo`), so only what changed is redone.
+Verify consumes the one pipeline (:mod:`volsegsync.ops.snapshot`) that ``pair`` and
+``status`` use: the same files, hashes, pairing and per-file problems, each
+reported once. On top it checks, per case (the files of one pairing key): naming,
+headers (a few hundred bytes, cached by stat), unless ``fast`` the content
+(decoded once per content hash: integrity and labels), geometry of the pair from
+headers, and drift from the index. Verdicts are memoised per case and redone only
+for the cases the pipeline changed since the last run.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import FileProblem, VolsegsyncError
-from volsegsync.hashing import CacheRow, Hashed, Stat
+from volsegsync.hashing import Stat
 from volsegsync.header_cache import HeaderCache, HeaderResult
 from volsegsync.index import Entry
-from volsegsync.naming import SEGMENTATION, NameInfo
-from volsegsync.ops.snapshot import ProgressFactory, unpaired_problems
-from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming
-from volsegsync.problems import Problem, apply_severities, make_problem, unreadable_problems
-from volsegsync.verify_memo import VerifyMemo
+from volsegsync.memo import load_memo, save_memo
+from volsegsync.naming import SEGMENTATION
+from volsegsync.ops.snapshot import (
+    Case,
+    Member,
+    ProgressFactory,
+    Snapshot,
+    entry_files,
+    take_snapshot,
+)
+from volsegsync.pairing import Pair
+from volsegsync.problems import (
+    Problem,
+    apply_severities,
+    make_problem,
+    problems_from_plain,
+    problems_to_plain,
+)
 from volsegsync.workers import parallel_map
 
 if TYPE_CHECKING:  # numpy and nibabel load only when there is header or content work
     from volsegsync.content import ContentReport
-    from volsegsync.headers import Geometry
 
-MEMO_FORMAT = 2
+MEMO_FORMAT = 3
 HEADER_INLINE_LIMIT = 512  # header reads cost ~0.2 ms: a pool pays off only for many
 
 
 class VerifyReport(NamedTuple):
     problems: list[Problem]
-    pairs: list[Pair]  # every pair and unpaired file, for grouping the report
+    pairs: list[Pair]  # the pairs and unpaired files that problems touch (for grouping)
     files_checked: int
     fast: bool
+    pair_count: int = 0  # complete pairs in the dataset
 
 
 class _Run(NamedTuple):
@@ -46,8 +61,7 @@ class _Run(NamedTuple):
 
     ds: Dataset
     files: dict[str, Stat]
-    infos: dict[str, NameInfo]
-    memo: VerifyMemo
+    members: dict[str, Member]
     headers: HeaderCache
     workers: int
     progress: ProgressFactory | None
@@ -62,40 +76,73 @@ def run_verify(
     progress: ProgressFactory | None = None,
 ) -> VerifyReport:
     """Verify the whole dataset; with ``paths``, report only problems touching them."""
-    index = ds.read_index()
     if paths is not None:
-        _check_paths(ds, paths, index)
-    scan = ds.scan()
-    infos = {p: i for p in sorted(scan.files) if (i := ds.convention.parse(p)) is not None}
+        _check_paths(ds, paths, ds.read_index())
+    snap = take_snapshot(ds, jobs=jobs, progress=progress)
     mode = "fast" if fast else "full"
-    memo = VerifyMemo(
-        ds.state_dir / f"verify-{mode}.marshal", ds.state_key("verify", str(MEMO_FORMAT), mode)
-    )
-    headers = HeaderCache(ds.state_dir / "headers.db")
-    run = _Run(ds, scan.files, infos, memo, headers, jobs or default_jobs(), progress, {})
-    try:
-        problems = unreadable_problems(scan.unreadable)
-        hashed: dict[str, Hashed] = {}
-        if not fast:
-            tick = progress("hashing", len(scan.files)) if progress else None
-            hashed, unreadable = ds.hashes(scan.files, jobs=run.workers, progress=tick, prune=True)
-            problems.extend(unreadable_problems(unreadable))
-        broken, file_problems = _file_verdicts(run, hashed, fast)
-        problems.extend(file_problems)
-        pairing = _pairing(run, list(infos.values()), broken)
-        problems.extend(pairing.problems)
-        problems.extend(unpaired_problems(pairing))
-        problems.extend(_pair_verdicts(run, pairing, broken))
-        known = {} if hashed else ds.cached_hashes()
-        problems.extend(_drift_problems(index, scan.files, hashed, known))
-        memo.save()
-    finally:
-        headers.close()
-    problems = apply_severities(problems, ds.config.verify.severity)
+    key = ds.state_key("verify", str(MEMO_FORMAT), mode, ds.config.pairing.by)
+    memo_path = ds.state_dir / f"verify-{mode}.marshal"
+    memo = load_memo(memo_path, key)
+    todo = None if memo is None else snap.changed_since(memo["gen"])
+    by_key: dict[str, Any] = {} if memo is None or todo is None else memo["cases"]
+    if todo is None or todo:
+        cases = snap.cases(None if todo is None else sorted(todo))
+        if todo is not None:
+            for k in todo:
+                by_key.pop(k, None)
+        by_key.update(_verify_cases(ds, snap, cases, fast, jobs, progress))
+        save_memo(memo_path, {"key": key, "gen": snap.generation, "cases": by_key})
+    problems = [p for _, plain, _ in by_key.values() for p in problems_from_plain(plain)]
+    problems.extend(problems_from_plain(snap.top["meta_problems"]))
+    pairs = list(dict.fromkeys(Pair(*p) for _, _, pairs in by_key.values() for p in pairs))
+    problems.sort(key=lambda p: (p.files, p.category, p.message))
     if paths is not None:
         wanted = _selector(paths)
         problems = [p for p in problems if any(wanted(f) for f in p.files)]
-    return VerifyReport(problems, pairing.pairs, len(scan.files), fast)
+    return VerifyReport(problems, pairs, snap.files, fast, snap.pairs)
+
+
+def _verify_cases(
+    ds: Dataset,
+    snap: Snapshot,
+    cases: list[Case],
+    fast: bool,
+    jobs: int | None,
+    progress: ProgressFactory | None,
+) -> dict[str, Any]:
+    """``key -> (key, problems, pairs)`` (plain data) for the cases that have problems."""
+    if not cases:
+        return {}
+    files = snap.scan.files
+    members = {m.path: m for c in cases for m in c.members}
+    # a metadata pair joins files of two cases: its partner's member is needed too
+    for c in cases:
+        for pair in c.pairs:
+            for path in (pair.volume, pair.segmentation):
+                if path and path not in members:
+                    for other in snap.cases([snap.pipeline.rules.key_of(path)[0]]):
+                        members.update((m.path, m) for m in other.members)
+    headers = HeaderCache(ds.state_dir / "headers.db")
+    run = _Run(ds, files, members, headers, jobs or default_jobs(), progress, {})
+    try:
+        per_file = _file_problems(run, [m for c in cases for m in c.members], fast)
+        out: dict[str, Any] = {}
+        severity = ds.config.verify.severity
+        for case in cases:
+            found = list(case.problems)
+            for m in case.members:
+                found.extend(per_file.get(m.path, ()))
+            # a pair is checked by the case that records it (a metadata pair is
+            # listed by its segmentation's case as well)
+            checked = case.pairs if case.entry is not None else ()
+            found.extend(apply_severities(_pair_problems(run, checked), severity))
+            found.extend(apply_severities(list(_drift(case)), severity))
+            if found:
+                pairs = tuple(tuple(p) for p in case.pairs)
+                out[case.key] = (case.key, problems_to_plain(found), pairs)
+        return out
+    finally:
+        headers.close()
 
 
 def _check_paths(ds: Dataset, paths: list[str], index: list[Entry]) -> None:
@@ -120,47 +167,32 @@ def _selector(paths: list[str]) -> Callable[[str], bool]:
 # -- per file: naming, header, content ----------------------------------------------------
 
 
-def _file_verdicts(
-    run: _Run, hashed: dict[str, Hashed], fast: bool
-) -> tuple[set[str], list[Problem]]:
-    """Files whose header cannot be read, and every per-file problem."""
-    broken: set[str] = set()
-    problems: list[Problem] = []
-    fresh: list[str] = []
-    for path in sorted(run.files):
-        if fast or path in hashed:
-            hit = run.memo.file(path, run.files[path])
-            if hit is not None:
-                if hit[0]:
-                    broken.add(path)
-                problems.extend(hit[1])
-                continue
-        fresh.append(path)
-    if not fresh:
-        return broken, problems
-    headers = _headers(run, [p for p in fresh if p in run.infos])
+def _file_problems(run: _Run, members: list[Member], fast: bool) -> dict[str, list[Problem]]:
+    """Naming, header and (unless ``fast``) content problems of each file that the
+    pipeline could read as what its name claims (others have their one problem)."""
+    readable = [m for m in members if m.role and m.problem is None and m.path in run.files]
+    headers = _headers(run, [m.path for m in readable])
     content: dict[str, list[Problem]] = {}
     if not fast:
-        ok = [p for p in fresh if p in hashed and p in run.infos and headers[p].geometry]
-        content = _content_problems(run, ok, hashed)
-    for path in fresh:
-        found = run.ds.convention.check(path)
-        header = headers.get(path)
-        is_broken = header is not None and header.geometry is None
+        ok = [m for m in readable if m.digest and headers[m.path].geometry is not None]
+        content = _content_problems(run, ok)
+    out: dict[str, list[Problem]] = {}
+    for m in members:
+        found: list[Problem] = []
+        if m.role and (m.problem is None or m.problem[0] != "unreadable"):
+            found.extend(run.ds.convention.check(m.path))
+        header = headers.get(m.path)
         if header is not None and header.geometry is None:
             category = header.category or "corrupt"
             found.append(
                 make_problem(
-                    category, [path], f"{path}: {header.reason}", {"reason": header.reason}
+                    category, [m.path], f"{m.path}: {header.reason}", {"reason": header.reason}
                 )
             )
-        found.extend(content.get(path, []))
-        if is_broken:
-            broken.add(path)
-        problems.extend(found)
-        if fast or path in hashed:
-            run.memo.remember_file(path, run.files[path], is_broken, found)
-    return broken, problems
+        found.extend(content.get(m.path, []))
+        if found:
+            out[m.path] = apply_severities(found, run.ds.config.verify.severity)
+    return out
 
 
 def _headers(run: _Run, paths: list[str]) -> dict[str, HeaderResult]:
@@ -198,17 +230,16 @@ def _read_header_task(args: tuple[str, str]) -> tuple[str, HeaderResult]:
         return path, HeaderResult(None, "corrupt", e.reason)
 
 
-def _content_problems(
-    run: _Run, paths: list[str], hashed: dict[str, Hashed]
-) -> dict[str, list[Problem]]:
+def _content_problems(run: _Run, members: list[Member]) -> dict[str, list[Problem]]:
     """Label and integrity problems per path; each content is decoded once, ever."""
     from volsegsync.content import ContentCache, label_problems
 
     with ContentCache(run.ds.state_dir / "content.db") as cache:
         reports: dict[tuple[str, str], ContentReport] = {}
         todo: dict[tuple[str, str], str] = {}  # (digest, role) -> one path holding it
-        for path in paths:
-            key = (hashed[path].digest, run.infos[path].role)
+        for m in members:
+            path = m.path
+            key = (m.digest, m.role)
             if key in reports or key in todo:
                 continue
             cached = cache.get(*key)
@@ -228,9 +259,10 @@ def _content_problems(
                 cache.put(*key, report)
     labels = run.ds.config.verify.labels
     out: dict[str, list[Problem]] = {}
-    for path in paths:
-        report = reports[(hashed[path].digest, run.infos[path].role)]
-        if run.infos[path].role == SEGMENTATION:
+    for m in members:
+        path = m.path
+        report = reports[(m.digest, m.role)]
+        if m.role == SEGMENTATION:
             out[path] = label_problems(path, report, labels)
         elif report.error:
             out[path] = label_problems(path, report, {})
@@ -244,116 +276,71 @@ def _analyse_task(args: tuple[str, str, str]) -> ContentReport:
     return analyse(Path(root) / path, role)
 
 
-# -- per pair: pairing and geometry -------------------------------------------------------
+# -- per pair: geometry -------------------------------------------------------------------
 
 
-def _pairing(run: _Run, infos: list[NameInfo], broken: set[str]) -> Pairing:
-    """Pairs by naming, every file included (a file with a broken header still has its
-    place: its partner is not unpaired); by metadata for the rest if configured."""
-    pairing = pair_by_naming(infos)
-    if run.ds.config.pairing.by != "metadata":
-        return pairing
-    leftovers = pairing.unpaired_volumes + pairing.unpaired_segmentations
-    headers = _headers(run, [p for p in leftovers if p not in broken])
-
-    def read(path: str) -> Geometry | None:
-        result = headers.get(path)
-        return result.geometry if result is not None else None  # broken: reported per file
-
-    v = run.ds.config.verify
-    return pair_by_metadata(
-        pairing,
-        read,
-        run.ds.config.pairing.reference_keys,
-        v.position_tolerance,
-        v.direction_tolerance,
-    )
-
-
-def _pair_verdicts(run: _Run, pairing: Pairing, broken: set[str]) -> list[Problem]:
+def _pair_problems(run: _Run, pairs: Iterable[Pair]) -> list[Problem]:
     complete = [
         (p.volume, p.segmentation)
-        for p in pairing.pairs
-        if p.volume and p.segmentation and p.volume not in broken and p.segmentation not in broken
+        for p in pairs
+        if p.volume
+        and p.segmentation
+        and all(
+            (m := run.members.get(f)) is not None and m.problem is None and f in run.files
+            for f in (p.volume, p.segmentation)
+        )
     ]
-    problems: list[Problem] = []
-    fresh: list[tuple[str, str]] = []
-    for vol, seg in complete:
-        hit = run.memo.pair(vol, seg, run.files[vol], run.files[seg])
-        if hit is None:
-            fresh.append((vol, seg))
-        else:
-            problems.extend(hit)
-    if not fresh:
-        return problems
+    if not complete:
+        return []
     from volsegsync.geometry import compare
 
-    headers = _headers(run, sorted({p for pair in fresh for p in pair}))
+    headers = _headers(run, sorted({f for pair in complete for f in pair}))
     tol = run.ds.config.verify
-    for vol, seg in fresh:
+    problems: list[Problem] = []
+    for vol, seg in complete:
         vol_geo, seg_geo = headers[vol].geometry, headers[seg].geometry
         if vol_geo is None or seg_geo is None:
             continue
-        found = [
+        problems.extend(
             make_problem(
                 d.category, (seg, vol), f"{seg}: {d.message}", {"property": d.property, **d.details}
             )
             for d in compare(vol_geo, seg_geo, tol.position_tolerance, tol.direction_tolerance)
-        ]
-        problems.extend(found)
-        run.memo.remember_pair(vol, seg, run.files[vol], run.files[seg], found)
+        )
     return problems
 
 
 # -- drift --------------------------------------------------------------------------------
 
 
-def _drift_problems(
-    index: list[Entry],
-    files: dict[str, Stat],
-    hashed: dict[str, Hashed],
-    known: dict[str, CacheRow],
-) -> Iterator[Problem]:
-    for entry in index:
-        for rec in (entry.volume, entry.segmentation):
-            if rec is None:
-                continue
-            st = files.get(rec.path)
-            if st is None:
-                yield make_problem(
-                    "drift_missing",
-                    [rec.path],
-                    f"{rec.path}: recorded in the index, missing from disk",
-                )
-                continue
-            digest = _digest(rec.path, st, hashed, known)
-            if digest is not None and digest != rec.digest:
-                yield make_problem(
-                    "drift_modified",
-                    [rec.path],
-                    f"{rec.path}: content differs from the index ({rec.size} -> {st.size} bytes)",
-                    {
-                        "index_hash": rec.digest,
-                        "hash": digest,
-                        "index_size": rec.size,
-                        "size": st.size,
-                    },
-                )
-            elif digest is None and st.size != rec.size:
-                yield make_problem(
-                    "drift_modified",
-                    [rec.path],
-                    f"{rec.path}: size differs from the index ({rec.size} -> {st.size} bytes)",
-                    {"index_size": rec.size, "size": st.size},
-                )
-
-
-def _digest(
-    path: str, st: Stat, hashed: dict[str, Hashed], known: dict[str, CacheRow]
-) -> str | None:
-    """The content hash of a file if this run or the stat cache knows it."""
-    h = hashed.get(path)
-    if h is not None:
-        return h.digest
-    row = known.get(path)
-    return row[3] if row is not None and row[:3] == st else None
+def _drift(case: Case) -> Iterable[Problem]:
+    """Files whose content or presence differs from what the index records."""
+    if case.indexed is None:
+        return
+    present = {m.path: m for m in case.members}
+    kept = {k.path: k.why for k in case.kept}
+    for rec in entry_files(case.indexed):
+        m = present.get(rec.path)
+        why = kept.get(rec.path)
+        if why == "missing":
+            yield make_problem(
+                "drift_missing", [rec.path], f"{rec.path}: recorded in the index, missing from disk"
+            )
+        elif why == "untracked":
+            yield make_problem(
+                "drift_untracked",
+                [rec.path],
+                f"{rec.path}: recorded in the index, no longer tracked (on disk, outside the scan)",
+            )
+        elif m is not None and m.digest and m.digest != rec.digest:
+            yield make_problem(
+                "drift_modified",
+                [rec.path],
+                f"{rec.path}: content differs from the index ({rec.size} -> {m.size} bytes)",
+                {
+                    "index_hash": rec.digest,
+                    "hash": m.digest,
+                    "index_size": rec.size,
+                    "size": m.size,
+                },
+            )

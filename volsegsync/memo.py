@@ -1,0 +1,46 @@
+"""Memo files in the state folder: one definition of how they are read and written.
+
+A memo is plain data stored with :mod:`marshal` (loading it runs no code) under a
+``key`` that names everything that decided its content (volsegsync's version, the
+config's digest, a format number). A memo that is missing, damaged or made under
+another key is a miss, never an error; writing one is an optimisation, never a
+failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+from pathlib import Path
+from typing import Any
+
+from volsegsync.fsutil import atomic_write_bytes
+
+
+def load_memo(path: Path, key: str) -> dict[str, Any] | None:
+    """The memo at ``path`` if it was made under ``key``, else None."""
+    try:
+        data = marshal.loads(path.read_bytes())
+    except (OSError, EOFError, ValueError, TypeError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != key:
+        return None
+    return data
+
+
+def save_memo(path: Path, data: dict[str, Any]) -> bool:
+    """Store ``data`` (which holds its ``key``) atomically; False when it could not be."""
+    try:
+        blob = marshal.dumps(data)
+    except ValueError:  # something not plain data: simply not memoised
+        return False
+    try:
+        atomic_write_bytes(path, blob)
+    except OSError:
+        return False
+    return True
+
+
+def forget_memo(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()

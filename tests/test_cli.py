@@ -39,9 +39,9 @@ from conftest import (
 from volsegsync.dataset import Dataset
 from volsegsync.errors import LockedError, NotADatasetError
 from volsegsync.fsutil import write_lock
-from volsegsync.index import Entry, FileRecord
+from volsegsync.index import Entry, FileRecord, format_entry
 from volsegsync.ops.pair import run_pair
-from volsegsync.ops.snapshot import take_snapshot
+from volsegsync.ops.snapshot import Kept, take_snapshot
 from volsegsync.ops.status import run_status
 
 COMMANDS = ["init", "check-names", "pair", "status", "example"]
@@ -145,6 +145,8 @@ def test_json_pair(mixed: Path) -> None:
         "pairs",
         "unpaired_volumes",
         "unpaired_segmentations",
+        "kept",
+        "pruned",
         "problems",
         "summary",
     }
@@ -166,7 +168,7 @@ def test_json_status(mixed: Path) -> None:
     result = run_fmt(mixed, "status", "json")
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
-    assert set(doc) == {"schema", "in_sync", "changes", "problems", "summary"}
+    assert set(doc) == {"schema", "in_sync", "changes", "kept", "problems", "summary"}
     assert doc["schema"] == "volsegsync.status/1"
     assert doc["in_sync"] is False
     assert [c["kind"] for c in doc["changes"]] == ["new_pair", "new_file"]
@@ -265,15 +267,15 @@ def bad_input(ds_root: Path) -> Path:
     return ds_root
 
 
-BAD_PROBLEMS = [
+BAD_PROBLEMS = [  # in order of the file
     ("unreadable", f"{NAME3}.nii.gz", "broken symbolic link"),
-    ("unreadable", BAD_NAME, "the name is not valid UTF-8"),
     ("not_an_image", "C05-Garbage-D01012000-v1.nrrd", "not a NRRD file (no NRRD000 magic)"),
     (
         "not_an_image",
         "C05-Garbage-D01012000.nii.gz",
         "not a gzip-compressed NIfTI file (no gzip magic)",
     ),
+    ("unreadable", BAD_NAME, "the name is not valid UTF-8"),
 ]
 
 
@@ -290,7 +292,7 @@ def test_bad_input_is_reported_and_the_scan_goes_on(bad_input: Path) -> None:
     result = invoke(["-C", str(bad_input), "pair", "--format", "json"])
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
-    assert problem_triples(doc) == BAD_PROBLEMS
+    assert problem_triples(doc) == BAD_PROBLEMS  # one each: an unreadable file is not unpaired
     # the garbage pair is reported and still paired: neither file is left "unpaired"
     assert [(p["volume"], p["segmentation"]) for p in doc["pairs"]] == [
         (f"{NAME1}.nii.gz", f"{NAME1}-v1.nrrd"),
@@ -333,7 +335,7 @@ def test_bad_input_check_names(bad_input: Path) -> None:
     result = invoke(["-C", str(bad_input), "check-names", "--format", "json"])
     assert result.exit_code == 1
     doc = json.loads(result.stdout)
-    assert problem_triples(doc) == BAD_PROBLEMS[:2]
+    assert problem_triples(doc) == [BAD_PROBLEMS[0], BAD_PROBLEMS[3]]
 
 
 @pytest.fixture
@@ -412,13 +414,13 @@ def test_unreadable_file_and_folder_as_unprivileged_user(world_dir: Path) -> Non
     assert_clean_stderr(proc.stderr)
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
-    assert problem_triples(doc) == [
-        ("unreadable", "locked", "cannot list folder: Permission denied"),
+    assert problem_triples(doc) == [  # the unreadable file keeps its place: no "unpaired"
         ("unreadable", f"{NAME2}-v1.nrrd", "cannot read: Permission denied"),
-        ("unpaired_volume", f"{NAME2}.nii.gz", "volume without segmentation"),
+        ("unreadable", "locked", "cannot list folder: Permission denied"),
     ]
     assert [(p["volume"], p["segmentation"]) for p in doc["pairs"]] == [
-        (f"{NAME1}.nii.gz", f"{NAME1}-v1.nrrd")
+        (f"{NAME1}.nii.gz", f"{NAME1}-v1.nrrd"),
+        (f"{NAME2}.nii.gz", f"{NAME2}-v1.nrrd"),
     ]
     assert doc["written"] is True
     text = run("status")
@@ -480,11 +482,14 @@ def test_python_api_without_the_cli(ds_root: Path) -> None:
     assert [type(e) for e in entries] == [Entry, Entry]
     data = (ds_root / vol).read_bytes()
     assert entries[0].volume == FileRecord(vol, len(data), xxhash.xxh3_128_hexdigest(data))
-    assert entries == snap.entries
+    assert [format_entry(e) for e in entries] == [format_entry(e) for e in snap.entries]
     assert run_status(ds).in_sync
     (ds_root / seg_v2).unlink()
-    changes = run_status(ds).changes
-    assert [(c.kind, c.paths) for c in changes] == [("pairing_changed", (vol, seg_v2, seg_v1))]
+    report = run_status(ds)
+    assert report.changes == [] and report.kept == [Kept(seg_v2, "missing")]
+    assert run_pair(ds, prune=True).pruned == [seg_v2]
+    [first, _] = ds.read_index()
+    assert first.segmentation is not None and first.segmentation.path == seg_v1
     with pytest.raises(NotADatasetError):
         Dataset.open(ds_root.parent)
 
@@ -603,9 +608,9 @@ def test_progress_bar_only_on_a_terminal(paired: Path) -> None:
 def test_damaged_cache_is_rebuilt(paired: Path) -> None:
     """Caches are disposable: a damaged one is replaced, the answer is the same."""
     state = paired / ".volsegsync" / "state"
-    for name in ("stat.db", "headers.db"):
-        (state / name).write_bytes(b"this is not sqlite" * 100)
-    (state / "snapshot.marshal").write_bytes(b"\x00garbage")
+    (state / "headers.db").write_bytes(b"this is not sqlite" * 100)
+    for memo in (state / "pipeline").iterdir():
+        memo.write_bytes(b"\x00garbage")
     (state / "verify-full.marshal").write_bytes(b"garbage")
     proc = subprocess.run(
         [VOLSEGSYNC, "-C", str(paired), "status"], capture_output=True, text=True, check=False
@@ -616,16 +621,14 @@ def test_damaged_cache_is_rebuilt(paired: Path) -> None:
         [VOLSEGSYNC, "-C", str(paired), "verify"], capture_output=True, text=True, check=False
     )
     assert (proc.returncode, proc.stderr) == (0, ""), proc.stdout
-    assert (state / "stat.db").read_bytes().startswith(b"SQLite format 3")
+    assert (state / "headers.db").read_bytes().startswith(b"SQLite format 3")
 
 
 def test_unusable_state_gives_one_line_and_exit_2(paired: Path) -> None:
     state = paired / ".volsegsync" / "state"
-    (state / "stat.db").unlink()
-    (state / "stat.db").mkdir()  # cannot be a database, cannot be replaced
-    (state / "snapshot.marshal").unlink()
+    (state / "headers.db").mkdir()  # cannot be a database, cannot be replaced
     proc = subprocess.run(
-        [VOLSEGSYNC, "-C", str(paired), "status"], capture_output=True, text=True, check=False
+        [VOLSEGSYNC, "-C", str(paired), "verify"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("volsegsync: error: a cache in .volsegsync/state/")
@@ -640,7 +643,7 @@ def test_index_that_cannot_be_written_is_one_line(ds_root: Path) -> None:
         [VOLSEGSYNC, "-C", str(ds_root), "pair"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2
-    assert "cannot write the index" in proc.stderr and "Traceback" not in proc.stderr
+    assert "volsegsync.index: cannot" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_dash_c_composes_like_git(paired: Path, cwd_guard: None) -> None:

@@ -45,7 +45,7 @@ def pair_command(
     """Pair every volume with its segmentation and write the index.
 
     Scans the dataset, hashes every file with xxh3-128 (unchanged files come from
-    the stat cache), pairs by naming convention (and by metadata with --by
+    the pipeline memo), pairs by naming convention (and by metadata with --by
     metadata; --by is written to the config's [pairing] by, so that every command
     pairs the same way) and writes volsegsync.index atomically. With several
     versions of a segmentation the pair points at the highest (unless a rollback

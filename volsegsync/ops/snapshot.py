@@ -234,7 +234,8 @@ def pair_case(
             category, reason = m.problem
             problems.append(make_problem(category, [m.path], f"{m.path}: {reason}"))
         if not m.role:
-            problems.extend(rules.ds.convention.check(m.path))  # says why no role
+            if m.problem is None:
+                problems.extend(rules.ds.convention.check(m.path))  # says why no role
             continue
         infos.append(NameInfo(m.path, m.role, "", key, m.version))
         if m.digest:
@@ -258,17 +259,27 @@ def pair_case(
     pairing = pair_by_naming(infos)
     problems.extend(pairing.problems)
     pair = pairing.pairs[0] if len(pairing.pairs) == 1 else None
-    if pair is None:  # ambiguous: nothing decided, so the index keeps what it has
+    unreadable = {m.path for m in members if m.problem and m.problem[0] == "unreadable"}
+    lone = pair is not None and not pair.older and _sides(pair) <= unreadable
+    pairs: tuple[Pair, ...] = ()
+    if pair is None or lone:
+        # ambiguous: nothing decided, so the index keeps what it has; or a lone file
+        # that cannot be read: its problem says all
         entry = indexed
-        pairs: tuple[Pair, ...] = ()
     else:
         pair = _honour_pin(pair, indexed, infos)
         versions = {i.path: i.version for i in infos}
         entry = _entry(key, pair, records, versions, pinned=_pinned(pair, indexed))
         pairs = (pair,)
-        problems.extend(unpaired_problems(Pairing([pair], [])))
+        problems.extend(  # a lone file that cannot be read has its one problem already
+            p for p in unpaired_problems(Pairing([pair], [])) if p.files[0] not in unreadable
+        )
     problems = apply_severities(problems, rules.severity)
     return Case(key, members, indexed, entry, pairs, tuple(problems), tuple(kept))
+
+
+def _sides(pair: Pair) -> set[str]:
+    return {p for p in (pair.volume, pair.segmentation) if p}
 
 
 def _pinned(pair: Pair, indexed: Entry | None) -> bool:

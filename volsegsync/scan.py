@@ -36,12 +36,29 @@ class Folder(NamedTuple):
 class ScanResult:
     """Every candidate file, per folder (``""`` is the root, others end in ``/``)."""
 
-    __slots__ = ("_files", "folders", "unreadable")
+    __slots__ = ("_files", "_positions", "folders", "unreadable")
 
     def __init__(self, folders: dict[str, Folder], unreadable: dict[str, str]) -> None:
         self.folders = folders
         self.unreadable = unreadable  # path -> reason
         self._files: dict[str, Stat] | None = None
+        self._positions: dict[str, dict[str, int]] = {}
+
+    def stat(self, path: str) -> Stat | None:
+        """The stat of one scanned file (None when the scan did not find it)."""
+        if self._files is not None:
+            return self._files.get(path)
+        prefix, _, name = path.rpartition("/")
+        prefix = prefix + "/" if prefix else ""
+        folder = self.folders.get(prefix)
+        if folder is None:
+            return None
+        pos = self._positions.get(prefix)
+        if pos is None:
+            pos = dict(zip(folder.names, range(len(folder.names)), strict=True))
+            self._positions[prefix] = pos
+        i = pos.get(name)
+        return folder.stat(i) if i is not None else None
 
     @property
     def files(self) -> dict[str, Stat]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -34,7 +35,14 @@ import xxhash
 
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.hashing import Hashed, Stat, hash_many, racy_limit
-from volsegsync.index import Entry, FileRecord, SegVersion, format_entry
+from volsegsync.index import (
+    Entry,
+    FileRecord,
+    SegVersion,
+    format_entry,
+    format_index,
+    parse_index,
+)
 from volsegsync.memo import forget_memo, load_memo, save_memo
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming, pairing_scope
@@ -52,7 +60,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
-MEMO_FORMAT = 3
+MEMO_FORMAT = 5
 SHARDS = 256
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
 NO_DIGEST = "-" * 32
@@ -241,17 +249,22 @@ def pair_case(
         if m.digest:
             records[m.path] = FileRecord(m.path, m.size, m.digest)
     kept: list[Kept] = []
+    absent: list[Kept] = []  # every indexed file not readably on disk, pruned or not
     for role, version, rec in _records(indexed):
         member = present.get(rec.path)
         if member is not None and member.digest:
             continue
         if member is not None:  # unreadable now: its record stays, whatever is asked
             kept.append(Kept(rec.path, "unreadable"))
+            absent.append(kept[-1])
         else:
             where = locate(rec.path)
-            if where == "scanned" or (prune is not None and prune(rec.path)):
-                continue  # its own key's case has it; or dropped on request
-            kept.append(Kept(rec.path, where))
+            if where == "scanned":
+                continue  # a file of another key: that key's case has it
+            absent.append(Kept(rec.path, where))
+            if prune is not None and prune(rec.path):
+                continue  # dropped on request
+            kept.append(absent[-1])
             infos.append(NameInfo(rec.path, role, "", key, version))
         records[rec.path] = rec
     if not infos:
@@ -263,9 +276,10 @@ def pair_case(
     lone = pair is not None and not pair.older and _sides(pair) <= unreadable
     pairs: tuple[Pair, ...] = ()
     if pair is None or lone:
-        # ambiguous: nothing decided, so the index keeps what it has; or a lone file
-        # that cannot be read: its problem says all
+        # ambiguous: nothing decided, so the index keeps what it has (nothing is
+        # pruned); or a lone file that cannot be read: its problem says all
         entry = indexed
+        kept = absent
     else:
         pair = _honour_pin(pair, indexed, infos)
         versions = {i.path: i.version for i in infos}
@@ -355,6 +369,8 @@ def _fresh_top(key: str) -> dict[str, Any]:
         "leftovers": [],  # metadata mode: keys that naming leaves unpaired
         "meta_problems": [],
         "counts": {},  # shard -> [pairs, unpaired vols, unpaired segs, problems, indexed pairs]
+        "kept": {},  # key -> {path: "missing" or "untracked"}: indexed files not on disk
+        "foreign": {},  # key -> paths of other keys that its index entry records
         "gen": 0,
         "log": [],  # [generation, changed keys or None (all)]
     }
@@ -373,7 +389,7 @@ class Pipeline:
         self._shards: dict[int, dict[str, Any]] = {}
         self._changed_shards: set[int] = set()
         self.scan: ScanResult | None = None
-        self._names: dict[str, set[str]] = {}
+        self._top: dict[str, Any] = _fresh_top(self.key)
 
     # -- memo files --------------------------------------------------------------------
 
@@ -403,8 +419,6 @@ class Pipeline:
     def trusted_files(self) -> dict[str, tuple[Stat, str]]:
         """``path -> (stat, digest)`` of every file whose hash is trusted by its stat
         (for tests and diagnostics: reads every folder memo)."""
-        from array import array
-
         out: dict[str, tuple[Stat, str]] = {}
         top = load_memo(self.top_path, self.key)
         for prefix in top["folders"] if top else ():
@@ -443,14 +457,21 @@ class Pipeline:
         fp = fingerprint(scan, fps)
         index = digest_of(self.ds.index_path)
         top = load_memo(self.top_path, self.key)
-        if top is not None and top["fp"] == fp and fp and top["index"] == index:
-            return Snapshot(self, top, scan)
+        moved: set[str] = set()
+        if top is not None:
+            # indexed files not on disk: their state ("missing" or "untracked") is
+            # looked at every run, since no scan sees them change
+            for key, absent in top["kept"].items():
+                if any(self.locate(p) != why for p, why in absent.items()):
+                    moved.add(key)
+            if top["fp"] == fp and fp and top["index"] == index and not moved:
+                return Snapshot(self, top, scan)
         try:
-            return self._update(scan, fps, fp, index, top, jobs, progress)
+            return self._update(scan, fps, fp, index, top, moved, jobs, progress)
         except _Inconsistent:  # a memo file is damaged or missing: start afresh
             self._shards.clear()
             self._changed_shards.clear()
-            return self._update(scan, fps, fp, index, None, jobs, progress)
+            return self._update(scan, fps, fp, index, None, set(), jobs, progress)
 
     def _update(
         self,
@@ -459,11 +480,13 @@ class Pipeline:
         fp: str,
         index: str | None,
         top: dict[str, Any] | None,
+        moved: set[str],
         jobs: int | None,
         progress: ProgressFactory | None,
     ) -> Snapshot:
         full = top is None
         top = top if top is not None else _fresh_top(self.key)
+        self._top = top
         changes, folder_memos, folders = self._file_changes(scan, fps, top, full, jobs, progress)
         old_unreadable: dict[str, str] = top["unreadable"]
         for path, reason in scan.unreadable.items():
@@ -472,11 +495,16 @@ class Pipeline:
         for path in old_unreadable.keys() - scan.unreadable.keys():
             changes.setdefault(path, None)
         by_key: dict[str, dict[str, Member | None]] = {}
+        holders = {p: k for k, paths in top["foreign"].items() for p in paths}
+        for path in changes.keys() & holders.keys():
+            by_key.setdefault(holders[path], {})
         for path, member in changes.items():
             key, info = self.rules.key_of(path)
             if member is not None and info is not None:
                 member = member._replace(role=info.role, version=info.version)
             by_key.setdefault(key, {})[path] = member
+        for key in moved:
+            by_key.setdefault(key, {})
         index_changed = full or top["index"] != index
         indexed: dict[str, Entry] | None = None
         if index_changed:
@@ -526,9 +554,10 @@ class Pipeline:
         self._save(top, folder_memos, full)
         return Snapshot(self, top, scan)
 
-    def _store(self, case: Case, dirty: set[str], leftovers: set[str]) -> None:
+    def _put(self, case: Case, dirty: set[str]) -> None:
+        """Store a case; keep the dirty set and the absent files' states up to date."""
         shard = shard_of(case.key)
-        cases = self._shards[shard]
+        cases = self._shard(shard, False)
         self._changed_shards.add(shard)
         if not case.members and case.indexed is None:
             cases.pop(case.key, None)
@@ -538,6 +567,26 @@ class Pipeline:
             dirty.add(case.key)
         else:
             dirty.discard(case.key)
+        absent = {k.path: k.why for k in case.kept if k.why != "unreadable"}
+        if absent:
+            self._top["kept"][case.key] = absent
+        else:
+            self._top["kept"].pop(case.key, None)
+        # indexed files of another key (an entry paired by metadata, or made under
+        # another config): a change of theirs must bring this case up to date too
+        members = {m.path for m in case.members}
+        foreign = [
+            r.path
+            for r in entry_files(case.indexed)
+            if r.path not in members and self.rules.key_of(r.path)[0] != case.key
+        ]
+        if foreign:
+            self._top["foreign"][case.key] = foreign
+        else:
+            self._top["foreign"].pop(case.key, None)
+
+    def _store(self, case: Case, dirty: set[str], leftovers: set[str]) -> None:
+        self._put(case, dirty)
         e = case.entry
         if e is not None and (e.volume is None) != (e.segmentation is None) and not case.kept:
             leftovers.add(case.key)
@@ -569,14 +618,8 @@ class Pipeline:
         """Where a file is: ``scanned``, ``untracked`` (on disk, outside the scan) or
         ``missing``."""
         scan = self.scan
-        if scan is not None:
-            prefix, _, name = path.rpartition("/")
-            prefix = prefix + "/" if prefix else ""
-            names = self._names.get(prefix)
-            if names is None and prefix in scan.folders:
-                names = self._names[prefix] = set(scan.folders[prefix].names)
-            if (names is not None and name in names) or path in scan.unreadable:
-                return "scanned"
+        if scan is not None and (scan.stat(path) is not None or path in scan.unreadable):
+            return "scanned"
         return "untracked" if os.path.lexists(self.ds.root / path) else "missing"
 
     def _indexed_by_key(self) -> dict[str, Entry]:
@@ -698,16 +741,9 @@ class Pipeline:
             )
         for key, case in cases.items():
             final = joined.get(key, case)
-            plain = _case_to_plain(final)
-            shard = shard_of(key)
-            if self._shard(shard, False).get(key) != plain:
-                self._shards[shard][key] = plain
-                self._changed_shards.add(shard)
+            if self._shard(shard_of(key), False).get(key) != _case_to_plain(final):
+                self._put(final, dirty)
                 affected.add(key)
-            if final.dirty:
-                dirty.add(key)
-            else:
-                dirty.discard(key)
         return apply_severities(result.problems, self.rules.severity)
 
 
@@ -776,101 +812,125 @@ def _counts(cases: dict[str, Any]) -> list[int]:
 
 
 class _FolderWork:
-    """One changed folder: which names are new or changed, and their new memo."""
+    """One changed folder: which names are new or changed, and its new memo.
+
+    The everyday case, a few files edited in a folder of many, is compared in
+    chunks of stats at C speed; only differing chunks are looked at per file."""
 
     def __init__(self, prefix: str, folder: Folder, memo: dict[str, Any] | None, full: bool):
         self.prefix = prefix
         self.folder = folder
-        self.full = full
-        n = len(folder.names)
-        self.digests = [NO_DIGEST] * n
-        self.problems: dict[str, tuple[str, str]] = {}
+        names = folder.names
         self.stats = folder.stats[:]
-        self.pos = {name: i for i, name in enumerate(folder.names)}
+        self.updates: dict[int, str] = {}  # index -> digest found in this run
+        self.index: dict[str, int] = {}  # name -> index, for the files to hash
         self.todo: list[tuple[str, Stat]] = []
-        self.changed: set[str] = set()
         self.gone: list[str] = []
         limit = racy_limit()
-        old_names: list[str] = memo["names"] if memo else []
-        old_pos = {name: i for i, name in enumerate(old_names)}
-        old_stats: Any = memo["stats"] if memo else b""
-        from array import array
-
         old = array("q")
-        old.frombytes(old_stats)
-        old_digests: str = memo["digests"] if memo else ""
-        old_problems: dict[str, tuple[str, str]] = memo["problems"] if memo else {}
-        stats = folder.stats
-        for i, name in enumerate(folder.names):
-            j = old_pos.pop(name, None)
-            st = stats[3 * i : 3 * i + 3]
-            if j is not None and old[3 * j : 3 * j + 3] == st and st[1] < limit:
-                self.digests[i] = old_digests[32 * j : 32 * j + 32]
-                if name in old_problems:
-                    self.problems[name] = tuple(old_problems[name])  # type: ignore[assignment]
-                if full:
-                    self.changed.add(name)
-            else:
-                self.todo.append((prefix + name, Stat(*st)))
-                self.changed.add(name)
-        self.gone = list(old_pos)
+        if memo is not None:
+            old.frombytes(memo["stats"])
+        if memo is not None and memo["names"] == names:  # same names, same order
+            self.digests: str = memo["digests"]
+            self.problems: dict[str, tuple[str, str]] = dict(memo["problems"])
+            todo = _differing(old, folder.stats, limit)
+        else:
+            self.problems = {}
+            old_names: list[str] = memo["names"] if memo is not None else []
+            old_digests: str = memo["digests"] if memo is not None else ""
+            old_problems: dict[str, tuple[str, str]] = memo["problems"] if memo else {}
+            old_pos = dict(zip(old_names, range(len(old_names)), strict=True))
+            digests: list[str] = []
+            todo = []
+            new = folder.stats
+            for i, name in enumerate(names):
+                j = old_pos.pop(name, -1)
+                same = j >= 0 and old[3 * j : 3 * j + 3] == new[3 * i : 3 * i + 3]
+                if same and new[3 * i + 1] < limit:
+                    digests.append(old_digests[32 * j : 32 * j + 32])
+                    if name in old_problems:
+                        self.problems[name] = old_problems[name]
+                    continue
+                digests.append(NO_DIGEST)
+                todo.append(i)
+            self.digests = "".join(digests)
+            self.gone = list(old_pos)
+        for i in todo:
+            name = names[i]
+            self.index[name] = i
+            self.problems.pop(name, None)
+            self.todo.append((prefix + name, Stat(*folder.stats[3 * i : 3 * i + 3])))
+        self.changed: Iterable[int] = range(len(names)) if full else todo
 
     def removed(self) -> Iterator[tuple[str, None]]:
         return ((self.prefix + name, None) for name in self.gone)
 
     def hashed(self, name: str, h: Hashed) -> None:
-        i = self.pos[name]
-        self.digests[i] = h.digest
+        i = self.index[name]
+        self.updates[i] = h.digest
         if h.problem:
             self.problems[name] = ("not_an_image", h.problem)
         if h.stat.mtime_ns >= racy_limit() or tuple(h.stat) != tuple(self.stats[3 * i : 3 * i + 3]):
-            self.stats[3 * i : 3 * i + 3] = _racy_array()
+            self.stats[3 * i : 3 * i + 3] = array("q", RACY_STAT)
 
     def failed(self, name: str, reason: str) -> None:
-        i = self.pos[name]
+        i = self.index[name]
         self.problems[name] = ("unreadable", reason)
-        self.stats[3 * i : 3 * i + 3] = _racy_array()  # looked at again next run
+        self.stats[3 * i : 3 * i + 3] = array("q", RACY_STAT)  # looked at again next run
+
+    def digest(self, i: int) -> str:
+        return self.updates.get(i) or self.digests[32 * i : 32 * i + 32]
 
     def members(self) -> Iterator[tuple[str, Member]]:
+        names = self.folder.names
         stats = self.folder.stats
-        for name in self.changed:
-            i = self.pos[name]
-            digest = self.digests[i]
+        for i in self.changed:
+            name = names[i]
+            digest = self.digest(i)
             problem = self.problems.get(name)
-            yield (
-                self.prefix + name,
-                Member(
-                    self.prefix + name,
-                    "",
-                    None,
-                    stats[3 * i],
-                    ""
-                    if digest == NO_DIGEST or (problem and problem[0] == "unreadable")
-                    else digest,
-                    problem,
-                ),
-            )
+            if digest == NO_DIGEST or (problem is not None and problem[0] == "unreadable"):
+                digest = ""
+            path = self.prefix + name
+            yield path, Member(path, "", None, stats[3 * i], digest, problem)
 
     def memo(self, key: str) -> dict[str, Any]:
+        pieces = []
+        last = 0
+        for i in sorted(self.updates):
+            pieces.append(self.digests[32 * last : 32 * i])
+            pieces.append(self.updates[i])
+            last = i + 1
+        pieces.append(self.digests[32 * last :])
         return {
             "key": key,
             "prefix": self.prefix,
             "names": self.folder.names,
             "stats": self.stats.tobytes(),
-            "digests": "".join(self.digests),
+            "digests": "".join(pieces),
             "problems": self.problems,
         }
 
     def state(self, fp: str) -> list[Any]:
-        racy = any(self.stats[3 * i + 1] < 0 for i in range(len(self.folder.names)))
-        size = sum(self.folder.stats[0::3])
-        return ["" if racy else fp, len(self.folder.names), size]
+        racy = bool(self.folder.names) and min(self.stats[1::3]) < 0
+        return ["" if racy else fp, len(self.folder.names), sum(self.folder.stats[0::3])]
 
 
-def _racy_array() -> Any:
-    from array import array
+CHUNK = 3 * 512  # stats compared at once: three numbers a file
 
-    return array("q", RACY_STAT)
+
+def _differing(old: array[int], new: array[int], limit: int) -> list[int]:
+    """Indices of files whose stat differs (or is too recent to trust), the two arrays
+    holding the same names in the same order."""
+    out: list[int] = []
+    for start in range(0, len(new), CHUNK):
+        if old[start : start + CHUNK] != new[start : start + CHUNK]:
+            for k in range(start, min(start + CHUNK, len(new)), 3):
+                if old[k : k + 3] != new[k : k + 3]:
+                    out.append(k // 3)
+    if new and max(new[1::3]) >= limit:
+        recent = {i for i, m in enumerate(new[1::3]) if m >= limit}
+        out = sorted(recent.union(out))
+    return out
 
 
 def digest_of(path: Path) -> str | None:
@@ -1017,14 +1077,26 @@ def settle(pipeline: Pipeline, cases: list[Case], prune: bool = False) -> list[C
     return out
 
 
+def as_indexed(entry: Entry | None) -> Entry | None:
+    """``entry`` as the index reads it back: what its format records, nothing more."""
+    if entry is None:
+        return None
+    [back] = parse_index(format_index([entry]))
+    return back
+
+
 def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: str | None) -> None:
     """After ``pair`` wrote the index: the given cases' entries are what it records now."""
     top = snap.top
+    pipeline._top = top
     dirty = set(top["dirty"])
     leftovers = set(top["leftovers"])
     for case in cases:
-        pipeline._store(case._replace(indexed=case.entry), dirty, leftovers)
+        pipeline._store(case._replace(indexed=as_indexed(case.entry)), dirty, leftovers)
     snap.replace([])
+    if cases:  # what consumers memoised for these cases (verify: drift) is out of date
+        top["gen"] += 1
+        top["log"] = [*top["log"], [top["gen"], sorted(c.key for c in cases)]][-LOG_LENGTH:]
     top["dirty"] = sorted(dirty)
     for shard in pipeline._changed_shards:
         top["counts"][shard] = _counts(pipeline._shards[shard])

@@ -113,7 +113,6 @@ def _verify_cases(
     """``key -> (key, problems, pairs)`` (plain data) for the cases that have problems."""
     if not cases:
         return {}
-    files = snap.scan.files
     members = {m.path: m for c in cases for m in c.members}
     # a metadata pair joins files of two cases: its partner's member is needed too
     for c in cases:
@@ -122,6 +121,7 @@ def _verify_cases(
                 if path and path not in members:
                     for other in snap.cases([snap.pipeline.rules.key_of(path)[0]]):
                         members.update((m.path, m) for m in other.members)
+    files = {p: st for p in members if (st := snap.scan.stat(p)) is not None}
     headers = HeaderCache(ds.state_dir / "headers.db")
     run = _Run(ds, files, members, headers, jobs or default_jobs(), progress, {})
     try:

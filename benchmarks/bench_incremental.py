@@ -1,0 +1,208 @@
+"""Issue 14's table: incremental cost of one edit at 100k, 400k, 1M tiny files.
+
+For each size, a dataset of tiny real NIfTI/NRRD pairs made of hard links of a few
+sources (quick to make; an edit replaces one link by a copy with new content, since
+changing a hard link in place would change every link). Each figure is a median of
+``--runs`` runs of the real command (a whole process, as a user runs it), against a
+baseline measured in the same invocation:
+
+- bare walk: ``os.scandir`` + ``lstat`` of every entry, in-process (the floor);
+- status, nothing changed; first status after one file edited; status again;
+- verify --fast, nothing changed; first verify --fast after one file edited;
+- pair of unseen files (state and index removed) against hashing them alone
+  (read + xxh3-128 of every file, in-process, one thread);
+- peak memory (max RSS) of status;
+- dvc status (``--dvc``, at sizes up to 100k only), when ``dvc`` is on PATH.
+
+    python benchmarks/bench_incremental.py --sizes 100000,400000 [--runs 3] [--dir /tmp/vss-inc]
+    python benchmarks/bench_incremental.py --sizes 1000000 --runs 1
+
+Prints one markdown table row per size (and the raw figures before it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import datasets
+import numpy as np
+import xxhash
+
+EXE = str(Path(sys.executable).parent / "volsegsync")
+
+
+def bare_walk(root: str) -> int:
+    count = 0
+    stack = [root]
+    while stack:
+        for entry in os.scandir(stack.pop()):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            else:
+                entry.stat(follow_symlinks=False)
+                count += 1
+    return count
+
+
+def hash_alone(root: Path) -> int:
+    """Read and hash every image file, in-process, one thread: the baseline of pair."""
+    n = 0
+    for folder in ("volumes", "segmentations"):
+        with os.scandir(root / folder) as it:
+            for entry in it:
+                with open(entry.path, "rb") as f:
+                    xxhash.xxh3_128_hexdigest(f.read())
+                n += 1
+    return n
+
+
+def make(root: Path, files: int) -> None:
+    """``files`` tiny files: hard links of a few sources, half volumes, half segmentations."""
+    pairs = files // 2
+    src = root.parent / f"{root.name}-sources"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    (root / "volumes").mkdir(parents=True)
+    (root / "segmentations").mkdir()
+    vol = np.zeros((8, 8, 4), dtype=np.int16)
+    seg = np.zeros((8, 8, 4), dtype=np.uint8)
+    seg[2:5, 2:5, 1:3] = 1
+    datasets.write(src / "v.nii.gz", gzip.compress(datasets.nifti_bytes(vol), 1, mtime=0))
+    datasets.write(src / "s.nrrd", datasets.nrrd_bytes(seg))
+    for i in range(pairs):
+        name = datasets.name(i)
+        os.link(src / "v.nii.gz", root / "volumes" / f"{name}.nii.gz")
+        os.link(src / "s.nrrd", root / "segmentations" / f"{name}-v1.nrrd")
+    datasets.init(root)
+
+
+def edit(root: Path, i: int) -> None:
+    """Replace one segmentation (a hard link) by a copy with other content, made old."""
+    path = root / "segmentations" / f"{datasets.name(i)}-v1.nrrd"
+    seg = np.zeros((8, 8, 4), dtype=np.uint8)
+    seg[1:4, 1:4, 0:2] = 1
+    seg.flat[0] = i % 200 + 1
+    tmp = path.with_suffix(".tmp")
+    datasets.write(tmp, datasets.nrrd_bytes(seg))
+    os.replace(tmp, path)
+
+
+def run(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run([EXE, "-C", str(root), *args, "-q"], check=False)
+    elapsed = time.perf_counter() - t
+    if proc.returncode not in ok:
+        raise SystemExit(f"volsegsync {' '.join(args)} exited {proc.returncode}")
+    return elapsed
+
+
+def max_rss_mb(root: Path, *args: str) -> float:
+    proc = subprocess.Popen([EXE, "-C", str(root), *args, "-q"])
+    _, _, usage = os.wait4(proc.pid, 0)
+    return usage.ru_maxrss / 1024
+
+
+def timed(func: Callable[[], object], runs: int) -> float:
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        func()
+        out.append(time.perf_counter() - t)
+    return datasets.median(out)
+
+
+def bench(root: Path, files: int, runs: int, dvc: bool) -> dict[str, float]:
+    t = time.perf_counter()
+    make(root, files)
+    print(f"[{files}] made in {time.perf_counter() - t:.1f} s", flush=True)
+    r: dict[str, float] = {}
+    r["hash_alone"] = timed(lambda: hash_alone(root), 1)
+    r["pair_unseen"] = run(root, "pair")
+    print(f"[{files}] pair of unseen files {r['pair_unseen']:.2f} s", flush=True)
+    run(root, "status")  # warm the page cache of the state files
+    run(root, "verify", "--fast")
+    r["walk"] = timed(lambda: bare_walk(str(root)), runs)
+    r["status"] = timed(lambda: run(root, "status"), runs)
+    r["verify_fast"] = timed(lambda: run(root, "verify", "--fast"), runs)
+    firsts, agains, vfirsts, vagains = [], [], [], []
+    for k in range(runs):  # each edit of a different file; time the first run after it
+        edit(root, 7 + 1000 * k)
+        firsts.append(run(root, "status", ok=(1,)))
+        agains.append(run(root, "status", ok=(1,)))
+        edit(root, 11 + 1000 * k)
+        vfirsts.append(run(root, "verify", "--fast", ok=(0, 1)))
+        vagains.append(run(root, "verify", "--fast", ok=(0, 1)))
+        run(root, "pair")
+        run(root, "status")
+    r["status_edit"] = datasets.median(firsts)
+    r["status_again"] = datasets.median(agains)
+    r["verify_edit"] = datasets.median(vfirsts)
+    r["verify_again"] = datasets.median(vagains)
+    # touch one hard link: its stat changes (and that of every link of the same source)
+    touch = root / "segmentations" / f"{datasets.name(3)}-v1.nrrd"
+    os.utime(touch, (datasets.OLD + 5, datasets.OLD + 5))
+    r["status_touch"] = run(root, "status", ok=(0, 1))
+    r["rss_mb"] = max_rss_mb(root, "status")
+    if dvc and files <= 100_000 and shutil.which("dvc"):
+        r["dvc_status"] = dvc_status(root, runs)
+    return r
+
+
+def dvc_status(root: Path, runs: int) -> float:
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["dvc", "add", "-q", "volumes", "segmentations"], cwd=root, check=True)
+
+    def status() -> None:
+        subprocess.run(["dvc", "status", "-q"], cwd=root, check=False)
+
+    status()
+    return timed(status, runs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="100000,400000", help="file counts, comma-separated")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dir", default="/tmp/vss-bench-incremental")
+    ap.add_argument("--dvc", action="store_true", help="also time dvc status (up to 100k)")
+    args = ap.parse_args()
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        r = bench(Path(args.dir) / str(size), size, args.runs, args.dvc)
+        print(f"[{size}] {r}", flush=True)
+        rows.append((size, r))
+        shutil.rmtree(Path(args.dir) / str(size), ignore_errors=True)
+    print()
+    print(
+        "| files | bare walk | status unchanged | first status after one edit | status again "
+        "| after a touch | verify --fast unchanged | after the edit | pair unseen vs hash alone "
+        "| status max RSS | dvc status |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, r in rows:
+        w, s = r["walk"], r["status"]
+        dvc = f"{r['dvc_status']:.2f} s" if "dvc_status" in r else "-"
+        print(
+            f"| {size:,} | {w:.2f} s | {s:.2f} s ({s / w:.2f}x walk) "
+            f"| {r['status_edit']:.2f} s ({r['status_edit'] / s:.2f}x unchanged) "
+            f"| {r['status_again']:.2f} s | {r['status_touch']:.2f} s "
+            f"| {r['verify_fast']:.2f} s ({r['verify_fast'] / s:.2f}x status) "
+            f"| {r['verify_edit']:.2f} s ({r['verify_edit'] / r['verify_fast']:.2f}x) "
+            f"| {r['pair_unseen']:.1f} s vs {r['hash_alone']:.1f} s "
+            f"({r['pair_unseen'] / r['hash_alone']:.2f}x) | {r['rss_mb']:.0f} MB | {dvc} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,394 @@
+"""The one pipeline: incremental results equal full runs; one truth for every command.
+
+The randomised test edits a real dataset step by step (add, remove, rename, edit,
+touch, config change, pair, prune, rm) and after every step compares what the
+incremental pipeline (its memo carried over from the steps before) answers with
+a run that starts from an empty state folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import NAME1, NAME2, invoke, write_nii, write_nrrd
+
+from volsegsync.dataset import Dataset
+from volsegsync.index import format_entry
+from volsegsync.ops.pair import run_pair, run_rm
+from volsegsync.ops.snapshot import Pipeline
+from volsegsync.ops.status import run_status
+from volsegsync.ops.verify import run_verify
+
+BASE_MTIME = 1_600_000_000 * 10**9  # long past: the memo may trust these stats
+
+
+class FreshDataset(Dataset):
+    """The same dataset with its own, empty state folder: a full run."""
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root.parent / "fresh-state"
+
+
+def fresh(root: Path) -> Dataset:
+    shutil.rmtree(root.parent / "fresh-state", ignore_errors=True)
+    plain = Dataset.open(root)
+    return FreshDataset(plain.root, plain.config)
+
+
+def outcome(ds: Dataset) -> dict[str, Any]:
+    """Everything a user can see from pair (dry run), status and verify --fast."""
+    snap = Pipeline(ds).update(jobs=1)
+    status = run_status(ds, jobs=1)
+    verify = run_verify(ds, fast=True, jobs=1)
+    pairing = snap.pairing
+    return {
+        "entries": [format_entry(e) for e in snap.entries],
+        "pairs": sorted(pairing.pairs, key=repr),
+        "problems": sorted(snap.problems, key=repr),
+        "counts": (snap.files, snap.total_bytes, snap.pairs, snap.problem_count),
+        "status": (
+            status.changes,
+            status.kept,
+            status.problems,
+            status.indexed_pairs,
+            status.current_pairs,
+            status.known_problems,
+            status.in_sync,
+        ),
+        "verify": sorted(verify.problems, key=repr),
+        "verify_pairs": sorted(set(verify.pairs), key=repr),
+    }
+
+
+class Editor:
+    """Random edits of a dataset of tiny real images."""
+
+    def __init__(self, root: Path, rng: random.Random) -> None:
+        self.root = root
+        self.rng = rng
+        self.tick = 0
+
+    def files(self) -> list[Path]:
+        return sorted(
+            p
+            for p in self.root.rglob("*")
+            if p.is_file()
+            and ".volsegsync" not in p.parts
+            and ".git" not in p.parts
+            and p.name != "volsegsync.index"
+        )
+
+    def age(self, path: Path) -> None:
+        self.tick += 1
+        t = BASE_MTIME + self.tick * 10**9
+        os.utime(path, ns=(t, t))
+
+    def name(self) -> str:
+        case = self.rng.choice(["C01-Back-D01012000", "C02-Knee-D02022002", "C03-Hip-D03032003"])
+        return case
+
+    def folder(self) -> str:
+        return self.rng.choice(["", "a/", "b/", "D1/imagesTr/", "D2/labelsTr/"])
+
+    def add(self) -> str:
+        name = self.name()
+        folder = self.folder()
+        if self.rng.random() < 0.5:
+            path = self.root / f"{folder}{name}.nii.gz"
+            write_nii(path, seed=f"{path}{self.tick}")
+        else:
+            version = self.rng.choice(["", "-v1", "-v2", "-v3"])
+            path = self.root / f"{folder}{name}{version}.nrrd"
+            write_nrrd(path, seed=f"{path}{self.tick}")
+        self.age(path)
+        return f"add {path.relative_to(self.root)}"
+
+    def step(self) -> str:
+        files = self.files()
+        action = self.rng.choice(
+            ["add", "add", "remove", "rename", "edit", "touch", "garbage", "config", "pair"]
+        )
+        if action == "add" or not files:
+            return self.add()
+        path = self.rng.choice(files)
+        rel = path.relative_to(self.root)
+        if action == "remove":
+            path.unlink()
+        elif action == "rename":
+            target = self.root / self.folder() / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                return "rename onto itself: skipped"
+            path.rename(target)
+            return f"rename {rel} -> {target.relative_to(self.root)}"
+        elif action == "edit":
+            if path.name.endswith(".nii.gz"):
+                write_nii(path, seed=f"edit{self.tick}")
+            else:
+                write_nrrd(path, seed=f"edit{self.tick}")
+            self.age(path)
+        elif action == "touch":
+            self.age(path)
+        elif action == "garbage":
+            path.write_bytes(b"not an image at all" * self.rng.randint(1, 3))
+            self.age(path)
+        elif action == "config":
+            return self.config()
+        else:
+            return self.pair()
+        return f"{action} {rel}"
+
+    def config(self) -> str:
+        config = self.root / ".volsegsync" / "config.toml"
+        text = config.read_text()
+        choice = self.rng.choice(["exclude", "scope", "roles", "by"])
+        if choice == "exclude":
+            pattern = self.rng.choice(["[]", '["b/*"]', '["*-v3.nrrd"]'])
+            text = text.replace(text[text.index("exclude = ") :], f"exclude = {pattern}\n")
+        elif choice == "scope":
+            scope = self.rng.choice(["auto", "dataset", "folder"])
+            lines = [ln for ln in text.splitlines() if not ln.startswith("scope = ")]
+            i = lines.index("[pairing]")
+            text = "\n".join([*lines[: i + 1], f'scope = "{scope}"', *lines[i + 1 :]]) + "\n"
+        elif choice == "roles":
+            dirs = self.rng.choice(["[]", '["imagesTr"]'])
+            segs = '["labelsTr"]' if dirs != "[]" else "[]"
+            lines = text.splitlines()
+            lines = [
+                f"volume_dirs = {dirs}"
+                if ln.startswith("volume_dirs")
+                else f"segmentation_dirs = {segs}"
+                if ln.startswith("segmentation_dirs")
+                else ln
+                for ln in lines
+            ]
+            text = "\n".join(lines) + "\n"
+        else:
+            by = self.rng.choice(["naming", "naming", "metadata"])
+            lines = [f'by = "{by}"' if ln.startswith("by = ") else ln for ln in text.splitlines()]
+            text = "\n".join(lines) + "\n"
+        config.write_text(text)
+        return f"config {choice}"
+
+    def pair(self) -> str:
+        ds = Dataset.open(self.root)
+        how = self.rng.choice(["pair", "pair", "prune", "rm"])
+        if how == "rm":
+            indexed = sorted(
+                r.path
+                for e in ds.read_index()
+                for r in (e.volume, e.segmentation)
+                if r is not None and not (self.root / r.path).exists()
+            )
+            if indexed:
+                run_rm(ds, indexed[:1])
+                return f"rm {indexed[0]}"
+            how = "pair"
+        run_pair(ds, jobs=1, prune=how == "prune")
+        return how
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 7, 20, 22])
+def test_incremental_equals_full_on_random_edits(ds_root: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    editor = Editor(ds_root, rng)
+    for _ in range(6):
+        editor.add()
+    history = []
+    for _ in range(30):
+        history.append(editor.step())
+        incremental = outcome(Dataset.open(ds_root))
+        full = outcome(fresh(ds_root))
+        for key in full:
+            assert incremental[key] == full[key], (key, history)
+
+
+def test_unchanged_run_hashes_and_pairs_nothing(ds_root: Path) -> None:
+    for name in (NAME1, NAME2):
+        write_nii(ds_root / f"{name}.nii.gz")
+        write_nrrd(ds_root / f"{name}-v1.nrrd")
+    for p in ds_root.glob("C0*"):
+        os.utime(p, ns=(BASE_MTIME, BASE_MTIME))
+    ds = Dataset.open(ds_root)
+    first = Pipeline(ds).update()
+    again = Pipeline(ds).update()
+    assert again.generation == first.generation  # nothing was redone
+    os.utime(ds_root / f"{NAME1}-v1.nrrd", ns=(BASE_MTIME + 10**9, BASE_MTIME + 10**9))
+    touched = Pipeline(ds).update()
+    assert touched.generation == first.generation + 1
+    assert touched.changed_since(first.generation) == {NAME1}  # one key, not all
+
+
+# --------------------------------------------------------------------------- issue 7
+
+
+def test_one_unreadable_segmentation_one_story_everywhere(paired_files: Path) -> None:
+    """pair, verify --fast and verify agree: the pair keeps its place, the file gets
+    one message, its volume is not "unpaired"."""
+    root = paired_files
+    seg = root / f"{NAME2}-v1.nrrd"
+    seg.write_bytes(b"")  # empty: not an image
+    pair = json.loads(invoke(["-C", str(root), "pair", "--format", "json"]).stdout)
+    fast = json.loads(invoke(["-C", str(root), "verify", "--fast", "--format", "json"]).stdout)
+    full = json.loads(invoke(["-C", str(root), "verify", "--format", "json"]).stdout)
+    expected = [("not_an_image", [seg.name])]
+    for doc in (pair, fast, full):
+        assert [(p["category"], p["files"]) for p in doc["problems"]] == expected, doc
+    assert pair["summary"]["pairs"] == fast["summary"]["pairs"] == full["summary"]["pairs"] == 2
+
+
+def test_uncompressed_file_named_nii_gz_is_caught_by_verify_fast(paired_files: Path) -> None:
+    vol = paired_files / f"{NAME1}.nii.gz"
+    import gzip
+
+    vol.write_bytes(gzip.decompress(vol.read_bytes()))
+    doc = json.loads(
+        invoke(["-C", str(paired_files), "verify", "--fast", "--format", "json"]).stdout
+    )
+    assert next((p["category"], p["files"]) for p in doc["problems"]) == (
+        "not_an_image",
+        [vol.name],
+    )
+
+
+def test_fresh_clone_keeps_every_line_and_says_what_to_do(paired_files: Path) -> None:
+    """Index present, images absent (a clone: images are not in git)."""
+    root = paired_files
+    assert invoke(["-C", str(root), "pair"]).exit_code == 0
+    index = (root / "volsegsync.index").read_text()
+    for p in root.glob("C0*"):
+        p.unlink()
+    shutil.rmtree(root / ".volsegsync" / "state")  # a clone has no state either
+    result = invoke(["-C", str(root), "status"])
+    assert result.exit_code == 1
+    assert "4 indexed files are missing from disk" in result.stdout
+    assert "fresh clone" in result.stdout and "volsegsync pull" in result.stdout
+    result = invoke(["-C", str(root), "pair"])
+    assert result.exit_code == 1
+    assert (root / "volsegsync.index").read_text() == index  # every line kept
+    assert result.stdout.count("missing from disk; its record stays") == 4
+
+
+def test_unreadable_file_keeps_its_line(paired_files: Path) -> None:
+    root = paired_files
+    assert invoke(["-C", str(root), "pair"]).exit_code == 0
+    index = (root / "volsegsync.index").read_text()
+    seg = root / f"{NAME1}-v1.nrrd"
+    seg.unlink()
+    seg.symlink_to(root / "nowhere.nrrd")  # present, cannot be read
+    result = invoke(["-C", str(root), "pair", "--prune"])
+    assert result.exit_code == 1
+    assert (root / "volsegsync.index").read_text() == index
+    status = invoke(["-C", str(root), "status", "--format", "json"])
+    assert status.exit_code == 1
+    assert json.loads(status.stdout)["kept"] == [{"path": seg.name, "state": "unreadable"}]
+
+
+def test_excluded_files_are_no_longer_tracked_not_missing(paired_files: Path) -> None:
+    root = paired_files
+    assert invoke(["-C", str(root), "pair"]).exit_code == 0
+    config = root / ".volsegsync" / "config.toml"
+    config.write_text(config.read_text().replace("exclude = []", f'exclude = ["{NAME1}*"]'))
+    doc = json.loads(invoke(["-C", str(root), "status", "--format", "json"]).stdout)
+    assert doc["kept"] == [
+        {"path": f"{NAME1}-v1.nrrd", "state": "untracked"},
+        {"path": f"{NAME1}.nii.gz", "state": "untracked"},
+    ]
+    text = invoke(["-C", str(root), "status"]).stdout
+    assert "missing" not in text and "no longer tracked" in text
+    verify = json.loads(invoke(["-C", str(root), "verify", "--format", "json"]).stdout)
+    assert {p["category"] for p in verify["problems"]} == {"drift_untracked"}
+
+
+def test_pair_by_metadata_is_recorded_in_the_config(paired_files: Path) -> None:
+    root = paired_files
+    assert invoke(["-C", str(root), "pair", "--by", "metadata"]).exit_code == 0
+    assert Dataset.open(root).config.pairing.by == "metadata"
+    text = (root / ".volsegsync" / "config.toml").read_text()
+    assert text.count('by = "metadata"') == 1 and 'by = "naming"' not in text
+    assert invoke(["-C", str(root), "status"]).exit_code == 0
+    assert invoke(["-C", str(root), "pair", "--by", "naming", "-n"]).exit_code == 0
+    assert Dataset.open(root).config.pairing.by == "metadata"  # a dry run writes nothing
+
+
+def test_two_nnunet_datasets_never_cross_pair(ds_root: Path) -> None:
+    config = ds_root / ".volsegsync" / "config.toml"
+    text = config.read_text()
+    text = text.replace("volume_dirs = []", 'volume_dirs = ["imagesTr"]')
+    text = text.replace("segmentation_dirs = []", 'segmentation_dirs = ["labelsTr"]')
+    text = text.replace('volume_suffix = ""', 'volume_suffix = "_0000"')
+    text = text.replace(
+        'segmentation_extensions = [".seg.nrrd", ".nrrd"]', 'segmentation_extensions = [".nii.gz"]'
+    )
+    text = text.replace("[naming.dates]\n", "[naming.dates]\n# none\n").replace(
+        'postfix = "D%d%m%Y"', ""
+    )
+    config.write_text(text)
+    write_nii(ds_root / "Dataset001" / "imagesTr" / "chest_001_0000.nii.gz")
+    write_nii(ds_root / "Dataset001" / "labelsTr" / "chest_001.nii.gz")
+    write_nii(ds_root / "Dataset001" / "labelsTr" / "chest_002.nii.gz")
+    write_nii(ds_root / "Dataset002" / "imagesTr" / "chest_002_0000.nii.gz")
+    result = invoke(["-C", str(ds_root), "pair", "--format", "json"])
+    assert result.exit_code == 1, result.output
+    doc = json.loads(result.stdout)
+    assert [(p["volume"], p["segmentation"]) for p in doc["pairs"]] == [
+        ("Dataset001/imagesTr/chest_001_0000.nii.gz", "Dataset001/labelsTr/chest_001.nii.gz")
+    ]
+    assert doc["unpaired_volumes"] == ["Dataset002/imagesTr/chest_002_0000.nii.gz"]
+    assert doc["unpaired_segmentations"] == ["Dataset001/labelsTr/chest_002.nii.gz"]
+    unpaired = [p["files"][0] for p in doc["problems"] if p["category"].startswith("unpaired")]
+    assert sorted(unpaired) == sorted(doc["unpaired_volumes"] + doc["unpaired_segmentations"])
+    # one scope for the whole dataset: as before, names pair across folders
+    config.write_text(config.read_text().replace('scope = "auto"', 'scope = "dataset"'))
+    doc = json.loads(invoke(["-C", str(ds_root), "pair", "--format", "json"]).stdout)
+    assert len(doc["pairs"]) == 2
+
+
+def test_pinned_version_stays_active(paired_files: Path) -> None:
+    """A rollback pins an older version (index format 2, ``!``); pair keeps it."""
+    root = paired_files
+    assert invoke(["-C", str(root), "pair"]).exit_code == 0
+    ds = Dataset.open(root)
+    snap = Pipeline(ds).update()
+    [case] = [c for c in snap.cases() if c.key == NAME1]
+    assert case.entry is not None
+    # as checkout NAME1@v1 would record it, once format 2 lands: v1 active and pinned
+    pinned_case = case._replace(indexed=case.entry._replace(pinned=True))
+    write_nrrd(root / f"{NAME1}-v2.nrrd")
+    from volsegsync.ops.snapshot import Member, pair_case
+
+    v2 = Member(f"{NAME1}-v2.nrrd", "segmentation", 2, 1, "ab" * 16, None)
+    result = pair_case(
+        Pipeline(ds).rules, NAME1, (*pinned_case.members, v2), pinned_case.indexed, str
+    )
+    assert result.entry is not None and result.entry.pinned
+    assert result.entry.segmentation is not None
+    assert result.entry.segmentation.path == f"{NAME1}-v1.nrrd"
+    assert [v.record.path for v in result.entry.older] == [f"{NAME1}-v2.nrrd"]
+    assert not result.dirty or result.entry != pinned_case.indexed  # v2 is new: recorded
+
+
+def test_older_versions_are_recorded_with_their_hashes(paired_files: Path) -> None:
+    write_nrrd(paired_files / f"{NAME1}-v2.nrrd")
+    snap = Pipeline(Dataset.open(paired_files)).update()
+    [entry] = [e for e in snap.entries if e.key == NAME1]
+    assert entry.version == 2
+    assert [(v.version, v.record.path) for v in entry.older] == [(1, f"{NAME1}-v1.nrrd")]
+    assert len(entry.older[0].record.digest) == 32
+
+
+@pytest.fixture
+def paired_files(ds_root: Path) -> Path:
+    for name in (NAME1, NAME2):
+        write_nii(ds_root / f"{name}.nii.gz")
+        write_nrrd(ds_root / f"{name}-v1.nrrd")
+    for p in ds_root.glob("C0*"):
+        os.utime(p, ns=(BASE_MTIME, BASE_MTIME))
+    return ds_root

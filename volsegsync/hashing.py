@@ -59,6 +59,10 @@ def hash_file(path: str | os.PathLike[str]) -> tuple[str, Stat, bytes]:
     return h.hexdigest(), Stat(st.st_size, st.st_mtime_ns, st.st_ino), head
 
 
+BATCH = 64  # files per task: a task per tiny file costs more than hashing it
+THREADS_FROM_BYTES = 256 * 1024  # mean file size from which parallel reads pay off
+
+
 def hash_many(
     root: Path,
     todo: list[tuple[str, Stat]],
@@ -77,14 +81,22 @@ def hash_many(
         # and so stays out of the cache (see RACY_NS)
         return Hashed(rel, st, digest, sniff(rel, head))
 
-    if jobs <= 1 or len(todo) < 2:
+    def batch(items: list[tuple[str, Stat]]) -> list[Hashed | tuple[str, str]]:
+        return [one(item) for item in items]
+
+    # small files are hashed faster by one thread than by several fighting for the GIL
+    small = sum(st.size for _, st in todo) < len(todo) * THREADS_FROM_BYTES
+    if jobs <= 1 or len(todo) < 2 or small:
         for item in todo:
             yield one(item)
             if on_done:
                 on_done()
         return
+    size = max(1, min(BATCH, len(todo) // (jobs * 4)))
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for result in pool.map(one, todo):
-            yield result
-            if on_done:
-                on_done()
+        for results in pool.map(batch, batches):
+            for result in results:
+                yield result
+                if on_done:
+                    on_done()

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import marshal
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
-
-from volsegsync.fsutil import atomic_write_bytes
 
 
 def load_memo(path: Path, key: str) -> dict[str, Any] | None:
@@ -35,7 +35,18 @@ def save_memo(path: Path, data: dict[str, Any]) -> bool:
     except ValueError:  # something not plain data: simply not memoised
         return False
     try:
-        atomic_write_bytes(path, blob)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(blob)
+            # no fsync: a memo that a crash leaves empty or torn is a miss, and a miss
+            # of any pipeline memo file makes the next run start afresh
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     except OSError:
         return False
     return True

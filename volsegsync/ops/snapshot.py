@@ -793,20 +793,19 @@ def _merge_entries(a: Entry, b: Entry) -> Entry:
 
 
 def _counts(cases: dict[str, Any]) -> list[int]:
+    """[pairs, unpaired volumes, unpaired segmentations, problems, indexed pairs] of a
+    shard, read from the plain data (see ``_case_to_plain``) without building cases."""
     pairs = vols = segs = problems = indexed = 0
-    for key, plain in cases.items():
-        case = _case_from_plain(key, plain)
-        e = case.entry
-        if e is not None and e.volume and e.segmentation:
+    for _members, index_entry, entry, case_pairs, case_problems, _kept in cases.values():
+        if entry is not None and entry[0] is not None and entry[1] is not None:
             pairs += 1
-        for p in case.pairs:
-            if p.volume and not p.segmentation:
+        for p in case_pairs:
+            if p[0] and not p[1]:
                 vols += 1
-            elif p.segmentation and not p.volume:
+            elif p[1] and not p[0]:
                 segs += 1
-        problems += len(case.problems)
-        i = case.indexed
-        if i is not None and i.volume and i.segmentation:
+        problems += len(case_problems)
+        if index_entry is not None and index_entry[0] is not None and index_entry[1] is not None:
             indexed += 1
     return [pairs, vols, segs, problems, indexed]
 

@@ -38,6 +38,7 @@ import numpy as np
 import xxhash
 
 EXE = str(Path(sys.executable).parent / "volsegsync")
+LINKS = 60_000
 
 
 def bare_walk(root: str) -> int:
@@ -77,12 +78,17 @@ def make(root: Path, files: int) -> None:
     vol = np.zeros((8, 8, 4), dtype=np.int16)
     seg = np.zeros((8, 8, 4), dtype=np.uint8)
     seg[2:5, 2:5, 1:3] = 1
-    datasets.write(src / "v.nii.gz", gzip.compress(datasets.nifti_bytes(vol), 1, mtime=0))
-    datasets.write(src / "s.nrrd", datasets.nrrd_bytes(seg))
     for i in range(pairs):
+        k = i // LINKS  # a file system allows so many links to one inode (ext4: 65,000)
+        if i % LINKS == 0:
+            vol.flat[0] = k
+            datasets.write(
+                src / f"v{k}.nii.gz", gzip.compress(datasets.nifti_bytes(vol), 1, mtime=0)
+            )
+            datasets.write(src / f"s{k}.nrrd", datasets.nrrd_bytes(seg))
         name = datasets.name(i)
-        os.link(src / "v.nii.gz", root / "volumes" / f"{name}.nii.gz")
-        os.link(src / "s.nrrd", root / "segmentations" / f"{name}-v1.nrrd")
+        os.link(src / f"v{k}.nii.gz", root / "volumes" / f"{name}.nii.gz")
+        os.link(src / f"s{k}.nrrd", root / "segmentations" / f"{name}-v1.nrrd")
     datasets.init(root)
 
 

@@ -37,8 +37,12 @@ def entries(n: int) -> list[Entry]:
     out = []
     for i in range(n):
         name = datasets.name(i)
-        vol = FileRecord(f"volumes/{name}.nii.gz", 1_048_576 + i, xxhash.xxh3_128_hexdigest(b"v%d" % i))
-        seg = FileRecord(f"segmentations/{name}-v2.nrrd", 2048 + i, xxhash.xxh3_128_hexdigest(b"s%d" % i))
+        vol = FileRecord(
+            f"volumes/{name}.nii.gz", 1_048_576 + i, xxhash.xxh3_128_hexdigest(b"v%d" % i)
+        )
+        seg = FileRecord(
+            f"segmentations/{name}-v2.nrrd", 2048 + i, xxhash.xxh3_128_hexdigest(b"s%d" % i)
+        )
         out.append(Entry(vol, seg, 2))
     return out
 
@@ -103,7 +107,7 @@ def main() -> None:
     groups: dict[str, list[Entry]] = {}
     for e in es:
         assert e.volume is not None
-        groups.setdefault(xxhash.xxh3_64_hexdigest(e.volume.path)[:2], []).append(e)
+        groups.setdefault(xxhash.xxh3_64_hexdigest(e.volume.path.encode())[:2], []).append(e)
     for key, group in groups.items():
         (split / key).write_text(format_index(group))
     print(f"split into {len(groups)} files: {time.perf_counter() - t:.2f} s to write all")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from volsegsync.commands.check_names import check_names_command
+from volsegsync.commands.checkout import checkout_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
@@ -15,5 +16,6 @@ COMMANDS = [
     pair_command,
     status_command,
     verify_command,
+    checkout_command,
     example_command,
 ]

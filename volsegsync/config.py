@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from volsegsync.errors import ConfigError
+from volsegsync.errors import ConfigError, VolsegsyncError
+from volsegsync.fsutil import CONFIG_LIMIT, read_small
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -181,11 +182,11 @@ class _Reader:
 def load_config(path: Path) -> Config:
     """Read and validate a config file; a missing file gives the defaults."""
     try:
-        raw = path.read_bytes()
+        raw = read_small(path, CONFIG_LIMIT, "config")
     except FileNotFoundError:
         return Config()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except VolsegsyncError as e:
+        raise ConfigError(str(e)) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import xxhash
 
-from volsegsync.fsutil import open_cache_db
+from volsegsync.fsutil import open_cache_db, open_in_dataset, open_regular
 from volsegsync.magic import HEAD_BYTES, sniff
 
 CHUNK = 1 << 20
@@ -42,14 +42,18 @@ class Hashed(NamedTuple):
     problem: str | None  # why the content is not the image its name claims, if it is not
 
 
-def hash_file(path: str | os.PathLike[str]) -> tuple[str, Stat, bytes]:
-    """xxh3-128 hex digest of a file, streamed; its stat after reading; its first bytes."""
+def hash_file(path: str | os.PathLike[str], root: Path | None = None) -> tuple[str, Stat, bytes]:
+    """xxh3-128 hex digest of a file, streamed; its stat after reading; its first bytes.
+
+    With ``root``, ``path`` is relative to it and opened under the dataset's link
+    policy (:func:`open_in_dataset`); else only a regular file, not a link, is read.
+    """
     h = xxhash.xxh3_128()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total = 0
     head = b""
-    with open(path, "rb", buffering=0) as f:
+    with open_in_dataset(root, os.fspath(path)) if root else open_regular(path) as f:
         while n := f.readinto(buf):
             if total == 0:
                 head = bytes(view[: min(n, HEAD_BYTES)])
@@ -106,7 +110,7 @@ def hash_many(
     def one(item: tuple[str, Stat]) -> Hashed | tuple[str, str]:
         rel = item[0]
         try:
-            digest, st, head = hash_file(root / rel)
+            digest, st, head = hash_file(rel, root)
         except OSError as e:
             return rel, f"cannot read: {e.strerror or e}"
         # the stat taken after reading is stored: a file changed meanwhile looks recent

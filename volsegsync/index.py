@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from volsegsync.errors import IndexFormatError, VolsegsyncError
-from volsegsync.fsutil import atomic_write_text
+from volsegsync.fsutil import INDEX_LIMIT, atomic_write_text, read_small
 from volsegsync.naming import bad_name_reason
 
 MAGIC = "volsegsync-index"
@@ -108,11 +108,11 @@ def write_index(path: Path, entries: Iterable[Entry]) -> None:
 def read_index(path: Path) -> list[Entry]:
     """Parse an index file; a missing file is an empty index."""
     try:
-        raw = path.read_bytes()
+        raw = read_small(path, INDEX_LIMIT, "index")
     except FileNotFoundError:
         return []
-    except OSError as e:
-        raise IndexFormatError(f"{path}: cannot read: {e.strerror}") from None
+    except VolsegsyncError as e:
+        raise IndexFormatError(str(e)) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

@@ -6,7 +6,6 @@ it with the index). Bad files are reported as problems; the scan goes on.
 
 from __future__ import annotations
 
-import contextlib
 import marshal
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import xxhash
 
 from volsegsync.dataset import Dataset
-from volsegsync.fsutil import atomic_write_bytes
+from volsegsync.fsutil import read_memo, write_memo
 from volsegsync.hashing import Hashed, racy_limit
 from volsegsync.index import Entry, FileRecord, format_index, from_plain, to_plain
 from volsegsync.naming import NameInfo
@@ -145,8 +144,8 @@ class SnapshotMemo:
 
     def match(self, scan: ScanResult) -> MemoHit | None:
         try:
-            data = marshal.loads(self.path.read_bytes())
-            if data["key"] != self.key or data["scan"] != fingerprint(scan):
+            data = read_memo(self.path)
+            if data is None or data["key"] != self.key or data["scan"] != fingerprint(scan):
                 return None
             return MemoHit(
                 data["index_digest"],
@@ -172,7 +171,7 @@ class SnapshotMemo:
                     problems_to_plain(snap.pairing.problems),
                 )
             )
-            blob = marshal.dumps(
+            blob = dict(
                 {
                     "key": self.key,
                     "scan": fingerprint(scan),
@@ -186,8 +185,7 @@ class SnapshotMemo:
             )
         except ValueError:
             return  # something not plain data: simply not memoised
-        with contextlib.suppress(OSError):  # a memo is an optimisation, never a failure
-            atomic_write_bytes(self.path, blob)
+        write_memo(self.path, blob)  # a memo is an optimisation, never a failure
 
 
 def index_digest(data: bytes) -> str:

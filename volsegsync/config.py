@@ -68,6 +68,16 @@ class VerifyConfig:
     severity: Mapping[str, str] = field(default_factory=dict)
 
 
+DEFAULT_MAX_IMAGE_BYTES = 4 * 1024**3
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on what a (possibly hostile) file may make volsegsync do."""
+
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # declared data larger is not decoded
+
+
 @dataclass(frozen=True)
 class Config:
     naming: NamingConfig = field(default_factory=NamingConfig)
@@ -75,6 +85,7 @@ class Config:
     pairing: PairingConfig = field(default_factory=PairingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     exclude: tuple[str, ...] = ()
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -126,6 +137,10 @@ direction_tolerance = 1e-4
 
 [scan]
 exclude = []
+
+[limits]
+# images whose header declares more data than this (bytes) are not decoded
+max_image_bytes = 4294967296
 """
 
 
@@ -198,7 +213,7 @@ def load_config(path: Path) -> Config:
 
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     top = _Reader(path, data, "")
-    top.check_keys({"naming", "roles", "pairing", "verify", "scan"})
+    top.check_keys({"naming", "roles", "pairing", "verify", "scan", "limits"})
     scan = top.sub("scan")
     scan.check_keys({"exclude"})
     return Config(
@@ -207,7 +222,16 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         pairing=_pairing(top.sub("pairing")),
         verify=_verify(top.sub("verify")),
         exclude=scan.strings("exclude", ()),
+        limits=_limits(top.sub("limits")),
     )
+
+
+def _limits(r: _Reader) -> LimitsConfig:
+    r.check_keys({"max_image_bytes"})
+    value = r.table.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**50:
+        raise r.fail("max_image_bytes", f"must be a positive number of bytes, found {value!r}")
+    return LimitsConfig(value)
 
 
 def _naming(r: _Reader) -> NamingConfig:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import io
 import marshal
 import os
 import sqlite3
@@ -23,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from volsegsync.errors import LockedError, VolsegsyncError
 
@@ -86,9 +87,9 @@ def open_fd(path: str | os.PathLike[str], follow: bool = False) -> int:
     return fd
 
 
-def open_regular(path: str | os.PathLike[str], follow: bool = False) -> BinaryIO:
+def open_regular(path: str | os.PathLike[str], follow: bool = False) -> io.FileIO:
     """:func:`open_fd` as an unbuffered binary file object."""
-    return os.fdopen(open_fd(path, follow), "rb", buffering=0)
+    return io.FileIO(open_fd(path, follow), "rb")
 
 
 def read_small(path: Path, limit: int, what: str) -> bytes:
@@ -125,7 +126,7 @@ def inside(root: Path, path: str | os.PathLike[str]) -> Path | None:
     return Path(real)
 
 
-def open_in_dataset(root: Path, rel: str) -> BinaryIO:
+def open_in_dataset(root: Path, rel: str) -> io.FileIO:
     """Open a dataset file for reading under the symbolic link policy: a link is
     followed only when it resolves inside the dataset (docs/security.md)."""
     path = root / rel

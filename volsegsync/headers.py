@@ -15,7 +15,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import IO, Any, BinaryIO, NamedTuple
 
 import nrrd
 import numpy as np
@@ -317,7 +317,7 @@ class NrrdHeader(NamedTuple):
     ended: bool
 
 
-def _nrrd_header_text(path: Path | str, head: bytes, fh: BinaryIO) -> tuple[bytes, int, bool]:
+def _nrrd_header_text(path: Path | str, head: bytes, fh: IO[bytes]) -> tuple[bytes, int, bool]:
     """The header bytes up to the blank line, the offset after it, and whether it was
     found. Linear in the header's size, which is capped (NRRD_HEADER_LIMIT)."""
     buf = bytearray(head)
@@ -344,7 +344,7 @@ def _blank_line(buf: bytearray, start: int) -> tuple[int, int] | None:
     return min(hits) if hits else None
 
 
-def read_nrrd_header(path: Path | str, head: bytes, fh: BinaryIO) -> NrrdHeader:
+def read_nrrd_header(path: Path | str, head: bytes, fh: IO[bytes]) -> NrrdHeader:
     """Parse the NRRD header that starts with ``head`` (the file's first bytes, read
     from ``fh``, which is left anywhere). Raises HeaderProblem when it is malformed,
     holds more than NRRD_MAX_DIMENSION axes or lacks a required field."""

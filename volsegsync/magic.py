@@ -22,7 +22,7 @@ def nifti_header_size(raw: bytes) -> int | None:
     """348 (NIfTI-1) or 540 (NIfTI-2) when ``raw`` starts like such a header, in either
     byte order; None otherwise."""
     for order in ("little", "big"):
-        size = int.from_bytes(raw[:4], order)  # type: ignore[arg-type]
+        size = int.from_bytes(raw[:4], order)
         if len(raw) >= 4 and size in _SINGLE_FILE:
             return size
     return None

@@ -196,7 +196,7 @@ def _geometry_reader(ds: Dataset, not_images: set[str]) -> Callable[[str], Geome
     from volsegsync.headers import read_geometry  # numpy: only for metadata pairing
 
     def read(path: str) -> Geometry | None:
-        return None if path in not_images else read_geometry(ds.root / path)
+        return None if path in not_images else read_geometry(ds.root / path, ds.root)
 
     return read
 

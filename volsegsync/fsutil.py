@@ -193,7 +193,9 @@ def say_once(message: str) -> None:
     """A note on stderr, printed once per run (e.g. that caches are off)."""
     if message not in _said:
         _said.add(message)
-        print(f"volsegsync: note: {message}", file=sys.stderr)
+        from volsegsync.output import quote_text
+
+        print(quote_text(f"volsegsync: note: {message}"), file=sys.stderr)
 
 
 class StateUnusable(VolsegsyncError):

@@ -113,6 +113,8 @@ def read_index(path: Path) -> list[Entry]:
         return []
     except VolsegsyncError as e:
         raise IndexFormatError(str(e)) from None
+    if not raw:  # a truncated write or a mistake, never a valid index
+        raise IndexFormatError(f"{path}: empty file (expected '{MAGIC} {VERSION}' on line 1)")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -170,7 +172,7 @@ def _parse_line(line: str, where: str) -> Entry:
         raise IndexFormatError(f"{where}: a line needs a volume or a segmentation")
     version: int | None = None
     if cols[3] != "-":
-        if not cols[3].isdigit() or seg is None:
+        if not _is_number(cols[3], 9) or seg is None:
             raise IndexFormatError(f"{where}: bad version {cols[3]!r}")
         version = int(cols[3])
     return Entry(vol, seg, version)
@@ -182,13 +184,18 @@ def _record(path: str, size: str, digest: str, where: str, what: str) -> FileRec
             raise IndexFormatError(f"{where}: no {what} path, but a {what} size or hash")
         return None
     check_relative_path(path, where)
-    if not size.isdigit():
+    if not _is_number(size, 18):
         raise IndexFormatError(f"{where}: bad {what} size {size!r}")
     if not _HASH.fullmatch(digest):
         raise IndexFormatError(
             f"{where}: bad {what} hash {digest!r} (expected 32 hex digits of xxh3-128)"
         )
     return FileRecord(path, int(size), digest)
+
+
+def _is_number(text: str, digits: int) -> bool:
+    """ASCII digits only ('²' is a digit to str.isdigit), and not absurdly many."""
+    return text.isascii() and text.isdigit() and len(text) <= digits
 
 
 def check_relative_path(path: str, where: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from volsegsync.dataset import Dataset
+from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import INDEX_LIMIT, read_small
 from volsegsync.index import Entry, format_entry, format_index
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
 
@@ -29,8 +31,8 @@ def run_pair(
         snap = take_snapshot(ds, by=by, jobs=jobs, progress=progress)
         new_text = format_index(snap.entries)
         try:
-            old_text = ds.index_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):  # missing or unreadable: rewritten below
+            old_text = read_small(ds.index_path, INDEX_LIMIT, "index").decode("utf-8")
+        except (OSError, UnicodeDecodeError, VolsegsyncError):  # rewritten below
             old_text = None
         changed = new_text != old_text
         if changed and not dry_run:
@@ -41,7 +43,7 @@ def run_pair(
 
 def _line_changes(entries: list[Entry], old_text: str) -> tuple[list[Entry], list[tuple[str, str]]]:
     """What a reviewer sees in the index's diff: lines added, lines removed."""
-    old = set(old_text.splitlines())
+    old = {line.removesuffix("\r") for line in old_text.split("\n")}  # U+2028: no line end
     new = {format_entry(e): e for e in entries}
     added = [e for line, e in new.items() if line not in old]
     removed = [

@@ -7,6 +7,7 @@ from volsegsync.commands.compare import compare_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
+from volsegsync.commands.report import report_command
 from volsegsync.commands.show import show_command
 from volsegsync.commands.status import status_command
 from volsegsync.commands.verify import verify_command
@@ -19,5 +20,6 @@ COMMANDS = [
     verify_command,
     show_command,
     compare_command,
+    report_command,
     example_command,
 ]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -306,27 +305,11 @@ def _declared_labels(declared: Mapping[int, str]) -> dict[int, Label]:
     return {v: Label(v, name, default_color(v)) for v, name in declared.items() if v != 0}
 
 
-_COLOR_KEY = re.compile(r"^Segment(\d+)_Color$")
-_SEGMENT_KEY = re.compile(r"^Segment(\d+)_(ID|Name|LabelValue|Layer)$")  # as the content pass
-
-
 def _segment_colors(fields: Mapping[str, str]) -> dict[int, tuple[int, int, int]]:
-    """Slicer ``SegmentN_Color`` (three numbers 0..1) by segment position in the header."""
-    numbered: dict[int, str] = {}
-    for key, value in fields.items():
-        if m := _COLOR_KEY.match(key):
-            numbered[int(m.group(1))] = value
-    names = {int(m.group(1)) for k in fields if (m := _SEGMENT_KEY.match(k))}
-    order = {n: i for i, n in enumerate(sorted(names))}
-    out: dict[int, tuple[int, int, int]] = {}
-    for n, text in numbered.items():
-        try:
-            rgb = [float(v) for v in text.split()]
-        except ValueError:
-            continue
-        if len(rgb) == 3 and all(0.0 <= v <= 1.0 for v in rgb) and n in order:
-            out[order[n]] = (round(rgb[0] * 255), round(rgb[1] * 255), round(rgb[2] * 255))
-    return out
+    """Slicer ``SegmentN_Color`` by segment position in the header."""
+    from volsegsync.dataset_checks import segment_fields
+
+    return {i: s.color for i, s in enumerate(segment_fields(fields)) if s.color is not None}
 
 
 def _one_line(e: BaseException) -> str:

@@ -17,9 +17,9 @@ import pytest
 from conftest import VOLSEGSYNC, assert_clean_stderr, invoke, make_affine
 
 pytest.importorskip("PIL", reason="pictures need Pillow (the 'view' extra)")
-from PIL import Image as PILImage  # noqa: E402
+from PIL import Image as PILImage
 
-from volsegsync.view.metrics import _hausdorff_brute, dice, hausdorff, surface  # noqa: E402
+from volsegsync.view.metrics import _hausdorff_brute, dice, hausdorff, surface
 
 NAME = "C01-LowerBack_FSE_T2w_V001-D22061998"
 SHAPE = (20, 16, 10)

@@ -12,10 +12,10 @@
 - ``undeclared_label``: a Slicer segment declares a label value outside
   ``[verify.labels]`` (values present in the voxels are checked by the content
   pass as ``unknown_label``). Header only.
-- ``tiny_label``: a label with fewer than :data:`TINY_VOXELS` voxels, or under
-  :data:`TINY_FRACTION` of the median size of that label in the files holding
-  it (when at least :data:`MIN_VOLUMES` do). Needs the voxels: full ``verify``
-  only; counts are cached by content hash.
+- ``tiny_label``: a label under :data:`TINY_FRACTION` of the median size of that
+  label (by name) in the files holding it, when at least :data:`MIN_VOLUMES`
+  do; otherwise one with fewer than :data:`TINY_VOXELS` voxels. Needs the
+  voxels: full ``verify`` only; counts are cached by content hash.
 
 Empty segmentations are the content pass's ``only_background``.
 """
@@ -272,11 +272,11 @@ def tiny_label_problems(counts: Mapping[str, Mapping[str, int]]) -> list[Problem
     for path in sorted(counts):
         for name, n in sorted(counts[path].items()):
             median = medians.get(name)
-            small = median is not None and n < TINY_FRACTION * median
-            if n < TINY_VOXELS or small:
+            small = n < TINY_FRACTION * median if median is not None else n < TINY_VOXELS
+            if small:
                 why = (
-                    f"under {TINY_FRACTION:.0%} of its median size ({median} voxels)"
-                    if small
+                    f"under {TINY_FRACTION:.0%} of its median size, {median} voxels"
+                    if median is not None
                     else f"fewer than {TINY_VOXELS}"
                 )
                 problems.append(

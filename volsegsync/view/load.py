@@ -219,19 +219,68 @@ def _check_detached(root: Path, rel: str, path: Path) -> None:
 
 
 def _nifti_data(path: Path, rel: str) -> tuple[NDArray, tuple[float, float]]:
-    import nibabel as nib
+    """Voxels (unscaled, in the file's dtype) and (slope, intercept) of a NIfTI file.
+
+    The gzip stream is inflated in one call, by ISA-L when the ``isal`` package is
+    installed (the ``view`` extra brings it; about twice zlib's speed), and never
+    past the bytes the header declares (a gzip bomb costs nothing).
+    """
+    from nibabel import Nifti1Header, Nifti2Header
 
     try:
-        img: Any = nib.load(str(path))
-        data = np.asarray(img.dataobj.get_unscaled())
-        slope, inter = img.dataobj.slope, img.dataobj.inter
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ViewError(f"{rel}: cannot read: {e.strerror or e}") from None
+    inflater = _inflater() if raw[:2] == b"\x1f\x8b" else None
+    try:
+        head = inflater.decompress(raw, 348) if inflater is not None else raw[:540]
+        if inflater is not None and int.from_bytes(head[:4], "little") not in (348, 348 << 24):
+            head += inflater.decompress(inflater.unconsumed_tail, 540 - len(head))  # NIfTI-2
+        size = next(
+            (n for n in (348, 540) for order in ("little", "big") if
+             int.from_bytes(head[:4], order) == n), None
+        )  # fmt: skip
+        if size is None or len(head) < size:
+            raise ViewError(f"{rel}: not a NIfTI file")
+        kind: Any = Nifti1Header if size == 348 else Nifti2Header
+        header: Any = kind(head[:size], check=False)
+        shape = tuple(int(n) for n in header.get_data_shape())
+        dtype = header.get_data_dtype()
+        offset = int(header.get_data_offset())
+        need = offset + math.prod(shape) * dtype.itemsize
+        if inflater is None:
+            body, start = raw, offset
+        elif offset >= len(head):  # the data in one piece of its own: no copy
+            gap = inflater.decompress(inflater.unconsumed_tail, offset - len(head))
+            body = inflater.decompress(inflater.unconsumed_tail, need - offset)
+            start, need = 0, need - offset if len(gap) == offset - len(head) else need + 1
+        else:
+            rest = inflater.decompress(inflater.unconsumed_tail, need - len(head))
+            body, start = head + rest, offset
+        slope, inter = header.get_slope_inter()
+    except ViewError:
+        raise
     except Exception as e:
         raise ViewError(f"{rel}: cannot decode: {_one_line(e)}") from None
+    if len(body) < need:
+        raise ViewError(f"{rel}: the data ends before the {need} bytes its header declares")
+    data = np.frombuffer(body, dtype=dtype, count=math.prod(shape), offset=start)
     scale = (
         1.0 if slope is None or not np.isfinite(slope) else float(slope),
         0.0 if inter is None or not np.isfinite(inter) else float(inter),
     )
-    return data, scale
+    return data.reshape(shape, order="F"), scale
+
+
+def _inflater() -> Any:
+    try:
+        from isal import isal_zlib
+
+        return isal_zlib.decompressobj(31)
+    except ImportError:
+        import zlib
+
+        return zlib.decompressobj(31)
 
 
 def _nrrd_data(path: Path, rel: str) -> Any:

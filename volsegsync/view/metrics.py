@@ -18,6 +18,7 @@ import numpy as np
 
 NDArray = np.ndarray[Any, Any]
 CHUNK = 1 << 22  # distance pairs computed at a time by the brute force
+STEP = 1 << 21  # voxels counted at a time
 
 
 class LabelComparison(NamedTuple):
@@ -47,11 +48,13 @@ class LabelComparison(NamedTuple):
 
 def label_counts(labels: NDArray) -> dict[int, int]:
     """Voxels of each non-zero value."""
-    flat = labels.ravel()
+    flat = labels.ravel(order="K")  # no copy of an F-ordered (NRRD) array
     if flat.size == 0:
         return {}
     if flat.dtype.kind == "u" and flat.dtype.itemsize <= 2:
-        counts = np.bincount(flat)
+        counts = np.zeros(1 << (8 * flat.dtype.itemsize), dtype=np.int64)
+        for i in range(0, flat.size, STEP):  # bincount copies to intp: a step at a time
+            counts += np.bincount(flat[i : i + STEP], minlength=counts.size)
         return {int(v): int(counts[v]) for v in np.flatnonzero(counts) if v != 0}
     values, counts = np.unique(flat, return_counts=True)
     return {int(v): int(c) for v, c in zip(values, counts, strict=True) if v != 0}

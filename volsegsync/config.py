@@ -68,12 +68,18 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class HooksConfig:
+    pre_push: bool = False  # the pre-push hook runs `volsegsync push` first
+
+
+@dataclass(frozen=True)
 class Config:
     naming: NamingConfig = field(default_factory=NamingConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
     pairing: PairingConfig = field(default_factory=PairingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     exclude: tuple[str, ...] = ()
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -197,7 +203,7 @@ def load_config(path: Path) -> Config:
 
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     top = _Reader(path, data, "")
-    top.check_keys({"naming", "roles", "pairing", "verify", "scan"})
+    top.check_keys({"naming", "roles", "pairing", "verify", "scan", "hooks"})
     scan = top.sub("scan")
     scan.check_keys({"exclude"})
     return Config(
@@ -206,7 +212,16 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         pairing=_pairing(top.sub("pairing")),
         verify=_verify(top.sub("verify")),
         exclude=scan.strings("exclude", ()),
+        hooks=_hooks(top.sub("hooks")),
     )
+
+
+def _hooks(r: _Reader) -> HooksConfig:
+    r.check_keys({"pre_push"})
+    pre_push = r.table.get("pre_push", False)
+    if not isinstance(pre_push, bool):
+        raise r.fail("pre_push", f"must be true or false, found {pre_push!r}")
+    return HooksConfig(pre_push=pre_push)
 
 
 def _naming(r: _Reader) -> NamingConfig:

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dulwich import porcelain
 from dulwich.errors import NotGitRepository
 from dulwich.ignore import IgnoreFilterManager
+from dulwich.objects import Commit
 from dulwich.repo import Repo
+
+if TYPE_CHECKING:
+    from dulwich.objects import ObjectID
 
 
 def find_git_root(path: Path) -> Path | None:
@@ -41,5 +46,136 @@ def ignored(git_root: Path, paths: list[str]) -> dict[str, bool]:
     try:
         manager = IgnoreFilterManager.from_repo(repo)
         return {p: bool(manager.is_ignored(p)) for p in paths}
+    finally:
+        repo.close()
+
+
+# -- hooks and merges (the hooks helper): git's own state, read the way git reads it ---------
+
+
+def git_dirs(git_root: Path) -> tuple[Path, Path]:
+    """``(git dir, common dir)``: they differ in a linked worktree (hooks and config
+    live in the common one)."""
+    repo = Repo(os.fspath(git_root))
+    try:
+        return Path(repo.controldir()), Path(repo.commondir())
+    finally:
+        repo.close()
+
+
+def config_value(git_root: Path, section: str, name: str, repo_only: bool = False) -> str | None:
+    """A git config value (``section`` may be ``merge.volsegsync``): from the repository's
+    config, then the user's and the system's, as git looks it up; ``None`` when unset."""
+    repo = Repo(os.fspath(git_root))
+    try:
+        config = repo.get_config() if repo_only else repo.get_config_stack()
+        head, _, sub = section.partition(".")
+        key: tuple[bytes, ...] = (head.encode(), sub.encode()) if sub else (head.encode(),)
+        try:
+            return os.fsdecode(config.get(key, name.encode()))
+        except KeyError:
+            return None
+    finally:
+        repo.close()
+
+
+def _index_file(repo: Repo) -> str:
+    """The index git works on: a hook during ``git commit -a`` or ``git commit PATH`` gets
+    a temporary one in ``GIT_INDEX_FILE`` (relative to the work tree top, the hook's cwd)."""
+    name = os.environ.get("GIT_INDEX_FILE")
+    return os.path.abspath(name) if name else repo.index_path()
+
+
+def _tree_of(repo: Repo, rev: bytes | None) -> ObjectID | None:
+    """The root tree of commit ``rev`` (``None`` for no commit, or one that is not here)."""
+    if rev is None:
+        return None
+    try:
+        commit = repo[rev]
+    except (KeyError, ValueError):
+        return None
+    return commit.tree if isinstance(commit, Commit) else None
+
+
+def _head_tree(repo: Repo) -> ObjectID | None:
+    try:
+        return _tree_of(repo, repo.head())
+    except KeyError:  # no commit yet
+        return None
+
+
+def staged_changes(git_root: Path) -> list[str]:
+    """Paths (relative to ``git_root``, POSIX) that the next commit adds, modifies or
+    deletes: git's index (``GIT_INDEX_FILE`` honoured) against ``HEAD``."""
+    from dulwich.index import Index
+
+    repo = Repo(os.fspath(git_root))
+    try:
+        index = Index(_index_file(repo))
+        paths: set[str] = set()
+        for (old, new), _modes, _shas in index.changes_from_tree(
+            repo.object_store, _head_tree(repo)
+        ):
+            paths.update(os.fsdecode(p) for p in (old, new) if p is not None)
+        return sorted(paths)
+    finally:
+        repo.close()
+
+
+def staged_blob(git_root: Path, path: str) -> bytes | None:
+    """The content of ``path`` in git's index (what ``git show :path`` prints), ``None``
+    when the index does not hold it (deleted, never added, or in conflict)."""
+    from dulwich.index import Index, IndexEntry
+
+    repo = Repo(os.fspath(git_root))
+    try:
+        index = Index(_index_file(repo))
+        try:
+            entry = index[os.fsencode(path)]
+        except KeyError:
+            return None
+        if not isinstance(entry, IndexEntry):
+            return None
+        return repo.object_store[entry.sha].as_raw_string()
+    finally:
+        repo.close()
+
+
+def changed_files(git_root: Path, old: str | None, new: str) -> list[str]:
+    """Files added or modified from commit ``old`` to commit ``new`` (every file of
+    ``new`` when ``old`` is ``None`` or unknown)."""
+    from dulwich.diff_tree import tree_changes
+
+    repo = Repo(os.fspath(git_root))
+    try:
+        new_tree = _tree_of(repo, new.encode())
+        if new_tree is None:
+            return []
+        old_tree = _tree_of(repo, old.encode() if old else None)
+        return sorted(
+            os.fsdecode(c.new.path)
+            for c in tree_changes(repo.object_store, old_tree, new_tree)
+            if c.new is not None and c.new.path is not None
+        )
+    finally:
+        repo.close()
+
+
+def resolve_ref(git_root: Path, name: str) -> str | None:
+    """The commit id that ``HEAD`` or a pseudo-ref such as ``ORIG_HEAD`` names; ``None``
+    when it is unset or names no commit here."""
+    repo = Repo(os.fspath(git_root))
+    try:
+        if name == "HEAD":
+            try:
+                sha: bytes = repo.head()
+            except KeyError:
+                return None
+        else:
+            try:  # ORIG_HEAD is a file in the git dir, not a ref under refs/
+                sha = (Path(repo.controldir()) / name).read_bytes().strip()
+            except OSError:
+                return None
+        return sha.decode("ascii") if _tree_of(repo, sha) is not None else None
     finally:
         repo.close()

@@ -126,6 +126,7 @@ def parse_index(text: str, name: str = "index") -> list[Entry]:
         lines.pop()
     if not lines:
         return []
+    _check_conflict(lines, name)
     _check_magic(lines[0].removesuffix("\r"), name)
     entries: list[Entry] = []
     seen: dict[str, int] = {}
@@ -144,6 +145,21 @@ def parse_index(text: str, name: str = "index") -> list[Entry]:
             seen[rec.path] = number
         entries.append(entry)
     return entries
+
+
+CONFLICT_MARKERS = ("<<<<<<<", "|||||||", "=======", ">>>>>>>")
+
+
+def _check_conflict(lines: list[str], name: str) -> None:
+    """An unfinished git merge gets one line saying so, and what to run."""
+    for number, line in enumerate(lines, start=1):
+        if line.startswith(CONFLICT_MARKERS):
+            raise IndexFormatError(
+                f"{name}:{number}: git merge conflict markers: the merge is unfinished. Keep the "
+                "right lines between <<<<<<< and >>>>>>>, or take one side ('git checkout --ours "
+                "volsegsync.index') and run 'volsegsync pair'; then 'git add volsegsync.index' "
+                "('volsegsync install-hooks' installs a driver that merges the index per pair)"
+            )
 
 
 def _check_magic(first: str, name: str) -> None:

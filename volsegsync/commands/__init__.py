@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from volsegsync.commands.check_names import check_names_command
 from volsegsync.commands.example import example_command
+from volsegsync.commands.hooks import (
+    hook_group,
+    install_hooks_command,
+    merge_driver_command,
+    uninstall_hooks_command,
+)
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
 from volsegsync.commands.status import status_command
@@ -16,4 +22,8 @@ COMMANDS = [
     status_command,
     verify_command,
     example_command,
+    install_hooks_command,
+    uninstall_hooks_command,
+    merge_driver_command,
+    hook_group,
 ]

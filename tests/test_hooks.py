@@ -55,7 +55,9 @@ def run_git(
     )  # fmt: skip
 
 
-def commit(repo: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def commit(
+    repo: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return run_git(repo, "commit", "-q", "-m", "change", *extra, env=env)
 
 
@@ -246,7 +248,9 @@ def test_volsegsync_missing_from_path(paired: Path) -> None:
 
 def test_a_foreign_hook_is_chained_and_restored(paired: Path) -> None:
     hooks = paired / ".git" / "hooks"
-    foreign = "#!/bin/sh\necho foreign hook ran >&2\n[ ! -e \"$(git rev-parse --show-toplevel)/block\" ]\n"  # fmt: skip
+    foreign = (
+        '#!/bin/sh\necho foreign hook ran >&2\n[ ! -e "$(git rev-parse --show-toplevel)/block" ]\n'
+    )
     (hooks / "pre-commit").write_text(foreign)
     (hooks / "pre-commit").chmod(0o755)
     out = install(paired)

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from dulwich import porcelain
 from dulwich.errors import NotGitRepository
 from dulwich.ignore import IgnoreFilterManager
 from dulwich.objects import Commit
 from dulwich.repo import Repo
+
+from volsegsync.errors import VolsegsyncError
 
 if TYPE_CHECKING:
     from dulwich.objects import ObjectID
@@ -104,20 +106,52 @@ def _head_tree(repo: Repo) -> ObjectID | None:
         return None
 
 
+def _staged(repo: Repo) -> dict[bytes, bytes | None]:
+    """git's index: path -> blob id (``None`` for a path in conflict)."""
+    from dulwich.index import Index, IndexEntry
+
+    try:
+        index = Index(_index_file(repo))
+        return {p: (e.sha if isinstance(e, IndexEntry) else None) for p, e in index.items()}
+    except Exception:  # a format dulwich does not read (e.g. a split index): ask git
+        return _staged_by_git(repo)
+
+
+def _staged_by_git(repo: Repo) -> dict[bytes, bytes | None]:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "--stage", "-z"],
+            cwd=repo.path, capture_output=True, check=True, timeout=300,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as e:
+        raise VolsegsyncError(f"{repo.path}: cannot read git's index: {e}") from None
+    staged: dict[bytes, bytes | None] = {}
+    for record in out.split(b"\0"):
+        if record:
+            info, _, path = record.partition(b"\t")
+            _mode, sha, stage = info.split(b" ")
+            staged[path] = sha if stage == b"0" and path not in staged else None
+    return staged
+
+
 def staged_changes(git_root: Path) -> list[str]:
     """Paths (relative to ``git_root``, POSIX) that the next commit adds, modifies or
     deletes: git's index (``GIT_INDEX_FILE`` honoured) against ``HEAD``."""
-    from dulwich.index import Index
+    from dulwich.object_store import iter_tree_contents
 
     repo = Repo(os.fspath(git_root))
     try:
-        index = Index(_index_file(repo))
-        paths: set[str] = set()
-        for (old, new), _modes, _shas in index.changes_from_tree(
-            repo.object_store, _head_tree(repo)
-        ):
-            paths.update(os.fsdecode(p) for p in (old, new) if p is not None)
-        return sorted(paths)
+        staged = _staged(repo)
+        head = {
+            e.path: e.sha
+            for e in iter_tree_contents(repo.object_store, _head_tree(repo))
+            if e.path is not None
+        }
+        changed = {p for p, sha in staged.items() if sha is None or head.get(p) != sha}
+        changed.update(p for p in head if p not in staged)
+        return sorted(os.fsdecode(p) for p in changed)
     finally:
         repo.close()
 
@@ -125,18 +159,10 @@ def staged_changes(git_root: Path) -> list[str]:
 def staged_blob(git_root: Path, path: str) -> bytes | None:
     """The content of ``path`` in git's index (what ``git show :path`` prints), ``None``
     when the index does not hold it (deleted, never added, or in conflict)."""
-    from dulwich.index import Index, IndexEntry
-
     repo = Repo(os.fspath(git_root))
     try:
-        index = Index(_index_file(repo))
-        try:
-            entry = index[os.fsencode(path)]
-        except KeyError:
-            return None
-        if not isinstance(entry, IndexEntry):
-            return None
-        return repo.object_store[entry.sha].as_raw_string()
+        sha = _staged(repo).get(os.fsencode(path))
+        return None if sha is None else repo.object_store[cast("ObjectID", sha)].as_raw_string()
     finally:
         repo.close()
 

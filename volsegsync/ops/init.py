@@ -53,9 +53,12 @@ def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitRep
         created.append(".gitignore")
     if ensure_attributes(root).action != "unchanged":  # the index merge driver, per pair
         created.append(".gitattributes")
-    if git_root:
-        install_merge_driver(git_root)
     warnings = _tracking_warnings(root, git_root) if git_root else []
+    if git_root:
+        try:
+            install_merge_driver(git_root)
+        except VolsegsyncError as e:  # e.g. a read-only repository: the dataset still works
+            warnings.append(f"the index merge driver is not declared: {e}")
     return InitReport(root, git_root, created, git_created, warnings)
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from volsegsync.commands.check_names import check_names_command
+from volsegsync.commands.checkout import checkout_command
 from volsegsync.commands.example import example_command
+from volsegsync.commands.fsck import fsck_command
+from volsegsync.commands.gc import gc_command
 from volsegsync.commands.hooks import (
     hook_group,
     install_hooks_command,
@@ -21,6 +24,9 @@ COMMANDS = [
     pair_command,
     status_command,
     verify_command,
+    checkout_command,
+    fsck_command,
+    gc_command,
     example_command,
     install_hooks_command,
     uninstall_hooks_command,

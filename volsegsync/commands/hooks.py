@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,11 +36,14 @@ def _here_git_root() -> Path:
     return require_git_root(Path.cwd())
 
 
-def _render_changes(changes: list[HookChange], schema: str, fmt: str, q: bool) -> None:
-    rows = [{"hook": n, "path": str(p), "action": a} for n, p, a in changes]
-    lines = [f"{n}: {a} ({p})" for n, p, a in changes] or ["nothing to do"]
-    emit(Rendered(lines, {"schema": schema, "changes": rows}, rows, ["hook", "path", "action"]),
-         fmt, q)  # fmt: skip
+def _render(changes: list[HookChange], document: Mapping[str, object], fmt: str, q: bool) -> None:
+    rows = _rows(changes)
+    lines = [f"{c.name}: {c.action} ({c.path})" for c in changes] or ["nothing to do"]
+    emit(Rendered(lines, document, rows, ["hook", "path", "action"]), fmt, q)
+
+
+def _rows(changes: list[HookChange]) -> list[dict[str, str]]:
+    return [{"hook": c.name, "path": str(c.path), "action": c.action} for c in changes]
 
 
 def _installer_path() -> str | None:
@@ -81,7 +85,12 @@ def install_hooks_command(fmt: str, quiet: bool) -> None:
         install_merge_driver(git_root),
         ensure_attributes(attributes_dir),
     ]
-    _render_changes(changes, "volsegsync.install-hooks/1", fmt, quiet)
+    document = {
+        "schema": "volsegsync.install-hooks/1",
+        "git_root": str(git_root),
+        "changes": _rows(changes),
+    }
+    _render(changes, document, fmt, quiet)
 
 
 @click.command("uninstall-hooks")
@@ -102,8 +111,13 @@ def uninstall_hooks_command(fmt: str, quiet: bool) -> None:
     git_root = _here_git_root()
     changes = uninstall_hooks(git_root)
     driver = uninstall_merge_driver(git_root)
-    _render_changes([*changes, *([driver] if driver else [])], "volsegsync.uninstall-hooks/1",
-                    fmt, quiet)  # fmt: skip
+    changes += [driver] if driver else []
+    document = {
+        "schema": "volsegsync.uninstall-hooks/1",
+        "git_root": str(git_root),
+        "changes": _rows(changes),
+    }
+    _render(changes, document, fmt, quiet)
 
 
 # -- merge-driver -----------------------------------------------------------------------

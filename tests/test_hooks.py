@@ -149,7 +149,10 @@ def test_the_staged_index_is_checked_not_the_working_tree(paired: Path, index_ki
         git(paired, "update-index", "--split-index")
     index = paired / "volsegsync.index"
     clean = index.read_bytes()
-    line = "../../etc/passwd\t->\t-\t-\t1\t" + "0" * 32 + "\t-\t-\n"
+    if clean.startswith(b"volsegsync-index 1"):
+        line = "../../etc/passwd\t->\t-\t-\t1\t" + "0" * 32 + "\t-\t-\n"
+    else:  # format 2: case, role, version, size, hash, path
+        line = "ZZ-evil\tvolume\t-\t1\t" + "0" * 32 + "\t../../etc/passwd\n"
     index.write_bytes(clean + line.encode())
     stage(paired, "volsegsync.index")
     index.write_bytes(clean)  # the working tree is clean again; the staged index is not
@@ -388,3 +391,36 @@ def test_pre_commit_with_file_names_maps_them_to_datasets(tmp_path: Path) -> Non
     names = invoke(["-C", str(repo), "hook", "check-names", "data/spine/.volsegsync/config.toml"])
     assert names.exit_code == 1
     assert "C01 bad.nii.gz" in names.stderr and "[naming]" in names.stderr
+
+
+def test_git_checkout_of_an_old_tag_brings_the_images_along(paired: Path) -> None:
+    """Issue 8.4: the installed post-checkout hook runs `volsegsync checkout`."""
+    if "checkout" not in main.commands:
+        pytest.skip("needs the content store's checkout")
+    install(paired)
+    stage(paired, *described(paired))
+    assert commit(paired).returncode == 0
+    git(paired, "tag", "v1.0")
+    seg = paired / f"{NAME1}-v1.nrrd"
+    old = seg.read_bytes()
+    write_nrrd(seg, seed="edited in place")
+    set_mtime(seg)
+    new = seg.read_bytes()
+    assert new != old
+    assert invoke(["-C", str(paired), "pair", "-q"]).exit_code == 0  # stores the new content
+    stage(paired, "volsegsync.index")
+    assert commit(paired).returncode == 0
+    back = run_git(paired, "checkout", "-q", "v1.0")
+    assert back.returncode == 0, back.stderr
+    assert seg.read_bytes() == old, back.stderr
+    assert invoke(["-C", str(paired), "status"]).exit_code == 0
+    forth = run_git(paired, "checkout", "-q", "-")
+    assert forth.returncode == 0, forth.stderr
+    assert seg.read_bytes() == new, forth.stderr
+    # content the store does not hold: said, and git's checkout still succeeds
+    shutil.rmtree(paired / ".volsegsync" / "cache")
+    missing = run_git(paired, "checkout", "-q", "v1.0")
+    assert missing.returncode == 0
+    assert "not every file of the dataset in . was restored" in missing.stderr
+    assert "run 'volsegsync checkout'" in missing.stderr
+    assert seg.read_bytes() == new  # nothing was overwritten with what is not stored

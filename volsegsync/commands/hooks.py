@@ -265,6 +265,8 @@ def hook_check_names(files: tuple[str, ...]) -> None:
 
 def _restore(git_root: Path, roots: list[str], hook: str) -> None:
     """``volsegsync checkout --quiet`` in each dataset; a failure is told, never fatal."""
+    from volsegsync.ops.hook import c_option
+
     for root in roots:
         folder = git_root / root
         if not _available("checkout"):
@@ -277,7 +279,7 @@ def _restore(git_root: Path, roots: list[str], hook: str) -> None:
         if _run_volsegsync(folder, "checkout", "--quiet") != 0:
             click.echo(
                 f"volsegsync: {hook}: not every file of the dataset in {root} was restored "
-                f"(see above); when fixed, run 'volsegsync -C {root} checkout'",
+                f"(see above); when fixed, run 'volsegsync{c_option(root)} checkout'",
                 err=True,
             )
 

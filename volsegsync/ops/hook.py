@@ -45,7 +45,7 @@ class DatasetCheck(NamedTuple):
         return bool(self.errors) or any(p.severity == "error" for p in self.problems)
 
 
-def _c(root: str) -> str:
+def c_option(root: str) -> str:
     """``-C ROOT`` for a command line, quoted for a shell (nothing for the top)."""
     return "" if root == "." else f" -C {shlex.quote(root)}"
 
@@ -82,7 +82,7 @@ def _check_staged_dataset(git_root: Path, root: str) -> DatasetCheck:
             [
                 f"{index_path}: deleted (or not added) in this commit while the dataset's "
                 f"config stays: every pair would lose its record. Keep it: 'git restore "
-                f"--staged {q(index_path)}' (or 'volsegsync{_c(root)} pair' and 'git add "
+                f"--staged {q(index_path)}' (or 'volsegsync{c_option(root)} pair' and 'git add "
                 f"{q(index_path)}'); to remove the dataset from git, 'git rm -r --cached "
                 f"{q(_in(root, '.volsegsync'))}' too"
             ],
@@ -105,7 +105,7 @@ def _check_staged_dataset(git_root: Path, root: str) -> DatasetCheck:
         if staged is not None and _read(git_root / path) != staged:
             errors.append(
                 f"{path}: the staged copy is not the file on disk: stage it, "
-                f"'git add {q(path)}' (after 'volsegsync{_c(root)} pair' if files changed)"
+                f"'git add {q(path)}' (after 'volsegsync{c_option(root)} pair' if files changed)"
             )
     if errors:  # what is committed is not what is on disk: checking the disk says nothing
         return DatasetCheck(root, errors, [])
@@ -137,11 +137,12 @@ def check_on_disk(folder: Path, root: str) -> DatasetCheck:
             listed = [f"  {c.message}" for c in status.changes[:MAX_CHANGES]]
             more = len(status.changes) - MAX_CHANGES
             if more > 0:
-                listed.append(f"  ... and {more} more ('volsegsync{_c(root)} status')")
+                listed.append(f"  ... and {more} more ('volsegsync{c_option(root)} status')")
             listed += [f"  {p.message}" for p in status.problems]
+            index = _in(root, INDEX_NAME)
             errors.append(
-                f"{_in(root, INDEX_NAME)}: the index does not record the files on disk; run "
-                f"'volsegsync{_c(root)} pair', then 'git add {shlex.quote(_in(root, INDEX_NAME))}'"
+                f"{index}: the index does not record the files on disk; run "
+                f"'volsegsync{c_option(root)} pair', then 'git add {shlex.quote(index)}'"
                 + "".join(f"\n{line}" for line in listed)
             )
         report = run_verify(ds, fast=True)

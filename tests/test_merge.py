@@ -251,3 +251,26 @@ def test_git_merge_with_a_real_conflict(ds_root: Path, tmp_path: Path) -> None:
     assert "git merge conflict markers: the merge is unfinished" in status.stderr
     assert "volsegsync pair" in status.stderr
     assert "Traceback" not in status.output
+
+
+def test_a_side_still_in_format_1_is_upgraded_first() -> None:
+    """One branch ran the new `pair` (format 2), the other still has format 1."""
+    h = "0" * 32
+
+    def v1(*names: str) -> str:
+        lines = [f"{n}.nii.gz\t->\t{n}-v1.nrrd\t1\t1\t{h}\t2\t{h}" for n in names]
+        return "volsegsync-index 1\n# volume -> segmentation ...\n" + "".join(
+            f"{line}\n" for line in lines
+        )
+
+    base, ours = v1(NAME1), v1(NAME1, NAME2)
+    theirs = format_index([*parse_index(base), pair(NAME3)])
+    if theirs.startswith("volsegsync-index 1"):
+        pytest.skip("this index module writes format 1")
+    result = merge_index(base, ours, theirs)
+    assert result.clean, result.text
+    assert result.text.startswith("volsegsync-index 2\n")
+    merged = parse_index(result.text)
+    assert sorted(e.volume.path for e in merged if e.volume) == sorted(
+        f"{n}.nii.gz" for n in (NAME1, NAME2, NAME3)
+    )

@@ -190,9 +190,10 @@ def _enter() -> None:
         os.chdir(folder)
 
 
-def _available(command: str) -> bool:
+def _command(name: str) -> click.Command | None:
+    """The volsegsync command ``name``, when this version has it."""
     root = click.get_current_context().find_root().command
-    return isinstance(root, click.Group) and command in root.commands
+    return root.commands.get(name) if isinstance(root, click.Group) else None
 
 
 def _run_volsegsync(folder: Path, *args: str) -> int:
@@ -269,7 +270,7 @@ def _restore(git_root: Path, roots: list[str], hook: str) -> None:
 
     for root in roots:
         folder = git_root / root
-        if not _available("checkout"):
+        if _command("checkout") is None:
             click.echo(
                 f"volsegsync: {hook}: this volsegsync has no 'checkout' command yet; the image "
                 f"files of {root} were not brought in step with its index",
@@ -327,8 +328,11 @@ def hook_post_merge(squash: str | None) -> None:
 @click.argument("remote", required=False)
 @click.argument("url", required=False)
 def hook_pre_push(remote: str | None, url: str | None) -> None:
-    """Before 'git push': 'volsegsync push' in each pushed dataset that opted in
-    ([hooks] pre_push = true); exit 1 to stop git's push when that fails.
+    """Before 'git push': 'volsegsync push' in each pushed dataset that opted in.
+
+    A dataset opts in with [hooks] pre_push = true in its config; the content of
+    the pushed commits goes to its default remote (push --revs COMMIT). Exit 1
+    stops git's push when that fails.
 
     Reads git's lines 'LOCAL-REF LOCAL-SHA REMOTE-REF REMOTE-SHA' from stdin.
 
@@ -346,15 +350,18 @@ def hook_pre_push(remote: str | None, url: str | None) -> None:
     for line in plan.unreadable:
         click.echo(f"volsegsync: pre-push: {line}", err=True)
     failed = []
-    for root in plan.enabled:
-        if not _available("push"):
+    push = _command("push")
+    takes_revs = push is not None and any(p.name == "revs" for p in push.params)
+    for root, commits in plan.enabled.items():
+        if push is None:
             click.echo(
                 f"volsegsync: pre-push: [hooks] pre_push is set in {root}, but this volsegsync "
                 "has no 'push' command yet: the dataset's content was not pushed",
                 err=True,
             )
             return
-        if _run_volsegsync(git_root / root, "push") != 0:
+        revs = [arg for sha in commits for arg in ("--revs", sha)] if takes_revs else []
+        if _run_volsegsync(git_root / root, "push", "--quiet", *revs) != 0:
             failed.append(root)
     if failed:
         click.echo(

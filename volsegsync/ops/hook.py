@@ -203,24 +203,26 @@ def datasets_after_merge(git_root: Path) -> list[str]:
 
 
 class PushPlan(NamedTuple):
-    enabled: list[str]  # datasets with [hooks] pre_push = true
+    enabled: dict[str, list[str]]  # dataset with [hooks] pre_push = true -> pushed commits
     unreadable: list[str]  # one line each: a dataset whose config cannot be read
 
 
 def datasets_to_push(git_root: Path, refs: Iterable[str]) -> PushPlan:
     """The datasets in the commits being pushed (git's pre-push stdin lines
-    ``local-ref local-sha remote-ref remote-sha``) that opted in to pushing content."""
-    roots: set[str] = set()
+    ``local-ref local-sha remote-ref remote-sha``) that opted in to pushing content,
+    each with the pushed commits that hold it."""
+    commits: dict[str, list[str]] = {}
     for line in refs:
         parts = line.split()
         if len(parts) == 4 and parts[1] != NULL_COMMIT:  # a deletion pushes nothing
-            roots.update(datasets_changed(git_root, None, parts[1]))
-    enabled: list[str] = []
+            for root in datasets_changed(git_root, None, parts[1]):
+                commits.setdefault(root, []).append(parts[1])
+    enabled: dict[str, list[str]] = {}
     unreadable: list[str] = []
-    for root in sorted(roots):
+    for root in sorted(commits):
         try:
             if Dataset.open(git_root / root).config.hooks.pre_push:
-                enabled.append(root)
+                enabled[root] = commits[root]
         except VolsegsyncError as e:
             unreadable.append(str(e))
     return PushPlan(enabled, unreadable)

@@ -119,6 +119,11 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class HooksConfig:
+    pre_push: bool = False  # the pre-push hook runs `volsegsync push` first
+
+
+@dataclass(frozen=True)
 class Config:
     naming: NamingConfig = field(default_factory=NamingConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
@@ -127,6 +132,7 @@ class Config:
     exclude: tuple[str, ...] = ()
     store: StoreConfig = field(default_factory=StoreConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -261,7 +267,7 @@ def load_config(path: Path) -> Config:
 
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     top = _Reader(path, data, "")
-    top.check_keys({"naming", "roles", "pairing", "verify", "scan", "store", "limits"})
+    top.check_keys({"naming", "roles", "pairing", "verify", "scan", "store", "limits", "hooks"})
     scan = top.sub("scan")
     scan.check_keys({"exclude"})
     return Config(
@@ -272,6 +278,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         exclude=scan.strings("exclude", ()),
         store=parse_store(top.sub("store")),
         limits=_limits(top.sub("limits")),
+        hooks=_hooks(top.sub("hooks")),
     )
 
 
@@ -297,6 +304,14 @@ def _limits(r: _Reader) -> LimitsConfig:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**50:
         raise r.fail("max_image_bytes", f"must be a positive number of bytes, found {value!r}")
     return LimitsConfig(value)
+
+
+def _hooks(r: _Reader) -> HooksConfig:
+    r.check_keys({"pre_push"})
+    pre_push = r.table.get("pre_push", False)
+    if not isinstance(pre_push, bool):
+        raise r.fail("pre_push", f"must be true or false, found {pre_push!r}")
+    return HooksConfig(pre_push=pre_push)
 
 
 def _naming(r: _Reader) -> NamingConfig:

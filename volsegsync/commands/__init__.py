@@ -8,6 +8,12 @@ from volsegsync.commands.compare import compare_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.fsck import fsck_command
 from volsegsync.commands.gc import gc_command
+from volsegsync.commands.hooks import (
+    hook_group,
+    install_hooks_command,
+    merge_driver_command,
+    uninstall_hooks_command,
+)
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
 from volsegsync.commands.report import report_command
@@ -28,4 +34,8 @@ COMMANDS = [
     compare_command,
     report_command,
     example_command,
+    install_hooks_command,
+    uninstall_hooks_command,
+    merge_driver_command,
+    hook_group,
 ]

@@ -310,14 +310,17 @@ def _big_dataset(root: Path, n: int) -> None:
     age_all(root)
 
 
-def _kill_at_random(args: list[str], cwd: Path, rng: random.Random) -> None:
+def _kill_at_random(args: list[str], cwd: Path, rng: random.Random) -> bool:
+    """Run volsegsync and kill -9 it after a random delay; True when it was killed."""
     proc = subprocess.Popen(
         [VOLSEGSYNC, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    time.sleep(rng.uniform(0.05, 0.6))
-    if proc.poll() is None:
+    time.sleep(rng.uniform(0.2, 0.9))
+    killed = proc.poll() is None
+    if killed:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    return killed
 
 
 def _store_is_consistent(root: Path) -> None:
@@ -329,8 +332,9 @@ def _store_is_consistent(root: Path) -> None:
 def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path) -> None:
     _big_dataset(ds_root, 12)
     rng = random.Random(8)
+    kills = 0
     for _ in range(4):
-        _kill_at_random(["pair", "-j", "2"], ds_root, rng)
+        kills += _kill_at_random(["pair", "-j", "2"], ds_root, rng)
         _store_is_consistent(ds_root)
     assert run_script(["pair"], cwd=ds_root).returncode in (0, 1)
     _store_is_consistent(ds_root)
@@ -340,7 +344,7 @@ def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path
     for _ in range(4):
         for name in files:
             (ds_root / name).unlink(missing_ok=True)
-        _kill_at_random(["checkout"], ds_root, rng)
+        kills += _kill_at_random(["checkout"], ds_root, rng)
         _store_is_consistent(ds_root)
         for name, data in snapshot_files(ds_root).items():
             if name in files:
@@ -348,3 +352,4 @@ def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path
     proc = run_script(["checkout"], cwd=ds_root)
     assert proc.returncode == 0, proc.stderr
     assert snapshot_files(ds_root) == files
+    assert kills >= 2, "no run was killed part-way: make the dataset bigger"

@@ -108,10 +108,14 @@ def test_a_new_version_ends_a_rollback(ds_root: Path) -> None:
     assert active(ds_root) == "3*"
 
 
-def test_rollback_to_an_unknown_version_is_a_usage_error(paired: Path) -> None:
+def test_rollback_to_an_unknown_version_or_pair_is_a_usage_error(paired: Path) -> None:
     code, _out, err = checkout(paired, f"{NAME1}@v7")
     assert code == 2
     assert "no recorded version 7 (recorded: v1)" in err
+    code, _out, err = checkout(paired, "nope.nii.gz@v1")
+    assert code == 2
+    assert "nope.nii.gz: no such pair in the index" in err
+    assert_clean_stderr(err)
 
 
 # --------------------------------------------------------------------------- REV
@@ -353,3 +357,19 @@ def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path
     assert proc.returncode == 0, proc.stderr
     assert snapshot_files(ds_root) == files
     assert kills >= 2, "no run was killed part-way: make the dataset bigger"
+
+
+def test_quiet_checkout_as_hooks_run_it_reports_problems_on_stderr(paired: Path) -> None:
+    vol1, vol2 = paired / f"{NAME1}.nii.gz", paired / f"{NAME2}.nii.gz"
+    gone = h(vol1.read_bytes())
+    store_objects(paired)[gone].unlink()
+    vol1.unlink()
+    vol2.unlink()
+    proc = run_script(["checkout", "--quiet"], cwd=paired)
+    assert proc.returncode == 1  # a hook ignores it; git's command goes on
+    assert proc.stdout == b""
+    assert proc.stderr.decode().splitlines() == [
+        f"volsegsync: missing: {NAME1}.nii.gz: content xxh3-128:{gone} is not in the store; "
+        "fetch it from a remote or restore the file from a copy, then run 'volsegsync pair'"
+    ]
+    assert vol2.exists()

@@ -118,7 +118,15 @@ def _plan(ds: Dataset, current: IndexFile, target: str | None) -> _Plan:
     if git_root is None:
         raise VolsegsyncError(f"{target}: not a pair, and {ds.root} is not in a git repository")
     rel = (ds.root / INDEX_FILE).relative_to(git_root).as_posix()
-    raw = history.read_at(git_root, target, rel)
+    try:
+        raw = history.read_at(git_root, target, rel)
+    except VolsegsyncError:
+        if m is None:
+            raise
+        raise VolsegsyncError(
+            f"{m.group(1)}: no such pair in the index (by volume, case key or segmentation "
+            f"path), and {target} is no git revision"
+        ) from None
     if raw is None:
         raise VolsegsyncError(f"{target}: that revision has no {rel}")
     index = parse_index_bytes(raw, f"{target}:{rel}")

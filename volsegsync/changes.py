@@ -19,7 +19,9 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any, NamedTuple
 
-from volsegsync.index import Entry, FileRecord
+from volsegsync.errors import IndexFormatError
+from volsegsync.index import Entry, FileRecord, check_relative_path
+from volsegsync.naming import CONTROL_CHARS
 
 KINDS = (
     "new_pair",
@@ -55,11 +57,12 @@ class Change(NamedTuple):
         return self.kind in WARNING_KINDS
 
     def names(self) -> set[str]:
-        """Every path this change touches, before and after (to select changes by pair)."""
+        """The paths this change touches, before and after (to select changes by pair):
+        its own paths and the volume and active segmentation of its entries."""
         out = set(self.paths)
         for e in (self.old, self.new):
             if e is not None:
-                out.update(r.path for r in entry_files(e))
+                out.update(r.path for r in (e.volume, e.segmentation) if r is not None)
         return out
 
     def to_json(self, entries: bool = False) -> dict[str, Any]:
@@ -376,3 +379,109 @@ def _lost(
         old,
         new,
     )
+
+
+# -- plain data (caches) ------------------------------------------------------------------
+
+_PATH_DETAILS = frozenset({"volume", "segmentation", "old", "new", "from", "to", "path", "partner"})
+_HEX = frozenset("0123456789abcdef")
+
+
+def to_plain(c: Change) -> list[Any]:
+    """A change as plain lists, strings and numbers (JSON or marshal)."""
+    return [
+        c.kind,
+        list(c.paths),
+        c.message,
+        c.details,
+        _entry_plain(c.old),
+        _entry_plain(c.new),
+        _record_plain(c.old_file),
+        _record_plain(c.new_file),
+    ]
+
+
+def from_plain(data: Any, checked: set[str]) -> Change:
+    """A change from :func:`to_plain` output that may have been tampered with: every
+    field's type, every path (:func:`check_relative_path`) and every hash are checked.
+    ``checked`` remembers paths already found good. Raises ``ValueError``."""
+    if not isinstance(data, list) or len(data) != 8:
+        raise ValueError("not a change")
+    kind, paths, message, details, old, new, old_file, new_file = data
+    if kind not in _ORDER or not isinstance(paths, list) or not isinstance(details, dict):
+        raise ValueError("bad change")
+    if not isinstance(message, str) or CONTROL_CHARS.search(message):
+        raise ValueError("bad message")
+    for p in paths:
+        _path(p, checked)
+    for k, v in details.items():
+        if not isinstance(k, str) or not (v is None or isinstance(v, (str, int))):
+            raise ValueError("bad details")
+        if isinstance(v, str):
+            if k in _PATH_DETAILS:
+                _path(v, checked)
+            elif CONTROL_CHARS.search(v):
+                raise ValueError("bad details")
+    return Change(
+        kind,
+        tuple(paths),
+        message,
+        details,
+        _entry_from(old, checked),
+        _entry_from(new, checked),
+        _record_from(old_file, checked),
+        _record_from(new_file, checked),
+    )
+
+
+def _record_plain(r: FileRecord | None) -> list[Any] | None:
+    return None if r is None else [r.path, r.size, r.digest]
+
+
+def _entry_plain(e: Entry | None) -> list[Any] | None:
+    if e is None:
+        return None
+    key: str = getattr(e, "key", "")
+    return [_record_plain(e.volume), _record_plain(e.segmentation), e.version, key]
+
+
+def _path(p: Any, checked: set[str]) -> str:
+    if not isinstance(p, str):
+        raise ValueError("bad path")
+    if p not in checked:
+        try:
+            check_relative_path(p, "cache")
+        except IndexFormatError as e:
+            raise ValueError(str(e)) from None
+        checked.add(p)
+    return p
+
+
+def _record_from(data: Any, checked: set[str]) -> FileRecord | None:
+    if data is None:
+        return None
+    if not isinstance(data, list) or len(data) != 3:
+        raise ValueError("bad record")
+    path, size, digest = data
+    if not isinstance(size, int) or size < 0 or not isinstance(digest, str):
+        raise ValueError("bad record")
+    if not digest or len(digest) > 128 or not _HEX.issuperset(digest):
+        raise ValueError("bad hash")
+    return FileRecord(_path(path, checked), size, digest)
+
+
+def _entry_from(data: Any, checked: set[str]) -> Entry | None:
+    if data is None:
+        return None
+    if not isinstance(data, list) or len(data) != 4:
+        raise ValueError("bad entry")
+    vol, seg, version, key = data
+    if version is not None and (not isinstance(version, int) or version < 0):
+        raise ValueError("bad version")
+    if not isinstance(key, str) or CONTROL_CHARS.search(key):
+        raise ValueError("bad key")
+    entry = Entry(_record_from(vol, checked), _record_from(seg, checked), version)
+    if key and "key" in Entry._fields:  # index format 2 entries know their case key
+        fields: dict[str, Any] = {"key": key}
+        entry = entry._replace(**fields)
+    return entry

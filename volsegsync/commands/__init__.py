@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from volsegsync.commands.check_names import check_names_command
+from volsegsync.commands.diff import diff_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.init import init_command
+from volsegsync.commands.log import log_command
 from volsegsync.commands.pair import pair_command
 from volsegsync.commands.status import status_command
 from volsegsync.commands.verify import verify_command
@@ -15,5 +17,7 @@ COMMANDS = [
     pair_command,
     status_command,
     verify_command,
+    log_command,
+    diff_command,
     example_command,
 ]

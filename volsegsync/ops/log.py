@@ -45,7 +45,7 @@ class LogEntry:
     (the whole-dataset log needs only counts); ``changes`` decodes them all, ``select``
     only those whose paths match."""
 
-    __slots__ = ("_changes", "_rows", "commit", "counts", "note", "path")
+    __slots__ = ("_changes", "_recompute", "_rows", "commit", "counts", "note", "path")
 
     def __init__(
         self,
@@ -55,12 +55,14 @@ class LogEntry:
         note: str | None,
         counts: dict[str, int] | None = None,
         rows: list[tuple[list[str], Callable[[], Change | None]]] | None = None,
+        recompute: Callable[[], list[Change]] | None = None,
     ) -> None:
         self.commit = commit
         self.path = path  # the index's path in the repository at this commit
         self.note = note  # why the changes are unknown or partial, if they are
         self._changes = changes
         self._rows = rows  # cached: (paths, decoder) per change
+        self._recompute = recompute  # when a cached change turns out damaged
         self.counts: dict[str, int] = count_kinds(changes) if changes is not None else counts or {}
 
     @property
@@ -77,8 +79,11 @@ class LogEntry:
         for names, decode in self._rows or ():
             if wanted(names):
                 change = decode()
-                if change is not None:
-                    out.append(change)
+                if change is None:  # a damaged cache record: recompute the commit from git
+                    assert self._recompute is not None
+                    self._changes, self._rows = self._recompute(), None
+                    return self.select(wanted)
+                out.append(change)
         return out
 
     def selected(self, changes: list[Change]) -> LogEntry:
@@ -260,10 +265,17 @@ class _Engine:
         hit = self.cache.get(key)
         if hit is not None:
             note, counts, rows = hit
-            return LogEntry(step.commit, step.path, None, note, counts, rows)
+            return LogEntry(
+                step.commit, step.path, None, note, counts, rows, lambda: self._redo(key, step)
+            )
         changes, note = self._compute(step)
         self.cache.put(key, changes, note)
         return LogEntry(step.commit, step.path, changes, note)
+
+    def _redo(self, key: str, step: Step) -> list[Change]:
+        changes, note = self._compute(step)
+        self.cache.put(key, changes, note)
+        return changes
 
     def _blob(self, blob_id: str | None) -> _Blob:
         if blob_id is None:
@@ -464,7 +476,11 @@ class _Tracker:
     def __init__(self, ds: Dataset, selectors: list[str]) -> None:
         self.ds = ds
         self.tracked = set(selectors)
-        self.keys = set(selectors)
+        self.keys = set(selectors)  # a selector may be a name key
+        for s in selectors:  # a file stands for its pair: every file with its name key
+            info = ds.convention.parse(s)
+            if info is not None:
+                self.keys.add(info.key)
         self._key_of: dict[str, str | None] = {}
 
     def _key(self, path: str) -> str | None:

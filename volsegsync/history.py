@@ -282,7 +282,7 @@ class GitHistory:
                     parents.append(found)
                     continue
             parents.append((path, old))
-        if not shallow and parents and all(b == blob for _, b in parents):
+        if not shallow and parents and all(b == blob and p == path for p, b in parents):
             return None  # no change to the index itself (e.g. a merge that took one side)
         return Step(info, path, blob, tuple(parents), shallow)
 

@@ -154,6 +154,8 @@ def run_log(
                         f"shallow clone: history before {step.commit.short} is not available "
                         "(git fetch --unshallow)"
                     )
+                if len(step.parents) > 1 and not entry.counts and entry.note is None:
+                    continue  # a merge that only brought its branches' changes together
                 if track is not None:
                     entry = entry.selected(track.select(entry))
                     if not entry.changes and not step.shallow:

@@ -95,7 +95,7 @@ def test_two_revisions_and_a_range(repo: Repo) -> None:
                 [f"{NAME1}.nii.gz", f"{NAME1}-v1.nrrd", f"{NAME1}-v2.nrrd"],
             )
         ], args
-    code, doc = diff_json(repo.root, "HEAD", "HEAD~1")  # backwards: a version going down
+    _, doc = diff_json(repo.root, "HEAD", "HEAD~1")  # backwards: a version going down
     assert [c["kind"] for c in doc["changes"]] == ["pairing_changed"]
     bad = invoke(["-C", str(repo.root), "diff", "a", "b", "c"])
     assert bad.exit_code == 2 and "at most two revisions" in bad.output
@@ -149,7 +149,7 @@ def test_a_revision_without_an_index_counts_everything_as_added(repo: Repo) -> N
     write_pair(repo.root, NAME1)
     repo.pair()
     repo.commit("index")
-    code, doc = diff_json(repo.root, "HEAD~1", "HEAD")
+    _, doc = diff_json(repo.root, "HEAD~1", "HEAD")
     assert kinds(doc) == [("new_pair", [f"{NAME1}.nii.gz", f"{NAME1}-v1.nrrd"])]
     assert doc["notes"] == ["HEAD~1 has no volsegsync.index: every pair counts as added"]
 

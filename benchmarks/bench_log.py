@@ -143,7 +143,9 @@ def main() -> None:
         t = time.perf_counter()
         pair = build(root, args.pairs, args.commits)
         marker.write_text(pair)
-        print(f"built {args.commits} commits of {args.pairs} pairs in {time.perf_counter() - t:.1f} s")
+        print(
+            f"built {args.commits} commits of {args.pairs} pairs in {time.perf_counter() - t:.1f} s"
+        )
     pair = marker.read_text()
     cache = root / ".volsegsync" / "state"
 
@@ -161,7 +163,9 @@ def main() -> None:
         f"volsegsync log {pair} (warm)": timed([*vss, pair], args.runs),
     }
     base = datasets.median(results[git_label := next(iter(results))])
-    print(f"{args.commits} commits, {args.pairs} pairs, {args.runs} runs each, cpus {os.cpu_count()}")
+    print(
+        f"{args.commits} commits, {args.pairs} pairs, {args.runs} runs each, cpus {os.cpu_count()}"
+    )
     for label, runs in results.items():
         m = datasets.median(runs)
         ratio = "" if label == git_label else f"  {m / base:.2f}x baseline"

@@ -88,7 +88,7 @@ def test_two_revisions_and_a_range(repo: Repo) -> None:
     repo.pair()
     c2 = repo.commit("bump")
     for args in ([c1, c2], [f"{c1[:7]}..{c2[:7]}"], ["HEAD~1", "HEAD"]):
-        code, doc = diff_json(repo.root, *args)
+        _, doc = diff_json(repo.root, *args)
         assert kinds(doc) == [
             (
                 "new_version",

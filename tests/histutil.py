@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from conftest import GIT, invoke
+import pytest
+from conftest import GIT, init_with_dulwich, init_with_git_binary, invoke
 from dulwich import porcelain
 
 T0 = 1_700_000_000  # commit times: one day apart from here
@@ -78,3 +79,14 @@ class Repo:
         assert result.exit_code == 0, result.output
         doc: dict[str, Any] = json.loads(result.stdout)
         return doc
+
+
+@pytest.fixture(name="repo", params=["dulwich", "git"])
+def repo_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Repo:
+    """A dataset at the root of a repository made with dulwich, and with git."""
+    root = tmp_path / "ds"
+    if request.param == "dulwich":
+        init_with_dulwich(root)
+    else:
+        init_with_git_binary(root)
+    return Repo(root, root, request.param)

@@ -9,14 +9,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from conftest import (
     NAME1,
     NAME2,
     NAME3,
     assert_clean_stderr,
-    init_with_dulwich,
     init_with_git_binary,
     invoke,
     overwrite_same_size,
@@ -24,7 +22,7 @@ from conftest import (
     write_nrrd,
     write_pair,
 )
-from histutil import Repo, git
+from histutil import Repo, git, repo_fixture  # noqa: F401  (the repo fixture)
 
 from volsegsync.dataset import Dataset
 from volsegsync.ops.diff import run_diff
@@ -32,16 +30,6 @@ from volsegsync.ops.status import run_status
 
 ROOT = Path(__file__).resolve().parent.parent
 REVIEW_COMMAND = "volsegsync diff origin/main HEAD --format markdown"
-
-
-@pytest.fixture(params=["dulwich", "git"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Repo:
-    root = tmp_path / "ds"
-    if request.param == "dulwich":
-        init_with_dulwich(root)
-    else:
-        init_with_git_binary(root)
-    return Repo(root, root, request.param)
 
 
 def diff_json(root: Path, *args: str) -> tuple[int, dict[str, Any]]:

@@ -7,36 +7,23 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import (
     NAME1,
     NAME2,
     NAME3,
     assert_clean_stderr,
-    init_with_dulwich,
-    init_with_git_binary,
     invoke,
     overwrite_same_size,
     run_script,
     write_nrrd,
     write_pair,
 )
-from histutil import Repo, git
+from histutil import Repo, git, repo_fixture  # noqa: F401  (the repo fixture)
 
 from volsegsync.dataset import Dataset
 from volsegsync.ops.log import parse_since, run_log
 
 VOL1 = f"{NAME1}.nii.gz"
-
-
-@pytest.fixture(params=["dulwich", "git"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Repo:
-    root = tmp_path / "ds"
-    if request.param == "dulwich":
-        init_with_dulwich(root)
-    else:
-        init_with_git_binary(root)
-    return Repo(root, root, request.param)
 
 
 def three_versions(r: Repo) -> list[str]:

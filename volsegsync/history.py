@@ -16,16 +16,19 @@ import stat
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from dulwich import porcelain
 from dulwich.errors import NotGitRepository
 from dulwich.ignore import IgnoreFilterManager
-from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.objects import Blob, Commit, Tree
 from dulwich.objectspec import AmbiguousShortId, parse_commit
 from dulwich.repo import Repo
 
 from volsegsync.errors import VolsegsyncError
+
+if TYPE_CHECKING:
+    from dulwich.objects import ObjectID
 
 #: an index blob larger than this is refused rather than loaded (memory stays bounded)
 MAX_INDEX_BLOB = 1 << 30
@@ -99,6 +102,11 @@ class GitHistory:
         rel = Path(os.path.abspath(dataset_root)).resolve().relative_to(self.root)
         self.path = (rel / index_name).as_posix() if rel.parts else index_name
         self._shallow = {c.decode("ascii") for c in self.repo.get_shallow()}
+
+    @property
+    def shallow_key(self) -> str:
+        """Where a shallow clone's history ends ("" for a full clone)."""
+        return ",".join(sorted(self._shallow))
 
     def __enter__(self) -> GitHistory:
         return self
@@ -195,7 +203,7 @@ class GitHistory:
         return self._lookup(commit.tree, path)
 
     def _lookup(self, tree_id: bytes, path: str) -> str | None:
-        obj = self.repo.object_store[ObjectID(tree_id)]
+        obj = self.repo.object_store[_id(tree_id)]
         parts = os.fsencode(path).split(b"/")
         for i, part in enumerate(parts):
             if not isinstance(obj, Tree) or part not in obj:
@@ -291,7 +299,7 @@ class GitHistory:
         like the index that this commit removed, the same blob preferred."""
         name = os.fsencode(self.path.rsplit("/", 1)[-1])
         candidates: list[tuple[str, str]] = []
-        for entry in self.repo.object_store.iter_tree_contents(ObjectID(old_tree)):
+        for entry in self.repo.object_store.iter_tree_contents(_id(old_tree)):
             if entry.path is None or entry.sha is None or entry.mode is None:
                 continue
             if entry.path.rsplit(b"/", 1)[-1] != name or not stat.S_ISREG(entry.mode):
@@ -306,7 +314,12 @@ class GitHistory:
 
 
 def _oid(hex_id: str) -> ObjectID:
-    return ObjectID(hex_id.encode("ascii"))
+    return _id(hex_id.encode("ascii"))
+
+
+def _id(raw: bytes) -> ObjectID:
+    """Bytes as dulwich's object id type (a typing-only distinction of newer dulwich)."""
+    return cast("ObjectID", raw)
 
 
 def decode_index(raw: bytes, name: str) -> str:

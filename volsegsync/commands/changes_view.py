@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from volsegsync.changes import KINDS, Change
+from volsegsync.index import Entry
 from volsegsync.output import markdown_table, md_code
 
 # kind -> (singular, plural) for summaries
@@ -75,23 +76,14 @@ def _p(value: object) -> str:
     return md_code(str(value)) if value else "-"
 
 
+def _pair(c: Change, entry: Entry | None) -> Sequence[str]:
+    version = entry.version if entry else None
+    return _p(c.details["volume"]), _p(c.details["segmentation"]), _v(version)
+
+
 COLUMNS: dict[str, tuple[Sequence[str], Callable[[Change], Sequence[str]]]] = {
-    "new_pair": (
-        ("Volume", "Segmentation", "Version"),
-        lambda c: (
-            _p(c.details["volume"]),
-            _p(c.details["segmentation"]),
-            _v(c.new.version if c.new else None),
-        ),
-    ),
-    "removed_pair": (
-        ("Volume", "Segmentation", "Version"),
-        lambda c: (
-            _p(c.details["volume"]),
-            _p(c.details["segmentation"]),
-            _v(c.old.version if c.old else None),
-        ),
-    ),
+    "new_pair": (("Volume", "Segmentation", "Version"), lambda c: _pair(c, c.new)),
+    "removed_pair": (("Volume", "Segmentation", "Version"), lambda c: _pair(c, c.old)),
     "new_version": (
         ("Volume", "Was", "Now", "Version"),
         lambda c: (

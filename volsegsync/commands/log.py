@@ -51,15 +51,18 @@ def log_command(
     ds = open_dataset()
     revs, pairs = split_args(ds, args)
     report = run_log(ds, revs, pairs, limit=limit, since=since)
-    document = {
-        "schema": "volsegsync.log/1",
-        "pairs": pairs,
-        "commits": [_commit_json(e) for e in report.entries],
-        "versions": None
-        if report.versions is None
-        else [_version_json(v) for v in report.versions],
-        "notes": report.notes,
-    }
+    versions = report.versions
+    document = (
+        {
+            "schema": "volsegsync.log/1",
+            "pairs": pairs,
+            "commits": [_commit_json(e) for e in report.entries],
+            "versions": None if versions is None else [_version_json(v) for v in versions],
+            "notes": report.notes,
+        }
+        if fmt == "json"
+        else {}  # text needs only the counts: the changes stay undecoded (cache)
+    )
     rows = [
         {
             "commit": e.commit.id,

@@ -137,8 +137,10 @@ def run_log(
             include.append(git.head())
         engine = _Engine(ds, git)
         start = parse_since(since) if since else None
-        walk_key = "|".join([git.path, ",".join(sorted(include)), ",".join(sorted(exclude))])
-        walk_key += f"|{start}"
+        walk_key = "|".join(
+            [git.path, ",".join(sorted(include)), ",".join(sorted(exclude)), str(start)]
+        )
+        walk_key += "|" + git.shallow_key  # a deepened clone walks further
         cached = engine.cache.walk(walk_key)
         steps = iter(cached) if cached is not None else git.walk(include, exclude, start)
         walked: list[Step] = []
@@ -380,10 +382,8 @@ class _Cache:
         return names.split("\t"), decode
 
     def put(self, key: str, changes: list[Change], note: str | None) -> None:
-        rows = [
-            "\t".join(sorted(c.names())) + "\0" + json.dumps(to_plain(c), separators=(",", ":"))
-            for c in changes
-        ]
+        encode = _ENCODER.encode
+        rows = ["\t".join(sorted(c.names())) + "\0" + encode(to_plain(c)) for c in changes]
         self.records[key] = [note, count_kinds(changes), rows]
         self.dirty = True
 
@@ -413,6 +413,7 @@ class _Cache:
 
 _Row = tuple[list[str], Callable[[], Change | None]]
 _WALKS_KEPT = 16
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _ID = re.compile(r"[0-9a-f]{40}")
 
 

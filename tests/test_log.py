@@ -138,6 +138,24 @@ def test_rename_across_commits_is_followed(repo: Repo) -> None:
     assert [(e["commit"], e["kind"]) for e in v1["later"]] == [(c2, "renamed")]
 
 
+def test_a_folder_selects_the_pairs_below_it(repo: Repo) -> None:
+    write_pair(repo.root, NAME1, seg_dir="knee")
+    write_pair(repo.root, NAME2, seg_dir="spine")
+    repo.pair()
+    c1 = repo.commit("two")
+    write_nrrd(repo.root / "spine" / f"{NAME2}-v2.nrrd", seed="v2")
+    repo.pair()
+    c2 = repo.commit("spine v2")
+    spine = repo.log("spine")
+    assert [c["commit"] for c in spine["commits"]] == [c2, c1]
+    assert [(v["version"], v["volume"]) for v in spine["versions"]] == [
+        (1, f"{NAME2}.nii.gz"),
+        (2, f"{NAME2}.nii.gz"),
+    ]
+    assert [c["commit"] for c in repo.log("knee")["commits"]] == [c1]
+    assert repo.log(".")["versions"] is None  # the dataset root: the whole dataset
+
+
 def test_ranges_limit_and_since(repo: Repo) -> None:
     c1, c2, c3 = three_versions(repo)
     assert [c["commit"] for c in repo.log(f"{c1}..{c3}")["commits"]] == [c3, c2]

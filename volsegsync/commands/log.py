@@ -33,8 +33,8 @@ def log_command(
     Newest first, one line per commit as 'git log --oneline' with a summary of
     its changes (pairs added and removed, version bumps, re-pairings, content
     changed without a version bump, renames). Arguments are revisions or ranges
-    (default HEAD; main..feature) and pairs: a volume or segmentation path or a
-    name key. For a pair: the version map, each segmentation version with the
+    (default HEAD; main..feature) and pairs: a volume or segmentation path, a
+    folder (every pair below it) or a name key. For a pair: the version map, each segmentation version with the
     commit that introduced it, and the later commits that edited, renamed or
     re-paired it. Read from git (no git binary needed); parsed changes are cached
     by commit id in .volsegsync/state/.

@@ -184,7 +184,11 @@ def split_args(ds: Dataset, args: Iterable[str]) -> tuple[list[str], list[str]]:
     pairs: list[str] = []
     with GitHistory(ds.root) as git:
         for arg in args:
-            if os.path.lexists(arg):
+            if os.path.isdir(arg):
+                rel = ds.relpath(arg)
+                if rel != ".":  # the dataset's root folder: every pair
+                    pairs.append(f"{rel}/")  # a folder: every pair with a file below it
+            elif os.path.lexists(arg):
                 pairs.append(ds.relpath(arg))
             elif ".." in arg:
                 revs.append(arg)
@@ -478,8 +482,9 @@ class _Tracker:
 
     def __init__(self, ds: Dataset, selectors: list[str]) -> None:
         self.ds = ds
+        self.folders = tuple(s for s in selectors if s.endswith("/"))
         self.tracked = set(selectors)
-        self.keys = set(selectors)  # a selector may be a name key
+        self.keys = set(selectors) - set(self.folders)  # a selector may be a name key
         for s in selectors:  # a file stands for its pair: every file with its name key
             info = ds.convention.parse(s)
             if info is not None:
@@ -494,7 +499,7 @@ class _Tracker:
 
     def _matches(self, names: Iterable[str]) -> bool:
         for p in names:
-            if p in self.tracked:
+            if p in self.tracked or (self.folders and p.startswith(self.folders)):
                 return True
             if any(k in p for k in self.keys) and self._key(p) in self.keys:
                 return True

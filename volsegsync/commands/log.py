@@ -34,10 +34,10 @@ def log_command(
     its changes (pairs added and removed, version bumps, re-pairings, content
     changed without a version bump, renames). Arguments are revisions or ranges
     (default HEAD; main..feature) and pairs: a volume or segmentation path, a
-    folder (every pair below it) or a name key. For a pair: the version map, each segmentation version with the
-    commit that introduced it, and the later commits that edited, renamed or
-    re-paired it. Read from git (no git binary needed); parsed changes are cached
-    by commit id in .volsegsync/state/.
+    folder (every pair below it) or a name key. For a pair: the version map,
+    each segmentation version with the commit that introduced it, and the later
+    commits that edited, renamed or re-paired it. Read from git (no git binary
+    needed); parsed changes are cached by commit id in .volsegsync/state/.
 
     \b
     Example:

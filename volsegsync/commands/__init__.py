@@ -6,6 +6,7 @@ from volsegsync.commands.check_names import check_names_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
+from volsegsync.commands.remote import remote_command
 from volsegsync.commands.status import status_command
 from volsegsync.commands.verify import verify_command
 
@@ -15,5 +16,6 @@ COMMANDS = [
     pair_command,
     status_command,
     verify_command,
+    remote_command,
     example_command,
 ]

@@ -1,0 +1,231 @@
+"""``volsegsync remote add|list|remove``: the ``[remotes.NAME]`` tables of the config.
+
+The tracked ``.volsegsync/config.toml`` tells every clone where the data lives; the
+untracked ``.volsegsync/config.local.toml`` (``--local``) holds a user's own remotes
+and endpoints. Both are edited as text, so that comments and the order of the other
+tables survive; the result is parsed again and must give exactly the intended remotes,
+or nothing is written. Credentials are refused (see :func:`remote_url_problem`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+from volsegsync.config import (
+    Config,
+    RemoteConfig,
+    load_config,
+    load_toml,
+    parse_config,
+    parse_local_config,
+    remote_name_problem,
+    remote_url_problem,
+    remotes_of,
+)
+from volsegsync.dataset import CONFIG_FILE, LOCAL_CONFIG_FILE, Dataset
+from volsegsync.errors import ConfigError, VolsegsyncError
+from volsegsync.fsutil import atomic_write_text
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 only
+    import tomli as tomllib
+
+
+class RemoteRow(NamedTuple):
+    name: str
+    url: str
+    endpoint_url: str
+    default: bool
+    where: str  # "config" (tracked) or "local"
+
+
+def list_remotes(ds: Dataset) -> list[RemoteRow]:
+    tracked = load_config(ds.config_path).remotes
+    return [
+        RemoteRow(
+            name,
+            spec.url,
+            spec.endpoint_url,
+            name == ds.config.default_remote,
+            "config" if tracked.get(name) == spec else "local",
+        )
+        for name, spec in sorted(ds.config.remotes.items())
+    ]
+
+
+def add_remote(
+    ds: Dataset,
+    name: str,
+    url: str,
+    endpoint_url: str = "",
+    default: bool = False,
+    local: bool = False,
+    force: bool = False,
+) -> Path:
+    """Add (or with ``force`` replace) a remote; returns the file written."""
+    problem = remote_name_problem(name)
+    if problem:
+        raise VolsegsyncError(problem)
+    problem = remote_url_problem(url)
+    if problem:
+        raise VolsegsyncError(f"remote {name}: URL {problem}")
+    if endpoint_url:
+        problem = remote_url_problem(endpoint_url, endpoint=True)
+        if problem:
+            raise VolsegsyncError(f"remote {name}: endpoint {problem}")
+    path = _target(ds, local)
+    if name in ds.config.remotes and not force:
+        raise VolsegsyncError(
+            f"remote {name} exists ({ds.config.remotes[name].url}); "
+            "use --force to replace it, or 'volsegsync remote remove' first"
+        )
+    body = [f"url = {_quote(url)}"]
+    if endpoint_url:
+        body.append(f"endpoint_url = {_quote(endpoint_url)}")
+    text = _set_table(_read(path), ("remotes", name), body)
+    if default:
+        text = _set_key(text, "core", "remote", _quote(name))
+    _write_checked(path, text, name, RemoteConfig(url, endpoint_url), default)
+    return path
+
+
+def remove_remote(ds: Dataset, name: str, local: bool = False) -> Path:
+    path = _target(ds, local)
+    remotes, default = parse_remotes_of(path)
+    if name not in remotes:
+        where = "the local config" if local else CONFIG_FILE
+        raise VolsegsyncError(f"no remote {name!r} in {where} ({path})")
+    text = _set_table(_read(path), ("remotes", name), None)
+    if default == name:
+        text = _set_key(text, "core", "remote", None)
+    _write_checked(path, text, name, None, False)
+    return path
+
+
+def parse_remotes_of(path: Path) -> tuple[dict[str, RemoteConfig], str | None]:
+    return remotes_of(path, load_toml(path))
+
+
+# -- text editing ------------------------------------------------------------------------
+
+
+def _target(ds: Dataset, local: bool) -> Path:
+    return ds.meta_dir / (LOCAL_CONFIG_FILE if local else CONFIG_FILE)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from None
+
+
+def _quote(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a TOML basic string (no control chars)
+
+
+_HEADER = re.compile(r"^\s*\[\[?[^\]]*\]\]?\s*(#.*)?$")
+
+
+def _header_key(line: str) -> tuple[str, ...] | None:
+    """The dotted key of a table header line, as TOML reads it, or None."""
+    if not _HEADER.match(line):
+        return None
+    try:
+        data = tomllib.loads(line.strip())
+    except tomllib.TOMLDecodeError:
+        return None
+    key: list[str] = []
+    while isinstance(data, dict) and len(data) == 1:
+        ((k, data),) = data.items()
+        key.append(k)
+    return tuple(key)
+
+
+def _set_table(text: str, key: tuple[str, ...], body: list[str] | None) -> str:
+    """Drop the table ``[key]`` (header to the next header); append it with ``body``."""
+    lines = text.splitlines()
+    out: list[str] = []
+    skipping = False
+    for line in lines:
+        header = _header_key(line)
+        if header is not None:
+            skipping = header == key
+        if not skipping:
+            out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
+    if body is not None:
+        dotted = ".".join(_bare(k) for k in key)
+        out.extend(["", f"[{dotted}]", *body] if out else [f"[{dotted}]", *body])
+    return "\n".join(out) + "\n" if out else ""
+
+
+def _set_key(text: str, table: str, key: str, value: str | None) -> str:
+    """Set (or with None remove) ``key = value`` in ``[table]``, adding the table if needed."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if _header_key(line) == (table,)), None)
+    if start is None:
+        if value is None:
+            return text
+        return _set_table(text, (table,), [f"{key} = {value}"])
+    end = next(
+        (i for i in range(start + 1, len(lines)) if _header_key(lines[i]) is not None),
+        len(lines),
+    )
+    pattern = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    body = [line for line in lines[start + 1 : end] if not pattern.match(line)]
+    if value is not None:
+        body.insert(0, f"{key} = {value}")
+    return "\n".join([*lines[: start + 1], *body, *lines[end:]]) + "\n"
+
+
+def _bare(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _quote(key)
+
+
+def _write_checked(
+    path: Path, text: str, name: str, expected: RemoteConfig | None, default: bool
+) -> None:
+    """Write ``text`` only if it parses to the intended remotes (the rest unchanged)."""
+    before, before_default = parse_remotes_of(path)
+    try:
+        data = tomllib.loads(text)
+        after, after_default = remotes_of(path, data)
+        if path.name == CONFIG_FILE:
+            parse_config(path, data)  # the rest of the file still valid
+        else:
+            parse_local_config(path, data, Config())
+    except (tomllib.TOMLDecodeError, ConfigError) as e:
+        raise ConfigError(f"{path}: cannot edit its remotes safely ({e})") from None
+    want = dict(before)
+    want.pop(name, None)
+    if expected is not None:
+        want[name] = expected
+    want_default = name if default else (None if before_default == name else before_default)
+    if after != want or after_default != want_default:
+        raise ConfigError(
+            f"{path}: cannot edit its remotes safely (define them as [remotes.NAME] tables); "
+            "edit it by hand"
+        )
+    mode = _mode(path)
+    atomic_write_text(path, text)
+    os.chmod(path, mode)
+
+
+def _mode(path: Path) -> int:
+    """An existing file keeps its mode; a new one gets the umask's."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return 0o666 & ~umask

@@ -166,7 +166,7 @@ def open_remote(name: str, spec: RemoteConfig, dataset_root: Path) -> Remote:
     scheme = url.split("://", 1)[0].lower() if "://" in url else "file"
     if scheme == "s3":
         try:
-            import s3fs  # type: ignore[import-untyped,unused-ignore]
+            import s3fs
         except ImportError:
             raise VolsegsyncError(
                 f"remote {name} ({url}): the S3 backend is not installed: {S3_EXTRA}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from volsegsync.dataset import Dataset
-from volsegsync.index import Entry, format_entry, format_index
+from volsegsync.errors import IndexFormatError
+from volsegsync.index import Entry, FileRecord, format_index, parse_index
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
 
 
@@ -27,7 +28,7 @@ def run_pair(
     """Pair the dataset and (unless ``dry_run``) write the index atomically, under the lock."""
     with ds.lock():
         snap = take_snapshot(ds, by=by, jobs=jobs, progress=progress)
-        new_text = format_index(snap.entries)
+        new_text = format_index(snap.entries, ds.config.store.hash)
         try:
             old_text = ds.index_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):  # missing or unreadable: rewritten below
@@ -40,13 +41,20 @@ def run_pair(
 
 
 def _line_changes(entries: list[Entry], old_text: str) -> tuple[list[Entry], list[tuple[str, str]]]:
-    """What a reviewer sees in the index's diff: lines added, lines removed."""
-    old = set(old_text.splitlines())
-    new = {format_entry(e): e for e in entries}
-    added = [e for line, e in new.items() if line not in old]
-    removed = [
-        (cols[0], cols[2])
-        for line in sorted(old - new.keys())
-        if len(cols := line.split("\t")) > 2 and not line.startswith("#")
-    ]
+    """What a reviewer sees in the index's diff: pairs added, pairs removed."""
+    try:
+        old_entries = parse_index(old_text)
+    except IndexFormatError:
+        old_entries = []
+    old = {_pair_of(e) for e in old_entries}
+    added = [e for e in entries if _pair_of(e) not in old]
+    removed = sorted({_names(e) for e in old_entries} - {_names(e) for e in entries})
     return added, removed
+
+
+def _pair_of(e: Entry) -> tuple[FileRecord | None, FileRecord | None, int | None]:
+    return (e.volume, e.segmentation, e.version)
+
+
+def _names(e: Entry) -> tuple[str, str]:
+    return (e.volume.path if e.volume else "-", e.segmentation.path if e.segmentation else "-")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from volsegsync.config import Config, RemoteConfig
+from volsegsync.dataset import Dataset
 from volsegsync.errors import VolsegsyncError
 
 S3_EXTRA = "pip install 'volsegsync[s3]'"
@@ -41,6 +42,10 @@ class RemoteError(VolsegsyncError):
     """A remote cannot be reached or listed (exit 1: nothing is wrong with the usage)."""
 
     exit_code = 1
+
+
+class HashMismatch(Exception):
+    """A downloaded object whose content is not what its name says."""
 
 
 class ObjectRef(NamedTuple):
@@ -159,6 +164,34 @@ class Remote:
             self.fs.rm(keys)
 
 
+class LocalStore:
+    """The local content store as transfers see it (until store.ObjectDB is merged)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, algorithm: str, digest: str) -> Path:
+        return self.root / algorithm / digest[:2] / digest[2:]
+
+    def has(self, algorithm: str, digest: str) -> bool:
+        return self.path(algorithm, digest).is_file()
+
+    def temp_path(self) -> Path:
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return tmp / f"fetch-{os.getpid()}-{secrets.token_hex(8)}"
+
+    def add_verified(self, tmp: Path, algorithm: str, digest: str) -> None:
+        final = self.path(algorithm, digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, final)
+
+
+def local_store(ds: Dataset) -> LocalStore:
+    return LocalStore(ds.meta_dir / "cache")
+
+
 def open_remote(name: str, spec: RemoteConfig, dataset_root: Path) -> Remote:
     """The fsspec filesystem of a remote; a missing optional backend is one line naming
     the extra that installs it."""
@@ -217,6 +250,8 @@ def parallel(
 
 
 def _reason(e: BaseException) -> str:
+    if isinstance(e, HashMismatch):
+        return str(e)
     if isinstance(e, OSError) and e.strerror:
         return e.strerror
     text = str(e).strip().splitlines()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from volsegsync.commands.check_names import check_names_command
 from volsegsync.commands.example import example_command
+from volsegsync.commands.fetch import fetch_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
+from volsegsync.commands.push import push_command
 from volsegsync.commands.remote import remote_command
 from volsegsync.commands.status import status_command
 from volsegsync.commands.verify import verify_command
@@ -17,5 +19,7 @@ COMMANDS = [
     status_command,
     verify_command,
     remote_command,
+    push_command,
+    fetch_command,
     example_command,
 ]

@@ -109,7 +109,9 @@ class Remote:
         listing. Temporary names of interrupted uploads are left out."""
         base = f"{self.root}/{algorithm}"
         try:
-            found = self.fs.find(base, detail=True, on_error="raise")
+            # S3: one flat listing; a folder: a walk that must not skip unreadable shards
+            strict = {} if self.atomic_put else {"on_error": "raise"}
+            found = self.fs.find(base, detail=True, **strict)
         except FileNotFoundError:
             return {}
         except Exception as e:  # the backend's own errors: credentials, network, ...

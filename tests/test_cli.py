@@ -146,6 +146,7 @@ def test_json_pair(mixed: Path) -> None:
         "unpaired_volumes",
         "unpaired_segmentations",
         "problems",
+        "store",
         "summary",
     }
     assert doc["schema"] == "volsegsync.pair/1"

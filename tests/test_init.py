@@ -23,7 +23,9 @@ def snapshot_files(root: Path) -> dict[str, bytes]:
 
 def test_init_writes_the_files(dataset: Path) -> None:
     assert (dataset / ".volsegsync" / "config.toml").read_text() == DEFAULT_CONFIG_TEXT
-    assert (dataset / ".volsegsync" / ".gitignore").read_text() == "/state/\n"
+    assert (dataset / ".volsegsync" / ".gitignore").read_text() == (
+        "/state/\n/cache/\n/config.local.toml\n"
+    )
     assert (dataset / ".volsegsync" / "state").is_dir()
     assert (dataset / "volsegsync.index").read_text() == format_index([])
     assert (

@@ -39,7 +39,6 @@ from conftest import (
 )
 
 from volsegsync.dataset import Dataset
-from volsegsync.remotes import local_store
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYzzSECRETzz"
 KEY_ID = "AKIAVOLSEGSYNCTESTKEY"
@@ -137,17 +136,6 @@ def vs(
     return subprocess.CompletedProcess(r.args, r.returncode, r.stdout.decode(), r.stderr.decode())
 
 
-def fill_store(root: Path) -> None:
-    """Put every indexed file's content into the local store."""
-    ds = Dataset.open(root)
-    store = local_store(ds)
-    for entry in ds.read_index():
-        for rec in entry.records():
-            dest = store.path("xxh3-128", rec.digest)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / rec.path, dest)
-
-
 def make_dataset(root: Path, extra_versions: bool = True) -> Path:
     init_with_git_binary(root)
     write_pair(root, NAME1, versions=(1, 2) if extra_versions else (1,))
@@ -156,7 +144,6 @@ def make_dataset(root: Path, extra_versions: bool = True) -> Path:
     age_all(root)
     r = vs(root, "pair")
     assert r.returncode in (0, 1), r.stderr
-    fill_store(root)
     return root
 
 
@@ -369,7 +356,6 @@ def _slow_dataset(root: Path, n: int, size: int) -> Path:
         write_nii(root / f"{name}.nii.gz", shape=(size, size, size))
     age_all(root)
     assert vs(root, "pair").returncode in (0, 1)
-    fill_store(root)
     return root
 
 

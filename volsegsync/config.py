@@ -232,7 +232,7 @@ def load_local_config(path: Path, base: Config) -> Config:
 
 def parse_local_config(path: Path, data: Mapping[str, Any], base: Config) -> Config:
     top = _Reader(path, data, "")
-    top.check_keys({"remotes", "core"})
+    top.check_keys({"remotes", "core", "store"})  # [store] is read by ops.storing
     remotes, default_remote = parse_remotes(top, base.remotes, base.default_remote)
     return replace(base, remotes=remotes, default_remote=default_remote)
 

@@ -1,10 +1,11 @@
 """Remotes: a copy of the content store in a folder or an S3-compatible bucket.
 
-One code path for every backend: an fsspec filesystem (``file`` for folders,
-``s3`` through s3fs for AWS S3, MinIO, Ceph) under a root, holding objects at the
-same keys as the local store, ``ALGO/ab/cdef...``. What each side lacks is found
-with one recursive listing of the remote (S3: one ListObjectsV2 page per 1,000
-keys), never one request per object. Transfers run in parallel threads.
+A remote is the same :class:`~volsegsync.store.ObjectDB` as the local store, over
+:class:`FsspecFS`, an adapter of an fsspec filesystem (``file`` for folders, ``s3``
+through s3fs for AWS S3, MinIO, Ceph): one code path for every backend, objects at
+the same keys, ``ALGO/ab/cdef...``. What each side lacks is found with one
+recursive listing of the remote (S3: one ListObjectsV2 page per 1,000 keys), never
+one request per object. Transfers run in parallel threads.
 
 Crash safety: on a folder an object is written under a temporary name in its
 shard folder and renamed when complete (a rename is atomic). On S3 an upload goes
@@ -18,21 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import secrets
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, cast
 
 from volsegsync.config import Config, RemoteConfig
-from volsegsync.dataset import Dataset
 from volsegsync.errors import VolsegsyncError
+from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem, open_regular
 
 S3_EXTRA = "pip install 'volsegsync[s3]'"
 TMP_MARK = ".tmp-"  # temporary names of uploads in progress on a folder remote
-_HEX = re.compile(r"[0-9a-f]{8,128}")
 
 # (files done, bytes done): called from worker threads, under a lock
 Progress = Callable[[int, int], None]
@@ -81,121 +80,173 @@ def choose_remote(config: Config, name: str | None) -> tuple[str, RemoteConfig]:
     return name, spec
 
 
-class Remote:
-    """An object store on a remote filesystem: list, upload, download, delete."""
+class FsspecFS:
+    """The store's :class:`~volsegsync.store.FileSystem` over an fsspec filesystem, so
+    that a remote is the same :class:`ObjectDB` as the local store.
 
-    def __init__(self, name: str, url: str, fs: Any, root: str, atomic_put: bool) -> None:
-        self.name = name
-        self.url = url
+    Uploading: ``ObjectDB.add`` first "links" the local object to a temporary name
+    (:meth:`link_from_local` only notes which local file it stands for), hashes it
+    through :meth:`open_read` (a damaged local object is never sent), then renames it
+    to its final name: :meth:`rename` is where the bytes move. On S3 they go straight
+    to the final key: a PUT (and a multipart upload's completion) is atomic, the
+    object appears whole or not at all, while S3 has no rename (copy and delete would
+    be a second, non-atomic step and twice the requests). On a folder they go to a
+    temporary name beside the final one, then an atomic rename.
+
+    ``exists`` answers from the listing once a prefix was listed (:meth:`walk`), so a
+    push costs one listing plus one request per object sent, not one per object.
+    """
+
+    def __init__(self, fs: Any, root: str, atomic_put: bool) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
-        self.atomic_put = atomic_put  # S3: a PUT is atomic, no temporary name needed
+        self.atomic_put = atomic_put
+        self._lock = threading.Lock()
+        self._staged: dict[str, Path] = {}  # temporary name -> the local file it stands for
+        self._listed: list[str] = []  # prefixes whose listing is known
+        self._present: set[str] = set()
         self._made: set[str] = set()
-        self._made_lock = threading.Lock()
 
-    # -- keys ----------------------------------------------------------------------------
+    def _full(self, path: str) -> str:
+        return f"{self.root}/{path}" if path else self.root
 
-    def key(self, algorithm: str, digest: str) -> str:
-        return f"{self.root}/{algorithm}/{digest[:2]}/{digest[2:]}"
+    def exists(self, path: str) -> bool:
+        with self._lock:
+            if path in self._staged:
+                return True
+            if path.startswith(f"{TMP_DIR}/"):
+                return False  # temporaries are only ever staged here
+            if any(path.startswith(prefix) for prefix in self._listed):
+                return path in self._present
+        return bool(self.fs.exists(self._full(path)))
 
-    def where(self, ref: ObjectRef) -> str:
-        """How a message names an object: its key and a path that records it."""
-        return f"{ref.algorithm}/{ref.digest[:2]}/{ref.digest[2:]} ({ref.path})"
+    def open_read(self, path: str) -> BinaryIO:
+        with self._lock:
+            local = self._staged.get(path)
+        if local is not None:
+            return open_regular(local)
+        return cast(BinaryIO, self.fs.open(self._full(path), "rb"))
 
-    # -- listing -------------------------------------------------------------------------
+    def open_new(self, path: str) -> BinaryIO:
+        self._makedirs(self._full(path).rsplit("/", 1)[0])
+        return cast(BinaryIO, self.fs.open(self._full(path), "wb"))
+
+    def rename(self, src: str, dst: str) -> None:
+        with self._lock:
+            local = self._staged.pop(src, None)
+        final = self._full(dst)
+        if local is None:
+            self.fs.mv(self._full(src), final)
+        elif self.atomic_put:
+            self.fs.put_file(str(local), final)
+        else:
+            self._makedirs(final.rsplit("/", 1)[0])
+            tmp = f"{final}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+            try:
+                self.fs.put_file(str(local), tmp)
+                self.fs.mv(tmp, final)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.fs.rm_file(tmp)
+                raise
+        with self._lock:
+            self._present.add(dst)
+
+    def remove(self, path: str) -> None:
+        with self._lock:
+            if self._staged.pop(path, None) is not None:
+                return
+            self._present.discard(path)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._full(path))
+
+    def walk(self, path: str) -> Iterator[tuple[str, int, float]]:
+        """Every file below ``path`` with size and mtime: one recursive listing (S3: one
+        request per 1,000 keys). On a folder an unreadable shard is an error, not skipped."""
+        strict = {} if self.atomic_put else {"on_error": "raise"}
+        try:
+            found = self.fs.find(self._full(path), detail=True, **strict)
+        except FileNotFoundError:
+            found = {}
+        prefix = self.fs._strip_protocol(self._full(path)).rstrip("/") + "/"
+        out = []
+        for name, info in found.items():
+            if name.startswith(prefix):
+                rest = name[len(prefix) :]
+                out.append(
+                    (f"{path}/{rest}" if path else rest, int(info.get("size") or 0), _mtime(info))
+                )
+        with self._lock:
+            self._listed.append(path.rstrip("/") + "/")
+            self._present.update(rel for rel, _s, _m in out)
+        return iter(out)
+
+    def get_file(self, path: str, dest: Path) -> None:
+        """Download ``path`` to the local file ``dest`` (streamed by the backend)."""
+        self.fs.get_file(self._full(path), str(dest))
+
+    def seal(self, path: str) -> None:
+        """Remote objects are protected by the remote's permissions, not by mode bits."""
+
+    def link_from_local(self, src: Path, dst: str, kind: str) -> bool:
+        with self._lock:
+            self._staged[dst] = src
+        return True
+
+    def local_path(self, path: str) -> Path | None:
+        return None
+
+    def _makedirs(self, folder: str) -> None:
+        if self.atomic_put:
+            return  # object stores have no folders
+        with self._lock:
+            if folder in self._made:
+                return
+        self.fs.makedirs(folder, exist_ok=True)
+        with self._lock:
+            self._made.add(folder)
+
+
+def _mtime(info: dict[str, Any]) -> float:
+    value = info.get("mtime", info.get("LastModified", 0))
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+class Remote(NamedTuple):
+    name: str
+    url: str
+    db: ObjectDB
+    fs: FsspecFS
 
     def list_objects(self, algorithm: str) -> dict[str, int]:
-        """``digest -> size`` of every complete object of ``algorithm``: one recursive
-        listing. Temporary names of interrupted uploads are left out."""
-        base = f"{self.root}/{algorithm}"
+        """``digest -> size`` of every complete object of ``algorithm`` on the remote (one
+        listing); temporary names of interrupted uploads are left out."""
         try:
-            # S3: one flat listing; a folder: a walk that must not skip unreadable shards
-            strict = {} if self.atomic_put else {"on_error": "raise"}
-            found = self.fs.find(base, detail=True, **strict)
-        except FileNotFoundError:
-            return {}
+            listing = list(self.fs.walk(algorithm))
         except Exception as e:  # the backend's own errors: credentials, network, ...
             raise RemoteError(f"remote {self.name} ({self.url}): cannot list: {_reason(e)}") from e
         out: dict[str, int] = {}
-        prefix = self.fs._strip_protocol(base).rstrip("/") + "/"
-        for name, info in found.items():
-            rel = name[len(prefix) :] if name.startswith(prefix) else ""
-            shard, _, rest = rel.partition("/")
-            digest = shard + rest
-            if len(shard) == 2 and "/" not in rest and _HEX.fullmatch(digest):
-                out[digest] = int(info.get("size") or 0)
+        for path, size, _mtime in listing:
+            parts = path.split("/")
+            if len(parts) == 3 and len(parts[1]) == 2 and TMP_MARK not in parts[2]:
+                with contextlib.suppress(ObjectProblem):
+                    ObjectDB.key(algorithm, parts[1] + parts[2])
+                    out[parts[1] + parts[2]] = size
         return out
 
     def temporaries(self, algorithm: str) -> list[str]:
-        """Leftovers of interrupted uploads on a folder remote."""
-        base = f"{self.root}/{algorithm}"
-        try:
-            names: list[str] = self.fs.find(base)
-        except (FileNotFoundError, OSError):
-            return []
-        return [n for n in names if TMP_MARK in n.rsplit("/", 1)[-1]]
-
-    # -- transfers -----------------------------------------------------------------------
-
-    def upload(self, local: Path, ref: ObjectRef) -> None:
-        final = self.key(ref.algorithm, ref.digest)
-        if self.atomic_put:
-            self.fs.put_file(str(local), final)
-            return
-        parent = final.rsplit("/", 1)[0]
-        with self._made_lock:
-            made = parent in self._made
-        if not made:
-            self.fs.makedirs(parent, exist_ok=True)
-            with self._made_lock:
-                self._made.add(parent)
-        tmp = f"{final}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-        try:
-            self.fs.put_file(str(local), tmp)
-            self.fs.mv(tmp, final)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self.fs.rm_file(tmp)
-            raise
-
-    def download(self, ref: ObjectRef, dest: Path) -> None:
-        self.fs.get_file(self.key(ref.algorithm, ref.digest), str(dest))
-
-    def delete(self, keys: list[str]) -> None:
-        if keys:
-            self.fs.rm(keys)
-
-
-class LocalStore:
-    """The local content store as transfers see it (until store.ObjectDB is merged)."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def path(self, algorithm: str, digest: str) -> Path:
-        return self.root / algorithm / digest[:2] / digest[2:]
-
-    def has(self, algorithm: str, digest: str) -> bool:
-        return self.path(algorithm, digest).is_file()
-
-    def temp_path(self) -> Path:
-        tmp = self.root / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        return tmp / f"fetch-{os.getpid()}-{secrets.token_hex(8)}"
-
-    def add_verified(self, tmp: Path, algorithm: str, digest: str) -> None:
-        final = self.path(algorithm, digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, final)
-
-
-def local_store(ds: Dataset) -> LocalStore:
-    return LocalStore(ds.meta_dir / "cache")
+        """Leftovers of interrupted uploads on a folder remote (``gc --remote`` removes
+        them)."""
+        return [p for p, _s, _m in self.fs.walk(algorithm) if TMP_MARK in p.rsplit("/", 1)[-1]]
 
 
 def open_remote(name: str, spec: RemoteConfig, dataset_root: Path) -> Remote:
-    """The fsspec filesystem of a remote; a missing optional backend is one line naming
+    """The object database of a remote; a missing optional backend is one line naming
     the extra that installs it."""
     url = spec.url
     scheme = url.split("://", 1)[0].lower() if "://" in url else "file"
@@ -207,16 +258,20 @@ def open_remote(name: str, spec: RemoteConfig, dataset_root: Path) -> Remote:
                 f"remote {name} ({url}): the S3 backend is not installed: {S3_EXTRA}"
             ) from None
         endpoint = spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
-        fs = s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True)
-        return Remote(name, url, fs, url.split("://", 1)[1], atomic_put=True)
-    import fsspec
+        fs = FsspecFS(
+            s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True),
+            url.split("://", 1)[1],
+            atomic_put=True,
+        )
+    else:
+        import fsspec
 
-    path = url.split("://", 1)[1] if "://" in url else url
-    if path.startswith("localhost/"):
-        path = path[len("localhost") :]
-    root = Path(path) if os.path.isabs(path) else dataset_root / path
-    fs = fsspec.filesystem("file")
-    return Remote(name, url, fs, os.path.abspath(root), atomic_put=False)
+        path = url.split("://", 1)[1] if "://" in url else url
+        if path.startswith("localhost/"):
+            path = path[len("localhost") :]
+        root = Path(path) if os.path.isabs(path) else dataset_root / path
+        fs = FsspecFS(fsspec.filesystem("file"), os.path.abspath(root), atomic_put=False)
+    return Remote(name, url, ObjectDB(fs), fs)
 
 
 def parallel(

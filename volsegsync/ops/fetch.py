@@ -5,34 +5,23 @@ content does not match its name is rejected and reported, the rest goes on."""
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 from volsegsync.dataset import Dataset
-from volsegsync.hashing import new_hasher
 from volsegsync.ops.push import ProgressFactory, TransferReport, collect_refs, remote_sizes
+from volsegsync.ops.storing import open_store, store_settings
 from volsegsync.remotes import (
     DEFAULT_JOBS,
     HashMismatch,
     ObjectRef,
     Remote,
     choose_remote,
-    local_store,
     open_remote,
     parallel,
 )
-
-CHUNK = 1 << 20
-
-
-def file_digest(path: Path, algorithm: str) -> tuple[str, int]:
-    h = new_hasher(algorithm)
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            size += len(chunk)
-    return str(h.hexdigest()), size
+from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem, hash_local
 
 
 def run_fetch(
@@ -47,7 +36,8 @@ def run_fetch(
     name, spec = choose_remote(ds.config, remote_name)
     remote = open_remote(name, spec, ds.root)
     refs = collect_refs(ds, paths, revs, all_commits)
-    store = local_store(ds)
+    store = open_store(ds)
+    tmp_dir = store_settings(ds).root / TMP_DIR
     wanted = [r for r in refs if not store.has(r.algorithm, r.digest)]
     sizes = remote_sizes(remote, wanted)
     absent = [r for r in wanted if sizes[r] is None]
@@ -55,7 +45,7 @@ def run_fetch(
     tick = progress(len(todo), sum(r.size for r in todo)) if progress and todo else None
 
     def move(ref: ObjectRef) -> None:
-        download_verified(remote, ref, store)
+        download_verified(remote, ref, store, tmp_dir)
 
     failed = parallel(jobs or DEFAULT_JOBS, todo, move, tick)
     bad = {f.ref for f in failed}
@@ -72,20 +62,21 @@ def run_fetch(
     )
 
 
-def download_verified(remote: Remote, ref: ObjectRef, store: object) -> None:
-    from volsegsync.remotes import LocalStore
-
-    assert isinstance(store, LocalStore)
-    tmp = store.temp_path()
+def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: Path) -> None:
+    """Download one object, then add it to the local store, which hashes it: content
+    that does not match its name is rejected (:class:`HashMismatch`)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
     try:
-        remote.download(ref, tmp)
-        digest, size = file_digest(tmp, ref.algorithm)
-        if digest != ref.digest or size != ref.size:
+        remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)
+        try:
+            store.add(tmp, ref.algorithm, ref.digest, links=("hardlink", "copy"))
+        except ObjectProblem:
+            found = hash_local(tmp, ref.algorithm)
             raise HashMismatch(
-                f"content on the remote does not match its name: {ref.algorithm} {digest}, "
-                f"{size} bytes; rejected"
-            )
-        store.add_verified(tmp, ref.algorithm, ref.digest)
+                f"content on the remote does not match its name (it hashes to {found}, "
+                f"{tmp.stat().st_size} bytes): rejected"
+            ) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

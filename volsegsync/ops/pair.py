@@ -8,6 +8,7 @@ from volsegsync.dataset import Dataset
 from volsegsync.errors import IndexFormatError
 from volsegsync.index import Entry, FileRecord, format_index, parse_index
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
+from volsegsync.ops.storing import StoreReport, store_enabled, store_entries
 
 
 class PairReport(NamedTuple):
@@ -16,6 +17,7 @@ class PairReport(NamedTuple):
     written: bool
     added: list[Entry]  # entries the index did not hold as they are now
     removed: list[tuple[str, str]]  # (volume, segmentation) of index lines now gone
+    stored: StoreReport | None = None  # what went into the content store (None: not stored)
 
 
 def run_pair(
@@ -24,8 +26,13 @@ def run_pair(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
     dry_run: bool = False,
+    store: bool | None = None,
 ) -> PairReport:
-    """Pair the dataset and (unless ``dry_run``) write the index atomically, under the lock."""
+    """Pair the dataset and (unless ``dry_run``) write the index atomically, under the lock.
+
+    Unless ``store`` is False (default: the config's ``store.enabled``), the content
+    of every recorded file goes into the content store first (docs/store.md).
+    """
     with ds.lock():
         snap = take_snapshot(ds, by=by, jobs=jobs, progress=progress)
         new_text = format_index(snap.entries, ds.config.store.hash)
@@ -34,10 +41,13 @@ def run_pair(
         except (OSError, UnicodeDecodeError):  # missing or unreadable: rewritten below
             old_text = None
         changed = new_text != old_text
+        stored = None
+        if not dry_run and (store if store is not None else store_enabled(ds)):
+            stored = store_entries(ds, snap.entries, jobs=jobs, progress=progress)
         if changed and not dry_run:
             ds.write_index(snap.entries)
         added, removed = _line_changes(snap.entries, old_text or "")
-        return PairReport(snap, changed, changed and not dry_run, added, removed)
+        return PairReport(snap, changed, changed and not dry_run, added, removed, stored)
 
 
 def _line_changes(entries: list[Entry], old_text: str) -> tuple[list[Entry], list[tuple[str, str]]]:

@@ -13,7 +13,9 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from volsegsync.dataset import INDEX_FILE, Dataset
+from volsegsync.errors import VolsegsyncError
 from volsegsync.index import Entry, parse_index_bytes, read_index_file
+from volsegsync.ops.storing import open_store
 from volsegsync.remotes import (
     DEFAULT_JOBS,
     Failure,
@@ -21,7 +23,6 @@ from volsegsync.remotes import (
     Progress,
     Remote,
     choose_remote,
-    local_store,
     open_remote,
     parallel,
 )
@@ -56,11 +57,21 @@ def collect_refs(
     index = read_index_file(ds.index_path)
     sources: list[tuple[str, list[Entry]]] = [(index.algorithm, index.entries)]
     if revs or all_commits:
-        from volsegsync.history import index_blobs  # dulwich: imported only when needed
+        from volsegsync import history  # dulwich: imported only when needed
 
-        for where, raw in index_blobs(ds.root, INDEX_FILE, list(revs), all_commits):
-            other = parse_index_bytes(raw, where)
-            sources.append((other.algorithm, other.entries))
+        git_root = history.find_git_root(ds.root)
+        if git_root is None:
+            raise VolsegsyncError(f"{ds.root}: not in a git repository: no other revisions")
+        path = (ds.root / INDEX_FILE).relative_to(git_root).as_posix()
+        blobs: list[tuple[str, bytes | None]] = [
+            (rev, history.read_at(git_root, rev, path)) for rev in revs
+        ]
+        if all_commits:
+            blobs.extend(("history", raw) for raw in history.contents_in_history(git_root, path))
+        for where, raw in blobs:
+            if raw is not None:
+                other = parse_index_bytes(raw, f"{INDEX_FILE} at {where}")
+                sources.append((other.algorithm, other.entries))
     wanted = [ds.relpath(p).rstrip("/") for p in paths] if paths else None
     seen: dict[tuple[str, str], ObjectRef] = {}
     for algorithm, entries in sources:
@@ -100,18 +111,22 @@ def run_push(
     name, spec = choose_remote(ds.config, remote_name)
     remote = open_remote(name, spec, ds.root)
     refs = collect_refs(ds, paths, revs, all_commits)
-    store = local_store(ds)
+    store = open_store(ds, create=False)
     local = [r for r in refs if store.has(r.algorithm, r.digest)]
     missing = [r for r in refs if not store.has(r.algorithm, r.digest)]
     sizes = remote_sizes(remote, local)
     todo = [r for r in local if sizes[r] != r.size]  # absent, or damaged: sent again
+
+    def upload(ref: ObjectRef) -> None:
+        final = remote.db.object_path(ref.algorithm, ref.digest)
+        if sizes[ref] is not None:  # a damaged copy (wrong size) is replaced
+            remote.fs.remove(final)
+        src = store.fs.local_path(store.object_path(ref.algorithm, ref.digest))
+        assert src is not None  # the local store is a folder
+        remote.db.add(src, ref.algorithm, ref.digest, links=("reflink",))
+
     tick = progress(len(todo), sum(r.size for r in todo)) if progress and todo else None
-    failed = parallel(
-        jobs or DEFAULT_JOBS,
-        todo,
-        lambda ref: remote.upload(store.path(ref.algorithm, ref.digest), ref),
-        tick,
-    )
+    failed = parallel(jobs or DEFAULT_JOBS, todo, upload, tick)
     bad = {f.ref for f in failed}
     moved = [r for r in todo if r not in bad]
     return TransferReport(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from volsegsync.commands.check_names import check_names_command
+from volsegsync.commands.checkout import checkout_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.fetch import fetch_command
+from volsegsync.commands.fsck import fsck_command
+from volsegsync.commands.gc import gc_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
 from volsegsync.commands.push import push_command
@@ -18,6 +21,9 @@ COMMANDS = [
     pair_command,
     status_command,
     verify_command,
+    checkout_command,
+    fsck_command,
+    gc_command,
     remote_command,
     push_command,
     fetch_command,

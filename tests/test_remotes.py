@@ -7,8 +7,6 @@ boto3); nothing is mocked. They skip, saying why, when s3fs or moto is absent.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -31,7 +29,6 @@ from conftest import (
     assert_clean_stderr,
     git,
     init_with_git_binary,
-    invoke,
     run_script,
     write_nii,
     write_nrrd,
@@ -499,5 +496,92 @@ def test_unreachable_s3_is_one_line(tmp_path: Path, s3_server: S3Server) -> None
     assert len(r.stderr.strip().splitlines()) == 1 and "cannot list" in r.stderr
 
 
-# keep the helpers referenced (some tests are added once checkout lands)
-_ = (write_nrrd, git, invoke, hashlib, contextlib)
+# --------------------------------------------------------------------------- clone + pull
+
+
+def commit(root: Path, message: str) -> None:
+    git(root, "add", "-A")
+    git(root, "-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q", "-m", message)
+
+
+def clone(origin: Path, dest: Path) -> Path:
+    subprocess.run(["git", "clone", "-q", str(origin), str(dest)], check=True, capture_output=True)
+    return dest
+
+
+def _pull_reproduces_every_file(tmp_path: Path, url: str, env: dict[str, str]) -> None:
+    root = make_dataset(tmp_path / "a")
+    assert vs(root, "remote", "add", "origin", url, "--default").returncode == 0
+    r = vs(root, "push", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    commit(root, "dataset")
+    copy = clone(root, tmp_path / "b")
+    assert not (copy / f"{NAME1}.nii.gz").exists()  # git holds no image
+    r = vs(copy, "pull", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert indexed_files(copy) == indexed_files(root)
+    r = vs(copy, "status")
+    assert r.returncode == 0, r.stdout  # in sync: no rehash needed, nothing changed
+    r = vs(copy, "pull", env=env)  # again: nothing to do
+    assert r.returncode == 0 and "fetched 0 objects" in r.stdout
+
+
+def test_fresh_clone_pull_reproduces_every_file_folder(tmp_path: Path) -> None:
+    _pull_reproduces_every_file(tmp_path, str(tmp_path / "remote"), {})
+
+
+@needs_s3
+def test_fresh_clone_pull_reproduces_every_file_s3(tmp_path: Path, s3_server: S3Server) -> None:
+    _pull_reproduces_every_file(tmp_path, f"s3://{s3_server.bucket()}/ds", s3_server.env)
+
+
+def test_pull_lists_what_the_remote_lacks_and_restores_the_rest(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "a")
+    remote = tmp_path / "remote"
+    vs(root, "remote", "add", "origin", str(remote), "--default")
+    assert vs(root, "push").returncode == 0
+    commit(root, "dataset")
+    lost = next(remote.glob("xxh3-128/*/*"))
+    lost.unlink()
+    digest = lost.parent.name + lost.name
+    copy = clone(root, tmp_path / "b")
+    r = vs(copy, "pull")
+    assert r.returncode == 1
+    assert digest in r.stdout and "not on remote origin" in r.stdout
+    want = indexed_files(root)
+    ds = Dataset.open(root)
+    lost_paths = {rec.path for e in ds.read_index() for rec in e.records() if rec.digest == digest}
+    for path, data in want.items():
+        if path in lost_paths:
+            assert not (copy / path).exists()
+        else:
+            assert (copy / path).read_bytes() == data
+
+
+def test_two_clones_exchange_a_new_segmentation_version(tmp_path: Path) -> None:
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    a = make_dataset(tmp_path / "a")
+    vs(a, "remote", "add", "origin", str(tmp_path / "remote"), "--default")
+    assert vs(a, "push").returncode == 0
+    commit(a, "dataset")
+    git(a, "push", "-q", str(origin), "HEAD:refs/heads/main")
+    b = tmp_path / "b"
+    subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(b)], check=True)
+    assert vs(b, "pull").returncode == 0
+    # B annotates version 3 of the first case and shares it
+    v3 = b / f"{NAME1}-v3.nrrd"
+    write_nrrd(v3, seed="a new annotation")
+    age_all(b)
+    assert vs(b, "pair").returncode in (0, 1)
+    assert vs(b, "push").returncode == 0
+    commit(b, "v3")
+    git(b, "push", "-q", "origin", "HEAD:main")
+    # A gets it
+    git(a, "pull", "-q", str(origin), "main")
+    r = vs(a, "pull")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (a / v3.name).read_bytes() == v3.read_bytes()
+    assert indexed_files(a) == indexed_files(b)
+    entry = next(e for e in Dataset.open(a).read_index() if e.segmentation and NAME1 in e.key)
+    assert entry.version == 3

@@ -10,6 +10,7 @@ from volsegsync.commands.fsck import fsck_command
 from volsegsync.commands.gc import gc_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
+from volsegsync.commands.pull import pull_command
 from volsegsync.commands.push import push_command
 from volsegsync.commands.remote import remote_command
 from volsegsync.commands.status import status_command
@@ -27,5 +28,6 @@ COMMANDS = [
     remote_command,
     push_command,
     fetch_command,
+    pull_command,
     example_command,
 ]

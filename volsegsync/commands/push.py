@@ -94,10 +94,16 @@ def transfer_progress(quiet: bool, verb: str) -> Iterator[Callable[[int, int], P
             bar.__exit__(None, None, None)
 
 
-def render_transfer(
-    report: TransferReport, verb: str, fmt: str, quiet: bool, extra_lines: list[str] | None = None
-) -> None:
+def render_transfer(report: TransferReport, verb: str, fmt: str, quiet: bool) -> None:
     """Print a transfer report; exit 1 when objects failed or are missing."""
+    emit(transfer_rendered(report, verb), fmt, quiet)
+    if not report.ok:
+        raise Outcome(EXIT_PROBLEMS)
+
+
+def transfer_rendered(report: TransferReport, verb: str) -> Rendered:
+    """Text lines (one per object that failed or is missing, then a summary), the JSON
+    document and the CSV rows of a transfer."""
     past = {"push": "pushed", "fetch": "fetched", "pull": "fetched"}[verb]
     lines: list[str] = []
     for f in report.failed:
@@ -115,7 +121,6 @@ def render_transfer(
                 f"error: {ref.algorithm}/{ref.digest} ({ref.path}): not on remote {report.remote}; "
                 "push it from a clone that has it"
             )
-    lines.extend(extra_lines or [])
     mib = report.bytes_moved / (1 << 20)
     where = "to" if verb == "push" else "from"
     lines.append(
@@ -139,7 +144,8 @@ def render_transfer(
         ]
     ]
     document = {
-        "schema": f"volsegsync.{verb}/1",
+        "schema": "volsegsync.transfer/1",
+        "command": verb,
         "remote": report.remote,
         "url": report.url,
         "ok": report.ok,
@@ -153,11 +159,7 @@ def render_transfer(
             "missing": len(report.missing),
         },
     }
-    emit(
-        Rendered(lines, document, rows, ["object", "path", "size", "result", "reason"]), fmt, quiet
-    )
-    if not report.ok:
-        raise Outcome(EXIT_PROBLEMS)
+    return Rendered(lines, document, rows, ["object", "path", "size", "result", "reason"])
 
 
 @click.command("push")

@@ -585,3 +585,60 @@ def test_two_clones_exchange_a_new_segmentation_version(tmp_path: Path) -> None:
     assert indexed_files(a) == indexed_files(b)
     entry = next(e for e in Dataset.open(a).read_index() if e.segmentation and NAME1 in e.key)
     assert entry.version == 3
+
+
+# --------------------------------------------------------------------------- status, gc
+
+
+def test_status_remote_names_what_each_side_lacks(tmp_path: Path) -> None:
+    import json
+
+    root = make_dataset(tmp_path / "a")
+    remote = tmp_path / "remote"
+    vs(root, "remote", "add", "origin", str(remote), "--default")
+    r = vs(root, "status", "--remote", "origin", "--format", "json")
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert doc["summary"]["missing_on_remote"] == 6 and doc["summary"]["missing_locally"] == 0
+    assert vs(root, "push").returncode == 0
+    assert vs(root, "status", "--remote", "origin").returncode == 0
+    victim = next((root / ".volsegsync" / "cache" / "xxh3-128").glob("*/*"))
+    victim.chmod(0o644)
+    victim.unlink()
+    r = vs(root, "status", "--remote", "origin", "--format", "json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and doc["summary"]["missing_locally"] == 1
+    assert doc["objects"][0]["object"].endswith(victim.parent.name + victim.name)
+
+
+def test_gc_remote_keeps_history_and_recent_objects(tmp_path: Path) -> None:
+    import json
+
+    root = make_dataset(tmp_path / "a")
+    remote = tmp_path / "remote"
+    vs(root, "remote", "add", "origin", str(remote), "--default")
+    assert vs(root, "push").returncode == 0
+    commit(root, "v1")
+    # an unreferenced object, old; another unreferenced one, just written
+    (remote / "xxh3-128" / "ab").mkdir(exist_ok=True)
+    old = remote / "xxh3-128" / "ab" / ("c" * 30)
+    old.write_bytes(b"orphan")
+    os.utime(old, (time.time() - 3 * 86400,) * 2)
+    young = remote / "xxh3-128" / "ab" / ("d" * 30)
+    young.write_bytes(b"in flight")
+    stale_tmp = remote / "xxh3-128" / "ab" / ("e" * 30 + ".tmp-1-abcd")
+    stale_tmp.write_bytes(b"partial")
+    os.utime(stale_tmp, (time.time() - 7200,) * 2)
+    # a version only the history references
+    (root / f"{NAME2}-v1.nrrd").unlink()
+    assert vs(root, "pair").returncode in (0, 1)
+    r = vs(root, "gc", "--remote", "origin")
+    assert r.returncode == 2 and "--yes" in r.stderr  # the local gc's guard
+    r = vs(root, "gc", "--remote", "origin", "--dry-run", "--format", "json")
+    doc = json.loads(r.stdout)
+    assert [row["digest"] for row in doc["removed"]] == ["ab" + "c" * 30]
+    assert old.exists()
+    r = vs(root, "gc", "--remote", "origin", "--yes")
+    assert r.returncode == 0, r.stderr
+    assert not old.exists() and young.exists() and not stale_tmp.exists()
+    assert len(list(remote.glob("xxh3-128/*/*"))) == 7  # 6 referenced + the young one

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from volsegsync.commands.common import common_options, open_dataset
+from volsegsync.commands.common import EXIT_PROBLEMS, Outcome, common_options, open_dataset
+from volsegsync.dataset import Dataset
 from volsegsync.output import Rendered, emit
 
 
@@ -121,3 +122,79 @@ def remote_list_command(fmt: str, quiet: bool) -> None:
         fmt,
         quiet,
     )
+
+
+def remote_status(name: str, fmt: str, quiet: bool) -> None:
+    """``status --remote NAME``: exit 0 when both sides hold every indexed object."""
+    from volsegsync.ops.remote import run_remote_status
+
+    report = run_remote_status(open_dataset(), name)
+    kinds = [
+        ("missing_on_remote", report.missing_on_remote, "not on the remote (push it)"),
+        ("missing_locally", report.missing_locally, "not in the local store (fetch it)"),
+        ("missing_everywhere", report.missing_everywhere, "in neither: cannot be restored"),
+    ]
+    rows = [
+        {"object": f"{r.algorithm}/{r.digest}", "path": r.path, "size": r.size, "kind": kind}
+        for kind, refs, _text in kinds
+        for r in refs
+    ]
+    lines = [
+        f"{row['object']} ({row['path']}): {text}"
+        for (kind, _refs, text) in kinds
+        for row in rows
+        if row["kind"] == kind
+    ]
+    lines.append(
+        f"remote {report.remote}: {report.indexed} indexed objects; "
+        f"{len(report.missing_on_remote)} missing on the remote, "
+        f"{len(report.missing_locally)} missing locally"
+        + (f", {len(report.missing_everywhere)} in neither" if report.missing_everywhere else "")
+    )
+    document = {
+        "schema": "volsegsync.remote-status/1",
+        "remote": report.remote,
+        "url": report.url,
+        "in_sync": report.in_sync,
+        "objects": rows,
+        "summary": {
+            "indexed": report.indexed,
+            "missing_on_remote": len(report.missing_on_remote),
+            "missing_locally": len(report.missing_locally),
+            "missing_everywhere": len(report.missing_everywhere),
+        },
+    }
+    emit(Rendered(lines, document, rows, ["object", "path", "size", "kind"]), fmt, quiet)
+    if not report.in_sync:
+        raise Outcome(EXIT_PROBLEMS)
+
+
+def remote_gc(ds: Dataset, name: str, dry_run: bool, fmt: str, quiet: bool) -> None:
+    """``gc --remote NAME``."""
+    from volsegsync.ops.remote import run_remote_gc
+
+    report = run_remote_gc(ds, name, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    lines = [f"{verb}: {a}/{d[:2]}/{d[2:]} ({size} bytes)" for a, d, size in report.removed]
+    total = sum(size for _a, _d, size in report.removed)
+    lines.append(
+        f"{verb} {len(report.removed)} objects ({total} bytes) from remote {report.remote}, "
+        f"kept {report.kept} referenced and {report.recent} written in the last 24 hours; "
+        f"{report.indexes} indexes read"
+    )
+    rows = [{"algorithm": a, "digest": d, "size": size} for a, d, size in report.removed]
+    document = {
+        "schema": "volsegsync.remote-gc/1",
+        "remote": report.remote,
+        "dry_run": dry_run,
+        "removed": rows,
+        "summary": {
+            "removed": len(report.removed),
+            "bytes": total,
+            "kept": report.kept,
+            "recent": report.recent,
+            "indexes": report.indexes,
+            "temporaries": report.temporaries,
+        },
+    }
+    emit(Rendered(lines, document, rows, ["algorithm", "digest", "size"]), fmt, quiet)

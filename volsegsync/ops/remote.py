@@ -30,6 +30,8 @@ from volsegsync.config import (
 from volsegsync.dataset import CONFIG_FILE, LOCAL_CONFIG_FILE, Dataset
 from volsegsync.errors import ConfigError, VolsegsyncError
 from volsegsync.fsutil import atomic_write_text
+from volsegsync.index import DIGEST_HEX
+from volsegsync.remotes import TMP_MARK, ObjectRef, RemoteError, choose_remote, open_remote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -229,3 +231,101 @@ def _mode(path: Path) -> int:
         umask = os.umask(0o022)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+# -- status --remote, gc --remote -------------------------------------------------------
+
+
+class RemoteStatus(NamedTuple):
+    remote: str
+    url: str
+    indexed: int  # distinct objects the index records
+    missing_on_remote: list[ObjectRef]  # here, not there: push them
+    missing_locally: list[ObjectRef]  # there, not here: fetch them
+    missing_everywhere: list[ObjectRef]  # in neither: nobody can restore them
+
+    @property
+    def in_sync(self) -> bool:
+        return not (self.missing_on_remote or self.missing_locally or self.missing_everywhere)
+
+
+def run_remote_status(ds: Dataset, remote_name: str | None = None) -> RemoteStatus:
+    """Which indexed objects the remote lacks and which the local store lacks (one
+    listing of the remote, one stat per object locally)."""
+    from volsegsync.ops.push import collect_refs, remote_sizes
+    from volsegsync.ops.storing import open_store
+
+    name, spec = choose_remote(ds.config, remote_name)
+    remote = open_remote(name, spec, ds.root)
+    refs = collect_refs(ds)
+    store = open_store(ds, create=False)
+    sizes = remote_sizes(remote, refs)
+    here = {r for r in refs if store.has(r.algorithm, r.digest)}
+    there = {r for r in refs if sizes[r] == r.size}
+    return RemoteStatus(
+        name,
+        spec.url,
+        len(refs),
+        [r for r in refs if r in here and r not in there],
+        [r for r in refs if r in there and r not in here],
+        [r for r in refs if r not in here and r not in there],
+    )
+
+
+GC_GRACE_S = 24 * 3600.0  # objects younger than this may belong to a push in progress
+
+
+class RemoteGcReport(NamedTuple):
+    remote: str
+    removed: list[tuple[str, str, int]]  # (algorithm, digest, size), or to remove (dry run)
+    kept: int
+    recent: int  # unreferenced but younger than the grace period: kept
+    indexes: int
+    temporaries: int  # leftovers of interrupted uploads removed
+    dry_run: bool
+
+
+def run_remote_gc(
+    ds: Dataset, remote_name: str | None = None, dry_run: bool = False, now: float | None = None
+) -> RemoteGcReport:
+    """Remove from a remote the objects that no index references: the working index, and
+    the history of every branch, tag and remote-tracking branch of this clone. Objects
+    written in the last 24 hours are kept (a colleague's push whose commit is not here
+    yet), and so are the temporaries of uploads younger than an hour."""
+    import time
+
+    from volsegsync.ops.gc import STALE_TMP_S, referenced
+
+    name, spec = choose_remote(ds.config, remote_name)
+    remote = open_remote(name, spec, ds.root)
+    keep, count = referenced(ds, remote_branches=True)
+    now = time.time() if now is None else now
+    removed: list[tuple[str, str, int]] = []
+    kept = recent = 0
+    stale: list[str] = []
+    for algorithm in DIGEST_HEX:
+        try:
+            listing = list(remote.fs.walk(algorithm))
+        except Exception as e:
+            raise RemoteError(f"remote {name} ({spec.url}): cannot list: {e}") from e
+        for path, size, mtime in listing:
+            parts = path.split("/")
+            if len(parts) != 3 or len(parts[1]) != 2:
+                continue
+            if TMP_MARK in parts[2]:
+                if now - mtime > STALE_TMP_S:
+                    stale.append(path)
+                continue
+            digest = parts[1] + parts[2]
+            if (algorithm, digest) in keep:
+                kept += 1
+            elif now - mtime < GC_GRACE_S:
+                recent += 1
+            else:
+                removed.append((algorithm, digest, size))
+    if not dry_run:
+        for algorithm, digest, _size in removed:
+            remote.db.remove(algorithm, digest)
+        for path in stale:
+            remote.fs.remove(path)
+    return RemoteGcReport(name, removed, kept, recent, count, len(stale), dry_run)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +30,6 @@ from volsegsync.errors import VolsegsyncError
 from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem, open_regular
 
 S3_EXTRA = "pip install 'volsegsync[s3]'"
-TMP_MARK = ".tmp-"  # temporary names of uploads in progress on a folder remote
 
 # (files done, bytes done): called from worker threads, under a lock
 Progress = Callable[[int, int], None]
@@ -84,17 +82,19 @@ class FsspecFS:
     """The store's :class:`~volsegsync.store.FileSystem` over an fsspec filesystem, so
     that a remote is the same :class:`ObjectDB` as the local store.
 
-    Uploading: ``ObjectDB.add`` first "links" the local object to a temporary name
-    (:meth:`link_from_local` only notes which local file it stands for), hashes it
-    through :meth:`open_read` (a damaged local object is never sent), then renames it
-    to its final name: :meth:`rename` is where the bytes move. On S3 they go straight
-    to the final key: a PUT (and a multipart upload's completion) is atomic, the
-    object appears whole or not at all, while S3 has no rename (copy and delete would
-    be a second, non-atomic step and twice the requests). On a folder they go to a
-    temporary name beside the final one, then an atomic rename.
+    A folder remote works as the local store does: ``ObjectDB.add`` copies the object
+    to ``tmp/`` on the remote while hashing it (a damaged local object is never sent),
+    then renames it to its final name (atomic on one filesystem).
+
+    On S3 there is no rename (copy then delete would be a second step, not atomic
+    either, and twice the requests), but a PUT, like the completion of a multipart
+    upload, is atomic: the object appears whole or not at all. So ``ObjectDB.add``
+    "links" the local object to its temporary name (:meth:`link_from_local` only notes
+    which local file it stands for), hashes it through :meth:`open_read`, and
+    :meth:`rename` uploads it straight to its final key.
 
     ``exists`` answers from the listing once a prefix was listed (:meth:`walk`), so a
-    push costs one listing plus one request per object sent, not one per object.
+    push costs one listing plus the requests of the objects sent, not one per object.
     """
 
     def __init__(self, fs: Any, root: str, atomic_put: bool) -> None:
@@ -102,7 +102,8 @@ class FsspecFS:
         self.root = root.rstrip("/")
         self.atomic_put = atomic_put
         self._lock = threading.Lock()
-        self._staged: dict[str, Path] = {}  # temporary name -> the local file it stands for
+        self._staged: dict[str, Path] = {}  # S3: temporary name -> the local file it stands for
+        self._written: set[str] = set()  # temporaries written by open_new, not yet renamed
         self._listed: list[str] = []  # prefixes whose listing is known
         self._present: set[str] = set()
         self._made: set[str] = set()
@@ -112,10 +113,10 @@ class FsspecFS:
 
     def exists(self, path: str) -> bool:
         with self._lock:
-            if path in self._staged:
+            if path in self._staged or path in self._written:
                 return True
             if path.startswith(f"{TMP_DIR}/"):
-                return False  # temporaries are only ever staged here
+                return False  # a temporary of this run is staged or written, nothing else
             if any(path.startswith(prefix) for prefix in self._listed):
                 return path in self._present
         return bool(self.fs.exists(self._full(path)))
@@ -129,33 +130,28 @@ class FsspecFS:
 
     def open_new(self, path: str) -> BinaryIO:
         self._makedirs(self._full(path).rsplit("/", 1)[0])
+        with self._lock:
+            self._written.add(path)
         return cast(BinaryIO, self.fs.open(self._full(path), "wb"))
 
     def rename(self, src: str, dst: str) -> None:
         with self._lock:
             local = self._staged.pop(src, None)
         final = self._full(dst)
-        if local is None:
-            self.fs.mv(self._full(src), final)
-        elif self.atomic_put:
-            self.fs.put_file(str(local), final)
+        if local is not None:
+            self.fs.put_file(str(local), final)  # S3: one atomic PUT to the final key
         else:
             self._makedirs(final.rsplit("/", 1)[0])
-            tmp = f"{final}{TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-            try:
-                self.fs.put_file(str(local), tmp)
-                self.fs.mv(tmp, final)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    self.fs.rm_file(tmp)
-                raise
+            self.fs.mv(self._full(src), final)
         with self._lock:
+            self._written.discard(src)
             self._present.add(dst)
 
     def remove(self, path: str) -> None:
         with self._lock:
             if self._staged.pop(path, None) is not None:
                 return
+            self._written.discard(path)
             self._present.discard(path)
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._full(path))
@@ -189,6 +185,8 @@ class FsspecFS:
         """Remote objects are protected by the remote's permissions, not by mode bits."""
 
     def link_from_local(self, src: Path, dst: str, kind: str) -> bool:
+        if not self.atomic_put:
+            return False  # a folder: ObjectDB copies (and hashes) into tmp/, then renames
         with self._lock:
             self._staged[dst] = src
         return True
@@ -233,16 +231,11 @@ class Remote(NamedTuple):
         out: dict[str, int] = {}
         for path, size, _mtime in listing:
             parts = path.split("/")
-            if len(parts) == 3 and len(parts[1]) == 2 and TMP_MARK not in parts[2]:
+            if len(parts) == 3 and len(parts[1]) == 2:
                 with contextlib.suppress(ObjectProblem):
                     ObjectDB.key(algorithm, parts[1] + parts[2])
                     out[parts[1] + parts[2]] = size
         return out
-
-    def temporaries(self, algorithm: str) -> list[str]:
-        """Leftovers of interrupted uploads on a folder remote (``gc --remote`` removes
-        them)."""
-        return [p for p, _s, _m in self.fs.walk(algorithm) if TMP_MARK in p.rsplit("/", 1)[-1]]
 
 
 def open_remote(name: str, spec: RemoteConfig, dataset_root: Path) -> Remote:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from volsegsync.dataset import INDEX_FILE, Dataset
 from volsegsync.errors import VolsegsyncError
-from volsegsync.index import Entry, parse_index_bytes, read_index_file
+from volsegsync.index import DEFAULT_ALGORITHM, Entry, parse_index_bytes
 from volsegsync.ops.storing import open_store
 from volsegsync.remotes import (
     DEFAULT_JOBS,
@@ -54,8 +54,7 @@ def collect_refs(
 ) -> list[ObjectRef]:
     """The distinct objects the index (and the index at ``revs``) records, one
     :class:`ObjectRef` per object, named by the first path that records it."""
-    index = read_index_file(ds.index_path)
-    sources: list[tuple[str, list[Entry]]] = [(index.algorithm, index.entries)]
+    sources: list[tuple[str, list[Entry]]] = [(index_algorithm(ds), ds.read_index())]
     if revs or all_commits:
         from volsegsync import history  # dulwich: imported only when needed
 
@@ -87,6 +86,17 @@ def collect_refs(
     return sorted(seen.values(), key=lambda r: r.path)
 
 
+def index_algorithm(ds: Dataset) -> str:
+    """The hash algorithm the index names (its header lines; the entries come from the
+    dataset's parse memo)."""
+    try:
+        with open(ds.index_path, "rb") as f:
+            head = b"".join(f.readline(200) for _ in range(2))
+    except FileNotFoundError:
+        return DEFAULT_ALGORITHM
+    return parse_index_bytes(head, str(ds.index_path)).algorithm
+
+
 def remote_sizes(remote: Remote, refs: list[ObjectRef]) -> dict[ObjectRef, int | None]:
     """The size of each object on the remote (None: absent), from one listing per hash
     algorithm."""
@@ -112,8 +122,9 @@ def run_push(
     remote = open_remote(name, spec, ds.root)
     refs = collect_refs(ds, paths, revs, all_commits)
     store = open_store(ds, create=False)
-    local = [r for r in refs if store.has(r.algorithm, r.digest)]
-    missing = [r for r in refs if not store.has(r.algorithm, r.digest)]
+    held = [store.has(r.algorithm, r.digest) for r in refs]  # one stat each
+    local = [r for r, h in zip(refs, held, strict=True) if h]
+    missing = [r for r, h in zip(refs, held, strict=True) if not h]
     sizes = remote_sizes(remote, local)
     todo = [r for r in local if sizes[r] != r.size]  # absent, or damaged: sent again
 
@@ -123,7 +134,7 @@ def run_push(
             remote.fs.remove(final)
         src = store.fs.local_path(store.object_path(ref.algorithm, ref.digest))
         assert src is not None  # the local store is a folder
-        remote.db.add(src, ref.algorithm, ref.digest, links=("reflink",))
+        remote.db.add(src, ref.algorithm, ref.digest, links=("reflink", "copy"))
 
     tick = progress(len(todo), sum(r.size for r in todo)) if progress and todo else None
     failed = parallel(jobs or DEFAULT_JOBS, todo, upload, tick)

@@ -31,7 +31,7 @@ from volsegsync.dataset import CONFIG_FILE, LOCAL_CONFIG_FILE, Dataset
 from volsegsync.errors import ConfigError, VolsegsyncError
 from volsegsync.fsutil import atomic_write_text
 from volsegsync.index import DIGEST_HEX
-from volsegsync.remotes import TMP_MARK, ObjectRef, RemoteError, choose_remote, open_remote
+from volsegsync.remotes import ObjectRef, RemoteError, choose_remote, open_remote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -291,7 +291,7 @@ def run_remote_gc(
     """Remove from a remote the objects that no index references: the working index, and
     the history of every branch, tag and remote-tracking branch of this clone. Objects
     written in the last 24 hours are kept (a colleague's push whose commit is not here
-    yet), and so are the temporaries of uploads younger than an hour."""
+    yet); temporaries of interrupted uploads go once an hour old."""
     import time
 
     from volsegsync.ops.gc import STALE_TMP_S, referenced
@@ -302,7 +302,7 @@ def run_remote_gc(
     now = time.time() if now is None else now
     removed: list[tuple[str, str, int]] = []
     kept = recent = 0
-    stale: list[str] = []
+    stale = remote.db.stale_temporaries(STALE_TMP_S, now)
     for algorithm in DIGEST_HEX:
         try:
             listing = list(remote.fs.walk(algorithm))
@@ -311,10 +311,6 @@ def run_remote_gc(
         for path, size, mtime in listing:
             parts = path.split("/")
             if len(parts) != 3 or len(parts[1]) != 2:
-                continue
-            if TMP_MARK in parts[2]:
-                if now - mtime > STALE_TMP_S:
-                    stale.append(path)
                 continue
             digest = parts[1] + parts[2]
             if (algorithm, digest) in keep:

@@ -161,9 +161,9 @@ def line(what: str, seconds: float, nbytes: int, base: float | None = None, name
     return f"{what:<40} {seconds:7.2f} s  {rate:8.1f} MiB/s{ratio}"
 
 
-def bench_dvc(work: Path, data: Path, remote: str, env: dict[str, str], runs: int) -> str:
+def bench_dvc(exe: str, work: Path, data: Path, remote: str, env: dict[str, str], runs: int) -> str:
     """``dvc push`` / ``dvc pull`` of the same files; '' when DVC is not installed."""
-    dvc = shutil.which("dvc")
+    dvc = shutil.which(exe)
     if dvc is None:
         return ""
     repo = work / f"dvc-{remote.split(':')[0]}"
@@ -212,7 +212,14 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--noop-objects", type=int, default=10000)
-    ap.add_argument("--dvc", action="store_true", help="also time dvc push/pull if installed")
+    ap.add_argument(
+        "--dvc",
+        nargs="?",
+        const="dvc",
+        default=None,
+        metavar="PATH",
+        help="also time dvc push/pull (the dvc executable; default: dvc on PATH)",
+    )
     ap.add_argument("--dir", default="/tmp/vss-bench-remotes")
     args = ap.parse_args()
     work = Path(args.dir)
@@ -271,19 +278,16 @@ def main() -> None:
                 f"{'no-op push, S3':<40} {s3_noop:7.2f} s",
             ]
             if args.dvc:
-                out.append(
-                    bench_dvc(work, src, str(work / "dvc-remote"), {}, args.runs)
-                    or "dvc: not installed"
-                )
-                out.append(bench_dvc(work, src, "s3://bench/dvc", env, args.runs) or "")
+                folder = bench_dvc(args.dvc, work, src, str(work / "dvc-remote"), {}, args.runs)
+                out.append(folder or f"dvc: {args.dvc} not found")
+                out.append(bench_dvc(args.dvc, work, src, "s3://bench/dvc", env, args.runs))
         finally:
             proc.terminate()
             proc.wait()
 
     # a no-op push of many objects
     many = work / "many"
-    datasets.make_small(many, args.noop_objects // 2)
-    datasets.init(many)
+    make_dataset(many, args.noop_objects, args.noop_objects * 8192)  # distinct contents
     vs(many, "pair")
     vs(many, "remote", "add", "bench", str(work / "remote-many"), "--default")
     vs(many, "push")

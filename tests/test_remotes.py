@@ -7,6 +7,7 @@ boto3); nothing is mocked. They skip, saying why, when s3fs or moto is absent.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -639,3 +640,57 @@ def test_gc_remote_keeps_history_and_recent_objects(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert not old.exists() and young.exists() and not stale_tmp.exists()
     assert len(list(remote.glob("xxh3-128/*/*"))) == 7  # 6 referenced + the young one
+
+
+def test_revs_and_all_commits_carry_old_versions(tmp_path: Path) -> None:
+    root = make_dataset(tmp_path / "a")
+    remote = tmp_path / "remote"
+    vs(root, "remote", "add", "origin", str(remote), "--default")
+    commit(root, "first")
+    seg = root / f"{NAME2}-v1.nrrd"
+    old_digest = xxhash.xxh3_128_hexdigest(seg.read_bytes())
+    write_nrrd(seg, seed="edited in place")
+    age_all(root)
+    assert vs(root, "pair").returncode in (0, 1)
+    commit(root, "second")
+    on_remote = lambda: {p.parent.name + p.name for p in remote.glob("xxh3-128/*/*")}  # noqa: E731
+    assert vs(root, "push").returncode == 0
+    assert old_digest not in on_remote()  # the working index no longer records it
+    r = vs(root, "push", "--revs", "HEAD~1")
+    assert r.returncode == 0 and "pushed 1 objects" in r.stdout
+    assert old_digest in on_remote()
+    r = vs(root, "push", "--all-commits")
+    assert r.returncode == 0 and "pushed 0 objects" in r.stdout
+    r = vs(root, "push", "--revs", "no-such-branch")
+    assert r.returncode == 2 and "no-such-branch" in r.stderr
+    copy = clone(root, tmp_path / "b")
+    r = vs(copy, "fetch", "--all-commits")
+    assert r.returncode == 0, r.stdout
+    assert old_digest in store_objects(copy)
+
+
+def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
+    import pty
+
+    root = make_dataset(tmp_path / "a")
+    vs(root, "remote", "add", "origin", str(tmp_path / "remote"), "--default")
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [VOLSEGSYNC, "-C", str(root), "push"],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            timeout=60,
+        )
+        os.close(slave)
+        seen = b""
+        with contextlib.suppress(OSError):
+            while chunk := os.read(master, 65536):
+                seen += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    text = seen.decode("utf-8", "replace")
+    assert "push 6 files" in text and "6/6 files" in text
+    r = vs(root, "fetch")  # stderr not a terminal: no bar
+    assert r.stderr == ""

@@ -27,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -166,7 +166,8 @@ def bench_dvc(exe: str, work: Path, data: Path, remote: str, env: dict[str, str]
     dvc = shutil.which(exe)
     if dvc is None:
         return ""
-    repo = work / f"dvc-{remote.split(':')[0]}"
+    kind = "s3" if remote.startswith("s3://") else "folder"
+    repo = work / f"dvc-repo-{kind}"
     shutil.rmtree(repo, ignore_errors=True)
     repo.mkdir()
     e = {**os.environ, **env}
@@ -199,11 +200,21 @@ def bench_dvc(exe: str, work: Path, data: Path, remote: str, env: dict[str, str]
         shutil.rmtree(repo / "data", ignore_errors=True)
 
     pull = timed(clean_local, lambda: run("pull", "-q"), runs)
-    return (
-        line(f"dvc push ({remote.split(':')[0]})", push, total)
-        + "\n"
-        + line(f"dvc pull ({remote.split(':')[0]})", pull, total)
-    )
+    return line(f"dvc push ({kind})", push, total) + "\n" + line(f"dvc pull ({kind})", pull, total)
+
+
+class Report(list[str]):
+    """Lines of results, printed as they come (a long run shows its progress)."""
+
+    def append(self, text: str) -> None:
+        if text:
+            print(text, flush=True)
+        super().append(text)
+
+    def __iadd__(self, lines: Iterable[str]) -> Report:  # type: ignore[override]
+        for text in lines:
+            self.append(text)
+        return self
 
 
 def main() -> None:
@@ -231,7 +242,7 @@ def main() -> None:
     objects = [p for p in cache.glob("*/*") if p.is_file()]
     nbytes = sum(p.stat().st_size for p in objects)
     print(f"{len(objects)} objects, {nbytes / (1 << 20):.0f} MiB; medians of {args.runs} runs")
-    out: list[str] = []
+    out = Report()
 
     # folder remote
     remote = work / "remote"
@@ -295,7 +306,6 @@ def main() -> None:
     out.append(
         f"{f'no-op push, {args.noop_objects} objects, folder':<40} {noop_many:7.2f} s  (goal < 1 s)"
     )
-    print("\n".join(x for x in out if x))
     shutil.rmtree(work, ignore_errors=True)
 
 

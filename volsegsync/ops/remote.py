@@ -10,7 +10,6 @@ or nothing is written. Credentials are refused (see :func:`remote_url_problem`).
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -218,19 +217,7 @@ def _write_checked(
             f"{path}: cannot edit its remotes safely (define them as [remotes.NAME] tables); "
             "edit it by hand"
         )
-    mode = _mode(path)
-    atomic_write_text(path, text)
-    os.chmod(path, mode)
-
-
-def _mode(path: Path) -> int:
-    """An existing file keeps its mode; a new one gets the umask's."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0o022)
-        os.umask(umask)
-        return 0o666 & ~umask
+    atomic_write_text(path, text)  # an existing file keeps its mode, a new one the umask's
 
 
 # -- status --remote, gc --remote -------------------------------------------------------

@@ -71,7 +71,7 @@ def test_help_subprocess_and_version() -> None:
         assert command.encode() in proc.stdout
     version = run_script(["--version"])
     assert version.returncode == 0
-    assert version.stdout == b"volsegsync, version 0.1.0\n"
+    assert version.stdout == b"volsegsync, version 0.2.0\n"
 
 
 def test_usage_errors_exit_2_without_traceback(ds_root: Path) -> None:

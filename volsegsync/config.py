@@ -128,6 +128,11 @@ class RemoteConfig:
 
 
 @dataclass(frozen=True)
+class HooksConfig:
+    pre_push: bool = False  # the pre-push hook runs `volsegsync push` first
+
+
+@dataclass(frozen=True)
 class Config:
     naming: NamingConfig = field(default_factory=NamingConfig)
     roles: RolesConfig = field(default_factory=RolesConfig)
@@ -138,6 +143,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     remotes: Mapping[str, RemoteConfig] = field(default_factory=dict)
     default_remote: str | None = None  # [core] remote
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -291,7 +297,7 @@ def parse_local_config(path: Path, data: Mapping[str, Any], base: Config) -> Con
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     top = _Reader(path, data, "")
     top.check_keys(
-        {"naming", "roles", "pairing", "verify", "scan", "store", "limits", "remotes", "core"}
+        {"naming", "roles", "pairing", "verify", "scan", "store", "limits", "hooks", "remotes", "core"}
     )
     scan = top.sub("scan")
     scan.check_keys({"exclude"})
@@ -306,6 +312,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         limits=_limits(top.sub("limits")),
         remotes=remotes,
         default_remote=default_remote,
+        hooks=_hooks(top.sub("hooks")),
     )
 
 
@@ -331,6 +338,14 @@ def _limits(r: _Reader) -> LimitsConfig:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**50:
         raise r.fail("max_image_bytes", f"must be a positive number of bytes, found {value!r}")
     return LimitsConfig(value)
+
+
+def _hooks(r: _Reader) -> HooksConfig:
+    r.check_keys({"pre_push"})
+    pre_push = r.table.get("pre_push", False)
+    if not isinstance(pre_push, bool):
+        raise r.fail("pre_push", f"must be true or false, found {pre_push!r}")
+    return HooksConfig(pre_push=pre_push)
 
 
 def _naming(r: _Reader) -> NamingConfig:

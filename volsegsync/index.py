@@ -286,10 +286,26 @@ def parse_index_file(text: str, name: str = "index") -> IndexFile:
         lines.pop()
     if not lines:
         return IndexFile(DEFAULT_ALGORITHM, [], VERSION)
+    _check_conflict(lines, name)
     fmt = _check_magic(lines[0], name)
     if fmt == 1:
         return IndexFile(DEFAULT_ALGORITHM, _parse_v1(lines, name), 1)
     return _parse_v2(lines, name)
+
+
+CONFLICT_MARKERS = ("<<<<<<<", "|||||||", "=======", ">>>>>>>")
+
+
+def _check_conflict(lines: list[str], name: str) -> None:
+    """An unfinished git merge gets one line saying so, and what to run."""
+    for number, line in enumerate(lines, start=1):
+        if line.startswith(CONFLICT_MARKERS):
+            raise IndexFormatError(
+                f"{name}:{number}: git merge conflict markers: the merge is unfinished. Keep the "
+                "right lines between <<<<<<< and >>>>>>>, or take one side ('git checkout --ours "
+                "volsegsync.index') and run 'volsegsync pair'; then 'git add volsegsync.index' "
+                "('volsegsync install-hooks' installs a driver that merges the index per pair)"
+            )
 
 
 def _check_magic(first: str, name: str) -> int:

@@ -10,6 +10,7 @@ from volsegsync.config import DEFAULT_CONFIG_TEXT, load_config
 from volsegsync.dataset import CONFIG_FILE, INDEX_FILE, META_DIR, STATE_DIR
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import CONFIG_LIMIT, atomic_write_text, check_state_dir, read_small
+from volsegsync.hooks import ensure_attributes, install_merge_driver
 from volsegsync.index import format_index
 
 BEGIN = "# >>> volsegsync: data files live in the content store and on remotes, not in git"
@@ -60,11 +61,18 @@ def init_dataset(
     extensions = sorted(set(roles.volume_extensions) | set(roles.segmentation_extensions))
     if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in extensions]):
         created.append(".gitignore")
+    if ensure_attributes(root).action != "unchanged":  # the index merge driver, per pair
+        created.append(".gitattributes")
     warnings = _tracking_warnings(root, git_root) if git_root else []
+    if git_root:
+        try:
+            install_merge_driver(git_root)
+        except VolsegsyncError as e:  # e.g. a read-only repository: the dataset still works
+            warnings.append(f"the index merge driver is not declared: {e}")
     return InitReport(root, git_root, created, git_created, warnings)
 
 
-TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore")
+TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore", ".gitattributes")
 
 
 def _tracking_warnings(root: Path, git_root: Path) -> list[str]:

@@ -498,7 +498,18 @@ def test_unreachable_s3_is_one_line(tmp_path: Path, s3_server: S3Server) -> None
 
 def commit(root: Path, message: str) -> None:
     git(root, "add", "-A")
-    git(root, "-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q", "-m", message)
+    git(
+        root,
+        "-c",
+        "user.name=T",
+        "-c",
+        "user.email=t@example.org",
+        "commit",
+        "-q",
+        "--no-verify",
+        "-m",
+        message,
+    )
 
 
 def clone(origin: Path, dest: Path) -> Path:
@@ -514,6 +525,8 @@ def _pull_reproduces_every_file(tmp_path: Path, url: str, env: dict[str, str]) -
     commit(root, "dataset")
     copy = clone(root, tmp_path / "b")
     assert not (copy / f"{NAME1}.nii.gz").exists()  # git holds no image
+    r = vs(copy, "push", env=env)  # nothing local, but the remote has it all: fine
+    assert r.returncode == 0 and "pushed 0 objects" in r.stdout, r.stdout
     r = vs(copy, "pull", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert indexed_files(copy) == indexed_files(root)
@@ -694,3 +707,43 @@ def test_progress_bar_on_a_terminal_only(tmp_path: Path) -> None:
     assert "push 6 files" in text and "6/6 files" in text
     r = vs(root, "fetch")  # stderr not a terminal: no bar
     assert r.stderr == ""
+
+
+def test_pre_push_hook_sends_the_content_first(tmp_path: Path) -> None:
+    origin = tmp_path / "origin.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+    root = make_dataset(tmp_path / "a")
+    remote = tmp_path / "remote"
+    vs(root, "remote", "add", "origin", str(remote), "--default")
+    config = root / ".volsegsync" / "config.toml"
+    config.write_text(config.read_text() + "\n[hooks]\npre_push = true\n")
+    r = vs(root, "install-hooks")
+    assert r.returncode == 0, r.stdout + r.stderr
+    commit(root, "dataset")
+    env = {**os.environ, "PATH": f"{Path(VOLSEGSYNC).parent}:{os.environ['PATH']}"}
+    push = subprocess.run(
+        ["git", "-C", str(root), "push", "-q", str(origin), "HEAD:refs/heads/main"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert push.returncode == 0, push.stderr
+    assert {p.parent.name + p.name for p in remote.glob("xxh3-128/*/*")} == set(store_objects(root))
+    # a remote that cannot take the content stops git's push, with a reason
+    shutil.rmtree(remote)
+    remote.write_bytes(b"not a folder")
+    write_nrrd(root / f"{NAME1}-v3.nrrd", seed="unpushed")
+    age_all(root)
+    vs(root, "pair")
+    commit(root, "v3")
+    push = subprocess.run(
+        ["git", "-C", str(root), "push", "-q", str(origin), "HEAD:refs/heads/main"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert push.returncode != 0
+    assert "git's push is stopped" in push.stderr
+    assert_clean_stderr(push.stderr)

@@ -297,7 +297,18 @@ def parse_local_config(path: Path, data: Mapping[str, Any], base: Config) -> Con
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     top = _Reader(path, data, "")
     top.check_keys(
-        {"naming", "roles", "pairing", "verify", "scan", "store", "limits", "hooks", "remotes", "core"}
+        {
+            "naming",
+            "roles",
+            "pairing",
+            "verify",
+            "scan",
+            "store",
+            "limits",
+            "hooks",
+            "remotes",
+            "core",
+        }
     )
     scan = top.sub("scan")
     scan.check_keys({"exclude"})

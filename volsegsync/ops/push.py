@@ -122,11 +122,11 @@ def run_push(
     remote = open_remote(name, spec, ds.root)
     refs = collect_refs(ds, paths, revs, all_commits)
     store = open_store(ds, create=False)
-    held = [store.has(r.algorithm, r.digest) for r in refs]  # one stat each
-    local = [r for r, h in zip(refs, held, strict=True) if h]
-    missing = [r for r, h in zip(refs, held, strict=True) if not h]
-    sizes = remote_sizes(remote, local)
-    todo = [r for r in local if sizes[r] != r.size]  # absent, or damaged: sent again
+    sizes = remote_sizes(remote, refs)
+    wanted = [r for r in refs if sizes[r] != r.size]  # absent, or damaged: sent again
+    held = [store.has(r.algorithm, r.digest) for r in wanted]  # one stat each
+    todo = [r for r, h in zip(wanted, held, strict=True) if h]
+    missing = [r for r, h in zip(wanted, held, strict=True) if not h]  # nowhere to send from
 
     def upload(ref: ObjectRef) -> None:
         final = remote.db.object_path(ref.algorithm, ref.digest)
@@ -144,7 +144,7 @@ def run_push(
         name,
         spec.url,
         len(refs),
-        len(local) - len(todo),
+        len(refs) - len(wanted),
         moved,
         sum(r.size for r in moved),
         failed,

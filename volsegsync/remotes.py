@@ -192,7 +192,8 @@ class FsspecFS:
         return True
 
     def local_path(self, path: str) -> Path | None:
-        return None
+        """A folder remote's file, as a path on this machine (fetch copies from it)."""
+        return None if self.atomic_put else Path(self._full(path))
 
     def _makedirs(self, folder: str) -> None:
         if self.atomic_put:

@@ -63,20 +63,29 @@ def run_fetch(
 
 
 def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: Path) -> None:
-    """Download one object, then add it to the local store, which hashes it: content
-    that does not match its name is rejected (:class:`HashMismatch`)."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
+    """Add one remote object to the local store, which hashes it on the way in: content
+    that does not match its name is rejected (:class:`HashMismatch`).
+
+    A folder remote's object is copied straight in (one read, hashed while written);
+    an S3 object is downloaded to ``tmp/`` first, then linked in and hashed."""
+    obj = remote.db.object_path(ref.algorithm, ref.digest)
+    src = remote.fs.local_path(obj)
+    tmp: Path | None = None
     try:
-        remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)
+        if src is None:
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            tmp = src = tmp_dir / f"fetch-{uuid.uuid4().hex}"
+            remote.fs.get_file(obj, tmp)
+        links = ("hardlink", "copy") if tmp else ("reflink", "copy")  # never share a remote's
         try:
-            store.add(tmp, ref.algorithm, ref.digest, links=("hardlink", "copy"))
+            store.add(src, ref.algorithm, ref.digest, links=links)
         except ObjectProblem:
-            found = hash_local(tmp, ref.algorithm)
+            found = hash_local(src, ref.algorithm)
             raise HashMismatch(
                 f"content on the remote does not match its name (it hashes to {found}, "
-                f"{tmp.stat().st_size} bytes): rejected"
+                f"{src.stat().st_size} bytes): rejected"
             ) from None
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()

@@ -48,8 +48,7 @@ def bench_show(base: Path, shape: tuple[int, int, int], runs: int) -> None:
     key = datasets.name(0)
     volume = root / "volumes" / f"{key}.nii.gz"
     baseline_code = (
-        "import sys, numpy as np, nibabel as nib; "
-        "np.asarray(nib.load(sys.argv[1]).dataobj).sum()"
+        "import sys, numpy as np, nibabel as nib; np.asarray(nib.load(sys.argv[1]).dataobj).sum()"
     )
     baseline, show = [], []
     for _ in range(runs):

@@ -13,7 +13,7 @@
   ``[verify.labels]`` (values present in the voxels are checked by the content
   pass as ``unknown_label``). Header only.
 - ``tiny_label``: a label under :data:`TINY_FRACTION` of the median size of that
-  label (by name) in the files holding it, when at least :data:`MIN_VOLUMES`
+  label (by name) in the files holding it, when at least :data:`MIN_FILES`
   do; otherwise one with fewer than :data:`TINY_VOXELS` voxels. Needs the
   voxels: full ``verify`` only; counts are cached by content hash.
 
@@ -33,15 +33,17 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from volsegsync.fsutil import atomic_write_bytes
 from volsegsync.problems import Problem, make_problem
+from volsegsync.workers import parallel_map
 
 if TYPE_CHECKING:
     from volsegsync.dataset import Dataset
-    from volsegsync.hashing import Hashed
+    from volsegsync.hashing import Hashed, Stat
     from volsegsync.header_cache import HeaderResult
     from volsegsync.headers import Geometry
     from volsegsync.pairing import Pair
 
-MIN_VOLUMES = 5
+MIN_VOLUMES = 20  # outliers: fewer volumes say little about what is usual
+MIN_FILES = 5  # tiny labels: files holding a label before its median counts
 OUTLIER_SHARE = 0.05
 SIMILAR_FACTOR = 2.0
 TINY_VOXELS = 10
@@ -107,43 +109,106 @@ def _color(text: str | None) -> tuple[int, int, int] | None:
 # --------------------------------------------------------------------------- entry point
 
 
+class Summary(NamedTuple):
+    """What the checks need of one file's header (plain, for the marshal memo)."""
+
+    orientation: str | None  # closest axis codes, e.g. "RAS"; None without a frame
+    spacing: tuple[float, ...]
+    shape: tuple[int, ...]
+    segments: tuple[tuple[str, int, int], ...]  # Slicer segments: name, value, layer
+
+
+HeaderLookup = Callable[[list[str]], Mapping[str, "HeaderResult"]]
+
+
 def check_dataset(
     ds: Dataset,
     pairs: Sequence[Pair],
-    headers: Mapping[str, HeaderResult],
+    files: Mapping[str, Stat],
+    headers: HeaderLookup,
     hashed: Mapping[str, Hashed],
+    jobs: int = 1,
 ) -> list[Problem]:
-    """Every dataset-level problem. ``hashed`` empty (``--fast``): header checks only."""
-    volumes = {
-        p.volume: g
-        for p in pairs
-        if p.volume and (r := headers.get(p.volume)) is not None and (g := r.geometry) is not None
-    }
-    segs = {
-        p.segmentation: g
-        for p in pairs
-        if p.segmentation
-        and (r := headers.get(p.segmentation)) is not None
-        and (g := r.geometry) is not None
-    }
+    """Every dataset-level problem. ``hashed`` empty (``--fast``): header checks only.
+
+    ``headers`` gives the header results of the paths it is asked for; it is asked
+    only for files whose summary is not in the memo under their current stat.
+    """
+    volumes = [p.volume for p in pairs if p.volume and p.segmentation and p.volume in files]
+    segs = [
+        p.segmentation for p in pairs if p.volume and p.segmentation and p.segmentation in files
+    ]
+    summaries = _summaries(ds, sorted({*volumes, *segs}), files, headers)
     declared = dict(ds.config.verify.labels)
-    problems = outlier_problems(volumes)
-    problems += label_name_problems(segs, declared)
+    problems = outlier_problems({v: summaries[v] for v in volumes if v in summaries})
+    problems += label_name_problems({s: summaries[s] for s in segs if s in summaries}, declared)
     if hashed:
-        digests = {p: hashed[p].digest for p in segs if p in hashed}
-        problems += tiny_label_problems(_label_counts(ds, digests, declared))
+        digests = {p: hashed[p].digest for p in segs if p in hashed and p in summaries}
+        problems += tiny_label_problems(_label_counts(ds, digests, declared, jobs))
     return problems
+
+
+def summarise(geometry: Geometry) -> Summary:
+    from volsegsync.geometry import _codes
+
+    three_d = len(geometry.shape) == 3 and len(geometry.affine) == 4
+    segments = segment_fields(geometry.fields)
+    return Summary(
+        _codes(geometry) if three_d and geometry.anatomical else None,
+        tuple(round(v, 6) for v in geometry.spacing) if three_d else (),
+        tuple(geometry.shape) if three_d else (),
+        tuple((s.name, s.value, s.layer) for s in segments),
+    )
+
+
+def summaries_memo(ds: Dataset) -> dict[str, Summary]:
+    """The summaries the last check left in the state folder (for the report's plots)."""
+    return {path: Summary(*row[1]) for path, row in _load_memo(ds).items()}
+
+
+def _memo_path(ds: Dataset) -> Path:
+    return ds.state_dir / "dataset-checks.marshal"
+
+
+def _load_memo(ds: Dataset) -> dict[str, Any]:
+    with contextlib.suppress(OSError, EOFError, ValueError, TypeError, KeyError):
+        data = marshal.loads(_memo_path(ds).read_bytes())
+        if data["key"] == ds.state_key("dataset-checks", str(COUNTS_FORMAT)):
+            return dict(data["files"])
+    return {}
+
+
+def _summaries(
+    ds: Dataset, paths: list[str], files: Mapping[str, Stat], headers: HeaderLookup
+) -> dict[str, Summary]:
+    """Per-file summaries, from the memo where the file's stat is unchanged."""
+    memo = _load_memo(ds)
+    out: dict[str, Summary] = {}
+    todo = []
+    for path in paths:
+        row = memo.get(path)
+        if row is not None and tuple(row[0]) == tuple(files[path]):
+            out[path] = Summary(*row[1])
+        else:
+            todo.append(path)
+    if not todo and len(memo) == len(out):
+        return out
+    for path, result in headers(todo).items():
+        if result.geometry is not None:
+            out[path] = summarise(result.geometry)
+    rows = {p: (tuple(files[p]), tuple(s)) for p, s in out.items()}
+    blob = {"key": ds.state_key("dataset-checks", str(COUNTS_FORMAT)), "files": rows}
+    with contextlib.suppress(OSError, ValueError):
+        atomic_write_bytes(_memo_path(ds), marshal.dumps(blob))
+    return out
 
 
 # --------------------------------------------------------------------------- outliers
 
 
-def outlier_problems(volumes: Mapping[str, Geometry]) -> list[Problem]:
-    from volsegsync.geometry import _codes
-
-    three_d = {p: g for p, g in volumes.items() if len(g.shape) == 3 and len(g.affine) == 4}
+def outlier_problems(volumes: Mapping[str, Summary]) -> list[Problem]:
     problems: list[Problem] = []
-    codes = {p: _codes(g) for p, g in three_d.items() if g.anatomical}
+    codes = {p: s.orientation for p, s in volumes.items() if s.orientation is not None}
     for path, (support, common) in _rare(codes, lambda a, b: a == b).items():
         problems.append(
             make_problem(
@@ -155,8 +220,8 @@ def outlier_problems(volumes: Mapping[str, Geometry]) -> list[Problem]:
             )
         )
     for kind, values in (
-        ("spacing", {p: tuple(round(s, 6) for s in g.spacing) for p, g in three_d.items()}),
-        ("shape", {p: tuple(float(n) for n in g.shape) for p, g in three_d.items()}),
+        ("spacing", {p: s.spacing for p, s in volumes.items() if s.spacing}),
+        ("shape", {p: tuple(float(n) for n in s.shape) for p, s in volumes.items() if s.shape}),
     ):
         for path, (support, common) in _rare(values, _within_factor).items():
             unit = " mm" if kind == "spacing" else ""
@@ -207,25 +272,25 @@ def _vec(values: Iterable[float]) -> str:
 # --------------------------------------------------------------------------- label names
 
 
-def label_name_problems(segs: Mapping[str, Geometry], declared: Mapping[int, str]) -> list[Problem]:
+def label_name_problems(segs: Mapping[str, Summary], declared: Mapping[int, str]) -> list[Problem]:
     """Segment names that disagree per label value, and segments outside the declared set."""
     named: dict[str, dict[int, str]] = {}
     problems: list[Problem] = []
     for path in sorted(segs):
-        segments = segment_fields(segs[path].fields)
-        if not segments or any(s.layer != 0 for s in segments):
+        segments = segs[path].segments
+        if not segments or any(layer != 0 for _, _, layer in segments):
             continue  # layered files reuse values per layer: no one name per value
-        named[path] = {s.value: s.name for s in segments}
+        named[path] = {value: name for name, value, _ in segments}
         if declared:
-            for s in segments:
-                if s.value not in declared and s.value > 0:
+            for name, value, _ in segments:
+                if value not in declared and value > 0:
                     problems.append(
                         make_problem(
                             "undeclared_label",
                             [path],
-                            f"{path}: segment '{s.name}' has label value {s.value}, "
+                            f"{path}: segment '{name}' has label value {value}, "
                             "which [verify.labels] does not declare",
-                            {"label": s.value, "name": s.name},
+                            {"label": value, "name": name},
                         )
                     )
     by_value: dict[int, Counter[str]] = {}
@@ -267,7 +332,7 @@ def tiny_label_problems(counts: Mapping[str, Mapping[str, int]]) -> list[Problem
     for per_file in counts.values():
         for name, n in per_file.items():
             sizes.setdefault(name, []).append(n)
-    medians = {name: sorted(v)[len(v) // 2] for name, v in sizes.items() if len(v) >= MIN_VOLUMES}
+    medians = {name: sorted(v)[len(v) // 2] for name, v in sizes.items() if len(v) >= MIN_FILES}
     problems = []
     for path in sorted(counts):
         for name, n in sorted(counts[path].items()):
@@ -291,7 +356,7 @@ def tiny_label_problems(counts: Mapping[str, Mapping[str, int]]) -> list[Problem
 
 
 def _label_counts(
-    ds: Dataset, digests: Mapping[str, str], declared: Mapping[int, str]
+    ds: Dataset, digests: Mapping[str, str], declared: Mapping[int, str], jobs: int
 ) -> dict[str, dict[str, int]]:
     """Voxels per label name of each segmentation, cached by content hash."""
     memo_path: Path = ds.state_dir / "label-counts.marshal"
@@ -301,30 +366,30 @@ def _label_counts(
         data = marshal.loads(memo_path.read_bytes())
         if data["key"] == key:
             cached = data["counts"]
+    todo = {d: p for p, d in sorted(digests.items()) if d not in cached}
+    tasks = [(str(ds.root), p, sorted(declared.items())) for p in todo.values()]
+    for digest, per_file in zip(todo, parallel_map(_count, tasks, jobs), strict=True):
+        if per_file is not None:  # None: unreadable, reported by the content pass
+            cached[digest] = per_file
     out: dict[str, dict[str, int]] = {}
     kept: dict[str, dict[str, int]] = {}
-    fresh = False
     for path, digest in sorted(digests.items()):
-        per_file = cached.get(digest)
-        if per_file is None:
-            per_file = _count(ds.root, path, declared)
-            if per_file is None:
-                continue  # unreadable: reported by the content pass
-            fresh = True
-        out[path] = kept[digest] = per_file
-    if fresh or len(kept) != len(cached):
+        if digest in cached:
+            out[path] = kept[digest] = cached[digest]
+    if todo or len(kept) != len(cached):
         with contextlib.suppress(OSError):
             atomic_write_bytes(memo_path, marshal.dumps({"key": key, "counts": kept}))
     return out
 
 
-def _count(root: Path, path: str, declared: Mapping[int, str]) -> dict[str, int] | None:
+def _count(task: tuple[str, str, list[tuple[int, str]]]) -> dict[str, int] | None:
     from volsegsync.errors import VolsegsyncError
     from volsegsync.view.load import load_segmentation
     from volsegsync.view.metrics import label_counts
 
+    root, path, declared = task
     try:
-        seg = load_segmentation(root, path, declared)
+        seg = load_segmentation(Path(root), path, dict(declared))
     except VolsegsyncError:
         return None
     return {seg.label(v).name: n for v, n in label_counts(seg.data).items()}

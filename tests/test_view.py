@@ -316,3 +316,77 @@ def test_missing_pillow_names_the_extra(pair: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.decode().strip().count("\n") == 0
     assert "pip install 'volsegsync[view]'" in result.stderr.decode()
+
+
+def test_layered_4d_slicer_segmentation(ds_root: Path) -> None:
+    """Two overlapping segments in two layers (kind 'list' first), both drawn in their
+    Slicer colours; the picture uses the segment names."""
+    _volume(ds_root)
+    layers = np.zeros((2, *SHAPE), dtype=np.uint8)
+    layers[0, 2:9, 2:9, 5] = 1  # "bone", layer 0
+    layers[1, 6:12, 6:12, 5] = 1  # "tumour", layer 1, overlapping the bone
+    header: dict[str, Any] = {
+        "space": "right-anterior-superior",
+        "space directions": [[np.nan] * 3, [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]],
+        "space origin": np.zeros(3),
+        "kinds": ["list", "domain", "domain", "domain"],
+        "encoding": "gzip",
+    }
+    for n, (name, color) in enumerate((("bone", "0 1 0"), ("tumour", "1 0 0"))):
+        header.update(
+            {
+                f"Segment{n}_ID": f"S{n}",
+                f"Segment{n}_Name": name,
+                f"Segment{n}_LabelValue": "1",
+                f"Segment{n}_Layer": str(n),
+                f"Segment{n}_Color": color,
+            }
+        )
+    rel = f"segmentations/{NAME}-v1.seg.nrrd"
+    (ds_root / "segmentations").mkdir(parents=True, exist_ok=True)
+    nrrd.write(str(ds_root / rel), layers, header)
+    doc, _ = _show(ds_root, "--slice", "3,3,5")
+    assert doc["alignment"]["kind"] == "same grid"
+    assert [(r["name"], r["voxels"]) for r in doc["labels"]] == [("bone", 49 - 9), ("tumour", 36)]
+    picture, panels = _panels(ds_root, NAME, "3,3,5")
+    axial = next(p for p in panels if p.plane == "axial")
+    x0, y0, w, h = axial.box
+
+    def at(x: int, y: int) -> tuple[int, int, int]:
+        return picture.getpixel(
+            (int(x0 + (19 - x + 0.5) * w / 20), int(y0 + (15 - y + 0.5) * h / 16))
+        )
+
+    assert _close(at(4, 4), _fill((0, 255, 0)))  # bone only
+    assert _close(at(10, 10), _fill((255, 0, 0)))  # tumour only
+    assert _close(at(7, 7), _fill((255, 0, 0)))  # both: the later segment on top
+
+
+def test_compare_across_grids_resamples_b(ds_root: Path) -> None:
+    """B written on a grid twice as coarse, covering the same world box: compared on A's."""
+    _volume(ds_root)
+    (ds_root / "segmentations").mkdir(parents=True, exist_ok=True)
+    fine = np.zeros(SHAPE, dtype=np.uint8)
+    fine[4:12, 4:12, 2:6] = 1
+    coarse = np.zeros((10, 8, 5), dtype=np.uint8)
+    coarse[2:6, 2:6, 1:3] = 1
+    for version, data, spacing, origin in ((1, fine, 1.0, 0.0), (2, coarse, 2.0, 0.5)):
+        nrrd.write(
+            str(ds_root / f"segmentations/{NAME}-v{version}.nrrd"),
+            data,
+            {
+                "space": "right-anterior-superior",
+                "space directions": np.eye(3) * spacing,
+                "space origin": np.full(3, origin),
+                "kinds": ["domain"] * 3,
+                "encoding": "raw",
+            },
+        )
+    result = invoke(["-C", str(ds_root), "compare", f"{NAME}@v1", f"{NAME}@v2", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["alignment"]["kind"] == "resampled"
+    row = doc["labels"][0]
+    assert (row["voxels_a"], row["voxels_b"]) == (256, 32)
+    assert row["ml_a"] == pytest.approx(0.256) and row["ml_b"] == pytest.approx(0.256)
+    assert row["dice"] == pytest.approx(1.0) and row["hausdorff_mm"] == pytest.approx(0.0)

@@ -31,8 +31,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import xxhash
+
 from volsegsync.fsutil import atomic_write_bytes
-from volsegsync.problems import Problem, make_problem
+from volsegsync.problems import Problem, make_problem, problems_from_plain, problems_to_plain
 from volsegsync.workers import parallel_map
 
 if TYPE_CHECKING:
@@ -49,6 +51,7 @@ SIMILAR_FACTOR = 2.0
 TINY_VOXELS = 10
 TINY_FRACTION = 0.05
 COUNTS_FORMAT = 1
+MEMO_FORMAT = 1
 
 
 class SegmentField(NamedTuple):
@@ -132,16 +135,35 @@ def check_dataset(
     """Every dataset-level problem. ``hashed`` empty (``--fast``): header checks only.
 
     ``headers`` gives the header results of the paths it is asked for; it is asked
-    only for files whose summary is not in the memo under their current stat.
+    only for files whose summary is not in the memo under their current stat. The
+    header-level verdicts are memoised too, keyed by every summary they read.
     """
     volumes = [p.volume for p in pairs if p.volume and p.segmentation and p.volume in files]
     segs = [
         p.segmentation for p in pairs if p.volume and p.segmentation and p.segmentation in files
     ]
-    summaries = _summaries(ds, sorted({*volumes, *segs}), files, headers)
+    memo = _load_memo(ds)
+    summaries = _summaries(memo, sorted({*volumes, *segs}), files, headers)
     declared = dict(ds.config.verify.labels)
-    problems = outlier_problems({v: summaries[v] for v in volumes if v in summaries})
-    problems += label_name_problems({s: summaries[s] for s in segs if s in summaries}, declared)
+    vol_summaries = {v: summaries[v] for v in volumes if v in summaries}
+    seg_summaries = {s: summaries[s] for s in segs if s in summaries}
+    key = xxhash.xxh3_128_hexdigest(
+        marshal.dumps(
+            [
+                sorted((p, tuple(s)) for p, s in part.items())
+                for part in (vol_summaries, seg_summaries)
+            ]
+        )
+    )
+    result = memo.get("result")
+    if isinstance(result, tuple) and len(result) == 2 and result[0] == key:
+        problems = problems_from_plain(result[1])
+    else:
+        problems = outlier_problems(vol_summaries)
+        problems += label_name_problems(seg_summaries, declared)
+    rows = {p: (tuple(files[p]), tuple(s)) for p, s in summaries.items()}
+    if rows != memo.get("files") or not isinstance(result, tuple) or result[0] != key:
+        _save_memo(ds, {"files": rows, "result": (key, problems_to_plain(problems))})
     if hashed:
         digests = {p: hashed[p].digest for p in segs if p in hashed and p in summaries}
         problems += tiny_label_problems(_label_counts(ds, digests, declared, jobs))
@@ -163,43 +185,51 @@ def summarise(geometry: Geometry) -> Summary:
 
 def summaries_memo(ds: Dataset) -> dict[str, Summary]:
     """The summaries the last check left in the state folder (for the report's plots)."""
-    return {path: Summary(*row[1]) for path, row in _load_memo(ds).items()}
+    return {path: Summary(*row[1]) for path, row in _load_memo(ds).get("files", {}).items()}
 
 
 def _memo_path(ds: Dataset) -> Path:
     return ds.state_dir / "dataset-checks.marshal"
 
 
+def _memo_key(ds: Dataset) -> str:
+    return ds.state_key("dataset-checks", str(MEMO_FORMAT))
+
+
 def _load_memo(ds: Dataset) -> dict[str, Any]:
     with contextlib.suppress(OSError, EOFError, ValueError, TypeError, KeyError):
         data = marshal.loads(_memo_path(ds).read_bytes())
-        if data["key"] == ds.state_key("dataset-checks", str(COUNTS_FORMAT)):
-            return dict(data["files"])
+        if isinstance(data, dict) and data["key"] == _memo_key(ds):
+            return data
     return {}
 
 
+def _save_memo(ds: Dataset, data: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        atomic_write_bytes(_memo_path(ds), marshal.dumps({"key": _memo_key(ds), **data}))
+
+
 def _summaries(
-    ds: Dataset, paths: list[str], files: Mapping[str, Stat], headers: HeaderLookup
+    memo: Mapping[str, Any], paths: list[str], files: Mapping[str, Stat], headers: HeaderLookup
 ) -> dict[str, Summary]:
     """Per-file summaries, from the memo where the file's stat is unchanged."""
-    memo = _load_memo(ds)
+    known = memo.get("files")
+    known = known if isinstance(known, dict) else {}
     out: dict[str, Summary] = {}
     todo = []
     for path in paths:
-        row = memo.get(path)
-        if row is not None and tuple(row[0]) == tuple(files[path]):
-            out[path] = Summary(*row[1])
-        else:
-            todo.append(path)
-    if not todo and len(memo) == len(out):
-        return out
-    for path, result in headers(todo).items():
-        if result.geometry is not None:
-            out[path] = summarise(result.geometry)
-    rows = {p: (tuple(files[p]), tuple(s)) for p, s in out.items()}
-    blob = {"key": ds.state_key("dataset-checks", str(COUNTS_FORMAT)), "files": rows}
-    with contextlib.suppress(OSError, ValueError):
-        atomic_write_bytes(_memo_path(ds), marshal.dumps(blob))
+        row = known.get(path)
+        try:
+            if row is not None and tuple(row[0]) == tuple(files[path]):
+                out[path] = Summary(*row[1])
+                continue
+        except (TypeError, IndexError):
+            pass
+        todo.append(path)
+    if todo:
+        for path, result in headers(todo).items():
+            if result.geometry is not None:
+                out[path] = summarise(result.geometry)
     return out
 
 
@@ -209,7 +239,7 @@ def _summaries(
 def outlier_problems(volumes: Mapping[str, Summary]) -> list[Problem]:
     problems: list[Problem] = []
     codes = {p: s.orientation for p, s in volumes.items() if s.orientation is not None}
-    for path, (support, common) in _rare(codes, lambda a, b: a == b).items():
+    for path, (support, common) in _rare(codes, _equal).items():
         problems.append(
             make_problem(
                 "outlier_orientation",
@@ -223,7 +253,10 @@ def outlier_problems(volumes: Mapping[str, Summary]) -> list[Problem]:
         ("spacing", {p: s.spacing for p, s in volumes.items() if s.spacing}),
         ("shape", {p: tuple(float(n) for n in s.shape) for p, s in volumes.items() if s.shape}),
     ):
-        for path, (support, common) in _rare(values, _within_factor).items():
+        # two significant digits are plenty against a factor of 2, and keep the number
+        # of distinct values (compared pairwise) small
+        coarse = {p: tuple(float(f"{v:.2g}") for v in value) for p, value in values.items()}
+        for path, (support, common) in _rare(coarse, _within_factor).items():
             unit = " mm" if kind == "spacing" else ""
             problems.append(
                 make_problem(
@@ -238,25 +271,38 @@ def outlier_problems(volumes: Mapping[str, Summary]) -> list[Problem]:
     return problems
 
 
-def _within_factor(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
-    return len(a) == len(b) and all(
-        x > 0 and y > 0 and max(x, y) <= SIMILAR_FACTOR * min(x, y)
-        for x, y in zip(a, b, strict=True)
-    )
+Support = Callable[[list[Any], list[int]], list[int]]
 
 
-def _rare(
-    values: Mapping[str, Any], similar: Callable[[Any, Any], bool]
-) -> dict[str, tuple[int, Any]]:
+def _equal(distinct: list[Any], counts: list[int]) -> list[int]:
+    """Per distinct value: how many values equal it."""
+    return counts
+
+
+def _within_factor(distinct: list[Any], counts: list[int]) -> list[int]:
+    """Per distinct tuple: how many tuples are within SIMILAR_FACTOR of it on every axis
+    (numpy, a block of rows at a time)."""
+    import numpy as np
+
+    logs = np.log(np.maximum(np.array(distinct, dtype=np.float64), 1e-300))
+    weights = np.array(counts, dtype=np.int64)
+    limit = math.log(SIMILAR_FACTOR) + 1e-9
+    out: list[int] = []
+    for start in range(0, len(distinct), 64):
+        block = logs[start : start + 64]
+        near = np.all(np.abs(block[:, None, :] - logs[None, :, :]) <= limit, axis=2)
+        out.extend(int(v) for v in near @ weights)
+    return out
+
+
+def _rare(values: Mapping[str, Any], support_of: Support) -> dict[str, tuple[int, Any]]:
     """path -> (how many volumes are unlike it, the most common value) for the outliers."""
     n = len(values)
     if n < MIN_VOLUMES:
         return {}
     groups = Counter(values.values())
     distinct = list(groups)
-    if len(distinct) > 2000:  # keep the pairwise comparison bounded: coarse values only
-        return {}
-    support = {v: sum(groups[w] for w in distinct if similar(v, w)) for v in distinct}
+    support = dict(zip(distinct, support_of(distinct, [groups[v] for v in distinct]), strict=True))
     common = max(distinct, key=lambda v: (support[v], groups[v]))
     if support[common] * 2 < n:
         return {}

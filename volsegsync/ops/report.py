@@ -48,8 +48,9 @@ def run_report(
     if rev is not None:
         _check_rev(ds, rev)
     out = Path(output)
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise VolsegsyncError(f"{out}: not a folder (a symbolic link is not followed)")
+    for folder in (out, out / THUMBS):
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise VolsegsyncError(f"{folder}: not a folder (a symbolic link is not followed)")
     report = run_verify(ds, fast=not full, jobs=jobs, progress=progress)
     scan = ds.scan()
     hashed, _ = ds.hashes(scan.files, jobs=jobs)

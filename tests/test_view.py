@@ -159,6 +159,13 @@ def test_lps_seg_nrrd_lands_on_the_right_ras_voxels(pair: Path) -> None:
     assert _close(
         picture.getpixel((int(x0 + 16.5 * w / 20), int(y0 + 4.5 * h / 10))), _fill((255, 0, 0))
     )
+    sagittal = next(p for p in panels if p.plane == "sagittal")
+    x0, y0, w, h = sagittal.box  # column = 15 - y (anterior on the left), row = 9 - z
+    assert sagittal.voxels == (10, 16)
+    assert _close(
+        picture.getpixel((int(x0 + 11.5 * w / 16), int(y0 + 4.5 * h / 10))), _fill((255, 0, 0))
+    )
+    assert _close(picture.getpixel((int(x0 + 4.5 * w / 16), int(y0 + 4.5 * h / 10))), (grey,) * 3)
 
 
 def test_a_one_voxel_shift_is_visible(pair: Path) -> None:
@@ -251,6 +258,15 @@ def test_report_thumbnails_are_cached_by_content(tmp_path: Path) -> None:
     assert json.loads(again.output)["thumbnails"] == {"drawn": 1, "cached": 3, "failed": 0}
     text = (tmp_path / "r" / "index.html").read_text()
     assert text.count("<img class='thumb'") == 4 and "data-categories='geometry'" in text
+    broken = demo / "segmentations" / "C02-LowerBack_FSE_T2w_V002-D05031987-v1.seg.nrrd"
+    broken.write_bytes(broken.read_bytes()[:-40])  # data cut short: no picture, one line
+    third = invoke(["-C", str(demo), "report", "-o", str(tmp_path / "r"), "--format", "json"])
+    assert third.exit_code == 0, third.output
+    assert json.loads(third.output)["thumbnails"] == {"drawn": 0, "cached": 3, "failed": 1}
+    text = (tmp_path / "r" / "index.html").read_text()
+    assert (
+        text.count("<img class='thumb'") == 3 and "C02-LowerBack_FSE_T2w_V002-D05031987-v1" in text
+    )
 
 
 # --------------------------------------------------------------------------- hostile input

@@ -406,3 +406,15 @@ def test_compare_across_grids_resamples_b(ds_root: Path) -> None:
     assert (row["voxels_a"], row["voxels_b"]) == (256, 32)
     assert row["ml_a"] == pytest.approx(0.256) and row["ml_b"] == pytest.approx(0.256)
     assert row["dice"] == pytest.approx(1.0) and row["hausdorff_mm"] == pytest.approx(0.0)
+
+
+def test_revisions_say_what_is_missing(pair: Path) -> None:
+    """PAIR@REV and report --rev need the history support and the content store."""
+    from volsegsync.dataset import Dataset
+
+    if hasattr(Dataset, "index_at"):
+        pytest.skip("history support present: revisions are tested with it")
+    for args in (["compare", f"{NAME}@HEAD", f"{NAME}@v1"], ["report", "--rev", "HEAD~1..HEAD"]):
+        result = invoke(["-C", str(pair), *args])
+        assert result.exit_code == 2, result.output
+        assert result.output.count("\n") == 1 and "index_at" in result.output

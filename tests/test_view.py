@@ -3,6 +3,7 @@ the hand-computed ones, hostile files end in one line."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -295,6 +296,17 @@ def test_a_huge_declared_size_is_refused_before_reading(pair: Path, tmp_path: Pa
     assert len(lines) == 1 and "declares" in lines[0] and "v3.nrrd" in lines[0], lines
     result = _attack(["compare", f"{NAME}@v1", f"{NAME}@v3"], pair)
     assert result.returncode == 2 and len(result.stderr.decode().strip().splitlines()) == 1
+    # a NIfTI volume declaring 32767**3 voxels in a small gzip file
+    header = nib.Nifti1Header()
+    header.set_data_shape((32767, 32767, 32767))
+    header.set_data_dtype(np.int16)
+    header.set_sform(np.eye(4), code=1)
+    volume = pair / "volumes" / f"{NAME}.nii.gz"
+    volume.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + b"\0" * 4096))
+    result = _attack(["show", f"{NAME}@v1"], pair)
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and "declares" in lines[0] and ".nii.gz" in lines[0], lines
 
 
 def test_unknown_pair_and_bad_options_are_one_line(pair: Path) -> None:

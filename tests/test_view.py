@@ -409,3 +409,53 @@ def test_revisions_say_what_is_missing(pair: Path) -> None:
         result = invoke(["-C", str(pair), *args])
         assert result.exit_code == 2, result.output
         assert result.output.count("\n") == 1 and "index_at" in result.output
+
+
+def _ras_seg(
+    root: Path,
+    version: int,
+    data: np.ndarray,
+    origin: tuple[float, ...],
+    space: str = "right-anterior-superior",
+) -> None:
+    (root / "segmentations").mkdir(parents=True, exist_ok=True)
+    nrrd.write(
+        str(root / f"segmentations/{NAME}-v{version}.nrrd"),
+        data,
+        {
+            "space": space,
+            "space directions": np.eye(3),
+            "space origin": np.array(origin),
+            "kinds": ["domain"] * 3,
+            "encoding": "raw",
+        },
+    )
+
+
+def test_a_cropped_segmentation_is_placed_by_its_offset(ds_root: Path) -> None:
+    _volume(ds_root)
+    crop = np.zeros((6, 5, 4), dtype=np.uint8)
+    crop[0, 0, 0] = 1  # the crop's first voxel: volume voxel (8, 6, 3)
+    _ras_seg(ds_root, 1, crop, (8.0, 6.0, 3.0))
+    doc, _ = _show(ds_root)
+    assert doc["alignment"]["kind"] == "offset" and "[8, 6, 3]" in doc["alignment"]["note"]
+    assert doc["slices"] == {"axial": 3, "coronal": 6, "sagittal": 8}  # through the label
+    picture, panels = _panels(ds_root, NAME, None)
+    grey = round(GREY / 200 * 255)
+    assert _close(_axial(picture, panels, 8, 6), _fill(_palette(1)))
+    assert _close(_axial(picture, panels, 9, 6), (grey,) * 3)
+
+
+def _palette(value: int) -> tuple[int, int, int]:
+    from volsegsync.view.load import default_color
+
+    return default_color(value)
+
+
+def test_no_shared_frame_is_refused(ds_root: Path) -> None:
+    _volume(ds_root)
+    _ras_seg(ds_root, 1, np.ones(SHAPE, dtype=np.uint8), (0.0, 0.0, 0.0), space="scanner-xyz")
+    result = invoke(["-C", str(ds_root), "show", NAME, "-o", str(ds_root / "x.png")])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "no anatomical frame shared" in result.output
+    assert not (ds_root / "x.png").exists()

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from volsegsync.dataset import Dataset
 from volsegsync.errors import VolsegsyncError
+from volsegsync.view import require_pillow
 from volsegsync.view.align import Alignment, align
 from volsegsync.view.load import load_segmentation, load_volume
 from volsegsync.view.metrics import label_counts
@@ -36,6 +37,7 @@ class ShowResult(NamedTuple):
 def run_show(
     ds: Dataset, spec: str, slices: str | None = None, window: str | None = None
 ) -> ShowResult:
+    require_pillow()  # before any decoding: a missing extra is said at once
     pair = find_pair(ds, spec)
     chosen_window = parse_window(window)
     if pair.volume is None:

@@ -99,9 +99,9 @@ def hausdorff(a: NDArray, b: NDArray, affine: NDArray) -> float | None:
     except ImportError:
         return _hausdorff_brute(sa, sb, affine)
     spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
-    to_b = distance_transform_edt(~sb, sampling=spacing)
-    to_a = distance_transform_edt(~sa, sampling=spacing)
-    return float(max(to_b[sa].max(), to_a[sb].max()))
+    a_to_b = float(distance_transform_edt(~sb, sampling=spacing)[sa].max())  # one map at a time
+    b_to_a = float(distance_transform_edt(~sa, sampling=spacing)[sb].max())
+    return max(a_to_b, b_to_a)
 
 
 def _bounding_box(mask: NDArray) -> tuple[slice, ...]:

@@ -20,7 +20,7 @@ from conftest import VOLSEGSYNC, assert_clean_stderr, invoke, make_affine
 pytest.importorskip("PIL", reason="pictures need Pillow (the 'view' extra)")
 from PIL import Image as PILImage
 
-from volsegsync.view.metrics import _hausdorff_brute, dice, hausdorff, surface
+from volsegsync.view.metrics import dice, hausdorff
 
 NAME = "C01-LowerBack_FSE_T2w_V001-D22061998"
 SHAPE = (20, 16, 10)
@@ -202,13 +202,13 @@ def test_dice_and_hausdorff_hand_computed(brute: bool) -> None:
     b[3:7, 2:6, 2:6] = True  # one voxel further along x
     affine = np.diag([2.0, 1.0, 1.0, 1.0])  # 2 mm along x
     assert dice(a, b) == 0.75  # 2 * 48 / (64 + 64)
-    hd = _hausdorff_brute(surface(a), surface(b), affine) if brute else hausdorff(a, b, affine)
+    hd = hausdorff(a, b, affine, brute=brute)
     assert hd == pytest.approx(2.0)
     c = np.zeros_like(a)
     d = np.zeros_like(a)
     c[0, 0, 0] = d[3, 4, 0] = True
     one = np.eye(4)
-    hd = _hausdorff_brute(surface(c), surface(d), one) if brute else hausdorff(c, d, one)
+    hd = hausdorff(c, d, one, brute=brute)
     assert hd == pytest.approx(5.0)
     assert dice(c, d) == 0.0 and dice(np.zeros_like(a), np.zeros_like(a)) is None
 
@@ -459,3 +459,13 @@ def test_no_shared_frame_is_refused(ds_root: Path) -> None:
     assert result.exit_code == 2
     assert result.output.count("\n") == 1 and "no anatomical frame shared" in result.output
     assert not (ds_root / "x.png").exists()
+
+
+def test_hausdorff_kd_tree_and_brute_force_agree() -> None:
+    pytest.importorskip("scipy", reason="the k-d tree path needs scipy")
+    rng = np.random.default_rng(3)
+    affine = np.array([[0.7, 0.3, 0, 5], [-0.3, 0.7, 0, 1], [0, 0, 2.5, -4], [0, 0, 0, 1]])
+    for _ in range(5):
+        a = rng.random((12, 11, 9)) < 0.3
+        b = rng.random((12, 11, 9)) < 0.2
+        assert hausdorff(a, b, affine) == pytest.approx(hausdorff(a, b, affine, brute=True))

@@ -312,6 +312,8 @@ def open_cache_db(db_path: Path, schema: str, check_same_thread: bool = True) ->
                 side.unlink()
         if not os.access(db_path.parent, os.W_OK):
             raise StateUnusable(f"{db_path.parent}: not writable")
+        if db_path.exists() and not os.access(db_path, os.W_OK):
+            raise StateUnusable(f"{db_path}: not writable")
         for attempt in (1, 2):
             db = sqlite3.connect(db_path, timeout=30, check_same_thread=check_same_thread)
             try:

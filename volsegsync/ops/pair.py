@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 from volsegsync.dataset import Dataset
@@ -27,7 +28,7 @@ def run_pair(
     dry_run: bool = False,
 ) -> PairReport:
     """Pair the dataset and (unless ``dry_run``) write the index atomically, under the lock."""
-    with ds.lock():
+    with contextlib.nullcontext() if dry_run else ds.lock():  # a dry run writes nothing
         snap = take_snapshot(ds, by=by, jobs=jobs, progress=progress)
         new_text = format_index(snap.entries)
         try:

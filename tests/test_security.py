@@ -254,7 +254,7 @@ def test_huge_index_and_config_are_refused(ds: Path) -> None:
     one_line_error(hostile(ds, "status"), "config.toml", "larger than 1 MiB")
 
 
-# --------------------------------------------------------------------------- 3. writes in .volsegsync
+# ------------------------------------------------------------------ 3. writes in .volsegsync
 
 
 def test_lock_link_never_truncates_its_target(ds: Path, tmp_path: Path) -> None:

@@ -589,3 +589,34 @@ def test_read_only_dataset_as_another_user(tmp_path: Path) -> None:
             assert err.count("caches are off") == 1, err
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def test_committed_content_cache_cannot_vouch_for_a_file(ds: Path, tmp_path: Path) -> None:
+    """A content.db made elsewhere (a branch can commit one) is not trusted: its
+    rows would otherwise declare any content clean."""
+    other = init_with_git_binary(tmp_path / "other")
+    write_pair(other, NAME1)
+    assert hostile(other, "verify").code == 0
+    seg = ds / f"{NAME1}-v1.nrrd"
+    seg.write_bytes(nrrd_header("raw") + b"\x07" * 48)  # a label nobody declared: 7
+    set_config(ds, '# [verify.labels]\n# 0 = "background"\n', '[verify.labels]\n0 = "bg"\n')
+    state = ds / ".volsegsync" / "state"
+    state.mkdir(exist_ok=True)
+    import shutil
+    import sqlite3
+
+    shutil.copy(other / ".volsegsync" / "state" / "content.db", state / "content.db")
+    digest = xxhash.xxh3_128_hexdigest(seg.read_bytes())
+    con = sqlite3.connect(state / "content.db")
+    with con:  # the planted row: this content is a clean segmentation of label 0
+        row = con.execute("SELECT role, version, report FROM content LIMIT 1").fetchone()
+        report = json.loads(row[2])
+        report.update(values=[0], role="segmentation", error=None, error_kind=None)
+        for role in {row[0], "segmentation"}:
+            con.execute(
+                "INSERT OR REPLACE INTO content VALUES (?, ?, ?, ?)",
+                (digest, role, row[1], json.dumps(report)),
+            )
+    con.close()
+    run = hostile(ds, "verify", "--format", "json")
+    assert ("unknown_label", f"{NAME1}-v1.nrrd") in {(c, f) for c, f, _ in problems(run)}

@@ -620,3 +620,11 @@ def test_committed_content_cache_cannot_vouch_for_a_file(ds: Path, tmp_path: Pat
     con.close()
     run = hostile(ds, "verify", "--format", "json")
     assert ("unknown_label", f"{NAME1}-v1.nrrd") in {(c, f) for c, f, _ in problems(run)}
+
+
+def test_linked_metadata_folder_is_refused(ds: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (ds / ".volsegsync").rename(elsewhere)
+    (ds / ".volsegsync").symlink_to(elsewhere)
+    for command in ("status", "verify", "pair"):
+        one_line_error(hostile(ds, command), ".volsegsync", "symbolic link")

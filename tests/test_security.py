@@ -539,7 +539,12 @@ def test_written_files_get_the_umask_mode_and_keep_theirs(tmp_path: Path) -> Non
     old = os.umask(0o022)
     try:
         subprocess.run([VOLSEGSYNC, "init", "--no-git", "-q"], cwd=root, check=True)
-        for name in ("volsegsync.index", ".volsegsync/config.toml", ".gitignore"):
+        for name in (
+            "volsegsync.index",
+            ".volsegsync/config.toml",
+            ".volsegsync/.gitignore",
+            ".gitignore",
+        ):
             assert stat.S_IMODE((root / name).stat().st_mode) == 0o644, name
         write_pair(root, NAME1)
         os.chmod(root / "volsegsync.index", 0o664)

@@ -123,7 +123,7 @@ exclude = ["scratch/*"]
         ("[naming]\nversion = 'v(?P<n>[0-9]*)|x'\n", "[naming.version] the group (?P<n>...) must"),
         ("[naming]\nversion = '(v(?P<n>[0-9]+))*'\n", "[naming.version] the group (?P<n>...) must"),
         ("[naming]\nversion = 'v(?P<n>[0-9]+)(?=x)'\n", "[naming.version] regular expression"),
-        ("[naming.patterns]\nprefix = '(a)\\1'\n", "not offer, such as backreferences"),
+        ("[naming.patterns]\nprefix = '(a)\\1'\n", "offers no backreferences or lookarounds"),
         ("[limits]\nmax_image_bytes = 0\n", "[limits.max_image_bytes] must be a positive"),
         ("[limits]\nmax_image_bytes = '4G'\n", "[limits.max_image_bytes] must be a positive"),
     ],

@@ -80,8 +80,8 @@ def compile_pattern(pattern: str) -> SafePattern:
     except re2.error as e:
         why = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else e
         raise ValueError(
-            f"regular expression {pattern!r} uses syntax the linear-time engine (RE2) does "
-            f"not offer, such as backreferences or lookarounds ({why})"
+            f"regular expression {pattern!r} is refused by the linear-time engine (RE2), "
+            f"which offers no backreferences or lookarounds and bounds repetitions: {why}"
         ) from None
 
 

@@ -641,3 +641,25 @@ def test_streamed_values_match_a_whole_array_scan(tmp_path: Path) -> None:
     expected = np.unique(data)
     assert report.values == tuple(int(v) for v in expected[:MAX_VALUES])
     assert report.values_capped is (expected.size > MAX_VALUES)
+
+
+@pytest.mark.parametrize("order", ["gz-first", "nii-first"])
+def test_verify_gives_identical_copies_their_own_verdicts(tmp_path: Path, order: str) -> None:
+    """Issue 7.2 end to end: nibabel's anatomical.nii copied to a .nii.gz name and
+    a .nii name in one dataset; only the misnamed copy is reported, in either order
+    (the verify run deduplicates decodes by the full cache key)."""
+    from conftest import init_with_git_binary, invoke
+
+    root = init_with_git_binary(tmp_path / "ds")
+    blob = ANATOMICAL.read_bytes()
+    names = ["C01-A-D01012000.nii.gz", "C02-B-D01012000.nii"]
+    for name in names if order == "gz-first" else names[::-1]:
+        (root / name).write_bytes(blob)
+    result = invoke(["-C", str(root), "verify", "--format", "json"])
+    doc = json.loads(result.stdout)
+    content = {
+        (p["category"], p["files"][0])
+        for p in doc["problems"]
+        if p["category"] in ("not_an_image", "corrupt")
+    }
+    assert content == {("not_an_image", "C01-A-D01012000.nii.gz")}, doc["problems"]

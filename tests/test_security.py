@@ -647,3 +647,12 @@ def test_linked_metadata_folder_is_refused(ds: Path, tmp_path: Path) -> None:
     (ds / ".volsegsync").symlink_to(elsewhere)
     for command in ("status", "verify", "pair"):
         one_line_error(hostile(ds, command), ".volsegsync", "symbolic link")
+
+
+def test_header_pass_refuses_bad_detached_data_too(ds: Path, secret: Path) -> None:
+    """``verify --fast`` (what the hooks run) flags it without the content pass."""
+    write_detached(ds, str(secret))
+    run = hostile(ds, "verify", "--fast", "--format", "json")
+    assert run.code == 1
+    assert "only a single file in the header's own folder" in messages(run)
+    assert SECRET not in run.out

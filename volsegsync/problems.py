@@ -16,6 +16,7 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "unreadable": ("error", "the file cannot be read (permissions, broken link, bad name)"),
     "not_an_image": ("error", "the file's content is not the image format its name claims"),
     "corrupt": ("error", "the image cannot be decoded: truncated stream, size mismatch"),
+    "too_large": ("error", "the header declares more data than [limits] max_image_bytes"),
     "unpaired_volume": ("error", "a volume has no segmentation"),
     "unpaired_segmentation": ("error", "a segmentation has no volume"),
     "ambiguous": ("error", "more than one file claims the same place in a pair"),

@@ -305,6 +305,12 @@ def clean_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The clean dataset, shared by tests that only read it (caches may fill)."""
     root = init_with_git_binary(tmp_path_factory.mktemp("clean") / "ds")
     build_clean(root)
+    # a zoo of spaces, orientations and shapes on purpose: no outliers among them
+    with (root / ".volsegsync" / "config.toml").open("a") as f:
+        f.write(
+            "\n[verify.severity]\n"
+            'outlier_orientation = "off"\noutlier_spacing = "off"\noutlier_shape = "off"\n'
+        )
     age_all(root)
     return root
 

@@ -559,3 +559,26 @@ def _parse_int(text: str | None, default: int) -> int:
         return int(text)
     except ValueError:
         return -1
+
+
+def read_array(
+    path: Path, root: Path | None = None, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[NDArray, Image]:
+    """The whole image as an array of its declared shape (first axis fastest), read
+    with every bound and check of :func:`open_image`; for pictures and export.
+
+    Raises :class:`Bad` for content problems and OSError when the file cannot be read.
+    """
+    fh, image = open_image(path, root, max_bytes)
+    with fh:
+        out = np.empty(math.prod(image.shape), dtype=image.dtype)
+        pos = 0
+        for chunk in image.chunks:
+            end = pos + chunk.size
+            if end > out.size:
+                raise Bad("corrupt", f"more data than the header declares ({out.size} values)")
+            out[pos:end] = chunk
+            pos = end
+        if pos != out.size:
+            raise Bad("corrupt", f"the data ends after {pos} of {out.size} declared values")
+    return out.reshape(image.shape, order="F"), image

@@ -31,6 +31,13 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "segment_labels": ("error", "Slicer segment label values disagree with the voxel values"),
     "drift_modified": ("error", "content differs from what the index records"),
     "drift_missing": ("error", "a file the index records is missing from disk"),
+    # dataset-level checks (volsegsync.dataset_checks)
+    "outlier_orientation": ("warning", "a volume's orientation is unlike almost all others'"),
+    "outlier_spacing": ("warning", "a volume's voxel spacing is unlike almost all others'"),
+    "outlier_shape": ("warning", "a volume's shape is unlike almost all others'"),
+    "label_name_conflict": ("warning", "a label value is named differently in another file"),
+    "undeclared_label": ("warning", "a Slicer segment's label value is not in the label set"),
+    "tiny_label": ("warning", "a label has a suspiciously tiny number of voxels"),
 }
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}

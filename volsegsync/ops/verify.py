@@ -86,6 +86,10 @@ def run_verify(
         problems.extend(pairing.problems)
         problems.extend(unpaired_problems(pairing))
         problems.extend(_pair_verdicts(run, pairing, broken))
+        from volsegsync.dataset_checks import check_dataset  # dataset-level checks (view)
+
+        readable = sorted(p for pair in pairing.pairs for p in pair[:2] if p and p not in broken)
+        problems.extend(check_dataset(ds, pairing.pairs, _headers(run, readable), hashed))
         known = {} if hashed else ds.cached_hashes()
         problems.extend(_drift_problems(index, scan.files, hashed, known))
         memo.save()

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from volsegsync import history
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes
+from volsegsync.fsutil import CONFIG_LIMIT, atomic_write_bytes, read_small
 
 HOOK_NAMES = ("pre-commit", "post-checkout", "post-merge", "pre-push")
 MARKER = "# volsegsync-hook:"
@@ -134,25 +134,10 @@ def is_ours(path: Path) -> bool:
     return MARKER.encode() in head or LEGACY_MARKER in head
 
 
-def _umask() -> int:
+def _write_executable(path: Path, text: str) -> None:
     umask = os.umask(0)
     os.umask(umask)
-    return umask
-
-
-def _write_executable(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
-    os.chmod(path, 0o777 & ~_umask())
-
-
-def _rewrite(path: Path, data: bytes) -> None:
-    """Replace a file atomically; it keeps its mode (a new one gets the umask's)."""
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    atomic_write_bytes(path, data)
-    os.chmod(path, mode)
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"), mode=0o777 & ~umask)
 
 
 def install_hooks(
@@ -237,7 +222,7 @@ def install_merge_driver(git_root: Path) -> HookChange:
         old = path.read_text(encoding="utf-8", errors="surrogateescape")
         sep = "\n" if old and not old.endswith("\n") else ""
         block = f'[{MERGE_SECTION}]\n\tname = {MERGE_NAME}\n\tdriver = "{MERGE_DRIVER}"\n'
-        _rewrite(path, (old + sep + block).encode("utf-8", "surrogateescape"))
+        atomic_write_bytes(path, (old + sep + block).encode("utf-8", "surrogateescape"))
     except OSError as e:
         raise VolsegsyncError(f"{path}: cannot write git's config: {e.strerror or e}") from None
     return HookChange("merge driver", path, "installed")
@@ -262,7 +247,7 @@ def uninstall_merge_driver(git_root: Path) -> HookChange | None:
                 inside = bool(_SECTION.match(line))
             if not inside:
                 kept.append(line)
-        _rewrite(path, "".join(kept).encode("utf-8", "surrogateescape"))
+        atomic_write_bytes(path, "".join(kept).encode("utf-8", "surrogateescape"))
     except OSError as e:
         raise VolsegsyncError(f"{path}: cannot write git's config: {e.strerror or e}") from None
     return HookChange("merge driver", path, "removed")
@@ -271,17 +256,17 @@ def uninstall_merge_driver(git_root: Path) -> HookChange | None:
 def ensure_attributes(folder: Path) -> HookChange:
     """A ``.gitattributes`` line in ``folder`` that selects the driver for the index."""
     path = folder / ".gitattributes"
-    try:
-        old = path.read_text(encoding="utf-8")
+    try:  # a tracked file, maybe from another branch: a regular file, capped, no link
+        old = read_small(path, CONFIG_LIMIT, "git attributes").decode("utf-8")
     except FileNotFoundError:
         old = ""
-    except (OSError, UnicodeDecodeError) as e:
-        raise VolsegsyncError(f"{path}: cannot read: {e}") from None
+    except UnicodeDecodeError as e:
+        raise VolsegsyncError(f"{path}: not valid UTF-8 (byte {e.start})") from None
     if any(line.split() == ATTRIBUTES_LINE.split() for line in old.splitlines()):
         return HookChange(".gitattributes", path, "unchanged")
     sep = "\n" if old and not old.endswith("\n") else ""
     try:
-        _rewrite(path, f"{old}{sep}{ATTRIBUTES_LINE}\n".encode())
+        atomic_write_bytes(path, f"{old}{sep}{ATTRIBUTES_LINE}\n".encode())
     except OSError as e:
         raise VolsegsyncError(f"{path}: cannot write: {e.strerror or e}") from None
     return HookChange(".gitattributes", path, "installed")

@@ -452,3 +452,15 @@ def test_a_fifo_in_place_of_the_index_does_not_hang_the_hook(paired: Path) -> No
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert "volsegsync.index" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_merge_driver_declaration_is_updated_but_a_foreign_one_kept(paired: Path) -> None:
+    from volsegsync.hooks import MERGE_DRIVER
+
+    git(paired, "config", "merge.volsegsync.driver", "volsegsync merge-driver %O %A %B %P")
+    assert "merge driver: updated" in install(paired)
+    assert git(paired, "config", "merge.volsegsync.driver").stdout.strip() == MERGE_DRIVER
+    assert git(paired, "config", "--get-all", "merge.volsegsync.driver").stdout.count("\n") == 1
+    git(paired, "config", "merge.volsegsync.driver", "my-own-driver %A")
+    assert "merge driver: left alone: it is set to 'my-own-driver %A'" in install(paired)
+    assert git(paired, "config", "merge.volsegsync.driver").stdout.strip() == "my-own-driver %A"

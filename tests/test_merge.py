@@ -26,6 +26,7 @@ from conftest import (
 )
 
 from volsegsync.errors import IndexFormatError
+from volsegsync.hooks import MERGE_DRIVER
 from volsegsync.index import Entry, FileRecord, format_index, parse_index
 from volsegsync.merge import merge_index
 
@@ -181,9 +182,13 @@ def branch_with(repo: Path, ds: Path, branch: str, name: str, stash: Path) -> No
         shutil.move(ds / path, stash / path)
 
 
-def merge(repo: Path, branch: str) -> subprocess.CompletedProcess[str]:
-    """``git merge`` with the volsegsync of this test run on PATH, as the driver needs."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+BARE_PATH = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if os.path.isdir(p))
+
+
+def merge(repo: Path, branch: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``git merge`` with the volsegsync of this test run on PATH (or ``path``)."""
+    default = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path or default}
     return subprocess.run(
         [GIT, "-C", str(repo), "-c", "user.name=T", "-c", "user.email=t@example.org",
          "merge", "-q", "--no-edit", branch],
@@ -212,9 +217,7 @@ def test_git_merges_two_branches_that_add_neighbouring_cases(
 ) -> None:
     repo = maker(tmp_path / "ds")
     assert "volsegsync.index merge=volsegsync" in (repo / ".gitattributes").read_text()
-    assert git(repo, "config", "merge.volsegsync.driver").stdout.strip() == (
-        "volsegsync merge-driver %O %A %B %P"
-    )
+    assert git(repo, "config", "merge.volsegsync.driver").stdout.strip() == MERGE_DRIVER
     setup_two_branches(repo, tmp_path)
     # control: git's own line merge conflicts on these neighbouring additions
     (repo / ".git" / "info").mkdir(exist_ok=True)
@@ -316,3 +319,35 @@ def test_merge_driver_command_on_files_it_cannot_merge(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "ds/volsegsync.index: cannot merge per pair" in result.stderr
     assert ours.read_text().startswith("<<<<<<< ours\n") and "not an index" in ours.read_text()
+
+
+def test_without_volsegsync_on_path_git_merges_lines_as_usual(ds_root: Path) -> None:
+    """A GUI client without volsegsync: the driver falls back to git's own line merge."""
+    if shutil.which("volsegsync", path=BARE_PATH):
+        pytest.skip("a volsegsync is installed system-wide")
+    git(ds_root, "checkout", "-q", "-b", "main")
+    for name in (NAME1, NAME2, NAME3):
+        write_pair(ds_root, name)
+    age_all(ds_root)
+    assert invoke(["-C", str(ds_root), "pair", "-q"]).exit_code == 0
+    commit_all(ds_root, "base")
+    edited: dict[str, bytes] = {}
+    on_main = {n: (ds_root / f"{n}-v1.nrrd").read_bytes() for n in (NAME1, NAME3)}
+    for branch, name in (("a", NAME1), ("b", NAME3)):  # cases apart in the sorted index
+        git(ds_root, "checkout", "-q", "-b", branch, "main")
+        for other in edited:  # images are not in git: put back what main has
+            (ds_root / f"{other}-v1.nrrd").write_bytes(on_main[other])
+        seg = ds_root / f"{name}-v1.nrrd"
+        write_nrrd(seg, seed=f"edited on {branch}")
+        edited[name] = seg.read_bytes()
+        age_all(ds_root)
+        assert invoke(["-C", str(ds_root), "pair", "-q"]).exit_code == 0
+        commit_all(ds_root, f"edit {name}")
+    done = merge(ds_root, "a", path=BARE_PATH)
+    assert done.returncode == 0, done.stderr
+    assert "not found" not in done.stderr
+    for name, data in edited.items():
+        (ds_root / f"{name}-v1.nrrd").write_bytes(data)
+    age_all(ds_root)
+    status = invoke(["-C", str(ds_root), "status"])
+    assert status.exit_code == 0, status.output

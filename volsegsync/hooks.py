@@ -32,7 +32,11 @@ INDEX_NAME = "volsegsync.index"
 CONFIG_PATH = ".volsegsync/config.toml"
 ATTRIBUTES_LINE = f"{INDEX_NAME} merge=volsegsync"
 MERGE_SECTION = 'merge "volsegsync"'
-MERGE_DRIVER = "volsegsync merge-driver %O %A %B %P"
+# without volsegsync on the PATH git sees (a GUI client), git's own line merge runs
+MERGE_DRIVER = (
+    "if command -v volsegsync >/dev/null 2>&1; then exec volsegsync merge-driver %O %A %B %P; "
+    "else exec git merge-file -L ours -L base -L theirs %A %O %B; fi"
+)
 MERGE_NAME = "volsegsync index: three-way merge per pair"
 
 _WHERE = "(a GUI git client may not see your shell's PATH)"
@@ -210,34 +214,15 @@ def _config_file(git_root: Path) -> Path:
     return history.git_dirs(git_root)[1] / "config"
 
 
-def install_merge_driver(git_root: Path) -> HookChange:
-    """Declare the driver in the repository's git config (kept if already there)."""
-    path = _config_file(git_root)
-    current = history.config_value(git_root, "merge.volsegsync", "driver", repo_only=True)
-    if current == MERGE_DRIVER:
-        return HookChange("merge driver", path, "unchanged")
-    if current is not None:
-        return HookChange("merge driver", path, f"left alone: it is set to '{current}'")
-    try:
-        old = path.read_text(encoding="utf-8", errors="surrogateescape")
-        sep = "\n" if old and not old.endswith("\n") else ""
-        block = f'[{MERGE_SECTION}]\n\tname = {MERGE_NAME}\n\tdriver = "{MERGE_DRIVER}"\n'
-        atomic_write_bytes(path, (old + sep + block).encode("utf-8", "surrogateescape"))
-    except OSError as e:
-        raise VolsegsyncError(f"{path}: cannot write git's config: {e.strerror or e}") from None
-    return HookChange("merge driver", path, "installed")
+def _ours(driver: str | None) -> bool:
+    return driver is not None and "volsegsync merge-driver" in driver
 
 
 _SECTION = re.compile(r'\s*\[\s*merge\s+"volsegsync"\s*\]\s*$')
 
 
-def uninstall_merge_driver(git_root: Path) -> HookChange | None:
-    path = _config_file(git_root)
-    current = history.config_value(git_root, "merge.volsegsync", "driver", repo_only=True)
-    if current is None:
-        return None
-    if current != MERGE_DRIVER:
-        return HookChange("merge driver", path, f"left alone: it is set to '{current}'")
+def _rewrite_config(path: Path, block: str) -> None:
+    """git's config without the ``[merge "volsegsync"]`` section, then ``block``."""
     try:
         lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(True)
         kept: list[str] = []
@@ -247,9 +232,36 @@ def uninstall_merge_driver(git_root: Path) -> HookChange | None:
                 inside = bool(_SECTION.match(line))
             if not inside:
                 kept.append(line)
-        atomic_write_bytes(path, "".join(kept).encode("utf-8", "surrogateescape"))
+        if kept and not kept[-1].endswith("\n"):
+            kept[-1] += "\n"
+        atomic_write_bytes(path, ("".join(kept) + block).encode("utf-8", "surrogateescape"))
     except OSError as e:
         raise VolsegsyncError(f"{path}: cannot write git's config: {e.strerror or e}") from None
+
+
+def install_merge_driver(git_root: Path) -> HookChange:
+    """Declare the driver in the repository's git config (a driver of someone else's
+    is kept)."""
+    path = _config_file(git_root)
+    current = history.config_value(git_root, "merge.volsegsync", "driver", repo_only=True)
+    if current == MERGE_DRIVER:
+        return HookChange("merge driver", path, "unchanged")
+    if current is not None and not _ours(current):
+        return HookChange("merge driver", path, f"left alone: it is set to '{current}'")
+    _rewrite_config(
+        path, f'[{MERGE_SECTION}]\n\tname = {MERGE_NAME}\n\tdriver = "{MERGE_DRIVER}"\n'
+    )
+    return HookChange("merge driver", path, "installed" if current is None else "updated")
+
+
+def uninstall_merge_driver(git_root: Path) -> HookChange | None:
+    path = _config_file(git_root)
+    current = history.config_value(git_root, "merge.volsegsync", "driver", repo_only=True)
+    if current is None:
+        return None
+    if not _ours(current):
+        return HookChange("merge driver", path, f"left alone: it is set to '{current}'")
+    _rewrite_config(path, "")
     return HookChange("merge driver", path, "removed")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from volsegsync.commands.check_names import check_names_command
 from volsegsync.commands.example import example_command
+from volsegsync.commands.export import export_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
 from volsegsync.commands.status import status_command
@@ -16,4 +17,5 @@ COMMANDS = [
     status_command,
     verify_command,
     example_command,
+    export_command,
 ]

@@ -1,0 +1,502 @@
+"""Exported files: images as NIfTI on their volume's exact grid, linked or written safely.
+
+The building blocks of ``volsegsync export`` (orchestrated by
+:mod:`volsegsync.ops.export`):
+
+- :func:`load_image` decodes a NIfTI or NRRD file with volsegsync's own checked
+  decoder and places it in the RAS world with :func:`volsegsync.headers.read_geometry`;
+- :func:`flatten_layers` turns a 4D layered 3D Slicer segmentation into one label
+  map (overlap rule: a later layer wins over an earlier one; label values are kept);
+- :func:`onto_grid` moves a segmentation onto its volume's voxel grid when the two
+  grids share their voxels (axes permuted or flipped, e.g. LPS vs RAS, and whole-voxel
+  crop or pad): no resampling, no value changes;
+- :func:`write_nifti` writes a label map with the volume's own NIfTI header, so every
+  reader sees bit-identical geometry; :func:`place_file` links a file (reflink, then
+  hard link, then copy) and :func:`gzip_file` recompresses a ``.nii``;
+- :class:`Manifest` remembers what each exported file was made from, so a re-run
+  writes only what changed; :func:`assign_folds` splits cases into folds by group.
+
+Every write goes to a temporary file in the target folder and is renamed into place
+(:func:`os.replace` replaces a link itself, never writes through it); folders below
+the export root are refused when they are symbolic links.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import gzip
+import io
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import nibabel as nib
+import numpy as np
+import xxhash
+
+from volsegsync.errors import FileProblem, VolsegsyncError
+
+NDArray = np.ndarray[Any, Any]
+MANIFEST = ".volsegsync-export.json"
+MANIFEST_SCHEMA = "volsegsync.export-manifest/1"
+CONVERTER_VERSION = 1  # bump when converted files change: every converted file is rewritten
+_FICLONE = 0x40049409  # Linux ioctl: share the source's extents (copy on write)
+_COPY_CHUNK = 1 << 20
+
+
+class ExportProblem(FileProblem):
+    """A pair cannot be exported as it is (the reason is one line)."""
+
+
+class LoadedImage(NamedTuple):
+    """Voxel data (spatial axes first, in file order) and its RAS voxel-to-world affine."""
+
+    data: NDArray
+    affine: NDArray  # 4x4, RAS millimetres
+    segments: tuple[tuple[str, int, int], ...]  # Slicer (name, label value, layer)
+    layer_axis: int | None  # the axis holding Slicer layers (4D layered files)
+    header: Any  # the nibabel header of a NIfTI file, else None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_image(path: Path) -> LoadedImage:
+    """Decode ``path`` completely (checked: sizes, gzip CRC) and place it in RAS."""
+    from volsegsync.content import _Bad, _decode  # the checked decoder of verify's content pass
+    from volsegsync.headers import HeaderProblem, read_geometry
+
+    try:
+        geometry = read_geometry(path)
+    except HeaderProblem as e:
+        raise ExportProblem(str(path), e.reason) from None
+    if not geometry.anatomical or len(geometry.shape) != 3:
+        raise ExportProblem(
+            str(path), f"no anatomical 3D frame (frame {geometry.frame!r}): cannot place it"
+        )
+    try:
+        decoded = _decode(path)
+    except _Bad as e:
+        raise ExportProblem(str(path), e.reason) from None
+    except OSError as e:
+        raise ExportProblem(str(path), f"cannot read: {e.strerror or e}") from None
+    data = decoded.data
+    segments = tuple(decoded.segments)
+    header = _nifti_header(path) if not segments and decoded.layer_axis is None else None
+    if decoded.layer_axis is None:
+        data = _squeeze_extra(path, data)
+    return LoadedImage(
+        data, np.array(geometry.affine, dtype=np.float64), segments, decoded.layer_axis, header
+    )
+
+
+def _squeeze_extra(path: Path, data: NDArray) -> NDArray:
+    """A 3D image stored with trailing axes of size 1 (x, y, z, 1) as 3D."""
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ExportProblem(str(path), f"expected a 3D image, found shape {data.shape}")
+    return data
+
+
+def _nifti_header(path: Path) -> Any:
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return None
+    return nib.load(str(path)).header
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def flatten_layers(image: LoadedImage, path: str) -> NDArray:
+    """One 3D label map from a segmentation, 4D layered Slicer files included.
+
+    Each segment's voxels (its label value in its layer) keep that label value;
+    where segments of different layers overlap, the later layer wins. Two segments
+    of different layers with the same label value cannot be told apart in one map:
+    that is an :class:`ExportProblem` (labels are never renumbered).
+    """
+    if image.layer_axis is None:
+        return _squeeze_extra(Path(path), image.data)
+    layers = np.moveaxis(image.data, image.layer_axis, 0)
+    by_value: dict[int, tuple[str, int]] = {}
+    for name, value, layer in image.segments:
+        seen = by_value.get(value)
+        if seen is not None and seen[1] != layer:
+            raise ExportProblem(
+                path,
+                f"segments {seen[0]!r} (layer {seen[1]}) and {name!r} (layer {layer}) share "
+                f"label value {value}: one label map cannot keep them apart",
+            )
+        by_value[value] = (name, layer)
+    out = np.zeros(layers.shape[1:], dtype=_label_dtype(by_value))
+    if image.segments:
+        painted = sorted({(layer, value) for _, value, layer in image.segments})
+    else:
+        painted = [(n, 1) for n in range(layers.shape[0])]  # no segment fields: layer n holds 1
+    for layer, value in painted:
+        if value != 0 and 0 <= layer < layers.shape[0]:
+            out[layers[layer] == value] = value
+    return out
+
+
+def _label_dtype(values: Iterable[int]) -> np.dtype[Any]:
+    top = max(values, default=1)
+    low = min(values, default=0)
+    for dtype in (np.uint8, np.uint16, np.int32, np.int64):
+        info = np.iinfo(dtype)
+        if info.min <= low and top <= info.max:
+            return np.dtype(dtype)
+    return np.dtype(np.int64)
+
+
+def as_labels(data: NDArray, path: str) -> NDArray:
+    """Integer label values, exactly: float files holding whole numbers are converted."""
+    if data.dtype.kind in "iu":
+        return data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
+    if data.dtype.kind == "b":
+        return data.astype(np.uint8)
+    if data.dtype.kind == "f" and data.size and bool(np.all(np.rint(data) == data)):
+        lo, hi = float(data.min()), float(data.max())
+        dtype = _label_dtype([int(lo), int(hi)])
+        return data.astype(dtype)
+    if data.dtype.kind == "f" and not data.size:
+        return data.astype(np.uint8)
+    raise ExportProblem(path, f"segmentation holds non-integer values ({data.dtype.name})")
+
+
+def label_values(data: NDArray) -> list[int]:
+    """The sorted distinct values of an integer label map."""
+    if data.size == 0:
+        return []
+    lo, hi = int(data.min()), int(data.max())
+    if hi - lo < 1 << 16:
+        counts = np.bincount((data.ravel() - lo).astype(np.intp), minlength=hi - lo + 1)
+        return [int(v) + lo for v in np.flatnonzero(counts)]
+    return [int(v) for v in np.unique(data)]
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def onto_grid(
+    data: NDArray,
+    affine: NDArray,
+    shape: Sequence[int],
+    target: NDArray,
+    tolerance: float,
+    path: str,
+) -> NDArray:
+    """``data`` (voxel-to-world ``affine``) on the grid of ``shape``/``target``.
+
+    Works when both grids share their voxel centres: each axis of one is an axis
+    of the other, possibly reversed (LPS vs RAS storage, flipped slices), and the
+    origins differ by whole voxels (crop or pad: outside the segmentation is 0).
+    ``tolerance`` is in voxels. Labelled voxels outside the target grid, or grids
+    that would need resampling, are an :class:`ExportProblem`.
+    """
+    mapping = np.linalg.solve(target, affine)  # source voxel -> target voxel
+    linear, shift = mapping[:3, :3], mapping[:3, 3]
+    perm = np.rint(linear)
+    ok_perm = (
+        np.all(np.abs(linear - perm) <= tolerance / max(max(data.shape), 1))
+        and np.all(np.abs(perm).sum(axis=0) == 1)
+        and np.all(np.abs(perm).sum(axis=1) == 1)
+    )
+    whole = np.rint(shift)
+    if not ok_perm or np.any(np.abs(shift - whole) > tolerance):
+        raise ExportProblem(
+            path, "does not lie on its volume's voxel grid (it would need resampling)"
+        )
+    order = [int(np.flatnonzero(perm[a])[0]) for a in range(3)]
+    signs = [int(perm[a, order[a]]) for a in range(3)]
+    moved = np.transpose(data, order)
+    start = []
+    for a in range(3):
+        offset = int(whole[a])
+        if signs[a] < 0:
+            moved = np.flip(moved, axis=a)
+            offset -= moved.shape[a] - 1
+        start.append(offset)
+    out = np.zeros(tuple(int(n) for n in shape), dtype=data.dtype)
+    src = tuple(
+        slice(max(0, -s), min(m, n - s)) for s, m, n in zip(start, moved.shape, shape, strict=True)
+    )
+    dst = tuple(
+        slice(max(0, s), min(n, s + m)) for s, m, n in zip(start, moved.shape, shape, strict=True)
+    )
+    if any(sl.start >= sl.stop for sl in src):
+        kept = np.zeros((0,), dtype=data.dtype)
+    else:
+        kept = moved[src]
+        out[dst] = kept
+    if int(np.count_nonzero(moved)) != int(np.count_nonzero(kept)):
+        raise ExportProblem(path, "labelled voxels lie outside its volume's grid")
+    return out
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def nifti_bytes(data: NDArray, affine: NDArray, like: Any = None) -> bytes:
+    """A gzip-compressed NIfTI-1 file of ``data``.
+
+    With ``like`` (a volume's NIfTI header), its geometry fields (sform, qform,
+    codes, units) are copied unchanged: the result lies on exactly that grid.
+    """
+    if like is not None:
+        header = like.copy()
+        if not isinstance(header, nib.Nifti1Header):
+            header = nib.Nifti1Header.from_header(header)  # type: ignore[no-untyped-call]
+        header.set_data_dtype(data.dtype)
+        header.set_data_shape(data.shape)
+        header.set_slope_inter(1.0, 0.0)
+        header["cal_min"], header["cal_max"] = 0, 0
+        header["descrip"] = b"volsegsync export"
+        image = nib.Nifti1Image(data, None, header)  # type: ignore[no-untyped-call]
+        image.set_sform(*like.get_sform(coded=True))  # type: ignore[no-untyped-call]
+        image.set_qform(*like.get_qform(coded=True))  # type: ignore[no-untyped-call]
+    else:
+        image = nib.Nifti1Image(data, affine)  # type: ignore[no-untyped-call]
+        image.set_sform(affine, code=1)  # type: ignore[no-untyped-call]
+        image.set_qform(affine, code=1)  # type: ignore[no-untyped-call]
+    raw = image.to_bytes()
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1, mtime=0) as gz:
+        gz.write(raw)
+    return buf.getvalue()
+
+
+class Target:
+    """The export root: every path written is checked to stay inside it.
+
+    The root is resolved once (it may be reached through a symbolic link); below
+    it no symbolic link is followed: a linked folder is refused, a linked file is
+    replaced (never written through).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(os.path.realpath(root))
+
+    def path(self, rel: str) -> Path:
+        parts = rel.split("/")
+        if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise VolsegsyncError(f"{rel!r}: not a plain path inside the export folder")
+        folder = self.root
+        for name in parts[:-1]:
+            folder = folder / name
+            try:
+                st = os.lstat(folder)
+            except FileNotFoundError:
+                folder.mkdir()
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+                raise VolsegsyncError(f"{folder}: {what}; the export writes into real folders only")
+        return folder / parts[-1]
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        path = self.path(rel)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            _publish(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def place(self, rel: str, source: Path) -> str:
+        """Put ``source``'s content at ``rel``: reflink, hard link or copy; says which."""
+        path = self.path(rel)
+        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        how = _reflink(source, tmp)
+        if how is None:
+            try:
+                os.link(source, tmp, follow_symlinks=False)
+                how = "hardlink"
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                _copy(source, tmp)
+                how = "copy"
+        try:
+            if how != "hardlink":
+                _publish(str(tmp), path)
+            else:
+                os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return how
+
+    def gzip(self, rel: str, source: Path) -> None:
+        """Write ``source`` gzip-compressed at ``rel`` (a ``.nii`` becomes a ``.nii.gz``)."""
+        path = self.path(rel)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with (
+                os.fdopen(fd, "wb") as raw,
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz,
+                open_regular(source) as src,
+            ):
+                shutil.copyfileobj(src, gz, _COPY_CHUNK)
+            _publish(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def remove(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(rel))
+
+
+def _publish(tmp: str, path: Path) -> None:
+    os.chmod(tmp, 0o666 & ~_umask())
+    os.replace(tmp, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def open_regular(path: Path) -> io.BufferedReader:
+    """Open a file for reading only if it is a regular file (never blocks on a FIFO)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ExportProblem(str(path), "not a regular file")
+        os.set_blocking(fd, True)
+        return open(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _reflink(source: Path, tmp: Path) -> str | None:
+    try:
+        with open_regular(source) as src:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fcntl.ioctl(fd, _FICLONE, src.fileno())
+                return "reflink"
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    except OSError:
+        pass
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    return None
+
+
+def _copy(source: Path, tmp: Path) -> None:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "wb") as dst, open_regular(source) as src:
+        shutil.copyfileobj(src, dst, _COPY_CHUNK)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+class ManifestEntry(NamedTuple):
+    source: str  # what the file was made from: digests, how, converter version
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+class Manifest:
+    """``OUT/.volsegsync-export.json``: every file the export wrote, with its source key.
+
+    A file whose recorded source key and stat are unchanged is not written again.
+    Files the manifest does not list were not written by volsegsync and are never
+    overwritten without ``force``.
+    """
+
+    def __init__(self, target: Target, fmt: str) -> None:
+        self.target = target
+        self.fmt = fmt
+        self.entries: dict[str, ManifestEntry] = {}
+        self.foreign = False  # the manifest belongs to an export of another format
+        path = target.root / MANIFEST
+        try:
+            data = json.loads(path.read_bytes()) if not path.is_symlink() else {}
+            if data.get("schema") == MANIFEST_SCHEMA:
+                self.foreign = data.get("format") != fmt
+                for rel, row in data.get("files", {}).items():
+                    self.entries[str(rel)] = ManifestEntry(
+                        str(row[0]), int(row[1]), int(row[2]), int(row[3])
+                    )
+        except (OSError, ValueError, TypeError, IndexError, AttributeError):
+            self.entries = {}
+
+    def fresh(self, rel: str, source: str) -> bool:
+        """Whether ``rel`` holds what ``source`` makes, untouched since it was written."""
+        known = self.entries.get(rel)
+        if known is None or known.source != source:
+            return False
+        try:
+            st = os.lstat(self.target.root / rel)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns, st.st_ino) == known[1:]
+
+    def owns(self, rel: str) -> bool:
+        return rel in self.entries
+
+    def record(self, rel: str, source: str) -> None:
+        st = os.lstat(self.target.root / rel)
+        self.entries[rel] = ManifestEntry(source, st.st_size, st.st_mtime_ns, st.st_ino)
+
+    def forget(self, rel: str) -> None:
+        self.entries.pop(rel, None)
+
+    def save(self) -> None:
+        files = {rel: list(e) for rel, e in sorted(self.entries.items())}
+        doc = {"schema": MANIFEST_SCHEMA, "format": self.fmt, "files": files}
+        self.target.write_bytes(MANIFEST, (json.dumps(doc, indent=1) + "\n").encode())
+
+
+def source_key(*parts: object) -> str:
+    """A short digest of everything that decides an exported file's content."""
+    text = json.dumps([CONVERTER_VERSION, *parts], sort_keys=True, default=str)
+    return xxhash.xxh3_128_hexdigest(text.encode())
+
+
+# --------------------------------------------------------------------------- folds
+
+
+def assign_folds(groups: Mapping[str, Sequence[str]], k: int) -> dict[str, int]:
+    """Case -> fold (0..k-1): every case of a group in one fold, folds balanced.
+
+    Deterministic: groups are taken largest first (ties by a hash of the group
+    name, so neighbouring names spread out), each into the fold holding fewest
+    cases so far (ties: the lowest fold number).
+    """
+    if k < 2:
+        raise VolsegsyncError(f"--folds must be at least 2, not {k}")
+    sizes = [0] * k
+    out: dict[str, int] = {}
+    order = sorted(groups, key=lambda g: (-len(groups[g]), xxhash.xxh3_64_hexdigest(g.encode()), g))
+    for group in order:
+        fold = min(range(k), key=lambda f: (sizes[f], f))
+        sizes[fold] += len(groups[group])
+        for case in groups[group]:
+            out[case] = fold
+    return out

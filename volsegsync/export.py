@@ -115,36 +115,47 @@ def _nifti_header(path: Path) -> Any:
 # --------------------------------------------------------------------------- labels
 
 
-def flatten_layers(image: LoadedImage, path: str) -> NDArray:
+def flatten_layers(
+    image: LoadedImage, path: str, declared: Mapping[int, str] | None = None
+) -> NDArray:
     """One 3D label map from a segmentation, 4D layered Slicer files included.
 
     Each segment's voxels (its label value in its layer) keep that label value;
-    where segments of different layers overlap, the later layer wins. Two segments
-    of different layers with the same label value cannot be told apart in one map:
-    that is an :class:`ExportProblem` (labels are never renumbered).
+    where segments of different layers overlap, the later layer wins. When
+    segments of different layers share a label value (Slicer often gives each
+    layer's segments 1, 2, ...), the value of each segment's name in
+    ``declared`` (the config's ``verify.labels``) is used instead; without one,
+    that is an :class:`ExportProblem`: labels are never renumbered silently.
     """
     if image.layer_axis is None:
         return _squeeze_extra(Path(path), image.data)
     layers = np.moveaxis(image.data, image.layer_axis, 0)
-    by_value: dict[int, tuple[str, int]] = {}
-    for name, value, layer in image.segments:
-        seen = by_value.get(value)
-        if seen is not None and seen[1] != layer:
+    if image.segments:
+        segments = list(image.segments)
+    else:  # no segment fields: layer n holds label 1 of segment n
+        segments = [(f"Segment{n}", 1, n) for n in range(layers.shape[0])]
+    output = {(value, layer): value for _, value, layer in segments}
+    if len({v for _, v, _ in segments}) != len({(v, la) for _, v, la in segments}):
+        by_name = {name: value for value, name in (declared or {}).items()}
+        missing = [name for name, _, _ in segments if name not in by_name]
+        if missing:
+            shared = sorted({v for _, v, _ in segments})
             raise ExportProblem(
                 path,
-                f"segments {seen[0]!r} (layer {seen[1]}) and {name!r} (layer {layer}) share "
-                f"label value {value}: one label map cannot keep them apart",
+                f"segments of different layers share label values ({_vals(shared)}): one "
+                f"label map cannot keep them apart; declare [verify.labels] values for "
+                f"the segment names {', '.join(repr(n) for n in missing)}",
             )
-        by_value[value] = (name, layer)
-    out = np.zeros(layers.shape[1:], dtype=_label_dtype(by_value))
-    if image.segments:
-        painted = sorted({(layer, value) for _, value, layer in image.segments})
-    else:
-        painted = [(n, 1) for n in range(layers.shape[0])]  # no segment fields: layer n holds 1
-    for layer, value in painted:
+        output = {(value, layer): by_name[name] for name, value, layer in segments}
+    out = np.zeros(layers.shape[1:], dtype=_label_dtype(output.values()))
+    for value, layer in sorted(output, key=lambda vl: (vl[1], vl[0])):
         if value != 0 and 0 <= layer < layers.shape[0]:
-            out[layers[layer] == value] = value
+            out[layers[layer] == value] = output[(value, layer)]
     return out
+
+
+def _vals(values: Sequence[int]) -> str:
+    return ", ".join(str(v) for v in values)
 
 
 def _label_dtype(values: Iterable[int]) -> np.dtype[Any]:

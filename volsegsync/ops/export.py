@@ -60,6 +60,7 @@ class Case(NamedTuple):
     version: int | None
     digests: Mapping[str, str]  # path -> xxh3-128 of every file above
     reasons: tuple[str, ...]  # why it fails verify (error problems); empty when it passes
+    blocked: tuple[str, ...] = ()  # why it may not be read at all (even --include-failing)
 
     @property
     def volume(self) -> str:
@@ -121,11 +122,12 @@ def collect_cases(
         key = info.key if info is not None else Path(pair.volume).name
         files = (pair.volume, pair.segmentation)
         reasons = list(dict.fromkeys(r for f in files for r in errors.get(f, ())))
+        blocked = []
         for f in files:
             if not _inside(os.path.realpath(ds.root / f), root):
-                reasons.append(f"{f}: a symbolic link pointing outside the dataset")
+                blocked.append(f"{f}: a symbolic link pointing outside the dataset: not read")
             elif f not in digests:
-                reasons.append(f"{f}: not hashed (changed while reading?)")
+                blocked.append(f"{f}: not hashed (changed while reading?)")
         cases.append(
             Case(
                 key,
@@ -133,7 +135,8 @@ def collect_cases(
                 pair.segmentation,
                 pair.version,
                 {f: digests.get(f, "") for f in files},
-                tuple(reasons),
+                tuple([*blocked, *reasons]),
+                tuple(blocked),
             )
         )
     cases.sort(key=lambda c: c.case)
@@ -167,11 +170,11 @@ def run_export(
         raise VolsegsyncError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
     target = _target(ds, Path(out), fmt)
     cases = collect_cases(ds, fast=fast, jobs=jobs, progress=progress)
-    chosen = [c for c in cases if include_failing or c.verified]
+    chosen = [c for c in cases if not c.blocked and (include_failing or c.verified)]
     skipped = [
         Skipped(c.case, (*(p for _, p in c.channels), c.segmentation), c.reasons)
         for c in cases
-        if not (include_failing or c.verified)
+        if c.blocked or not (include_failing or c.verified)
     ]
     fold_of = assign_folds(_groups(ds, chosen, group_by), folds) if folds else {}
     if fmt == "csv":
@@ -199,7 +202,7 @@ def run_export(
     doc = (
         _nnunet_json(exported, labels, channel_names)
         if fmt == "nnunet"
-        else _decathlon_json(target, exported, labels, channel_names, fold_of, plans)
+        else _decathlon_json(exported, labels, channel_names, fold_of, plans)
     )
     written += _write_if_changed(target, manifest, DATASET_JSON, _json_bytes(doc))
     if fmt == "nnunet" and fold_of:
@@ -388,7 +391,8 @@ def _plan(ds: Dataset, c: Case, fmt: str) -> Plan:
         images.append(rel)
         files.append((rel, action, path, source_key(action, c.digests[path])))
     label = f"labelsTr/{c.case}{NIFTI_GZ}"
-    key = source_key("label", c.digests[c.segmentation], c.digests[c.volume])
+    declared = sorted(ds.config.verify.labels.items())
+    key = source_key("label", c.digests[c.segmentation], c.digests[c.volume], declared)
     files.insert(0, (label, "label", c.segmentation, key))
     return Plan(c.case, tuple(images), label, tuple(files))
 
@@ -436,7 +440,8 @@ def _materialise(
         unchanged += len(plan.files) - len(stale)
         if stale:
             volume = next(src for _, action, src, _ in plan.files if action != "label")
-            todo.append((str(ds.root), str(target.root), plan.case, volume, stale))
+            declared = tuple(sorted(ds.config.verify.labels.items()))
+            todo.append((str(ds.root), str(target.root), plan.case, volume, stale, declared))
     written: list[str] = []
     placed: Counter[str] = Counter()
     failed: dict[str, str] = {}
@@ -453,7 +458,9 @@ def _materialise(
     return written, placed, failed, unchanged
 
 
-_Task = tuple[str, str, str, str, tuple[tuple[str, str, str, str], ...]]
+_Task = tuple[
+    str, str, str, str, tuple[tuple[str, str, str, str], ...], tuple[tuple[int, str], ...]
+]
 _Done = tuple[str, list[tuple[str, str, str]], "str | None"]
 
 
@@ -461,12 +468,12 @@ def _write_case(task: _Task) -> _Done:
     """Write one case's stale files (label first: it is the one that may fail)."""
     from volsegsync.export import ExportProblem, Target
 
-    root, out, case, volume, files = task
+    root, out, case, volume, files, declared = task
     target = Target(Path(out))
     done: list[tuple[str, str, str]] = []
     for rel, action, src, key in files:
         try:
-            how = _write_one(target, Path(root), rel, action, src, volume)
+            how = _write_one(target, Path(root), rel, action, src, volume, dict(declared))
         except (ExportProblem, FileProblem) as e:
             return case, done, f"{src}: {e.reason}"
         except OSError as e:
@@ -475,7 +482,15 @@ def _write_case(task: _Task) -> _Done:
     return case, done, None
 
 
-def _write_one(target: Target, root: Path, rel: str, action: str, src: str, volume: str) -> str:
+def _write_one(
+    target: Target,
+    root: Path,
+    rel: str,
+    action: str,
+    src: str,
+    volume: str,
+    declared: Mapping[int, str],
+) -> str:
     from volsegsync.export import load_image, nifti_bytes
 
     source = root / src
@@ -488,10 +503,12 @@ def _write_one(target: Target, root: Path, rel: str, action: str, src: str, volu
         image = load_image(source)
         target.write_bytes(rel, nifti_bytes(image.data, image.affine))
         return "convert"
-    return _write_label(target, root, rel, src, volume)
+    return _write_label(target, root, rel, src, volume, declared)
 
 
-def _write_label(target: Target, root: Path, rel: str, src: str, volume: str) -> str:
+def _write_label(
+    target: Target, root: Path, rel: str, src: str, volume: str, declared: Mapping[int, str]
+) -> str:
     """The segmentation as a NIfTI label map on the volume's exact grid."""
     import numpy as np
 
@@ -511,7 +528,7 @@ def _write_label(target: Target, root: Path, rel: str, src: str, volume: str) ->
         return target.place(rel, seg_path)
     vol_geo = read_geometry(vol_path)
     image = load_image(seg_path)
-    data = as_labels(flatten_layers(image, src), src)
+    data = as_labels(flatten_layers(image, src, declared), src)
     affine = np.array(vol_geo.affine, dtype=np.float64)
     data = onto_grid(data, image.affine, vol_geo.shape, affine, 1e-3, src)
     target.write_bytes(rel, nifti_bytes(data, affine, like))
@@ -592,7 +609,6 @@ def _nnunet_json(
 
 
 def _decathlon_json(
-    target: Target,
     exported: list[Case],
     labels: Mapping[str, int],
     names: Mapping[str, str] | None,
@@ -613,7 +629,7 @@ def _decathlon_json(
         training.append(item)
     multi = any(len(c.channels) > 1 for c in exported)
     return {
-        "name": target.root.name,
+        "name": "volsegsync export",
         "description": "exported by volsegsync from verified volume/segmentation pairs",
         "tensorImageSize": "4D" if multi else "3D",
         "modality": _channel_names(exported, names),

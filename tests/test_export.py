@@ -22,7 +22,6 @@ import nibabel as nib
 import nrrd
 import numpy as np
 import pytest
-
 from conftest import assert_clean_stderr, init_with_git_binary, invoke, run_script
 
 LPS_SPACE = "left-posterior-superior"
@@ -637,3 +636,61 @@ def test_monai_loads_the_decathlon_datalist(tmp_path: Path) -> None:
     assert len(items) == 12
     for item in items:
         assert Path(item["image"]).is_file() and Path(item["label"]).is_file()
+
+
+# --------------------------------------------------------------------------- pipeline API
+
+
+def test_docs_api_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (DOCS / "export.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert blocks, "docs/export.md has no ```python example"
+    monkeypatch.chdir(tmp_path)
+    assert invoke(["example", "demo"]).exit_code == 0
+    namespace: dict[str, Any] = {}
+    exec(compile(blocks[0], "docs/export.md", "exec"), namespace)
+    pairs = namespace["pairs"]
+    assert [p.case for p in pairs] == [
+        "C01-LowerBack_FSE_T2w_V001-D22061998",
+        "C02-LowerBack_FSE_T2w_V002-D05031987",
+    ]
+    first = pairs[0]
+    assert first.version == 2 and first.labels == {0: "background", 1: "vertebra", 2: "disc"}
+    assert first.shape == (48, 40, 12) and first.verified and first.problems == ()
+    item = namespace["item"]
+    assert item["label"].dtype.kind in "iu" and set(np.unique(item["label"])) == {0, 1, 2}
+
+
+def test_api_signature_is_documented() -> None:
+    import inspect
+
+    from volsegsync.api import iter_pairs
+
+    params = inspect.signature(iter_pairs).parameters.values()
+    shown = ", ".join(
+        p.name if p.default is inspect.Parameter.empty else f"{p.name}={p.default!r}"
+        for p in params
+    )
+    text = " ".join((DOCS / "export.md").read_text(encoding="utf-8").split())
+    assert f"iter_pairs({shown})" in text
+
+
+def test_api_lists_failing_pairs_with_their_problems(tmp_path: Path) -> None:
+    from volsegsync.api import iter_pairs, load_pair
+
+    root = dataset(tmp_path)
+    three_pairs(root)
+    a = ras_affine()
+    save_nii(root / f"volumes/{N1.replace('C01', 'C09')}.nii.gz", a)
+    save_nrrd(root / f"segmentations/{N1.replace('C01', 'C09')}-v1.nrrd", a @ _shift(0.5, 0, 0),
+              blob_labels(SHAPE, 4))  # fmt: skip
+    verified = [p.case for p in iter_pairs(root)]
+    everything = {p.case: p for p in iter_pairs(root, verified=False)}
+    assert len(verified) == 3 and len(everything) == 4
+    bad = everything[N1.replace("C01", "C09")]
+    assert not bad.verified and any("[geometry]" in r for r in bad.problems)
+    good = everything[N3]
+    image, label, affine = load_pair(good)
+    assert image.shape == label.shape == good.shape
+    assert np.allclose(affine, np.array(good.affine))
+    assert good.labels == {0: "background", 1: "label_1", 2: "label_2"}

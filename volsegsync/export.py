@@ -10,45 +10,26 @@ The building blocks of ``volsegsync export`` (orchestrated by
 - :func:`onto_grid` moves a segmentation onto its volume's voxel grid when the two
   grids share their voxels (axes permuted or flipped, e.g. LPS vs RAS, and whole-voxel
   crop or pad): no resampling, no value changes;
-- :func:`write_nifti` writes a label map with the volume's own NIfTI header, so every
-  reader sees bit-identical geometry; :func:`place_file` links a file (reflink, then
-  hard link, then copy) and :func:`gzip_file` recompresses a ``.nii``;
-- :class:`Manifest` remembers what each exported file was made from, so a re-run
-  writes only what changed; :func:`assign_folds` splits cases into folds by group.
+- :func:`nifti_bytes` writes a label map with the volume's own NIfTI header, so every
+  reader sees bit-identical geometry.
 
-Every write goes to a temporary file in the target folder and is renamed into place
-(:func:`os.replace` replaces a link itself, never writes through it); folders below
-the export root are refused when they are symbolic links.
+Where the files go (safely) is :mod:`volsegsync.export_target`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import gzip
 import io
-import json
-import os
-import shutil
-import stat
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import nibabel as nib
 import numpy as np
-import xxhash
 
-from volsegsync.errors import FileProblem, VolsegsyncError
+from volsegsync.errors import FileProblem
 
 NDArray = np.ndarray[Any, Any]
-MANIFEST = ".volsegsync-export.json"
-MANIFEST_SCHEMA = "volsegsync.export-manifest/1"
-CONVERTER_VERSION = 1  # bump when converted files change: every converted file is rewritten
-_FICLONE = 0x40049409  # Linux ioctl: share the source's extents (copy on write)
-_COPY_CHUNK = 1 << 20
 
 
 class ExportProblem(FileProblem):
@@ -283,231 +264,3 @@ def nifti_bytes(data: NDArray, affine: NDArray, like: Any = None) -> bytes:
     with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1, mtime=0) as gz:
         gz.write(raw)
     return buf.getvalue()
-
-
-class Target:
-    """The export root: every path written is checked to stay inside it.
-
-    The root is resolved once (it may be reached through a symbolic link); below
-    it no symbolic link is followed: a linked folder is refused, a linked file is
-    replaced (never written through).
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(os.path.realpath(root))
-
-    def path(self, rel: str) -> Path:
-        parts = rel.split("/")
-        if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise VolsegsyncError(f"{rel!r}: not a plain path inside the export folder")
-        folder = self.root
-        for name in parts[:-1]:
-            folder = folder / name
-            try:
-                st = os.lstat(folder)
-            except FileNotFoundError:
-                folder.mkdir()
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
-                raise VolsegsyncError(f"{folder}: {what}; the export writes into real folders only")
-        return folder / parts[-1]
-
-    def write_bytes(self, rel: str, data: bytes) -> None:
-        path = self.path(rel)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            _publish(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    def place(self, rel: str, source: Path) -> str:
-        """Put ``source``'s content at ``rel``: reflink, hard link or copy; says which."""
-        path = self.path(rel)
-        tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        how = _reflink(source, tmp)
-        if how is None:
-            try:
-                os.link(source, tmp, follow_symlinks=False)
-                how = "hardlink"
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                    raise
-                _copy(source, tmp)
-                how = "copy"
-        try:
-            if how != "hardlink":
-                _publish(str(tmp), path)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        return how
-
-    def gzip(self, rel: str, source: Path) -> None:
-        """Write ``source`` gzip-compressed at ``rel`` (a ``.nii`` becomes a ``.nii.gz``)."""
-        path = self.path(rel)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with (
-                os.fdopen(fd, "wb") as raw,
-                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as gz,
-                open_regular(source) as src,
-            ):
-                shutil.copyfileobj(src, gz, _COPY_CHUNK)
-            _publish(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-
-    def remove(self, rel: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(rel))
-
-
-def _publish(tmp: str, path: Path) -> None:
-    os.chmod(tmp, 0o666 & ~_umask())
-    os.replace(tmp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def open_regular(path: Path) -> io.BufferedReader:
-    """Open a file for reading only if it is a regular file (never blocks on a FIFO)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise ExportProblem(str(path), "not a regular file")
-        os.set_blocking(fd, True)
-        return open(fd, "rb", closefd=True)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _reflink(source: Path, tmp: Path) -> str | None:
-    try:
-        with open_regular(source) as src:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                fcntl.ioctl(fd, _FICLONE, src.fileno())
-                return "reflink"
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-    except OSError:
-        pass
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    return None
-
-
-def _copy(source: Path, tmp: Path) -> None:
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(fd, "wb") as dst, open_regular(source) as src:
-        shutil.copyfileobj(src, dst, _COPY_CHUNK)
-
-
-# --------------------------------------------------------------------------- manifest
-
-
-class ManifestEntry(NamedTuple):
-    source: str  # what the file was made from: digests, how, converter version
-    size: int
-    mtime_ns: int
-    ino: int
-
-
-class Manifest:
-    """``OUT/.volsegsync-export.json``: every file the export wrote, with its source key.
-
-    A file whose recorded source key and stat are unchanged is not written again.
-    Files the manifest does not list were not written by volsegsync and are never
-    overwritten without ``force``.
-    """
-
-    def __init__(self, target: Target, fmt: str) -> None:
-        self.target = target
-        self.fmt = fmt
-        self.entries: dict[str, ManifestEntry] = {}
-        self.foreign = False  # the manifest belongs to an export of another format
-        path = target.root / MANIFEST
-        try:
-            data = json.loads(path.read_bytes()) if not path.is_symlink() else {}
-            if data.get("schema") == MANIFEST_SCHEMA:
-                self.foreign = data.get("format") != fmt
-                for rel, row in data.get("files", {}).items():
-                    self.entries[str(rel)] = ManifestEntry(
-                        str(row[0]), int(row[1]), int(row[2]), int(row[3])
-                    )
-        except (OSError, ValueError, TypeError, IndexError, AttributeError):
-            self.entries = {}
-
-    def fresh(self, rel: str, source: str) -> bool:
-        """Whether ``rel`` holds what ``source`` makes, untouched since it was written."""
-        known = self.entries.get(rel)
-        if known is None or known.source != source:
-            return False
-        try:
-            st = os.lstat(self.target.root / rel)
-        except OSError:
-            return False
-        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns, st.st_ino) == known[1:]
-
-    def owns(self, rel: str) -> bool:
-        return rel in self.entries
-
-    def record(self, rel: str, source: str) -> None:
-        st = os.lstat(self.target.root / rel)
-        self.entries[rel] = ManifestEntry(source, st.st_size, st.st_mtime_ns, st.st_ino)
-
-    def forget(self, rel: str) -> None:
-        self.entries.pop(rel, None)
-
-    def save(self) -> None:
-        files = {rel: list(e) for rel, e in sorted(self.entries.items())}
-        doc = {"schema": MANIFEST_SCHEMA, "format": self.fmt, "files": files}
-        self.target.write_bytes(MANIFEST, (json.dumps(doc, indent=1) + "\n").encode())
-
-
-def source_key(*parts: object) -> str:
-    """A short digest of everything that decides an exported file's content."""
-    text = json.dumps([CONVERTER_VERSION, *parts], sort_keys=True, default=str)
-    return xxhash.xxh3_128_hexdigest(text.encode())
-
-
-# --------------------------------------------------------------------------- folds
-
-
-def assign_folds(groups: Mapping[str, Sequence[str]], k: int) -> dict[str, int]:
-    """Case -> fold (0..k-1): every case of a group in one fold, folds balanced.
-
-    Deterministic: groups are taken largest first (ties by a hash of the group
-    name, so neighbouring names spread out), each into the fold holding fewest
-    cases so far (ties: the lowest fold number).
-    """
-    if k < 2:
-        raise VolsegsyncError(f"--folds must be at least 2, not {k}")
-    sizes = [0] * k
-    out: dict[str, int] = {}
-    order = sorted(groups, key=lambda g: (-len(groups[g]), xxhash.xxh3_64_hexdigest(g.encode()), g))
-    for group in order:
-        fold = min(range(k), key=lambda f: (sizes[f], f))
-        sizes[fold] += len(groups[group])
-        for case in groups[group]:
-            out[case] = fold
-    return out

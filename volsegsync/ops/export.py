@@ -27,7 +27,7 @@ from volsegsync.workers import parallel_map
 
 if TYPE_CHECKING:
     from volsegsync.content import ContentReport
-    from volsegsync.export import Manifest, Target
+    from volsegsync.export_target import Manifest, Target
 
 FORMATS = ("nnunet", "decathlon", "csv")
 NIFTI_GZ = ".nii.gz"
@@ -114,6 +114,7 @@ def collect_cases(
             for f in p.files:
                 errors[f].append(f"[{p.category}] {p.message}")
     root = os.path.realpath(ds.root)
+    folders: dict[Path, bool] = {}
     cases = []
     for pair in report.pairs:
         if not (pair.volume and pair.segmentation):
@@ -124,7 +125,7 @@ def collect_cases(
         reasons = list(dict.fromkeys(r for f in files for r in errors.get(f, ())))
         blocked = []
         for f in files:
-            if not _inside(os.path.realpath(ds.root / f), root):
+            if not _stays_inside(ds.root / f, root, folders):
                 blocked.append(f"{f}: a symbolic link pointing outside the dataset: not read")
             elif f not in digests:
                 blocked.append(f"{f}: not hashed (changed while reading?)")
@@ -141,6 +142,16 @@ def collect_cases(
         )
     cases.sort(key=lambda c: c.case)
     return cases
+
+
+def _stays_inside(path: Path, root: str, folders: dict[Path, bool]) -> bool:
+    """Whether ``path`` resolves inside ``root`` (each folder resolved once)."""
+    ok = folders.get(path.parent)
+    if ok is None:
+        ok = folders[path.parent] = _inside(os.path.realpath(path.parent), root)
+    if ok and os.path.islink(path):
+        return _inside(os.path.realpath(path), root)
+    return ok
 
 
 def _inside(path: str, root: str) -> bool:
@@ -164,7 +175,7 @@ def run_export(
     progress: ProgressFactory | None = None,
 ) -> ExportReport:
     """Export the dataset's pairs to ``out`` in format ``fmt`` (see the module doc)."""
-    from volsegsync.export import Manifest, assign_folds
+    from volsegsync.export_target import Manifest, assign_folds
 
     if fmt not in FORMATS:
         raise VolsegsyncError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
@@ -184,7 +195,7 @@ def run_export(
         raise VolsegsyncError(
             f"{target.root}: holds an export in another format; use another folder or --force"
         )
-    labels, warnings = dataset_labels(ds, chosen, jobs)
+    labels, warnings = _labels_memo(ds, manifest, chosen, jobs)
     plans = [_plan(ds, c, fmt) for c in chosen]
     _refuse_foreign(target, manifest, plans, force)
     written, placed, failed, unchanged = _materialise(ds, target, manifest, plans, jobs, progress)
@@ -231,7 +242,7 @@ def run_export(
 
 def _target(ds: Dataset, out: Path, fmt: str) -> Target:
     """The export root, refused where writing could touch the dataset."""
-    from volsegsync.export import Target
+    from volsegsync.export_target import Target
     from volsegsync.scan import _excluded
 
     folder = out.parent if fmt == "csv" else out
@@ -355,6 +366,22 @@ def dataset_labels(
     return labels, warnings
 
 
+def _labels_memo(
+    ds: Dataset, manifest: Manifest, cases: list[Case], jobs: int | None
+) -> tuple[dict[str, int], list[str]]:
+    """:func:`dataset_labels`, remembered in the manifest by the segmentations' hashes."""
+    from volsegsync.export_target import source_key
+
+    declared = sorted(ds.config.verify.labels.items())
+    key = source_key("labels", declared, *(c.digests[c.segmentation] for c in cases))
+    hit = manifest.recall("labels", key)
+    if isinstance(hit, list) and len(hit) == 2:
+        return {str(k): int(v) for k, v in hit[0].items()}, [str(w) for w in hit[1]]
+    labels, warnings = dataset_labels(ds, cases, jobs)
+    manifest.remember("labels", key, [labels, warnings])
+    return labels, warnings
+
+
 def _label_warnings(fmt: str, labels: Mapping[str, int]) -> list[str]:
     values = sorted(labels.values())
     if fmt == "nnunet" and values != list(range(len(values))):
@@ -376,7 +403,7 @@ class Plan(NamedTuple):
 
 
 def _plan(ds: Dataset, c: Case, fmt: str) -> Plan:
-    from volsegsync.export import source_key
+    from volsegsync.export_target import source_key
 
     multi = len(c.channels) > 1
     images = []
@@ -466,7 +493,8 @@ _Done = tuple[str, list[tuple[str, str, str]], "str | None"]
 
 def _write_case(task: _Task) -> _Done:
     """Write one case's stale files (label first: it is the one that may fail)."""
-    from volsegsync.export import ExportProblem, Target
+    from volsegsync.export import ExportProblem
+    from volsegsync.export_target import Target
 
     root, out, case, volume, files, declared = task
     target = Target(Path(out))

@@ -146,6 +146,7 @@ def test_json_pair(mixed: Path) -> None:
         "unpaired_volumes",
         "unpaired_segmentations",
         "problems",
+        "store",
         "summary",
     }
     assert doc["schema"] == "volsegsync.pair/1"
@@ -300,7 +301,7 @@ def test_bad_input_is_reported_and_the_scan_goes_on(bad_input: Path) -> None:
     assert doc["written"] is True
     assert_clean_stderr(result.stderr)
     index = (bad_input / "volsegsync.index").read_text()
-    assert index.count("\n") == 5  # header, comment and the three pairs
+    assert index.count("\n") == 9  # magic, hash, comment and two lines per pair
 
 
 def test_bad_input_subprocess_every_format(bad_input: Path) -> None:

@@ -23,10 +23,14 @@ def snapshot_files(root: Path) -> dict[str, bytes]:
 
 def test_init_writes_the_files(dataset: Path) -> None:
     assert (dataset / ".volsegsync" / "config.toml").read_text() == DEFAULT_CONFIG_TEXT
-    assert (dataset / ".volsegsync" / ".gitignore").read_text() == "/state/\n"
+    assert (dataset / ".volsegsync" / ".gitignore").read_text() == (
+        "/state/\n/cache/\n/config.local.toml\n"
+    )
     assert (dataset / ".volsegsync" / "state").is_dir()
     assert (dataset / "volsegsync.index").read_text() == format_index([])
-    assert (dataset / "volsegsync.index").read_text().startswith("volsegsync-index 1\n")
+    assert (
+        (dataset / "volsegsync.index").read_text().startswith("volsegsync-index 2\nhash xxh3-128\n")
+    )
     assert (dataset / ".gitignore").read_text() == BLOCK
 
 

@@ -67,6 +67,18 @@ class VerifyConfig:
     severity: Mapping[str, str] = field(default_factory=dict)
 
 
+LINK_TYPES = ("reflink", "hardlink", "symlink", "copy")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """The content store (docs/store.md); ``dir`` only in the local config."""
+
+    enabled: bool = True  # pair stores what it records
+    link: tuple[str, ...] = ("reflink", "copy")  # how checkout places files, in order
+    hash: str = "xxh3-128"  # the index's hash algorithm (xxh3-128, sha256, blake3)
+
+
 @dataclass(frozen=True)
 class Config:
     naming: NamingConfig = field(default_factory=NamingConfig)
@@ -74,6 +86,7 @@ class Config:
     pairing: PairingConfig = field(default_factory=PairingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     exclude: tuple[str, ...] = ()
+    store: StoreConfig = field(default_factory=StoreConfig)
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -197,7 +210,7 @@ def load_config(path: Path) -> Config:
 
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     top = _Reader(path, data, "")
-    top.check_keys({"naming", "roles", "pairing", "verify", "scan"})
+    top.check_keys({"naming", "roles", "pairing", "verify", "scan", "store"})
     scan = top.sub("scan")
     scan.check_keys({"exclude"})
     return Config(
@@ -206,7 +219,24 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         pairing=_pairing(top.sub("pairing")),
         verify=_verify(top.sub("verify")),
         exclude=scan.strings("exclude", ()),
+        store=parse_store(top.sub("store")),
     )
+
+
+def parse_store(r: _Reader, base: StoreConfig | None = None) -> StoreConfig:
+    """The ``[store]`` table (also read from the local config, over the tracked one)."""
+    d = base or StoreConfig()
+    r.check_keys({"enabled", "link", "hash"} | ({"dir"} if base else set()))
+    enabled = r.table.get("enabled", d.enabled)
+    if not isinstance(enabled, bool):
+        raise r.fail("enabled", f"must be true or false, found {enabled!r}")
+    link = r.strings("link", d.link)
+    if not link or any(v not in LINK_TYPES for v in link):
+        raise r.fail("link", f"must be a non-empty list of {', '.join(LINK_TYPES)}")
+    algorithm = r.string("hash", d.hash)
+    if algorithm not in ("xxh3-128", "sha256", "blake3"):
+        raise r.fail("hash", f"must be xxh3-128, sha256 or blake3, found {algorithm!r}")
+    return StoreConfig(enabled, link, algorithm)
 
 
 def _naming(r: _Reader) -> NamingConfig:

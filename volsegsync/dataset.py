@@ -3,8 +3,10 @@
 Layout::
 
     ROOT/.volsegsync/config.toml   tracked: naming, roles, pairing, verify settings
-    ROOT/.volsegsync/.gitignore    keeps state/ out of git
-    ROOT/.volsegsync/state/        local only: stat cache, content caches, lock (store later)
+    ROOT/.volsegsync/.gitignore    keeps state/, cache/ and config.local.toml out of git
+    ROOT/.volsegsync/config.local.toml  untracked: this clone's settings (store.dir)
+    ROOT/.volsegsync/state/        local only: stat cache, content caches, lock
+    ROOT/.volsegsync/cache/        local only: the content store (docs/store.md)
     ROOT/volsegsync.index          tracked: volume -> segmentation with hashes
 """
 
@@ -114,7 +116,13 @@ class Dataset:
         return entries
 
     def write_index(self, entries: list[Entry]) -> None:
-        write_index(self.index_path, entries)
+        write_index(self.index_path, entries, self.config.store.hash)
+
+    @property
+    def stat_db(self) -> Path:
+        """The stat cache of the configured hash algorithm."""
+        algorithm = self.config.store.hash
+        return self.state_dir / ("stat.db" if algorithm == "xxh3-128" else f"stat.{algorithm}.db")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -131,7 +139,7 @@ class Dataset:
     def cached_hashes(self) -> dict[str, CacheRow]:
         """Everything the stat cache knows, ``path -> (size, mtime_ns, ino, digest,
         problem)``: trust an entry only where its stat equals the file's."""
-        cache = StatCache(self.state_dir / "stat.db")
+        cache = StatCache(self.stat_db)
         try:
             return cache.load()
         finally:
@@ -149,7 +157,7 @@ class Dataset:
         Returns ``(hashed, unreadable)``. With ``prune``, cache entries of files
         that no longer exist are dropped (use after a full scan).
         """
-        cache = StatCache(self.state_dir / "stat.db")
+        cache = StatCache(self.stat_db)
         try:
             known = cache.load()
             hashed: dict[str, Hashed] = {}
@@ -165,7 +173,9 @@ class Dataset:
             unreadable: dict[str, str] = {}
             tick = (lambda: progress(1)) if progress else None
             fresh: list[Hashed] = []
-            for result in hash_many(self.root, todo, jobs or default_jobs(), tick):
+            for result in hash_many(
+                self.root, todo, jobs or default_jobs(), tick, self.config.store.hash
+            ):
                 if isinstance(result, Hashed):
                     hashed[result.path] = result
                     fresh.append(result)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from volsegsync.commands.check_names import check_names_command
+from volsegsync.commands.checkout import checkout_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.export import export_command
+from volsegsync.commands.fsck import fsck_command
+from volsegsync.commands.gc import gc_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
 from volsegsync.commands.status import status_command
@@ -16,6 +19,9 @@ COMMANDS = [
     pair_command,
     status_command,
     verify_command,
+    checkout_command,
+    fsck_command,
+    gc_command,
     example_command,
     export_command,
 ]

@@ -43,7 +43,8 @@ def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitRep
     meta = root / META_DIR
     (meta / STATE_DIR).mkdir(parents=True, exist_ok=True)
     _write_if_missing(meta / CONFIG_FILE, DEFAULT_CONFIG_TEXT, root, created)
-    _write_if_missing(meta / ".gitignore", f"/{STATE_DIR}/\n", root, created)
+    if _ensure_lines(meta / ".gitignore", LOCAL_ONLY):
+        created.append(f"{META_DIR}/.gitignore")
     _write_if_missing(root / INDEX_FILE, format_index([]), root, created)
     config = load_config(meta / CONFIG_FILE)  # validates an existing config on re-runs
     roles = config.roles
@@ -72,6 +73,23 @@ def _write_if_missing(path: Path, text: str, root: Path, created: list[str]) -> 
     if not path.exists():
         atomic_write_text(path, text)
         created.append(path.relative_to(root).as_posix())
+
+
+LOCAL_ONLY = (f"/{STATE_DIR}/", "/cache/", "/config.local.toml")  # never tracked
+
+
+def _ensure_lines(path: Path, lines: tuple[str, ...]) -> bool:
+    """Add the missing ``lines`` to a file; True when it changed."""
+    try:
+        old = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        old = ""
+    missing = [ln for ln in lines if ln not in old.splitlines()]
+    if not missing:
+        return False
+    sep = "\n" if old and not old.endswith("\n") else ""
+    atomic_write_text(path, old + sep + "\n".join(missing) + "\n")
+    return True
 
 
 def _update_ignore_block(path: Path, patterns: list[str]) -> bool:

@@ -102,9 +102,8 @@ def diff(old: list[Entry], new: list[Entry]) -> list[Change]:
 def _files(entries: list[Entry]) -> dict[str, FileRecord]:
     out: dict[str, FileRecord] = {}
     for e in entries:
-        for rec in (e.volume, e.segmentation):
-            if rec is not None:
-                out[rec.path] = rec
+        for rec in e.records():  # older versions too: an overwritten v1 shows
+            out[rec.path] = rec
     return out
 
 

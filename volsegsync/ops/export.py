@@ -196,6 +196,9 @@ def run_export(
             f"{target.root}: holds an export in another format; use another folder or --force"
         )
     labels, warnings = _labels_memo(ds, manifest, chosen, jobs)
+    if not channel_names:
+        channel_names, found = _layout_channels(ds)
+        warnings += found
     plans = [_plan(ds, c, fmt) for c in chosen]
     _refuse_foreign(target, manifest, plans, force)
     written, placed, failed, unchanged = _materialise(ds, target, manifest, plans, jobs, progress)
@@ -364,6 +367,17 @@ def dataset_labels(
             name = f"{name}_{value}"
         labels[name] = value
     return labels, warnings
+
+
+def _layout_channels(ds: Dataset) -> tuple[dict[str, str], list[str]]:
+    """Channel names from the dataset's own dataset.json (nnU-Net, MSD), if any."""
+    from volsegsync.errors import ConfigError
+    from volsegsync.layouts import read_dataset_json
+
+    try:
+        return read_dataset_json(ds.root).channel_names, []
+    except ConfigError as e:
+        return {}, [f"channel names not taken from it: {e}"]
 
 
 def _labels_memo(

@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from volsegsync import history
-from volsegsync.config import DEFAULT_CONFIG_TEXT, load_config
+from volsegsync import history, layouts
+from volsegsync.config import load_config
 from volsegsync.dataset import CONFIG_FILE, INDEX_FILE, META_DIR, STATE_DIR
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import atomic_write_text
 from volsegsync.index import format_index
+from volsegsync.layouts import Detected
 
 BEGIN = "# >>> volsegsync: data files live in the content store and on remotes, not in git"
 END = "# <<< volsegsync"
@@ -22,9 +23,17 @@ class InitReport(NamedTuple):
     created: list[str]  # files written or changed, relative to root
     git_created: bool
     warnings: list[str]  # e.g. a file that must be tracked but that git ignores
+    layout: str | None = None  # the layout whose config was written (volsegsync.layouts)
+    detected: Detected | None = None  # the layout the folder looks like (without --layout)
 
 
-def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitReport:
+def init_dataset(
+    root: Path,
+    git: bool = False,
+    no_git: bool = False,
+    layout: str | None = None,
+    force: bool = False,
+) -> InitReport:
     root = root.resolve()
     if not root.is_dir():
         raise VolsegsyncError(f"{root}: no such folder")
@@ -42,7 +51,8 @@ def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitRep
     created: list[str] = []
     meta = root / META_DIR
     (meta / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    _write_if_missing(meta / CONFIG_FILE, DEFAULT_CONFIG_TEXT, root, created)
+    if layouts.write_config(meta / CONFIG_FILE, layout, root, force):
+        created.append(f"{META_DIR}/{CONFIG_FILE}")
     if _ensure_lines(meta / ".gitignore", LOCAL_ONLY):
         created.append(f"{META_DIR}/.gitignore")
     _write_if_missing(root / INDEX_FILE, format_index([]), root, created)
@@ -52,7 +62,8 @@ def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitRep
     if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in extensions]):
         created.append(".gitignore")
     warnings = _tracking_warnings(root, git_root) if git_root else []
-    return InitReport(root, git_root, created, git_created, warnings)
+    detected = layouts.detect(root) if layout is None else None
+    return InitReport(root, git_root, created, git_created, warnings, layout, detected)
 
 
 TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore")

@@ -281,3 +281,91 @@ def test_every_verify_check_works_on_nifti_label_maps(tmp_path: Path, kind: str)
         assert CASES[1] in exported
     else:
         assert CASES[1] not in exported and {CASES[0], CASES[2]} <= exported
+
+
+# --------------------------------------------------------------------------- channels
+
+
+def brats_folder(root: Path) -> Path:
+    """Four channels per case: complete, one missing, one off-grid, one extra."""
+    meta = {
+        "channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"},
+        "labels": {"background": 0, "edema": 1, "tumor": 2},
+        "numTraining": 4,
+        "file_ending": ".nii.gz",
+    }
+    root.mkdir(parents=True)
+    git(root, "init", "-q")
+    (root / "dataset.json").write_text(json.dumps(meta))
+    moved = AFFINE.copy()
+    moved[:3, 3] += 3.0
+    for i, case in enumerate(("BRATS_001", "BRATS_002", "BRATS_003", "BRATS_004")):
+        save(root / "labelsTr" / f"{case}.nii.gz", label(i))
+        for ch in range(5 if case == "BRATS_004" else 4):
+            if case == "BRATS_002" and ch == 2:
+                continue
+            a = moved if case == "BRATS_003" and ch == 3 else AFFINE
+            save(root / "imagesTr" / f"{case}_{ch:04d}.nii.gz", image(10 * i + ch), a)
+    return root
+
+
+def test_multi_channel_cases(tmp_path: Path) -> None:
+    root = brats_folder(tmp_path / "Dataset002_BraTS")
+    assert run(root, "init", "--layout", "nnunet")[0] == 0
+    config = load_config(root / ".volsegsync" / "config.toml")
+    assert config.channels.required == ("0000", "0001", "0002", "0003")
+    code, doc = run(root, "pair")
+    assert [p["volume"] for p in doc["pairs"]] == [
+        f"imagesTr/BRATS_00{i}_0000.nii.gz" for i in range(1, 5)
+    ]
+    index = (root / "volsegsync.index").read_text().splitlines()
+    roles = [line.split("\t")[1] for line in index if line.startswith("BRATS_001\t")]
+    assert roles == ["volume:0000", "volume:0001", "volume:0002", "volume:0003", "seg"]
+    code, doc = run(root, "verify")
+    assert code == 1
+    channel_problems = {
+        (p["details"].get("case") or Path(p["files"][0]).name[:9], p["message"])
+        for p in doc["problems"]
+        if p["category"] == "channels"
+    }
+    by_case = {case for case, _ in channel_problems}
+    assert by_case == {"BRATS_002", "BRATS_003", "BRATS_004"}, channel_problems
+    messages = " ".join(m for _, m in channel_problems)
+    assert "lacks channel 0002" in messages
+    assert "undeclared channel 0004" in messages
+    assert "not on the grid of channel 0000" in messages and "origin differs" in messages
+    assert {p["category"] for p in doc["problems"]} == {"channels"}
+    # only the complete case is exported, with its four channels
+    out = tmp_path / "out"
+    code, doc = run(root, "export", "nnunet", str(out))
+    assert code == 1 and doc["exported"] == ["BRATS_001"]
+    assert sorted(s["case"] for s in doc["skipped"]) == ["BRATS_002", "BRATS_003", "BRATS_004"]
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["channel_names"] == {"0": "T1", "1": "T1ce", "2": "T2", "3": "FLAIR"}
+    images = sorted(p.name for p in (out / "imagesTr").iterdir())
+    assert images == [f"BRATS_001_{c:04d}.nii.gz" for c in range(4)]
+    from volsegsync.api import iter_pairs, load_pair
+
+    (record,) = iter_pairs(root)
+    assert sorted(record.channels) == ["0000", "0001", "0002", "0003"]
+    stacked, lab, _ = load_pair(record)
+    assert stacked.shape == (4, *SHAPE) and lab.shape == SHAPE
+    # a format-1-free round trip: status sees the index as written
+    code, doc = run(root, "status")
+    assert code == 0, doc
+
+
+def test_channels_config_is_validated(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    root.mkdir()
+    assert invoke(["-C", str(root), "init", "--no-git"]).exit_code == 0
+    cfg = root / ".volsegsync" / "config.toml"
+    base = cfg.read_text()
+    for bad, message in (
+        ('[channels]\nrequired = ["a"]\n', "digits"),
+        ('[channels]\nsuffix = "_[0-9]+"\nrequired = ["0"]\n', "(?P<channel>"),
+        ("[channels]\nnames = 1\n", "unknown key"),
+    ):
+        cfg.write_text(base + bad)
+        result = invoke(["-C", str(root), "verify"])
+        assert result.exit_code == 2 and message in result.output, result.output

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from volsegsync.channels import ChannelConfig, parse_channels
 from volsegsync.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -87,6 +88,7 @@ class Config:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     exclude: tuple[str, ...] = ()
     store: StoreConfig = field(default_factory=StoreConfig)
+    channels: ChannelConfig = field(default_factory=ChannelConfig)  # volsegsync.channels
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -210,7 +212,7 @@ def load_config(path: Path) -> Config:
 
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     top = _Reader(path, data, "")
-    top.check_keys({"naming", "roles", "pairing", "verify", "scan", "store"})
+    top.check_keys({"naming", "roles", "pairing", "verify", "scan", "store", "channels"})
     scan = top.sub("scan")
     scan.check_keys({"exclude"})
     return Config(
@@ -220,6 +222,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         verify=_verify(top.sub("verify")),
         exclude=scan.strings("exclude", ()),
         store=parse_store(top.sub("store")),
+        channels=parse_channels(top.sub("channels")),
     )
 
 

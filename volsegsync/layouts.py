@@ -67,6 +67,12 @@ def config_text(layout: str, root: Path) -> str:
             f"{', '.join(SUPPORTED_ENDINGS)} files only"
         )
     text = (_NNUNET if layout == "nnunet" else _MSD).format(ending=ending)
+    channels = sorted(meta.channel_names, key=int)
+    if layout == "nnunet" and len(channels) > 1:
+        text = text.replace('volume_suffix = "_0000"', 'volume_suffix = ""')
+        ids = ", ".join(f'"{int(c):04d}"' for c in channels)
+        names = ", ".join(f"{int(c):04d} {meta.channel_names[c]}" for c in channels)
+        text += f"\n[channels]\n# from {DATASET_JSON}: {names}\nrequired = [{ids}]\n"
     if meta.labels:
         rows = "".join(f"{v} = {json.dumps(n)}\n" for v, n in sorted(meta.labels.items()))
         text += f"\n# from {DATASET_JSON}\n[verify.labels]\n{rows}"

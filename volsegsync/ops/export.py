@@ -104,8 +104,12 @@ def collect_cases(
     from volsegsync.ops.verify import run_verify
 
     snap = take_snapshot(ds, jobs=jobs, progress=progress)
-    digests = {
-        r.path: r.digest for e in snap.entries for r in (e.volume, e.segmentation) if r is not None
+    digests = {r.path: r.digest for e in snap.entries for r in e.records()}
+    key_of = {e.volume.path: e.key for e in snap.entries if e.volume is not None}
+    channels_of = {
+        e.volume.path: tuple((c, r.path) for c, r in e.channels)
+        for e in snap.entries
+        if e.volume is not None and e.channels
     }
     report = run_verify(ds, fast=fast, jobs=jobs, progress=progress)
     errors: dict[str, list[str]] = defaultdict(list)
@@ -120,8 +124,9 @@ def collect_cases(
         if not (pair.volume and pair.segmentation):
             continue
         info = ds.convention.parse(pair.volume)
-        key = info.key if info is not None else Path(pair.volume).name
-        files = (pair.volume, pair.segmentation)
+        key = key_of.get(pair.volume) or (info.key if info else Path(pair.volume).name)
+        channels = channels_of.get(pair.volume, (("0000", pair.volume),))
+        files = (*(p for _, p in channels), pair.segmentation)
         reasons = list(dict.fromkeys(r for f in files for r in errors.get(f, ())))
         blocked = []
         for f in files:
@@ -132,7 +137,7 @@ def collect_cases(
         cases.append(
             Case(
                 key,
-                (("0000", pair.volume),),
+                channels,
                 pair.segmentation,
                 pair.version,
                 {f: digests.get(f, "") for f in files},

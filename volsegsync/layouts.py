@@ -66,10 +66,11 @@ def config_text(layout: str, root: Path) -> str:
             f"{root / DATASET_JSON}: file_ending {ending!r}: volsegsync reads "
             f"{', '.join(SUPPORTED_ENDINGS)} files only"
         )
-    text = (_NNUNET if layout == "nnunet" else _MSD).format(ending=ending)
     channels = sorted(meta.channel_names, key=int)
-    if layout == "nnunet" and len(channels) > 1:
-        text = text.replace('volume_suffix = "_0000"', 'volume_suffix = ""')
+    multi = layout == "nnunet" and len(channels) > 1
+    suffix = "_0000" if layout == "nnunet" and not multi else ""
+    text = _FOLDERS.format(layout=layout, ending=ending, suffix=suffix)
+    if multi:
         ids = ", ".join(f'"{int(c):04d}"' for c in channels)
         names = ", ".join(f"{int(c):04d} {meta.channel_names[c]}" for c in channels)
         text += f"\n[channels]\n# from {DATASET_JSON}: {names}\nrequired = [{ids}]\n"
@@ -84,11 +85,11 @@ _HEAD = """\
 # Written by 'volsegsync init --layout {layout}'. Docs: docs/configuration.md, docs/export.md
 """
 
-_NNUNET = (
-    _HEAD.replace("{layout}", "nnunet")
+_FOLDERS = (
+    _HEAD
     + """
 [naming]
-# case identifiers: imagesTr/CASE_0000{ending} pairs with labelsTr/CASE{ending}
+# imagesTr/CASE{suffix}{ending} pairs with labelsTr/CASE{ending}
 separator = "-"
 fields = ["case"]
 version = "v(?P<n>[0-9]+)"
@@ -101,8 +102,7 @@ volume_extensions = ["{ending}"]
 segmentation_extensions = ["{ending}"]
 volume_dirs = ["imagesTr"]
 segmentation_dirs = ["labelsTr"]
-# channel 0000 of each case (a case with more channels: docs/export.md)
-volume_suffix = "_0000"
+volume_suffix = "{suffix}"
 segmentation_suffix = ""
 
 [pairing]
@@ -114,37 +114,8 @@ exclude = ["imagesTs", "imagesVal", "*/._*", "._*"]
 """
 )
 
-_MSD = (
-    _HEAD.replace("{layout}", "msd")
-    + """
-[naming]
-# imagesTr/CASE{ending} pairs with labelsTr/CASE{ending}
-separator = "-"
-fields = ["case"]
-version = "v(?P<n>[0-9]+)"
-
-[naming.patterns]
-case = "[A-Za-z0-9_.]+"
-
-[roles]
-volume_extensions = ["{ending}"]
-segmentation_extensions = ["{ending}"]
-volume_dirs = ["imagesTr"]
-segmentation_dirs = ["labelsTr"]
-volume_suffix = ""
-segmentation_suffix = ""
-
-[pairing]
-by = "naming"
-
-[scan]
-# imagesTs/ holds test images without labels; ._* are macOS resource forks
-exclude = ["imagesTs", "*/._*", "._*"]
-"""
-)
-
 _SLICER = (
-    _HEAD.replace("{layout}", "slicer")
+    _HEAD.format(layout="slicer")
     + """
 [naming]
 # CASE.nrrd (or .nii.gz) next to CASE.seg.nrrd; CASE-v2.seg.nrrd is version 2

@@ -185,6 +185,12 @@ def check_export(out: Path) -> dict[str, Any]:
             label_dirs = label.affine[:3, :3] / np.asarray(label.header.get_zooms()[:3])
             assert np.allclose(dirs, label_dirs, atol=1e-6)
             assert image.header.get_sform(coded=True)[1] == label.header.get_sform(coded=True)[1]
+    # nnU-Net's own file rules: every image is CASE_NNNN + file_ending, every case has a label
+    names = [p.name for p in (out / "imagesTr").iterdir()]
+    assert all(re.fullmatch(r".+_[0-9]{4}\.nii\.gz", n) for n in names), names
+    cases = {n[: -len("_0000.nii.gz")] for n in names}
+    assert cases == {p.name[: -len(".nii.gz")] for p in labels_tr}
+    assert len(names) == channels * len(cases)
     assert found <= declared, (found, declared)
     assert found == declared, f"dataset.json declares labels no file holds: {declared - found}"
     return meta
@@ -694,3 +700,35 @@ def test_api_lists_failing_pairs_with_their_problems(tmp_path: Path) -> None:
     assert image.shape == label.shape == good.shape
     assert np.allclose(affine, np.array(good.affine))
     assert good.labels == {0: "background", 1: "label_1", 2: "label_2"}
+
+
+def _bounded(args: list[str], cwd: Path) -> Any:
+    """The real command under ``timeout`` and ``ulimit -v`` (a hang or a blow-up fails)."""
+    import shlex
+    import subprocess
+
+    from conftest import VOLSEGSYNC
+
+    command = f"ulimit -v 4000000; exec {shlex.quote(VOLSEGSYNC)} {shlex.join(args)}"
+    return subprocess.run(
+        ["timeout", "60", "bash", "-c", command], cwd=cwd, capture_output=True, timeout=90
+    )
+
+
+def test_fifos_in_out_never_block(tmp_path: Path) -> None:
+    root = dataset(tmp_path)
+    three_pairs(root)
+    out = tmp_path / "out"
+    (out / "labelsTr").mkdir(parents=True)
+    for rel in (".volsegsync-export.json", "dataset.json", f"labelsTr/{N1}.nii.gz"):
+        os.mkfifo(out / rel)
+    proc = _bounded(["export", "nnunet", str(out)], root)
+    assert proc.returncode == 2, proc.stderr
+    assert_clean_stderr(proc.stderr)
+    assert b"not written by volsegsync export" in proc.stderr
+    proc = _bounded(["export", "nnunet", str(out), "--force"], root)
+    assert proc.returncode == 0, proc.stderr
+    check_export(out)
+    os.mkfifo(tmp_path / "pairs.csv")
+    proc = _bounded(["export", "csv", str(tmp_path / "pairs.csv")], root)
+    assert proc.returncode == 2 and b"not a volsegsync export CSV" in proc.stderr

@@ -154,6 +154,23 @@ def open_regular(path: Path) -> io.BufferedReader:
         raise
 
 
+def read_small(path: Path, limit: int = 64 * 1024 * 1024) -> bytes | None:
+    """The bytes of a small regular file in OUT; None when it is missing, a link, a
+    FIFO or anything else, or larger than ``limit`` (never blocks, never follows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+            return None
+        with os.fdopen(os.dup(fd), "rb") as f:
+            return f.read(limit + 1)
+    finally:
+        os.close(fd)
+
+
 def _reflink(source: Path, tmp: Path) -> str | None:
     try:
         with open_regular(source) as src:
@@ -205,7 +222,7 @@ class Manifest:
         self.dirty = True
         path = target.root / MANIFEST
         try:
-            data = json.loads(path.read_bytes()) if not path.is_symlink() else {}
+            data = json.loads(read_small(path) or b"{}")
             if data.get("schema") == MANIFEST_SCHEMA:
                 self.foreign = data.get("format") != fmt
                 for rel, row in data.get("files", {}).items():

@@ -616,12 +616,10 @@ def _same_nifti_grid(like: Any, seg_path: Path) -> bool:
 
 
 def _write_if_changed(target: Target, manifest: Manifest, rel: str, data: bytes) -> list[str]:
-    path = target.root / rel
-    try:
-        if not path.is_symlink() and path.read_bytes() == data and manifest.owns(rel):
-            return []
-    except OSError:
-        pass
+    from volsegsync.export_target import read_small
+
+    if manifest.owns(rel) and read_small(target.root / rel) == data:
+        return []
     target.write_bytes(rel, data)
     manifest.record(rel, "generated")
     return [rel]
@@ -711,6 +709,7 @@ def _export_csv(
     fold_of: Mapping[str, int],
     force: bool,
 ) -> ExportReport:
+    from volsegsync.export_target import read_small
     from volsegsync.geometry import _codes
     from volsegsync.headers import HeaderProblem, read_geometry
 
@@ -748,13 +747,8 @@ def _export_csv(
     data = buf.getvalue().encode("utf-8")
     path = folder / name
     written: list[str] = []
-    try:
-        old: bytes | None = path.read_bytes() if not path.is_symlink() else b""
-    except FileNotFoundError:
-        old = None
-    except OSError as e:
-        raise VolsegsyncError(f"{path}: cannot read: {e.strerror or e}") from None
-    if old is not None and not force and not old.startswith(data.split(b"\n", 1)[0] + b"\n"):
+    old = read_small(path) if os.path.lexists(path) else None
+    if os.path.lexists(path) and not force and not (old or b"").startswith(data.split(b"\n")[0]):
         raise VolsegsyncError(
             f"{path}: exists and is not a volsegsync export CSV; left alone (use --force)"
         )

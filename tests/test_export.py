@@ -522,7 +522,8 @@ def test_decathlon_datalist_with_grouped_folds(tmp_path: Path) -> None:
     assert sizes == [4, 4, 4]
     assert datalist["labels"] == {"0": "background", "1": "label_1", "2": "label_2"}
     again = tmp_path / "msd2"
-    export(root, "decathlon", str(again), "--folds", "3", "--group-by", "prefix")
+    code, doc = export(root, "decathlon", str(again), "--folds", "3", "--group-by", "prefix")
+    assert code == 0, doc
     assert (again / "dataset.json").read_bytes() == (out / "dataset.json").read_bytes()
     # the same layout check as for nnU-Net, on the files the datalist names
     for item in datalist["training"]:
@@ -532,8 +533,8 @@ def test_decathlon_datalist_with_grouped_folds(tmp_path: Path) -> None:
 
 def test_nnunet_splits_and_bad_group_field(tmp_path: Path) -> None:
     root = folds_dataset(tmp_path)
-    code, _ = export(root, "nnunet", str(tmp_path / "nn"), "--folds", "2")
-    assert code == 0
+    code, doc = export(root, "nnunet", str(tmp_path / "nn"), "--folds", "2")
+    assert code == 0, doc
     splits = json.loads((tmp_path / "nn" / "splits_final.json").read_text())
     assert len(splits) == 2
     for split in splits:

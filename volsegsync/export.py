@@ -19,7 +19,6 @@ Where the files go (safely) is :mod:`volsegsync.export_target`.
 from __future__ import annotations
 
 import gzip
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +27,7 @@ import nibabel as nib
 import numpy as np
 
 from volsegsync.errors import FileProblem
+from volsegsync.export_target import open_regular
 
 NDArray = np.ndarray[Any, Any]
 
@@ -90,7 +90,7 @@ def _squeeze_extra(path: Path, data: NDArray) -> NDArray:
 def _nifti_header(path: Path) -> Any:
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return None
-    return nib.load(str(path)).header
+    return nifti_header(path)
 
 
 # --------------------------------------------------------------------------- labels
@@ -195,6 +195,10 @@ def onto_grid(
     that would need resampling, are an :class:`ExportProblem`.
     """
     mapping = np.linalg.solve(target, affine)  # source voxel -> target voxel
+    if tuple(data.shape) == tuple(shape) and np.allclose(
+        mapping, np.eye(4), rtol=0, atol=tolerance / max(*shape, 1)
+    ):
+        return data  # the common case: the same grid, stored the same way
     linear, shift = mapping[:3, :3], mapping[:3, 3]
     perm = np.rint(linear)
     ok_perm = (
@@ -240,27 +244,47 @@ def onto_grid(
 def nifti_bytes(data: NDArray, affine: NDArray, like: Any = None) -> bytes:
     """A gzip-compressed NIfTI-1 file of ``data``.
 
-    With ``like`` (a volume's NIfTI header), its geometry fields (sform, qform,
-    codes, units) are copied unchanged: the result lies on exactly that grid.
+    With ``like`` (a volume's NIfTI-1 header) every geometry field (sform, qform,
+    quaternion, pixdim, codes, units, byte order) is copied bit for bit: the
+    result lies on exactly that grid. Otherwise sform and qform are set from
+    ``like``'s codes (a NIfTI-2 volume) or from ``affine`` (code 1, scanner).
     """
-    if like is not None:
-        header = like.copy()
-        if not isinstance(header, nib.Nifti1Header):
-            header = nib.Nifti1Header.from_header(header)  # type: ignore[no-untyped-call]
-        header.set_data_dtype(data.dtype)
-        header.set_data_shape(data.shape)
-        header.set_slope_inter(1.0, 0.0)
-        header["cal_min"], header["cal_max"] = 0, 0
-        header["descrip"] = b"volsegsync export"
-        image = nib.Nifti1Image(data, None, header)  # type: ignore[no-untyped-call]
-        image.set_sform(*like.get_sform(coded=True))  # type: ignore[no-untyped-call]
-        image.set_qform(*like.get_qform(coded=True))  # type: ignore[no-untyped-call]
+    header: Any
+    if like is not None and type(like) is nib.Nifti1Header:
+        header = like.copy()  # type: ignore[no-untyped-call]
     else:
-        image = nib.Nifti1Image(data, affine)  # type: ignore[no-untyped-call]
-        image.set_sform(affine, code=1)  # type: ignore[no-untyped-call]
-        image.set_qform(affine, code=1)  # type: ignore[no-untyped-call]
-    raw = image.to_bytes()
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=1, mtime=0) as gz:
-        gz.write(raw)
-    return buf.getvalue()
+        header = nib.Nifti1Header()  # type: ignore[no-untyped-call]
+        header.set_data_shape(data.shape)
+        forms = (
+            [(like.get_sform(coded=True), "s"), (like.get_qform(coded=True), "q")]
+            if (like is not None)
+            else [((affine, 1), "s"), ((affine, 1), "q")]
+        )
+        for (matrix, code), which in forms:
+            if code:
+                setter = header.set_sform if which == "s" else header.set_qform
+                setter(matrix, code=int(code))
+        if like is not None:
+            header["xyzt_units"] = like["xyzt_units"]
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(data.dtype)
+    header.set_slope_inter(1.0, 0.0)
+    header["cal_min"], header["cal_max"] = 0, 0
+    header["descrip"] = b"volsegsync export"
+    header["vox_offset"] = 352
+    header["magic"] = b"n+1"
+    body = np.asarray(data, dtype=header.get_data_dtype()).tobytes(order="F")
+    return gzip.compress(header.binaryblock + b"\0\0\0\0" + body, 1, mtime=0)
+
+
+def nifti_header(path: Path) -> Any:
+    """The NIfTI-1 or NIfTI-2 header of a ``.nii`` / ``.nii.gz`` (header bytes only)."""
+    with open_regular(path) as raw:
+        stream: Any = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
+        block = stream.read(540)
+    for order in ("little", "big"):
+        size = int.from_bytes(block[:4], order)
+        if size in (348, 540) and len(block) >= size:
+            klass: Any = nib.Nifti1Header if size == 348 else nib.Nifti2Header
+            return klass(block[:size], check=False)
+    raise ExportProblem(str(path), "not a NIfTI header")

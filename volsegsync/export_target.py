@@ -62,8 +62,9 @@ class Target:
             try:
                 st = os.lstat(folder)
             except FileNotFoundError:
-                folder.mkdir()
-                continue
+                with contextlib.suppress(FileExistsError):  # another worker made it
+                    folder.mkdir()
+                st = os.lstat(folder)
             if not stat.S_ISDIR(st.st_mode):
                 what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
                 raise VolsegsyncError(f"{folder}: {what}; the export writes into real folders only")

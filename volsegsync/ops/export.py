@@ -479,6 +479,8 @@ def _materialise(
     progress: ProgressFactory | None,
 ) -> tuple[list[str], Counter[str], dict[str, str], int]:
     """Write every file not already fresh; returns written, how, failed cases, unchanged."""
+    for folder in sorted({rel.rpartition("/")[0] for p in plans for rel, *_ in p.files}):
+        target.path(f"{folder}/-")  # made (and checked) once, before the workers start
     todo = []
     unchanged = 0
     for plan in plans:
@@ -585,9 +587,9 @@ def _write_label(
 def _nifti_header_of(path: Path) -> Any:
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return None
-    import nibabel as nib
+    from volsegsync.export import nifti_header
 
-    return nib.load(str(path)).header
+    return nifti_header(path)
 
 
 _GEOMETRY_FIELDS = ("dim", "pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c",

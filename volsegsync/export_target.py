@@ -242,7 +242,7 @@ class Manifest:
         if known is None or known.source != source:
             return False
         try:
-            st = os.lstat(self.target.root / rel)
+            st = os.lstat(f"{self.target.root}/{rel}")
         except OSError:
             return False
         return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns, st.st_ino) == known[1:]

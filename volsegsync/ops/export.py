@@ -118,7 +118,7 @@ def collect_cases(
             for f in p.files:
                 errors[f].append(f"[{p.category}] {p.message}")
     root = os.path.realpath(ds.root)
-    folders: dict[Path, bool] = {}
+    folders: dict[str, bool] = {}
     cases = []
     for pair in report.pairs:
         if not (pair.volume and pair.segmentation):
@@ -130,7 +130,7 @@ def collect_cases(
         reasons = list(dict.fromkeys(r for f in files for r in errors.get(f, ())))
         blocked = []
         for f in files:
-            if not _stays_inside(ds.root / f, root, folders):
+            if not _stays_inside(f"{ds.root}/{f}", root, folders):
                 blocked.append(f"{f}: a symbolic link pointing outside the dataset: not read")
             elif f not in digests:
                 blocked.append(f"{f}: not hashed (changed while reading?)")
@@ -149,11 +149,12 @@ def collect_cases(
     return cases
 
 
-def _stays_inside(path: Path, root: str, folders: dict[Path, bool]) -> bool:
+def _stays_inside(path: str, root: str, folders: dict[str, bool]) -> bool:
     """Whether ``path`` resolves inside ``root`` (each folder resolved once)."""
-    ok = folders.get(path.parent)
+    parent = path.rpartition("/")[0]
+    ok = folders.get(parent)
     if ok is None:
-        ok = folders[path.parent] = _inside(os.path.realpath(path.parent), root)
+        ok = folders[parent] = _inside(os.path.realpath(parent), root)
     if ok and os.path.islink(path):
         return _inside(os.path.realpath(path), root)
     return ok

@@ -72,7 +72,7 @@ def iter_pairs(
     for c in cases:
         problems = c.reasons
         try:
-            geo: Geometry | None = read_geometry(ds.root / c.volume)
+            geo: Geometry | None = read_geometry(ds.root / c.volume, ds.root)
         except HeaderProblem as e:
             if verified:
                 continue  # changed since it was verified
@@ -106,10 +106,11 @@ def load_pair(record: PairRecord) -> tuple[np.ndarray[Any, Any], np.ndarray[Any,
 
     from volsegsync.export import as_labels, flatten_layers, load_image, onto_grid
 
-    images = [load_image(p) for _, p in sorted(record.channels.items())]
-    volume = images[0]
-    seg = load_image(record.segmentation)
     ds = Dataset.open(record.volume.parent)
+    limit = ds.config.limits.max_image_bytes
+    images = [load_image(p, ds.root, limit) for _, p in sorted(record.channels.items())]
+    volume = images[0]
+    seg = load_image(record.segmentation, ds.root, limit)
     data = as_labels(
         flatten_layers(seg, str(record.segmentation), ds.config.verify.labels),
         str(record.segmentation),

@@ -27,7 +27,6 @@ import nibabel as nib
 import numpy as np
 
 from volsegsync.errors import FileProblem
-from volsegsync.export_target import open_regular
 
 NDArray = np.ndarray[Any, Any]
 
@@ -49,33 +48,44 @@ class LoadedImage(NamedTuple):
 # --------------------------------------------------------------------------- reading
 
 
-def load_image(path: Path) -> LoadedImage:
-    """Decode ``path`` completely (checked: sizes, gzip CRC) and place it in RAS."""
-    from volsegsync.content import _Bad, _decode  # the checked decoder of verify's content pass
+def load_image(path: Path, root: Path | None = None, max_bytes: int = 0) -> LoadedImage:
+    """Decode ``path`` completely and place it in RAS.
+
+    The data comes from :func:`volsegsync.decode.read_array` (every bound and check
+    of verify's content pass: declared-size limit ``max_bytes``, gzip CRC, exact
+    sizes); with ``root`` (the dataset) a link is followed only inside it.
+    """
+    from volsegsync.decode import DEFAULT_MAX_BYTES, Bad, read_array
     from volsegsync.headers import HeaderProblem, read_geometry
 
+    where = str(path)
     try:
-        geometry = read_geometry(path)
+        geometry = read_geometry(path, root)
     except HeaderProblem as e:
-        raise ExportProblem(str(path), e.reason) from None
+        raise ExportProblem(where, e.reason) from None
     if not geometry.anatomical or len(geometry.shape) != 3:
         raise ExportProblem(
-            str(path), f"no anatomical 3D frame (frame {geometry.frame!r}): cannot place it"
+            where, f"no anatomical 3D frame (frame {geometry.frame!r}): cannot place it"
         )
+    rel = path.relative_to(root) if root is not None and path.is_absolute() else path
     try:
-        decoded = _decode(path)
-    except _Bad as e:
-        raise ExportProblem(str(path), e.reason) from None
+        data, image = read_array(rel, root, max_bytes or DEFAULT_MAX_BYTES)
+    except Bad as e:
+        raise ExportProblem(where, e.reason) from None
     except OSError as e:
-        raise ExportProblem(str(path), f"cannot read: {e.strerror or e}") from None
-    data = decoded.data
-    segments = tuple(decoded.segments)
-    header = _nifti_header(path) if not segments and decoded.layer_axis is None else None
-    if decoded.layer_axis is None:
+        raise ExportProblem(where, f"cannot read: {e.strerror or e}") from None
+    segments = tuple(image.segments)
+    plain = not segments and image.layer_axis is None
+    header = nifti_header(path, root) if plain and _is_nifti(path) else None
+    if image.layer_axis is None:
         data = _squeeze_extra(path, data)
     return LoadedImage(
-        data, np.array(geometry.affine, dtype=np.float64), segments, decoded.layer_axis, header
+        data, np.array(geometry.affine, dtype=np.float64), segments, image.layer_axis, header
     )
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
 
 
 def _squeeze_extra(path: Path, data: NDArray) -> NDArray:
@@ -85,12 +95,6 @@ def _squeeze_extra(path: Path, data: NDArray) -> NDArray:
     if data.ndim != 3:
         raise ExportProblem(str(path), f"expected a 3D image, found shape {data.shape}")
     return data
-
-
-def _nifti_header(path: Path) -> Any:
-    if not path.name.lower().endswith((".nii", ".nii.gz")):
-        return None
-    return nifti_header(path)
 
 
 # --------------------------------------------------------------------------- labels
@@ -277,9 +281,13 @@ def nifti_bytes(data: NDArray, affine: NDArray, like: Any = None) -> bytes:
     return gzip.compress(header.binaryblock + b"\0\0\0\0" + body, 1, mtime=0)
 
 
-def nifti_header(path: Path) -> Any:
-    """The NIfTI-1 or NIfTI-2 header of a ``.nii`` / ``.nii.gz`` (header bytes only)."""
-    with open_regular(path) as raw:
+def nifti_header(path: Path, root: Path | None = None) -> Any:
+    """The NIfTI-1 or NIfTI-2 header of a ``.nii`` / ``.nii.gz`` (header bytes only);
+    with ``root``, ``path`` may be a link resolving inside the dataset."""
+    from volsegsync.fsutil import open_in_dataset, open_regular
+
+    rel = path.relative_to(root).as_posix() if root is not None and path.is_absolute() else ""
+    with open_in_dataset(root, rel) if root is not None else open_regular(path) as raw:
         stream: Any = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
         block = stream.read(540)
     for order in ("little", "big"):

@@ -16,7 +16,6 @@ import contextlib
 import errno
 import fcntl
 import gzip
-import io
 import json
 import os
 import shutil
@@ -28,17 +27,14 @@ from typing import Any, NamedTuple
 
 import xxhash
 
-from volsegsync.errors import FileProblem, VolsegsyncError
+from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import open_regular
 
 MANIFEST = ".volsegsync-export.json"
 MANIFEST_SCHEMA = "volsegsync.export-manifest/1"
 CONVERTER_VERSION = 1  # bump when converted files change: every converted file is rewritten
 _FICLONE = 0x40049409  # Linux ioctl: share the source's extents (copy on write)
 _COPY_CHUNK = 1 << 20
-
-
-class NotRegularFile(FileProblem):
-    """A source that is not a regular file (a FIFO, a device): never read."""
 
 
 class Target:
@@ -142,34 +138,16 @@ def _umask() -> int:
     return mask
 
 
-def open_regular(path: Path) -> io.BufferedReader:
-    """Open a file for reading only if it is a regular file (never blocks on a FIFO)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+def read_owned(path: Path, limit: int = 64 * 1024 * 1024) -> bytes | None:
+    """The bytes of a small file in OUT; None when it is missing, not a regular file
+    (a link, a FIFO: never followed, never blocks) or larger than ``limit``."""
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise NotRegularFile(str(path), "not a regular file")
-        os.set_blocking(fd, True)
-        return open(fd, "rb", closefd=True)
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def read_small(path: Path, limit: int = 64 * 1024 * 1024) -> bytes | None:
-    """The bytes of a small regular file in OUT; None when it is missing, a link, a
-    FIFO or anything else, or larger than ``limit`` (never blocks, never follows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        with open_regular(path) as f:
+            if os.fstat(f.fileno()).st_size > limit:
+                return None
+            return f.read(limit + 1)
     except OSError:
         return None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
-            return None
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read(limit + 1)
-    finally:
-        os.close(fd)
 
 
 def _reflink(source: Path, tmp: Path) -> str | None:
@@ -223,7 +201,7 @@ class Manifest:
         self.dirty = True
         path = target.root / MANIFEST
         try:
-            data = json.loads(read_small(path) or b"{}")
+            data = json.loads(read_owned(path) or b"{}")
             if data.get("schema") == MANIFEST_SCHEMA:
                 self.foreign = data.get("format") != fmt
                 for rel, row in data.get("files", {}).items():

@@ -312,21 +312,22 @@ def content_reports(
     from volsegsync.ops.verify import _analyse_task
 
     out: dict[str, ContentReport] = {}
+    limit = ds.config.limits.max_image_bytes
     with ContentCache(ds.state_dir / "content.db") as cache:
         todo = []
         for path, digest, role in items:
-            hit = cache.get(digest, role) if digest else None
+            hit = cache.get(digest, role, path, limit) if digest else None
             if hit is not None:
                 out[path] = hit
             else:
                 todo.append((path, digest, role))
-        tasks = [(str(ds.root), path, role) for path, _, role in todo]
+        tasks = [(str(ds.root), path, role, limit) for path, _, role in todo]
         for (path, digest, role), report in zip(
             todo, parallel_map(_analyse_task, tasks, jobs or default_jobs()), strict=True
         ):
             out[path] = report
             if digest and report.error is None:
-                cache.put(digest, role, report)
+                cache.put(digest, role, report, path, limit)
     return out
 
 
@@ -490,7 +491,8 @@ def _materialise(
         if stale:
             volume = next(src for _, action, src, _ in plan.files if action != "label")
             declared = tuple(sorted(ds.config.verify.labels.items()))
-            todo.append((str(ds.root), str(target.root), plan.case, volume, stale, declared))
+            limit = ds.config.limits.max_image_bytes
+            todo.append((str(ds.root), str(target.root), plan.case, volume, stale, declared, limit))
     written: list[str] = []
     placed: Counter[str] = Counter()
     failed: dict[str, str] = {}
@@ -508,7 +510,7 @@ def _materialise(
 
 
 _Task = tuple[
-    str, str, str, str, tuple[tuple[str, str, str, str], ...], tuple[tuple[int, str], ...]
+    str, str, str, str, tuple[tuple[str, str, str, str], ...], tuple[tuple[int, str], ...], int
 ]
 _Done = tuple[str, list[tuple[str, str, str]], "str | None"]
 
@@ -518,12 +520,13 @@ def _write_case(task: _Task) -> _Done:
     from volsegsync.export import ExportProblem
     from volsegsync.export_target import Target
 
-    root, out, case, volume, files, declared = task
+    root, out, case, volume, files, declared, limit = task
+    source = _Source(Path(root), volume, dict(declared), limit)
     target = Target(Path(out))
     done: list[tuple[str, str, str]] = []
     for rel, action, src, key in files:
         try:
-            how = _write_one(target, Path(root), rel, action, src, volume, dict(declared))
+            how = _write_one(target, source, rel, action, src)
         except (ExportProblem, FileProblem) as e:
             return case, done, f"{src}: {e.reason}"
         except OSError as e:
@@ -532,33 +535,43 @@ def _write_case(task: _Task) -> _Done:
     return case, done, None
 
 
-def _write_one(
-    target: Target,
-    root: Path,
-    rel: str,
-    action: str,
-    src: str,
-    volume: str,
-    declared: Mapping[int, str],
-) -> str:
+class _Source(NamedTuple):
+    """What a worker reads a case from."""
+
+    root: Path  # the dataset
+    volume: str  # the case's (first) volume, whose grid labels go on
+    declared: Mapping[int, str]  # the config's label set
+    limit: int  # [limits] max_image_bytes
+
+
+def _real(root: Path, src: str) -> Path:
+    """A dataset file with its links resolved; never one outside the dataset."""
+    from volsegsync.export import ExportProblem
+    from volsegsync.fsutil import inside
+
+    real = inside(root, root / src)
+    if real is None:
+        raise ExportProblem(src, "resolves outside the dataset (a symbolic link): not read")
+    return real
+
+
+def _write_one(target: Target, source: _Source, rel: str, action: str, src: str) -> str:
     from volsegsync.export import load_image, nifti_bytes
 
-    source = root / src
+    root = source.root
     if action == "link":
-        return target.place(rel, source)
+        return target.place(rel, _real(root, src))
     if action == "gzip":
-        target.gzip(rel, source)
+        target.gzip(rel, _real(root, src))
         return "gzip"
     if action == "convert":
-        image = load_image(source)
+        image = load_image(root / src, root, source.limit)
         target.write_bytes(rel, nifti_bytes(image.data, image.affine))
         return "convert"
-    return _write_label(target, root, rel, src, volume, declared)
+    return _write_label(target, source, rel, src)
 
 
-def _write_label(
-    target: Target, root: Path, rel: str, src: str, volume: str, declared: Mapping[int, str]
-) -> str:
+def _write_label(target: Target, source: _Source, rel: str, src: str) -> str:
     """The segmentation as a NIfTI label map on the volume's exact grid."""
     import numpy as np
 
@@ -571,26 +584,27 @@ def _write_label(
     )
     from volsegsync.headers import read_geometry
 
-    vol_path = root / volume
-    like = _nifti_header_of(vol_path)
+    root = source.root
+    vol_path = root / source.volume
+    like = _nifti_header_of(vol_path, root)
     seg_path = root / src
-    if like is not None and _same_nifti_grid(like, seg_path):
-        return target.place(rel, seg_path)
-    vol_geo = read_geometry(vol_path)
-    image = load_image(seg_path)
-    data = as_labels(flatten_layers(image, src, declared), src)
+    if like is not None and _same_nifti_grid(like, seg_path, root):
+        return target.place(rel, _real(root, src))
+    vol_geo = read_geometry(vol_path, root)
+    image = load_image(seg_path, root, source.limit)
+    data = as_labels(flatten_layers(image, src, source.declared), src)
     affine = np.array(vol_geo.affine, dtype=np.float64)
     data = onto_grid(data, image.affine, vol_geo.shape, affine, 1e-3, src)
     target.write_bytes(rel, nifti_bytes(data, affine, like))
     return "convert"
 
 
-def _nifti_header_of(path: Path) -> Any:
+def _nifti_header_of(path: Path, root: Path) -> Any:
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return None
     from volsegsync.export import nifti_header
 
-    return nifti_header(path)
+    return nifti_header(path, root)
 
 
 _GEOMETRY_FIELDS = ("dim", "pixdim", "qform_code", "sform_code", "quatern_b", "quatern_c",
@@ -598,11 +612,11 @@ _GEOMETRY_FIELDS = ("dim", "pixdim", "qform_code", "sform_code", "quatern_b", "q
                     "srow_z", "xyzt_units")  # fmt: skip
 
 
-def _same_nifti_grid(like: Any, seg_path: Path) -> bool:
+def _same_nifti_grid(like: Any, seg_path: Path, root: Path) -> bool:
     """A NIfTI label map with exactly the volume's geometry fields and integer voxels."""
     if not seg_path.name.lower().endswith(".nii.gz"):
         return False
-    header = _nifti_header_of(seg_path)
+    header = _nifti_header_of(seg_path, root)
     if type(header) is not type(like) or header.get_data_dtype().kind not in "iu":
         return False
     slope, inter = header.get_slope_inter()
@@ -619,9 +633,9 @@ def _same_nifti_grid(like: Any, seg_path: Path) -> bool:
 
 
 def _write_if_changed(target: Target, manifest: Manifest, rel: str, data: bytes) -> list[str]:
-    from volsegsync.export_target import read_small
+    from volsegsync.export_target import read_owned
 
-    if manifest.owns(rel) and read_small(target.root / rel) == data:
+    if manifest.owns(rel) and read_owned(target.root / rel) == data:
         return []
     target.write_bytes(rel, data)
     manifest.record(rel, "generated")
@@ -712,7 +726,7 @@ def _export_csv(
     fold_of: Mapping[str, int],
     force: bool,
 ) -> ExportReport:
-    from volsegsync.export_target import read_small
+    from volsegsync.export_target import read_owned
     from volsegsync.geometry import _codes
     from volsegsync.headers import HeaderProblem, read_geometry
 
@@ -720,7 +734,7 @@ def _export_csv(
     rows = []
     for c in chosen:
         try:
-            geo = read_geometry(ds.root / c.volume)
+            geo = read_geometry(ds.root / c.volume, ds.root)
             shape, spacing, origin = geo.shape, geo.spacing, geo.origin
             axes = _codes(geo) if geo.anatomical and len(geo.shape) == 3 else ""
         except HeaderProblem:
@@ -750,7 +764,7 @@ def _export_csv(
     data = buf.getvalue().encode("utf-8")
     path = folder / name
     written: list[str] = []
-    old = read_small(path) if os.path.lexists(path) else None
+    old = read_owned(path) if os.path.lexists(path) else None
     if os.path.lexists(path) and not force and not (old or b"").startswith(data.split(b"\n")[0]):
         raise VolsegsyncError(
             f"{path}: exists and is not a volsegsync export CSV; left alone (use --force)"

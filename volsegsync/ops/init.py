@@ -9,7 +9,8 @@ from volsegsync import history, layouts
 from volsegsync.config import load_config
 from volsegsync.dataset import CONFIG_FILE, INDEX_FILE, META_DIR, STATE_DIR
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_text
+from volsegsync.fsutil import CONFIG_LIMIT, atomic_write_text, check_state_dir, read_small
+from volsegsync.hooks import ensure_attributes, install_merge_driver
 from volsegsync.index import format_index
 from volsegsync.layouts import Detected
 
@@ -31,15 +32,24 @@ def init_dataset(
     root: Path,
     git: bool = False,
     no_git: bool = False,
+    own_repo: bool = False,
     layout: str | None = None,
     force: bool = False,
 ) -> InitReport:
+    """Make ``root`` a dataset. ``own_repo`` (with ``git``): create a repository at
+    ``root`` even inside another one (``volsegsync example`` does). ``layout``: write
+    that layout's config (volsegsync.layouts); ``force``: even over an edited one."""
+    if git and no_git:
+        raise VolsegsyncError("--git and --no-git contradict each other: give one of them")
     root = root.resolve()
     if not root.is_dir():
         raise VolsegsyncError(f"{root}: no such folder")
-    git_root = history.find_git_root(root)
+    git_root = None if no_git and own_repo else history.find_git_root(root)
     git_created = False
-    if git_root is None:
+    if git and own_repo and git_root != root:
+        git_root = history.init_git(root)
+        git_created = True
+    elif git_root is None:
         if git:
             git_root = history.init_git(root)
             git_created = True
@@ -50,7 +60,7 @@ def init_dataset(
             )
     created: list[str] = []
     meta = root / META_DIR
-    (meta / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    check_state_dir(meta / STATE_DIR)  # a file or link in its place: one clear line
     if layouts.write_config(meta / CONFIG_FILE, layout, root, force):
         created.append(f"{META_DIR}/{CONFIG_FILE}")
     if _ensure_lines(meta / ".gitignore", LOCAL_ONLY):
@@ -61,12 +71,19 @@ def init_dataset(
     extensions = sorted(set(roles.volume_extensions) | set(roles.segmentation_extensions))
     if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in extensions]):
         created.append(".gitignore")
+    if ensure_attributes(root).action != "unchanged":  # the index merge driver, per pair
+        created.append(".gitattributes")
     warnings = _tracking_warnings(root, git_root) if git_root else []
+    if git_root:
+        try:
+            install_merge_driver(git_root)
+        except VolsegsyncError as e:  # e.g. a read-only repository: the dataset still works
+            warnings.append(f"the index merge driver is not declared: {e}")
     detected = layouts.detect(root) if layout is None else None
     return InitReport(root, git_root, created, git_created, warnings, layout, detected)
 
 
-TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore")
+TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore", ".gitattributes")
 
 
 def _tracking_warnings(root: Path, git_root: Path) -> list[str]:
@@ -106,9 +123,11 @@ def _ensure_lines(path: Path, lines: tuple[str, ...]) -> bool:
 def _update_ignore_block(path: Path, patterns: list[str]) -> bool:
     """Put the volsegsync block into ``.gitignore``; True when the file changed."""
     try:
-        old = path.read_text(encoding="utf-8")
+        old = read_small(path, CONFIG_LIMIT, ".gitignore").decode("utf-8")
     except FileNotFoundError:
         old = ""
+    except UnicodeDecodeError:
+        raise VolsegsyncError(f"{path}: not valid UTF-8") from None
     block = "\n".join([BEGIN, *patterns, END]) + "\n"
     if BEGIN in old and END in old:
         start = old.index(BEGIN)

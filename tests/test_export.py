@@ -742,3 +742,30 @@ def test_fifos_in_out_never_block(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "pairs.csv")
     proc = _bounded(["export", "csv", str(tmp_path / "pairs.csv")], root)
     assert proc.returncode == 2 and b"not a volsegsync export CSV" in proc.stderr
+
+
+def test_verdicts_are_reused_only_for_the_same_dataset(tmp_path: Path) -> None:
+    from conftest import age_all
+
+    root = dataset(tmp_path)
+    pairs = three_pairs(root)
+    age_all(root)
+    out = tmp_path / "out"
+    code, doc = export(root, "nnunet", str(out))
+    assert code == 0
+    memo = json.loads((out / ".volsegsync-export.json").read_text())["memo"]
+    assert len(memo["cases"]["value"]) == 3
+    # the same files: the remembered verdicts; a changed segmentation: verified again
+    assert export(root, "nnunet", str(out))[1]["written"] == []
+    a2 = ras_affine((1.0, 1.0, 1.0), (5.0, -3.0, 9.0), np.diag([-1.0, 1.0, 1.0]))
+    bad = np.full(SHAPE, 0.5, dtype=np.float32)
+    save_nrrd(root / pairs[N2][1], a2, bad, space="right-anterior-superior")
+    age_all(root)
+    code, doc = export(root, "nnunet", str(out))
+    assert code == 1 and [s["case"] for s in doc["skipped"]] == [N2]
+    assert any("[non_integer_labels]" in r for r in doc["skipped"][0]["reasons"])
+    assert doc["removed"] == [f"imagesTr/{N2}_0000.nii.gz", f"labelsTr/{N2}.nii.gz"]
+    # a changed config is a changed dataset too
+    declare_labels(root, {0: "background", 1: "a"})
+    code, doc = export(root, "nnunet", str(out))
+    assert code == 1 and {s["case"] for s in doc["skipped"]} == set(pairs)

@@ -23,6 +23,7 @@ from volsegsync.dataset import META_DIR, Dataset, default_jobs
 from volsegsync.errors import FileProblem, VolsegsyncError
 from volsegsync.index import RESERVED_DIRS
 from volsegsync.ops.snapshot import ProgressFactory, take_snapshot
+from volsegsync.scan import ScanResult
 from volsegsync.workers import parallel_map
 
 if TYPE_CHECKING:
@@ -99,11 +100,12 @@ def collect_cases(
     fast: bool = False,
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
+    scan: ScanResult | None = None,
 ) -> list[Case]:
     """Every complete pair of the dataset now, with the reasons it fails ``verify``."""
     from volsegsync.ops.verify import run_verify
 
-    snap = take_snapshot(ds, jobs=jobs, progress=progress)
+    snap = take_snapshot(ds, jobs=jobs, progress=progress, scan=scan)
     digests = {r.path: r.digest for e in snap.entries for r in e.records()}
     key_of = {e.volume.path: e.key for e in snap.entries if e.volume is not None}
     channels_of = {
@@ -149,6 +151,70 @@ def collect_cases(
     return cases
 
 
+def _cases_memo(
+    ds: Dataset,
+    manifest: Manifest | None,
+    fast: bool,
+    jobs: int | None,
+    progress: ProgressFactory | None,
+) -> list[Case]:
+    """:func:`collect_cases`, remembered in OUT's manifest for the dataset exactly as it
+    is: every path and stat, the config (and volsegsync's version) and the index text
+    decide ``verify``'s verdicts. Not remembered while a file is too recent for its
+    stat to tell a later change (the racy window of the stat cache)."""
+    import xxhash
+
+    from volsegsync.hashing import racy_limit
+    from volsegsync.scan import fingerprint
+
+    scan = ds.scan()
+    if manifest is None:
+        return collect_cases(ds, fast, jobs, progress, scan)
+    try:
+        index = xxhash.xxh3_128_hexdigest(ds.index_path.read_bytes())
+    except OSError:
+        index = "-"
+    key = "|".join((ds.state_key("export-cases", str(fast)), fingerprint(scan), index))
+    hit = manifest.recall("cases", key)
+    if isinstance(hit, list):
+        try:
+            return [_case_from_plain(row) for row in hit]
+        except (TypeError, ValueError, KeyError):
+            pass
+    cases = collect_cases(ds, fast, jobs, progress, scan)
+    limit = racy_limit()
+    if all(st.mtime_ns < limit for st in scan.files.values()):
+        manifest.remember("cases", key, [_case_to_plain(c) for c in cases])
+    return cases
+
+
+def _case_to_plain(c: Case) -> list[Any]:
+    return [
+        c.case,
+        [list(ch) for ch in c.channels],
+        c.segmentation,
+        c.version,
+        dict(c.digests),
+        list(c.reasons),
+        list(c.blocked),
+    ]
+
+
+def _case_from_plain(row: Any) -> Case:
+    case, channels, seg, version, digests, reasons, blocked = row
+    if version is not None and not isinstance(version, int):
+        raise TypeError("version")
+    return Case(
+        str(case),
+        tuple((str(c), str(p)) for c, p in channels),
+        str(seg),
+        version,
+        {str(k): str(v) for k, v in digests.items()},
+        tuple(str(r) for r in reasons),
+        tuple(str(r) for r in blocked),
+    )
+
+
 def _stays_inside(path: str, root: str, folders: dict[str, bool]) -> bool:
     """Whether ``path`` resolves inside ``root`` (each folder resolved once)."""
     parent = path.rpartition("/")[0]
@@ -186,7 +252,8 @@ def run_export(
     if fmt not in FORMATS:
         raise VolsegsyncError(f"unknown export format {fmt!r} (known: {', '.join(FORMATS)})")
     target = _target(ds, Path(out), fmt)
-    cases = collect_cases(ds, fast=fast, jobs=jobs, progress=progress)
+    manifest = Manifest(target, fmt) if fmt != "csv" else None
+    cases = _cases_memo(ds, manifest, fast, jobs, progress)
     chosen = [c for c in cases if not c.blocked and (include_failing or c.verified)]
     skipped = [
         Skipped(c.case, (*(p for _, p in c.channels), c.segmentation), c.reasons)
@@ -196,7 +263,7 @@ def run_export(
     fold_of = assign_folds(_groups(ds, chosen, group_by), folds) if folds else {}
     if fmt == "csv":
         return _export_csv(ds, target, Path(out).name, chosen, skipped, fold_of, force)
-    manifest = Manifest(target, fmt)
+    assert manifest is not None
     if manifest.foreign and not force:
         raise VolsegsyncError(
             f"{target.root}: holds an export in another format; use another folder or --force"

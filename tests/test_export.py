@@ -464,11 +464,13 @@ def test_out_through_a_symlink_and_links_inside_out(tmp_path: Path) -> None:
     assert target.read_bytes() == b"keep" and not label.is_symlink()
 
 
-@pytest.mark.parametrize("where", ["root", "inside", "parent", "state"])
+@pytest.mark.parametrize("where", ["root", "inside", "parent", "state", "link"])
 def test_out_may_not_touch_the_dataset(tmp_path: Path, where: str) -> None:
     root = dataset(tmp_path)
     three_pairs(root)
+    os.symlink(root / "volumes", tmp_path / "link")  # OUT through a link into the dataset
     out = {
+        "link": tmp_path / "link",
         "root": root,
         "inside": root / "export",
         "parent": tmp_path,

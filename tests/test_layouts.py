@@ -369,3 +369,14 @@ def test_channels_config_is_validated(tmp_path: Path) -> None:
         cfg.write_text(base + bad)
         result = invoke(["-C", str(root), "verify"])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_drift_of_a_nifti_label_map(tmp_path: Path) -> None:
+    root = nnunet_folder(tmp_path / "ds")
+    run(root, "init", "--layout", "nnunet")
+    assert run(root, "pair")[0] == 0
+    save(root / "labelsTr" / f"{CASES[0]}.nii.gz", label(77))
+    code, doc = run(root, "verify")
+    assert code == 1
+    assert {p["category"] for p in doc["problems"]} == {"drift_modified"}
+    assert doc["problems"][0]["files"] == [f"labelsTr/{CASES[0]}.nii.gz"]

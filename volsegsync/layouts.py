@@ -83,20 +83,22 @@ def config_text(layout: str, root: Path) -> str:
 _HEAD = """\
 # volsegsync dataset configuration (tracked in git), layout: {layout}.
 # Written by 'volsegsync init --layout {layout}'. Docs: docs/configuration.md, docs/export.md
-"""
 
-_FOLDERS = (
-    _HEAD
-    + """
 [naming]
-# imagesTr/CASE{suffix}{ending} pairs with labelsTr/CASE{ending}
+# {names}
 separator = "-"
 fields = ["case"]
 version = "v(?P<n>[0-9]+)"
 
 [naming.patterns]
-case = "[A-Za-z0-9_.]+"
+case = "{pattern}"
+"""
 
+_FOLDERS = (
+    _HEAD.replace(
+        "{names}", "imagesTr/CASE{suffix}{ending} pairs with labelsTr/CASE{ending}"
+    ).replace("{pattern}", "[A-Za-z0-9_.]+")
+    + """
 [roles]
 volume_extensions = ["{ending}"]
 segmentation_extensions = ["{ending}"]
@@ -115,17 +117,12 @@ exclude = ["imagesTs", "imagesVal", "*/._*", "._*"]
 )
 
 _SLICER = (
-    _HEAD.format(layout="slicer")
+    _HEAD.format(
+        layout="slicer",
+        names="CASE.nrrd (or .nii.gz) next to CASE.seg.nrrd; CASE-v2.seg.nrrd is version 2",
+        pattern="[A-Za-z0-9_. ]+",
+    )
     + """
-[naming]
-# CASE.nrrd (or .nii.gz) next to CASE.seg.nrrd; CASE-v2.seg.nrrd is version 2
-separator = "-"
-fields = ["case"]
-version = "v(?P<n>[0-9]+)"
-
-[naming.patterns]
-case = "[A-Za-z0-9_. ]+"
-
 [roles]
 # the longest matching extension counts: x.seg.nrrd is a segmentation, x.nrrd a volume
 volume_extensions = [".nrrd", ".nii.gz", ".nii"]

@@ -273,7 +273,8 @@ def run_export(
         channel_names, found = _layout_channels(ds)
         warnings += found
     plans = [_plan(ds, c, fmt) for c in chosen]
-    _refuse_foreign(target, manifest, plans, force)
+    splits = fmt == "nnunet" and bool(fold_of)
+    _refuse_foreign(target, manifest, plans, force, splits)
     written, placed, failed, unchanged = _materialise(ds, target, manifest, plans, jobs, progress)
     for case, reason in failed.items():
         c = next(c for c in chosen if c.case == case)
@@ -521,10 +522,16 @@ def _volume_action(path: str) -> str:
     return "convert"
 
 
-def _refuse_foreign(target: Target, manifest: Manifest, plans: list[Plan], force: bool) -> None:
+def _refuse_foreign(
+    target: Target, manifest: Manifest, plans: list[Plan], force: bool, splits: bool
+) -> None:
     if force:
         return
-    names = [DATASET_JSON, SPLITS_JSON, *(rel for p in plans for rel, *_ in p.files)]
+    names = [
+        DATASET_JSON,
+        *([SPLITS_JSON] if splits else []),
+        *(r for p in plans for r, *_ in p.files),
+    ]
     foreign = [
         rel for rel in names if not manifest.owns(rel) and os.path.lexists(target.root / rel)
     ]

@@ -136,6 +136,8 @@ def test_init_git_creates_a_repository_with_dulwich(tmp_path: Path) -> None:
             ".gitattributes",
         ],
         "warnings": [],
+        "layout": None,
+        "detected": None,
     }
     assert (tmp_path / ".git").is_dir()
     status = git(tmp_path, "status", "--porcelain")

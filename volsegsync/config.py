@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from volsegsync.channels import ChannelConfig, parse_channels
 from volsegsync.errors import ConfigError, VolsegsyncError
 from volsegsync.fsutil import CONFIG_LIMIT, read_small
 from volsegsync.problems import CATEGORIES
@@ -176,6 +177,7 @@ class Config:
     remotes: Mapping[str, RemoteConfig] = field(default_factory=dict)
     default_remote: str | None = None  # [core] remote
     hooks: HooksConfig = field(default_factory=HooksConfig)
+    channels: ChannelConfig = field(default_factory=ChannelConfig)  # volsegsync.channels
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -340,6 +342,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
             "hooks",
             "remotes",
             "core",
+            "channels",
         }
     )
     scan = top.sub("scan")
@@ -356,6 +359,7 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         remotes=remotes,
         default_remote=default_remote,
         hooks=_hooks(top.sub("hooks")),
+        channels=parse_channels(top.sub("channels")),
     )
 
 

@@ -29,6 +29,7 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "unknown_label": ("error", "a segmentation holds values outside the declared label set"),
     "only_background": ("warning", "a segmentation holds background only"),
     "segment_labels": ("error", "Slicer segment label values disagree with the voxel values"),
+    "channels": ("error", "a multi-channel case lacks a channel, has an extra one, or is off-grid"),
     "drift_modified": ("error", "content differs from what the index records"),
     "drift_missing": ("error", "a file the index records is missing from disk"),
     # dataset-level checks (volsegsync.dataset_checks)

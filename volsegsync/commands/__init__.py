@@ -7,6 +7,7 @@ from volsegsync.commands.checkout import checkout_command
 from volsegsync.commands.compare import compare_command
 from volsegsync.commands.diff import diff_command
 from volsegsync.commands.example import example_command
+from volsegsync.commands.export import export_command
 from volsegsync.commands.fetch import fetch_command
 from volsegsync.commands.fsck import fsck_command
 from volsegsync.commands.gc import gc_command
@@ -50,4 +51,5 @@ COMMANDS = [
     uninstall_hooks_command,
     merge_driver_command,
     hook_group,
+    export_command,
 ]

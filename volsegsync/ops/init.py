@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from volsegsync import history
-from volsegsync.config import DEFAULT_CONFIG_TEXT, load_config
+from volsegsync import history, layouts
+from volsegsync.config import load_config
 from volsegsync.dataset import CONFIG_FILE, INDEX_FILE, META_DIR, STATE_DIR
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import CONFIG_LIMIT, atomic_write_text, check_state_dir, read_small
 from volsegsync.hooks import ensure_attributes, install_merge_driver
 from volsegsync.index import format_index
+from volsegsync.layouts import Detected
 
 BEGIN = "# >>> volsegsync: data files live in the content store and on remotes, not in git"
 END = "# <<< volsegsync"
@@ -23,13 +24,21 @@ class InitReport(NamedTuple):
     created: list[str]  # files written or changed, relative to root
     git_created: bool
     warnings: list[str]  # e.g. a file that must be tracked but that git ignores
+    layout: str | None = None  # the layout whose config was written (volsegsync.layouts)
+    detected: Detected | None = None  # the layout the folder looks like (without --layout)
 
 
 def init_dataset(
-    root: Path, git: bool = False, no_git: bool = False, own_repo: bool = False
+    root: Path,
+    git: bool = False,
+    no_git: bool = False,
+    own_repo: bool = False,
+    layout: str | None = None,
+    force: bool = False,
 ) -> InitReport:
     """Make ``root`` a dataset. ``own_repo`` (with ``git``): create a repository at
-    ``root`` even inside another one (``volsegsync example`` does)."""
+    ``root`` even inside another one (``volsegsync example`` does). ``layout``: write
+    that layout's config (volsegsync.layouts); ``force``: even over an edited one."""
     if git and no_git:
         raise VolsegsyncError("--git and --no-git contradict each other: give one of them")
     root = root.resolve()
@@ -52,7 +61,8 @@ def init_dataset(
     created: list[str] = []
     meta = root / META_DIR
     check_state_dir(meta / STATE_DIR)  # a file or link in its place: one clear line
-    _write_if_missing(meta / CONFIG_FILE, DEFAULT_CONFIG_TEXT, root, created)
+    if layouts.write_config(meta / CONFIG_FILE, layout, root, force):
+        created.append(f"{META_DIR}/{CONFIG_FILE}")
     if _ensure_lines(meta / ".gitignore", LOCAL_ONLY):
         created.append(f"{META_DIR}/.gitignore")
     _write_if_missing(root / INDEX_FILE, format_index([]), root, created)
@@ -69,7 +79,8 @@ def init_dataset(
             install_merge_driver(git_root)
     except VolsegsyncError as e:  # e.g. a read-only repository: the dataset still works
         warnings.append(f"the index merge driver is not declared: {e}")
-    return InitReport(root, git_root, created, git_created, warnings)
+    detected = layouts.detect(root) if layout is None else None
+    return InitReport(root, git_root, created, git_created, warnings, layout, detected)
 
 
 TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore", ".gitattributes")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import xxhash
 
+from volsegsync.channels import group_channels, with_channels
 from volsegsync.dataset import Dataset
 from volsegsync.errors import IndexFormatError
 from volsegsync.fsutil import read_memo, write_memo
@@ -84,7 +85,8 @@ def take_snapshot(
             problems.extend(ds.convention.check(path))  # says why the role is unknown
             continue
         infos.append(info)
-    pairing = pair_by_naming(infos)
+    groups = group_channels(infos, ds.config.channels)  # multi-channel cases: one volume each
+    pairing = pair_by_naming(groups.infos)
     if mode == "metadata":
         pairing = pair_by_metadata(
             pairing,
@@ -94,10 +96,12 @@ def take_snapshot(
             ds.config.verify.direction_tolerance,
         )
     problems.extend(pairing.problems)
+    problems.extend(groups.problems)
     problems.extend(unpaired_problems(pairing))
-    by_path = {i.path: i for i in infos}
+    by_path = {i.path: i for i in groups.infos}
     index_pins = read_pins(ds)
     entries = [_entry(p, hashed, by_path, index_pins) for p in pairing.pairs]
+    entries = with_channels(entries, groups.channels, hashed)
     entries.sort(key=lambda e: e.sort_key)  # the index's order: comparing them is then cheap
     total = sum(h.stat.size for h in hashed.values())
     problems = apply_severities(problems, ds.config.verify.severity)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from volsegsync.channels import grid_problems, group_channels
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import FileProblem, VolsegsyncError
 from volsegsync.hashing import CacheRow, Hashed, Stat
@@ -85,8 +86,11 @@ def run_verify(
             problems.extend(unreadable_problems(unreadable))
         broken, file_problems = _file_verdicts(run, hashed, fast)
         problems.extend(file_problems)
-        pairing = _pairing(run, list(infos.values()), broken)
+        groups = group_channels(infos.values(), ds.config.channels)  # multi-channel cases
+        pairing = _pairing(run, groups.infos, broken)
         problems.extend(pairing.problems)
+        problems.extend(groups.problems)
+        problems.extend(_channel_grid_problems(run, groups.channels))
         problems.extend(unpaired_problems(pairing))
         problems.extend(_pair_verdicts(run, pairing, broken))
         from volsegsync.dataset_checks import check_dataset  # dataset-level checks (view)
@@ -257,6 +261,16 @@ def _analyse_task(args: tuple[str, str, str, int]) -> ContentReport:
 
 
 # -- per pair: pairing and geometry -------------------------------------------------------
+
+
+def _channel_grid_problems(run: _Run, channels: dict[str, dict[str, str]]) -> list[Problem]:
+    def read(paths: list[str]) -> dict[str, Geometry | None]:
+        return {
+            p: r.geometry for p, r in _headers(run, [p for p in paths if p in run.infos]).items()
+        }
+
+    tol = run.ds.config.verify
+    return grid_problems(channels, read, tol.position_tolerance, tol.direction_tolerance)
 
 
 def _pairing(run: _Run, infos: list[NameInfo], broken: set[str]) -> Pairing:

@@ -71,7 +71,6 @@ def test_two_revisions_and_a_range(repo: Repo) -> None:
     write_pair(repo.root, NAME1)
     repo.pair()
     c1 = repo.commit("one")
-    overwrite_same_size(repo.root / f"{NAME1}-v1.nrrd")
     write_nrrd(repo.root / f"{NAME1}-v2.nrrd", seed="v2")
     repo.pair()
     c2 = repo.commit("bump")

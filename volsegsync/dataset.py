@@ -3,15 +3,16 @@
 Layout::
 
     ROOT/.volsegsync/config.toml   tracked: naming, roles, pairing, verify settings
-    ROOT/.volsegsync/.gitignore    keeps state/ out of git
-    ROOT/.volsegsync/state/        local only: stat cache, content caches, lock (store later)
+    ROOT/.volsegsync/.gitignore    keeps state/, cache/ and config.local.toml out of git
+    ROOT/.volsegsync/config.local.toml  untracked: this clone's settings (store.dir)
+    ROOT/.volsegsync/state/        local only: stat cache, content caches, lock
+    ROOT/.volsegsync/cache/        local only: the content store (docs/store.md)
     ROOT/volsegsync.index          tracked: volume -> segmentation with hashes
 """
 
 from __future__ import annotations
 
 import contextlib
-import marshal
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +22,14 @@ import xxhash
 from volsegsync import __version__
 from volsegsync.config import Config, load_config
 from volsegsync.errors import NotADatasetError, VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes, write_lock
+from volsegsync.fsutil import (
+    CONFIG_LIMIT,
+    INDEX_LIMIT,
+    read_memo,
+    read_small,
+    write_lock,
+    write_memo,
+)
 from volsegsync.hashing import CacheRow, Hashed, Stat, StatCache, hash_many
 from volsegsync.index import Entry, from_plain, parse_index, read_index, to_plain, write_index
 from volsegsync.naming import Convention
@@ -77,8 +85,8 @@ class Dataset:
         """A key for memoised results: volsegsync's version, ``parts`` and the config's
         digest, so that a new version or another config never reuses them."""
         try:
-            config = self.config_path.read_bytes()
-        except OSError:
+            config = read_small(self.config_path, CONFIG_LIMIT, "config")
+        except (OSError, VolsegsyncError):
             config = b""
         return "/".join([__version__, *parts, xxhash.xxh3_128_hexdigest(config)])
 
@@ -96,21 +104,19 @@ class Dataset:
     def read_index(self) -> list[Entry]:
         """The index's entries; a parse of the same bytes is reused from the state folder."""
         try:
-            raw = self.index_path.read_bytes()
+            raw = read_small(self.index_path, INDEX_LIMIT, "index")
         except OSError:
             return read_index(self.index_path)  # says what is wrong, or [] when missing
         digest = xxhash.xxh3_128_hexdigest(raw)
         memo = self.state_dir / "index.marshal"
         try:
-            data = marshal.loads(memo.read_bytes())
-            if data["digest"] == digest:
+            data = read_memo(memo)  # None unless written here for this state folder
+            if data is not None and data["digest"] == digest:
                 return from_plain(data["entries"])
-        except (OSError, EOFError, ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError):
             pass
         entries = read_index(self.index_path)
-        blob = marshal.dumps({"digest": digest, "entries": to_plain(entries)})
-        with contextlib.suppress(OSError):
-            atomic_write_bytes(memo, blob)
+        write_memo(memo, {"digest": digest, "entries": to_plain(entries)})
         return entries
 
     def index_at(self, rev: str) -> list[Entry]:
@@ -124,7 +130,13 @@ class Dataset:
         return parse_index(text, f"{rev}:{git.path}")
 
     def write_index(self, entries: list[Entry]) -> None:
-        write_index(self.index_path, entries)
+        write_index(self.index_path, entries, self.config.store.hash)
+
+    @property
+    def stat_db(self) -> Path:
+        """The stat cache of the configured hash algorithm."""
+        algorithm = self.config.store.hash
+        return self.state_dir / ("stat.db" if algorithm == "xxh3-128" else f"stat.{algorithm}.db")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -141,7 +153,7 @@ class Dataset:
     def cached_hashes(self) -> dict[str, CacheRow]:
         """Everything the stat cache knows, ``path -> (size, mtime_ns, ino, digest,
         problem)``: trust an entry only where its stat equals the file's."""
-        cache = StatCache(self.state_dir / "stat.db")
+        cache = StatCache(self.stat_db)
         try:
             return cache.load()
         finally:
@@ -159,7 +171,7 @@ class Dataset:
         Returns ``(hashed, unreadable)``. With ``prune``, cache entries of files
         that no longer exist are dropped (use after a full scan).
         """
-        cache = StatCache(self.state_dir / "stat.db")
+        cache = StatCache(self.stat_db)
         try:
             known = cache.load()
             hashed: dict[str, Hashed] = {}
@@ -175,7 +187,9 @@ class Dataset:
             unreadable: dict[str, str] = {}
             tick = (lambda: progress(1)) if progress else None
             fresh: list[Hashed] = []
-            for result in hash_many(self.root, todo, jobs or default_jobs(), tick):
+            for result in hash_many(
+                self.root, todo, jobs or default_jobs(), tick, self.config.store.hash
+            ):
                 if isinstance(result, Hashed):
                     hashed[result.path] = result
                     fresh.append(result)

@@ -2,7 +2,9 @@
 
 A command builds a :class:`Rendered` (text lines, a JSON document, the rows of
 its main table, and markdown lines for commands that offer ``--format markdown``)
-and :func:`emit` prints the one the user asked for. The JSON
+and :func:`emit` prints the one the user asked for. Text and markdown are
+quoted for the terminal (:func:`quote_text`): a file name from someone's branch
+cannot send escape sequences to it. The JSON
 documents carry ``"schema": "volsegsync.<command>/1"`` so scripts can rely on them.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -34,10 +37,26 @@ def emit(rendered: Rendered, fmt: str, quiet: bool) -> None:
         click.echo(_csv(rendered.rows, rendered.columns), nl=False)
     elif fmt == "markdown":
         for line in rendered.markdown:
-            click.echo(line)
+            click.echo(quote_text(line))
     elif not quiet:
         for line in rendered.text:
-            click.echo(line)
+            click.echo(quote_text(line))
+
+
+_UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def quote_text(text: str) -> str:
+    """``text`` safe for a terminal: control, format (bidi overrides such as U+202E)
+    and line/paragraph separator characters become octal escapes of their UTF-8
+    bytes, as git quotes file names (ESC is ``\\033``). JSON and CSV stay exact."""
+    if text.isprintable():
+        return text
+    return "".join(_escape(c) if unicodedata.category(c) in _UNSAFE else c for c in text)
+
+
+def _escape(c: str) -> str:
+    return "".join(f"\\{b:03o}" for b in c.encode("utf-8", "surrogateescape"))
 
 
 def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:

@@ -34,14 +34,24 @@ from volsegsync.pairing import Pair
 )
 @jobs_option("Parallel readers (default: all cores).")
 @click.option("-n", "--dry-run", is_flag=True, help="Show the pairing, do not write the index.")
+@click.option(
+    "--store/--no-store",
+    default=None,
+    help="Put the content of every recorded file into the content store "
+    "(default: the config's store.enabled, true).",
+)
 @common_options
-def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quiet: bool) -> None:
+def pair_command(
+    by: str | None, jobs: int | None, dry_run: bool, store: bool | None, fmt: str, quiet: bool
+) -> None:
     """Pair every volume with its segmentation and write the index.
 
     Scans the dataset, hashes every file with xxh3-128 (unchanged files come from
     the stat cache), pairs by naming convention (and by metadata with --by
-    metadata) and writes volsegsync.index atomically. With several versions of a
-    segmentation the pair points at the highest. Prints the pairs the index
+    metadata) and writes volsegsync.index atomically, after putting the content of
+    every recorded file into the content store (docs/store.md). Every version of a
+    segmentation is recorded; the highest is the active one, unless a rollback
+    (checkout PAIR@vN) pinned another. Prints the pairs the index
     gains (+) and loses (-), as its diff will show them. Exit 1 if files are left
     unpaired or ambiguous.
 
@@ -52,12 +62,17 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
     """
     ds = open_dataset()
     with progress_factory(quiet) as progress:
-        report = run_pair(ds, by=by, jobs=jobs, progress=progress, dry_run=dry_run)
+        report = run_pair(ds, by=by, jobs=jobs, progress=progress, dry_run=dry_run, store=store)
     snap = report.snapshot
     problems = snap.problems
     complete = [p for p in snap.pairing.pairs if p.volume and p.segmentation]
     lines = _index_changes(report)
     lines.extend(problem_lines(problems))
+    stored = report.stored
+    if stored is not None:
+        lines.extend(f"error: [store] {p}" for p in stored.problems)
+        if stored.added:
+            lines.append(f"stored {stored.added} files ({_size(stored.added_bytes)})")
     if report.written:
         state = f"wrote {INDEX_FILE}"
     elif report.index_changed:
@@ -78,6 +93,9 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
         "unpaired_volumes": snap.pairing.unpaired_volumes,
         "unpaired_segmentations": snap.pairing.unpaired_segmentations,
         "problems": problem_rows(problems),
+        "store": None
+        if stored is None
+        else {"added": stored.added, "bytes": stored.added_bytes, "problems": stored.problems},
         "summary": {
             "files": snap.files,
             "bytes": snap.total_bytes,
@@ -88,7 +106,7 @@ def pair_command(by: str | None, jobs: int | None, dry_run: bool, fmt: str, quie
     rows = [_pair_json(p) for p in snap.pairing.pairs]
     columns = ["volume", "segmentation", "version", "how", "older"]
     emit(Rendered(lines, document, rows, columns), fmt, quiet)
-    if has_errors(problems):
+    if has_errors(problems) or (stored is not None and stored.problems):
         raise Outcome(EXIT_PROBLEMS)
 
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from volsegsync.dataset import Dataset
-from volsegsync.index import Entry, format_entry, format_index
+from volsegsync.errors import IndexFormatError, VolsegsyncError
+from volsegsync.fsutil import INDEX_LIMIT, read_small
+from volsegsync.index import Entry, FileRecord, format_index, parse_index
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
+from volsegsync.ops.storing import StoreReport, store_enabled, store_entries
 
 
 class PairReport(NamedTuple):
@@ -15,6 +18,7 @@ class PairReport(NamedTuple):
     written: bool
     added: list[Entry]  # entries the index did not hold as they are now
     removed: list[tuple[str, str]]  # (volume, segmentation) of index lines now gone
+    stored: StoreReport | None = None  # what went into the content store (None: not stored)
 
 
 def run_pair(
@@ -23,30 +27,45 @@ def run_pair(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
     dry_run: bool = False,
+    store: bool | None = None,
 ) -> PairReport:
-    """Pair the dataset and (unless ``dry_run``) write the index atomically, under the lock."""
+    """Pair the dataset and (unless ``dry_run``) write the index atomically, under the lock.
+
+    Unless ``store`` is False (default: the config's ``store.enabled``), the content
+    of every recorded file goes into the content store first (docs/store.md).
+    """
     with ds.lock():
         snap = take_snapshot(ds, by=by, jobs=jobs, progress=progress)
-        new_text = format_index(snap.entries)
+        new_text = format_index(snap.entries, ds.config.store.hash)
         try:
-            old_text = ds.index_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):  # missing or unreadable: rewritten below
+            old_text = read_small(ds.index_path, INDEX_LIMIT, "index").decode("utf-8")
+        except (OSError, UnicodeDecodeError, VolsegsyncError):  # rewritten below
             old_text = None
         changed = new_text != old_text
+        stored = None
+        if not dry_run and (store if store is not None else store_enabled(ds)):
+            stored = store_entries(ds, snap.entries, jobs=jobs, progress=progress)
         if changed and not dry_run:
             ds.write_index(snap.entries)
         added, removed = _line_changes(snap.entries, old_text or "")
-        return PairReport(snap, changed, changed and not dry_run, added, removed)
+        return PairReport(snap, changed, changed and not dry_run, added, removed, stored)
 
 
 def _line_changes(entries: list[Entry], old_text: str) -> tuple[list[Entry], list[tuple[str, str]]]:
-    """What a reviewer sees in the index's diff: lines added, lines removed."""
-    old = set(old_text.splitlines())
-    new = {format_entry(e): e for e in entries}
-    added = [e for line, e in new.items() if line not in old]
-    removed = [
-        (cols[0], cols[2])
-        for line in sorted(old - new.keys())
-        if len(cols := line.split("\t")) > 2 and not line.startswith("#")
-    ]
+    """What a reviewer sees in the index's diff: pairs added, pairs removed."""
+    try:
+        old_entries = parse_index(old_text)
+    except IndexFormatError:
+        old_entries = []
+    old = {_pair_of(e) for e in old_entries}
+    added = [e for e in entries if _pair_of(e) not in old]
+    removed = sorted({_names(e) for e in old_entries} - {_names(e) for e in entries})
     return added, removed
+
+
+def _pair_of(e: Entry) -> tuple[FileRecord | None, FileRecord | None, int | None]:
+    return (e.volume, e.segmentation, e.version)
+
+
+def _names(e: Entry) -> tuple[str, str]:
+    return (e.volume.path if e.volume else "-", e.segmentation.path if e.segmentation else "-")

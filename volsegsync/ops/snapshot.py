@@ -6,7 +6,6 @@ it with the index). Bad files are reported as problems; the scan goes on.
 
 from __future__ import annotations
 
-import contextlib
 import marshal
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -15,9 +14,20 @@ from typing import TYPE_CHECKING, NamedTuple
 import xxhash
 
 from volsegsync.dataset import Dataset
-from volsegsync.fsutil import atomic_write_bytes
+from volsegsync.errors import IndexFormatError
+from volsegsync.fsutil import read_memo, write_memo
 from volsegsync.hashing import Hashed, racy_limit
-from volsegsync.index import Entry, FileRecord, format_index, from_plain, to_plain
+from volsegsync.index import (
+    Entry,
+    FileRecord,
+    IndexTooNewError,
+    Pin,
+    build_entry,
+    format_index,
+    from_plain,
+    pins,
+    to_plain,
+)
 from volsegsync.naming import NameInfo
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming
 from volsegsync.problems import (
@@ -85,7 +95,9 @@ def take_snapshot(
         )
     problems.extend(pairing.problems)
     problems.extend(unpaired_problems(pairing))
-    entries = [_entry(p.volume, p.segmentation, p.version, hashed) for p in pairing.pairs]
+    by_path = {i.path: i for i in infos}
+    index_pins = read_pins(ds)
+    entries = [_entry(p, hashed, by_path, index_pins) for p in pairing.pairs]
     entries.sort(key=lambda e: e.sort_key)  # the index's order: comparing them is then cheap
     total = sum(h.stat.size for h in hashed.values())
     problems = apply_severities(problems, ds.config.verify.severity)
@@ -96,8 +108,9 @@ def take_snapshot(
 
 
 def snapshot_memo(ds: Dataset, mode: str | None = None) -> SnapshotMemo:
-    key = ds.state_key("snapshot", str(MEMO_FORMAT), mode or ds.config.pairing.by)
-    return SnapshotMemo(ds.state_dir / "snapshot.marshal", key)
+    pinned = ",".join(f"{k}@{v}/{t}" for k, (v, t) in sorted(read_pins(ds).items()))
+    key = ds.state_key("snapshot", str(MEMO_FORMAT), mode or ds.config.pairing.by, pinned)
+    return SnapshotMemo(ds.state_dir / "snapshot.marshal", key, ds.config.store.hash)
 
 
 def _racy(hashed: Iterable[Hashed]) -> bool:
@@ -139,14 +152,15 @@ class SnapshotMemo:
     Stored with :mod:`marshal` (plain data only; loading it runs no code).
     """
 
-    def __init__(self, path: Path, key: str) -> None:
+    def __init__(self, path: Path, key: str, algorithm: str = "xxh3-128") -> None:
         self.path = path
         self.key = key
+        self.algorithm = algorithm
 
     def match(self, scan: ScanResult) -> MemoHit | None:
         try:
-            data = marshal.loads(self.path.read_bytes())
-            if data["key"] != self.key or data["scan"] != fingerprint(scan):
+            data = read_memo(self.path)
+            if data is None or data["key"] != self.key or data["scan"] != fingerprint(scan):
                 return None
             return MemoHit(
                 data["index_digest"],
@@ -172,11 +186,13 @@ class SnapshotMemo:
                     problems_to_plain(snap.pairing.problems),
                 )
             )
-            blob = marshal.dumps(
+            blob = dict(
                 {
                     "key": self.key,
                     "scan": fingerprint(scan),
-                    "index_digest": index_digest(format_index(snap.entries).encode()),
+                    "index_digest": index_digest(
+                        format_index(snap.entries, self.algorithm).encode()
+                    ),
                     "problems": problems_to_plain(snap.problems),
                     "pairs": sum(1 for e in snap.entries if e.volume and e.segmentation),
                     "count": snap.files,
@@ -186,8 +202,7 @@ class SnapshotMemo:
             )
         except ValueError:
             return  # something not plain data: simply not memoised
-        with contextlib.suppress(OSError):  # a memo is an optimisation, never a failure
-            atomic_write_bytes(self.path, blob)
+        write_memo(self.path, blob)  # a memo is an optimisation, never a failure
 
 
 def index_digest(data: bytes) -> str:
@@ -198,7 +213,7 @@ def _geometry_reader(ds: Dataset, not_images: set[str]) -> Callable[[str], Geome
     from volsegsync.headers import read_geometry  # numpy: only for metadata pairing
 
     def read(path: str) -> Geometry | None:
-        return None if path in not_images else read_geometry(ds.root / path)
+        return None if path in not_images else read_geometry(ds.root / path, ds.root)
 
     return read
 
@@ -221,7 +236,25 @@ def _record(path: str | None, hashed: dict[str, Hashed]) -> FileRecord | None:
     return FileRecord(path, h.stat.size, h.digest)
 
 
+def read_pins(ds: Dataset) -> dict[str, Pin]:
+    """The rollbacks the index records; a newer index format is refused, a damaged
+    index pins nothing (``pair`` rewrites it)."""
+    try:
+        return pins(ds.read_index())
+    except IndexTooNewError:
+        raise
+    except IndexFormatError:
+        return {}
+
+
 def _entry(
-    vol: str | None, seg: str | None, version: int | None, hashed: dict[str, Hashed]
+    p: Pair, hashed: dict[str, Hashed], infos: dict[str, NameInfo], pin: dict[str, Pin]
 ) -> Entry:
-    return Entry(_record(vol, hashed), _record(seg, hashed), version)
+    """The index entry of a pair: every segmentation version on disk, the active one marked."""
+    key = infos[p.volume or p.segmentation or ""].key
+    versions = [
+        (infos[path].version, rec)
+        for path in (*p.older, p.segmentation)
+        if path is not None and (rec := _record(path, hashed)) is not None
+    ]
+    return build_entry(key, _record(p.volume, hashed), versions, p.version, pin.get(key))

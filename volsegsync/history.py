@@ -78,8 +78,12 @@ def _resolve(repo: Repo, rev: str) -> Commit:
     except AmbiguousShortId:
         raise VolsegsyncError(f"{rev}: ambiguous short commit id") from None
     except (KeyError, ValueError):
-        _head(repo)  # no commit at all: says so
-        raise VolsegsyncError(f"{rev}: unknown revision (no such branch, tag or commit)") from None
+        why = "no such branch, tag or commit"
+        try:
+            repo.head()
+        except KeyError:
+            why = "the repository has no commits yet"
+        raise VolsegsyncError(f"{rev}: unknown revision ({why})") from None
     shallow = repo.get_shallow()
     for op, number in _SUFFIX.findall(suffix):
         n = int(number) if number else 1

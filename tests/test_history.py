@@ -261,6 +261,15 @@ def test_partial_diff_equals_full_diff(tmp_path: Path) -> None:
     partial = diff(parse_index(old.text(keys).decode()), parse_index(new.text(keys).decode()))
     full = diff(parse_index(texts[0]), parse_index(texts[1]))
     assert partial == full
+    # an index not sorted by case key (edited by hand) is grouped the slow way, same result
+    shuffled = []
+    for t in texts:
+        head, body = t.splitlines()[:3], t.splitlines()[3:]
+        shuffled.append("\n".join([*head, *reversed(body)]) + "\n")
+    old, new = (_Blob(t.encode()) for t in shuffled)
+    assert old.text(keys) != _Blob(texts[0].encode()).text(keys) or len(keys) < 2
+    unsorted = diff(parse_index(old.text(keys).decode()), parse_index(new.text(keys).decode()))
+    assert unsorted == full
     assert {c.kind for c in full} >= {"new_version", "modified", "lost_partner", "new_file"}
 
 

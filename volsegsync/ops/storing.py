@@ -48,7 +48,7 @@ def store_settings(ds: Dataset) -> StoreSettings:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     top = _Reader(path, data, "")
-    top.check_keys({"store"})
+    top.check_keys({"store", "remotes", "core"})  # remotes: config.load_local_config
     reader = top.sub("store")
     config = parse_store(reader, ds.config.store)
     folder = reader.string("dir", "")

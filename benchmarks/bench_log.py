@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import datasets
 
 from volsegsync.config import DEFAULT_CONFIG_TEXT
+from volsegsync.index import VERSION as INDEX_FORMAT
 from volsegsync.index import Entry, FileRecord, format_index
 
 CHANGED_PER_COMMIT = 40  # lines touched per commit: 0.4% of 10,000
@@ -134,7 +135,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default="/tmp/vss-bench-log")
     args = ap.parse_args()
-    root = Path(args.dir) / f"{args.pairs}x{args.commits}"
+    root = Path(args.dir) / f"{args.pairs}x{args.commits}-format{INDEX_FORMAT}"
     exe = str(Path(sys.executable).parent / "volsegsync")
     marker = root / ".git" / "vss-bench-pair"
     if not marker.exists():

@@ -3,7 +3,11 @@ subfolders with spaces and non-ASCII names, shallow and empty repositories."""
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +15,7 @@ from conftest import (
     NAME1,
     NAME2,
     NAME3,
+    VOLSEGSYNC,
     assert_clean_stderr,
     invoke,
     overwrite_same_size,
@@ -256,6 +261,15 @@ def test_partial_diff_equals_full_diff(tmp_path: Path) -> None:
     partial = diff(parse_index(old.text(keys).decode()), parse_index(new.text(keys).decode()))
     full = diff(parse_index(texts[0]), parse_index(texts[1]))
     assert partial == full
+    # an index not sorted by case key (edited by hand) is grouped the slow way, same result
+    shuffled = []
+    for t in texts:
+        head, body = t.splitlines()[:3], t.splitlines()[3:]
+        shuffled.append("\n".join([*head, *reversed(body)]) + "\n")
+    old, new = (_Blob(t.encode()) for t in shuffled)
+    assert old.text(keys) != _Blob(texts[0].encode()).text(keys) or len(keys) < 2
+    unsorted = diff(parse_index(old.text(keys).decode()), parse_index(new.text(keys).decode()))
+    assert unsorted == full
     assert {c.kind for c in full} >= {"new_version", "modified", "lost_partner", "new_file"}
 
 
@@ -268,3 +282,75 @@ def test_run_log_api(tmp_path: Path) -> None:
     assert [e.commit.id for e in report.entries] == [c1]
     assert report.versions is not None
     assert [(v.version, v.commit.id) for v in report.versions] == [(1, c1)]
+
+
+# --------------------------------------------------------------------------- hostile input
+
+
+def _attack(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """The real console script under a memory limit and a timeout."""
+    command = " ".join(shlex.quote(a) for a in [VOLSEGSYNC, *args])
+    return subprocess.run(
+        ["bash", "-c", f"ulimit -v 3000000; exec {command}"],
+        cwd=cwd,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def test_a_hostile_index_in_history_is_reported_and_skipped(tmp_path: Path) -> None:
+    r = make_repo(tmp_path, "git")
+    write_pair(r.root, NAME1)
+    r.pair()
+    c1 = r.commit("good")
+    index = r.root / "volsegsync.index"
+    good = index.read_text()
+    lines = good.splitlines()
+    evil = [x.replace(f"{NAME1}-v1.nrrd", "../../etc/passwd") for x in lines]
+    index.write_text("\n".join(evil) + "\n")
+    c2 = r.commit("evil")
+    index.write_text(good)
+    write_pair(r.root, NAME2)
+    r.pair()
+    c3 = r.commit("good again")
+    result = _attack(["log", "--format", "json"], r.root)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    by_id = {c["commit"]: c for c in doc["commits"]}
+    assert [c["commit"] for c in doc["commits"]] == [c3, c2, c1]
+    assert "../../etc/passwd" in by_id[c2]["note"] and by_id[c2]["changes"] == []
+    assert "cannot read the index" in by_id[c2]["note"]
+    assert "../../etc/passwd" not in json.dumps(by_id[c3]["changes"])
+    bad = _attack(["diff", c1, c2], r.root)
+    assert bad.returncode == 2
+    assert_clean_stderr(bad.stderr)
+    assert len(bad.stderr.splitlines()) == 1 and b"escapes" in bad.stderr
+
+
+def test_an_index_committed_as_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    r = make_repo(tmp_path, "git")
+    (r.root / "volsegsync.index").unlink()
+    (r.top / "secret").write_text("volsegsync-index 2\n")
+    os.symlink("secret", r.root / "volsegsync.index")
+    git(r.top, "add", "-A")
+    git(r.top, "commit", "-q", "-m", "a link")
+    with GitHistory(r.root) as g:
+        assert g.index_text("HEAD") is None  # not a regular file in git: no index
+    result = _attack(["diff", "HEAD", "HEAD"], r.root)
+    assert result.returncode == 0
+    assert b"has no volsegsync.index" in result.stdout
+
+
+def test_a_huge_cache_file_is_not_read(tmp_path: Path) -> None:
+    r = make_repo(tmp_path, "git")
+    write_pair(r.root, NAME1)
+    r.pair()
+    r.commit("one")
+    cache = r.root / ".volsegsync" / "state" / "history.json"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with open(cache, "wb") as f:
+        f.truncate(4 << 30)  # sparse: 4 GiB declared, more than the memory limit
+    result = _attack(["log"], r.root)
+    assert result.returncode == 0, result.stderr
+    assert_clean_stderr(result.stderr)
+    assert b"1 pair added" in result.stdout

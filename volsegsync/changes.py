@@ -16,7 +16,7 @@ disk (``present``) is a new file or version (``cp X-v2 X-v3`` is a version bump;
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 from typing import Any, NamedTuple
 
 from volsegsync.errors import IndexFormatError
@@ -79,25 +79,6 @@ class Change(NamedTuple):
         return doc
 
 
-def entry_files(e: Entry) -> Iterator[FileRecord]:
-    """Every file an entry records: volume (and channels), active and older segmentation
-    versions, detached data files."""
-    if e.volume is not None:
-        yield e.volume
-    for _, rec in getattr(e, "channels", ()):
-        if rec != e.volume:
-            yield rec
-    if e.segmentation is not None:
-        yield e.segmentation
-    seg_data = getattr(e, "seg_data", None)
-    if seg_data is not None:
-        yield seg_data
-    for older in getattr(e, "older", ()):
-        yield older.record
-        if older.data is not None:
-            yield older.data
-
-
 def record_json(rec: FileRecord | None) -> dict[str, Any] | None:
     return None if rec is None else {"path": rec.path, "size": rec.size, "hash": rec.digest}
 
@@ -106,7 +87,7 @@ def entry_json(e: Entry | None) -> dict[str, Any] | None:
     if e is None:
         return None
     return {
-        "key": getattr(e, "key", "") or None,
+        "key": e.key or None,
         "volume": record_json(e.volume),
         "segmentation": record_json(e.segmentation),
         "version": e.version,
@@ -143,7 +124,7 @@ def diff(old: list[Entry], new: list[Entry], present: Collection[str] = ()) -> l
 def _by_file(entries: list[Entry]) -> dict[str, tuple[FileRecord, Entry]]:
     out: dict[str, tuple[FileRecord, Entry]] = {}
     for e in entries:
-        for rec in entry_files(e):
+        for rec in e.records():  # older versions and data files too: a copy is no rename
             out[rec.path] = (rec, e)
     return out
 
@@ -441,8 +422,7 @@ def _record_plain(r: FileRecord | None) -> list[Any] | None:
 def _entry_plain(e: Entry | None) -> list[Any] | None:
     if e is None:
         return None
-    key: str = getattr(e, "key", "")
-    return [_record_plain(e.volume), _record_plain(e.segmentation), e.version, key]
+    return [_record_plain(e.volume), _record_plain(e.segmentation), e.version, e.key]
 
 
 def _path(p: Any, checked: set[str]) -> str:
@@ -480,8 +460,5 @@ def _entry_from(data: Any, checked: set[str]) -> Entry | None:
         raise ValueError("bad version")
     if not isinstance(key, str) or CONTROL_CHARS.search(key):
         raise ValueError("bad key")
-    entry = Entry(_record_from(vol, checked), _record_from(seg, checked), version)
-    if key and "key" in Entry._fields:  # index format 2 entries know their case key
-        fields: dict[str, Any] = {"key": key}
-        entry = entry._replace(**fields)
+    entry = Entry(_record_from(vol, checked), _record_from(seg, checked), version, key=key)
     return entry

@@ -1,11 +1,12 @@
 """Git, through dulwich: the only module that imports it.
 
 Finds the repository that holds a dataset, creates one, tells whether git
-ignores a path, and reads the dataset's history: the index blob at a revision
-(branch, tag, commit id, ``HEAD~3``, ``main^2``) and the commits that changed
-it (:meth:`GitHistory.walk`). No git binary is needed. What the index *means*
-is decided elsewhere (:mod:`volsegsync.index`, :mod:`volsegsync.changes`); this
-module hands out commits, paths and blobs.
+ignores a path, reads git's own state for the hooks, and reads the dataset's
+history: a file at a revision (branch, tag, commit id, ``HEAD~3``, ``main^2``)
+and the commits that changed the index (:meth:`GitHistory.walk`). No git
+binary is needed. What the index *means* is decided elsewhere
+(:mod:`volsegsync.index`, :mod:`volsegsync.changes`); this module hands out
+commits, paths and blobs.
 """
 
 from __future__ import annotations
@@ -65,28 +66,50 @@ def ignored(git_root: Path, paths: list[str]) -> dict[str, bool]:
         repo.close()
 
 
-_ANCESTRY = re.compile(r"(.*?)((?:[~^][0-9]*)*)")
-
-
 def _resolve(repo: Repo, rev: str) -> Commit:
-    """A commit named as git names it: branch, tag, commit id, with ``~N``/``^N`` suffixes."""
-    m = _ANCESTRY.fullmatch(rev)
-    base, suffix = (m.group(1), m.group(2)) if m else (rev, "")
+    """A commit named as git names it: ``HEAD``, a branch, tag or (short) commit id, with
+    ``~N`` (N first parents back) and ``^N`` (the Nth parent) suffixes."""
+    m = _SUFFIX.search(rev)
+    base, suffix = (rev[: m.start()], rev[m.start() :]) if m else (rev, "")
+    if not base or "\0" in rev or _SUFFIX.sub("", suffix):
+        raise VolsegsyncError(f"{rev}: not a revision")
     try:
-        commit = parse_commit(repo, base)
-        for op, count in re.findall(r"([~^])([0-9]*)", suffix):
-            n = int(count) if count else 1
-            # HEAD~3: three first parents back; HEAD^2: the second parent
-            for index in [0] * n if op == "~" else [n - 1]:
-                if index >= len(commit.parents):
-                    raise KeyError(rev)
-                parent = repo[commit.parents[index]]
-                if not isinstance(parent, Commit):
-                    raise KeyError(rev)
-                commit = parent
+        commit = parse_commit(repo, ("HEAD" if base == "@" else base).encode("utf-8"))
+    except AmbiguousShortId:
+        raise VolsegsyncError(f"{rev}: ambiguous short commit id") from None
     except (KeyError, ValueError):
-        raise VolsegsyncError(f"{rev}: unknown revision (no such branch, tag or commit)") from None
+        why = "no such branch, tag or commit"
+        try:
+            repo.head()
+        except KeyError:
+            why = "the repository has no commits yet"
+        raise VolsegsyncError(f"{rev}: unknown revision ({why})") from None
+    shallow = repo.get_shallow()
+    for op, number in _SUFFIX.findall(suffix):
+        n = int(number) if number else 1
+        for index in [1] * n if op == "~" else ([n] if n else []):
+            if commit.id in shallow:
+                raise VolsegsyncError(
+                    f"{rev}: beyond the history of this shallow clone (git fetch --unshallow)"
+                )
+            if index > len(commit.parents):
+                raise VolsegsyncError(f"{rev}: {commit.id.decode()[:7]} has no parent {index}")
+            parent = repo[commit.parents[index - 1]]
+            if not isinstance(parent, Commit):
+                raise VolsegsyncError(f"{rev}: unknown revision (not a commit)")
+            commit = parent
     return commit
+
+
+def _head(repo: Repo) -> str:
+    """HEAD's commit id; a clear error when there is no commit yet."""
+    try:
+        return repo.head().decode("ascii")
+    except KeyError:
+        raise VolsegsyncError(
+            f"{repo.path}: the repository has no commits yet; commit the index first "
+            "(git add volsegsync.index && git commit)"
+        ) from None
 
 
 def read_at(git_root: Path, rev: str, path: str) -> bytes | None:
@@ -290,6 +313,9 @@ def resolve_ref(git_root: Path, name: str) -> str | None:
         repo.close()
 
 
+# -- the index's history (log, diff, verify --rev) ------------------------------------
+
+
 class CommitInfo(NamedTuple):
     id: str  # full hex id
     parents: tuple[str, ...]
@@ -349,62 +375,11 @@ class GitHistory:
 
     def head(self) -> str:
         """HEAD's commit id; a clear error when there is no commit yet."""
-        try:
-            return self.repo.head().decode("ascii")
-        except KeyError:
-            raise VolsegsyncError(
-                f"{self.root}: the repository has no commits yet; commit the index first "
-                "(git add volsegsync.index && git commit)"
-            ) from None
+        return _head(self.repo)
 
     def resolve(self, rev: str) -> str:
         """A commit id for a branch, tag, (short) commit id, ``HEAD``, ``REV~N``, ``REV^N``."""
-        if rev in ("HEAD", "@"):
-            return self.head()
-        m = _SUFFIX.search(rev)
-        base, suffix = (rev[: m.start()], rev[m.start() :]) if m else (rev, "")
-        if not base or "\0" in rev or _SUFFIX.sub("", suffix):
-            raise VolsegsyncError(f"{rev}: not a revision")
-        commit = self._commit_of(base, rev)
-        for op, number in _SUFFIX.findall(suffix):
-            n = int(number) if number else 1
-            if op == "~":
-                for _ in range(n):
-                    commit = self._parent(commit, 1, rev)
-            elif n:
-                commit = self._parent(commit, n, rev)
-        return commit.id.decode("ascii")
-
-    def _commit_of(self, base: str, rev: str) -> Commit:
-        if base in ("HEAD", "@"):
-            base = self.head()
-        try:
-            return parse_commit(self.repo, base.encode("utf-8"))
-        except AmbiguousShortId:
-            raise VolsegsyncError(f"{rev}: ambiguous short commit id") from None
-        except (KeyError, ValueError):
-            pass
-        if self._no_commits():
-            self.head()  # raises the "no commits yet" error
-        raise VolsegsyncError(f"{rev}: unknown revision (no such branch, tag or commit)")
-
-    def _no_commits(self) -> bool:
-        try:
-            self.repo.head()
-        except KeyError:
-            return True
-        return False
-
-    def _parent(self, commit: Commit, n: int, rev: str) -> Commit:
-        if commit.id.decode("ascii") in self._shallow:
-            raise VolsegsyncError(
-                f"{rev}: beyond the history of this shallow clone (git fetch --unshallow)"
-            )
-        if n > len(commit.parents):
-            raise VolsegsyncError(f"{rev}: {commit.id.decode()[:7]} has no parent {n}")
-        parent = self.repo[commit.parents[n - 1]]
-        assert isinstance(parent, Commit)
-        return parent
+        return _resolve(self.repo, rev).id.decode("ascii")
 
     def parse_range(self, spec: str) -> tuple[list[str], list[str]]:
         """``A..B`` (B not given: HEAD) or a single revision: (include, exclude) commit ids."""

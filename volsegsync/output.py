@@ -2,9 +2,9 @@
 
 A command builds a :class:`Rendered` (text lines, a JSON document, the rows of
 its main table, and markdown lines for commands that offer ``--format markdown``)
-and :func:`emit` prints the one the user asked for. Text is quoted for the
-terminal (:func:`quote_text`): a file name from someone's branch cannot send
-escape sequences to it. The JSON
+and :func:`emit` prints the one the user asked for. Text and markdown are
+quoted for the terminal (:func:`quote_text`): a file name from someone's branch
+cannot send escape sequences to it. The JSON
 documents carry ``"schema": "volsegsync.<command>/1"`` so scripts can rely on them.
 """
 
@@ -37,7 +37,7 @@ def emit(rendered: Rendered, fmt: str, quiet: bool) -> None:
         click.echo(_csv(rendered.rows, rendered.columns), nl=False)
     elif fmt == "markdown":
         for line in rendered.markdown:
-            click.echo(line)
+            click.echo(quote_text(line))
     elif not quiet:
         for line in rendered.text:
             click.echo(quote_text(line))

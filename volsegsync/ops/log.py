@@ -22,6 +22,7 @@ import os
 import re
 import stat
 import time
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -210,7 +211,7 @@ def split_args(ds: Dataset, args: Iterable[str]) -> tuple[list[str], list[str]]:
 class _Blob:
     """An index blob as lines: its header, and its record lines as a set."""
 
-    __slots__ = ("_groups", "grouped", "header", "lines", "set")
+    __slots__ = ("_groups", "_keys", "grouped", "header", "lines", "set")
 
     def __init__(self, raw: bytes = b"") -> None:
         lines = raw.split(b"\n")
@@ -224,7 +225,8 @@ class _Blob:
         self.set = frozenset(self.lines)
         # format 1 has one line per pair; later formats one per file, grouped by case
         self.grouped = bool(self.header) and self.header[0].rstrip(b"\r") != b"volsegsync-index 1"
-        self._groups: dict[bytes, list[bytes]] | None = None
+        self._keys: list[bytes] | None = None  # case key of each line, when they are sorted
+        self._groups: dict[bytes, list[bytes]] | None = None  # otherwise: key -> lines
 
     def key(self, line: bytes) -> bytes:
         return line.partition(b"\t")[0] if self.grouped else line
@@ -232,14 +234,23 @@ class _Blob:
     def group(self, key: bytes) -> frozenset[bytes]:
         if not self.grouped:
             return frozenset([key]) & self.set
-        return frozenset(self._by_key().get(key, ()))
+        return frozenset(self._lines_of(key))
 
-    def _by_key(self) -> dict[bytes, list[bytes]]:
-        if self._groups is None:
-            self._groups = {}
-            for line in self.lines:
-                self._groups.setdefault(line.partition(b"\t")[0], []).append(line)
-        return self._groups
+    def _lines_of(self, key: bytes) -> list[bytes]:
+        """The lines of one case: by bisection in an index sorted by case key (as volsegsync
+        writes it), by a table of every case in one that is not."""
+        if self._keys is None and self._groups is None:
+            keys = [x.partition(b"\t")[0] for x in self.lines]
+            if keys == sorted(keys):
+                self._keys = keys
+            else:
+                self._groups = {}
+                for k, line in zip(keys, self.lines, strict=True):
+                    self._groups.setdefault(k, []).append(line)
+        if self._keys is not None:
+            return self.lines[bisect_left(self._keys, key) : bisect_right(self._keys, key)]
+        assert self._groups is not None
+        return self._groups.get(key, [])
 
     def text(self, keys: set[bytes] | None) -> bytes:
         """The header and the lines of the ``keys`` cases (all lines when None)."""
@@ -247,8 +258,8 @@ class _Blob:
             return b""
         if keys is None:
             lines = self.lines
-        elif self.grouped:  # whole cases, in file order
-            lines = [x for k, group in self._by_key().items() if k in keys for x in group]
+        elif self.grouped:  # whole cases
+            lines = [x for k in sorted(keys) for x in self._lines_of(k)]
         else:
             lines = sorted(keys & self.set)
         return b"\n".join([*self.header, *lines]) + b"\n"

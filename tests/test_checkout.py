@@ -108,10 +108,14 @@ def test_a_new_version_ends_a_rollback(ds_root: Path) -> None:
     assert active(ds_root) == "3*"
 
 
-def test_rollback_to_an_unknown_version_is_a_usage_error(paired: Path) -> None:
+def test_rollback_to_an_unknown_version_or_pair_is_a_usage_error(paired: Path) -> None:
     code, _out, err = checkout(paired, f"{NAME1}@v7")
     assert code == 2
     assert "no recorded version 7 (recorded: v1)" in err
+    code, _out, err = checkout(paired, "nope.nii.gz@v1")
+    assert code == 2
+    assert "nope.nii.gz: no such pair in the index" in err
+    assert_clean_stderr(err)
 
 
 # --------------------------------------------------------------------------- REV
@@ -310,14 +314,17 @@ def _big_dataset(root: Path, n: int) -> None:
     age_all(root)
 
 
-def _kill_at_random(args: list[str], cwd: Path, rng: random.Random) -> None:
+def _kill_at_random(args: list[str], cwd: Path, rng: random.Random) -> bool:
+    """Run volsegsync and kill -9 it after a random delay; True when it was killed."""
     proc = subprocess.Popen(
         [VOLSEGSYNC, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    time.sleep(rng.uniform(0.05, 0.6))
-    if proc.poll() is None:
+    time.sleep(rng.uniform(0.2, 0.9))
+    killed = proc.poll() is None
+    if killed:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
+    return killed
 
 
 def _store_is_consistent(root: Path) -> None:
@@ -329,8 +336,9 @@ def _store_is_consistent(root: Path) -> None:
 def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path) -> None:
     _big_dataset(ds_root, 12)
     rng = random.Random(8)
+    kills = 0
     for _ in range(4):
-        _kill_at_random(["pair", "-j", "2"], ds_root, rng)
+        kills += _kill_at_random(["pair", "-j", "2"], ds_root, rng)
         _store_is_consistent(ds_root)
     assert run_script(["pair"], cwd=ds_root).returncode in (0, 1)
     _store_is_consistent(ds_root)
@@ -340,7 +348,7 @@ def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path
     for _ in range(4):
         for name in files:
             (ds_root / name).unlink(missing_ok=True)
-        _kill_at_random(["checkout"], ds_root, rng)
+        kills += _kill_at_random(["checkout"], ds_root, rng)
         _store_is_consistent(ds_root)
         for name, data in snapshot_files(ds_root).items():
             if name in files:
@@ -348,3 +356,20 @@ def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path
     proc = run_script(["checkout"], cwd=ds_root)
     assert proc.returncode == 0, proc.stderr
     assert snapshot_files(ds_root) == files
+    assert kills >= 2, "no run was killed part-way: make the dataset bigger"
+
+
+def test_quiet_checkout_as_hooks_run_it_reports_problems_on_stderr(paired: Path) -> None:
+    vol1, vol2 = paired / f"{NAME1}.nii.gz", paired / f"{NAME2}.nii.gz"
+    gone = h(vol1.read_bytes())
+    store_objects(paired)[gone].unlink()
+    vol1.unlink()
+    vol2.unlink()
+    proc = run_script(["checkout", "--quiet"], cwd=paired)
+    assert proc.returncode == 1  # a hook ignores it; git's command goes on
+    assert proc.stdout == b""
+    assert proc.stderr.decode().splitlines() == [
+        f"volsegsync: missing: {NAME1}.nii.gz: content xxh3-128:{gone} is not in the store; "
+        "fetch it from a remote or restore the file from a copy, then run 'volsegsync pair'"
+    ]
+    assert vol2.exists()

@@ -17,7 +17,7 @@ import fcntl
 import os
 import stat
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -142,6 +142,7 @@ class ObjectDB:
     def __init__(self, fs: FileSystem, path: str = "") -> None:
         self.fs = fs
         self.path = path.strip("/")
+        self._unsupported: set[str] = set()  # link types that failed here once
 
     def _join(self, rel: str) -> str:
         return f"{self.path}/{rel}" if self.path else rel
@@ -165,10 +166,18 @@ class ObjectDB:
     # -- adding ------------------------------------------------------------------------
 
     def add(
-        self, src: Path, algorithm: str, digest: str, links: Sequence[str] = ("reflink", "copy")
+        self,
+        src: Path,
+        algorithm: str,
+        digest: str,
+        links: Sequence[str] = ("reflink", "copy"),
+        hashed_stat: tuple[int, int, int] | None = None,
     ) -> bool:
         """Store the content of ``src``, which must hash to ``digest``; False when the
-        object was already there. A file that changed since it was hashed is refused."""
+        object was already there. A file that changed since it was hashed is refused.
+
+        ``hashed_stat``: the (size, mtime_ns, inode) ``src`` had when it was hashed; a
+        hard link to that very inode, unchanged, is then not read again."""
         final = self.object_path(algorithm, digest)
         if self.fs.exists(final):
             return False
@@ -179,8 +188,10 @@ class ObjectDB:
                 if kind == "copy":
                     found = self._copy_in(src, tmp, algorithm)
                     break
-                if kind in ("reflink", "hardlink") and self.fs.link_from_local(src, tmp, kind):
-                    found = self.hash_at(tmp, algorithm)
+                if kind in ("reflink", "hardlink") and self._try(
+                    kind, lambda k: self.fs.link_from_local(src, tmp, k)
+                ):
+                    found = self._linked_digest(tmp, kind, algorithm, digest, hashed_stat)
                     break
             if found is None:  # no kind worked: copying always does
                 found = self._copy_in(src, tmp, algorithm)
@@ -196,15 +207,33 @@ class ObjectDB:
                 self.fs.remove(tmp)
         return True
 
+    def _linked_digest(
+        self,
+        tmp: str,
+        kind: str,
+        algorithm: str,
+        digest: str,
+        hashed_stat: tuple[int, int, int] | None,
+    ) -> str:
+        local = self.fs.local_path(tmp)
+        if kind == "hardlink" and hashed_stat is not None and local is not None:
+            st = os.lstat(local)
+            if (st.st_size, st.st_mtime_ns, st.st_ino) == hashed_stat:
+                return digest  # the inode that was hashed, unchanged since
+        return self.hash_at(tmp, algorithm)
+
+    def _try(self, kind: str, link: Callable[[str], bool]) -> bool:
+        """Try a link type, remembering one this filesystem does not support."""
+        if kind in self._unsupported:
+            return False
+        if link(kind):
+            return True
+        self._unsupported.add(kind)
+        return False
+
     def _copy_in(self, src: Path, tmp: str, algorithm: str) -> str:
-        h = new_hasher(algorithm)
         with open_regular(src) as f, self.fs.open_new(tmp) as out:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-            with contextlib.suppress(AttributeError, OSError):
-                os.fsync(out.fileno())
-        return str(h.hexdigest())
+            return copy_hashing(f, out, algorithm)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -240,7 +269,7 @@ class ObjectDB:
                     break
                 if kind in ("hardlink", "symlink") and self.hash_at(obj, algorithm) != digest:
                     raise ObjectProblem("damaged in the store (run 'volsegsync fsck')")
-                if place_link(local, tmp, kind):
+                if self._try(kind, lambda k: place_link(local, tmp, k)):
                     used = kind
                     break
             if used == "copy":
@@ -259,14 +288,10 @@ class ObjectDB:
                 os.unlink(tmp)
 
     def _copy_out(self, obj: str, tmp: Path, algorithm: str, mode: int) -> str:
-        h = new_hasher(algorithm)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         os.fchmod(fd, mode)
         with self.fs.open_read(obj) as f, os.fdopen(fd, "wb", buffering=0) as out:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                out.write(chunk)
-        return str(h.hexdigest())
+            return copy_hashing(f, out, algorithm)
 
     # -- maintenance -------------------------------------------------------------------
 
@@ -305,6 +330,22 @@ def open_regular(path: Path) -> BinaryIO:
         raise OSError(errno.EINVAL, f"{path}: not a regular file")
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb", buffering=0)
+
+
+def copy_hashing(src: BinaryIO, dst: BinaryIO, algorithm: str) -> str:
+    """Copy ``src`` to ``dst`` and return the hash of what was copied (one read)."""
+    h = new_hasher(algorithm)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := src.readinto(buf):  # type: ignore[attr-defined]
+        h.update(view[:n])
+        rest = view[:n]
+        while rest:  # an unbuffered write may be partial
+            written = dst.write(rest)
+            if not written:
+                raise OSError(errno.EIO, "write failed")
+            rest = rest[written:]
+    return str(h.hexdigest())
 
 
 def hash_local(path: Path, algorithm: str) -> str:

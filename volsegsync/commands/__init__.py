@@ -5,6 +5,7 @@ from __future__ import annotations
 from volsegsync.commands.check_names import check_names_command
 from volsegsync.commands.checkout import checkout_command
 from volsegsync.commands.compare import compare_command
+from volsegsync.commands.diff import diff_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.fetch import fetch_command
 from volsegsync.commands.fsck import fsck_command
@@ -16,6 +17,7 @@ from volsegsync.commands.hooks import (
     uninstall_hooks_command,
 )
 from volsegsync.commands.init import init_command
+from volsegsync.commands.log import log_command
 from volsegsync.commands.pair import pair_command
 from volsegsync.commands.pull import pull_command
 from volsegsync.commands.push import push_command
@@ -41,6 +43,8 @@ COMMANDS = [
     show_command,
     compare_command,
     report_command,
+    log_command,
+    diff_command,
     example_command,
     install_hooks_command,
     uninstall_hooks_command,

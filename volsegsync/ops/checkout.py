@@ -17,11 +17,12 @@ import os
 import re
 import stat
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 from volsegsync import history
-from volsegsync.dataset import INDEX_FILE, Dataset
+from volsegsync.dataset import INDEX_FILE, Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import atomic_write_bytes
 from volsegsync.hashing import CacheRow, Hashed, StatCache, settle_mtime
@@ -37,7 +38,7 @@ from volsegsync.index import (
 )
 from volsegsync.magic import HEAD_BYTES, sniff
 from volsegsync.ops.storing import open_store, store_settings
-from volsegsync.store import ObjectDB, ObjectProblem, hash_local
+from volsegsync.store import ObjectDB, ObjectProblem, hash_local, open_regular
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 _ROLLBACK = re.compile(r"(.+)@v([0-9]+)")
@@ -117,7 +118,15 @@ def _plan(ds: Dataset, current: IndexFile, target: str | None) -> _Plan:
     if git_root is None:
         raise VolsegsyncError(f"{target}: not a pair, and {ds.root} is not in a git repository")
     rel = (ds.root / INDEX_FILE).relative_to(git_root).as_posix()
-    raw = history.read_at(git_root, target, rel)
+    try:
+        raw = history.read_at(git_root, target, rel)
+    except VolsegsyncError:
+        if m is None:
+            raise
+        raise VolsegsyncError(
+            f"{m.group(1)}: no such pair in the index (by volume, case key or segmentation "
+            f"path), and {target} is no git revision"
+        ) from None
     if raw is None:
         raise VolsegsyncError(f"{target}: that revision has no {rel}")
     index = parse_index_bytes(raw, f"{target}:{rel}")
@@ -328,42 +337,36 @@ def _apply(
     algorithm: str,
     problems: list[FileChange],
     progress: ProgressFactory | None,
+    jobs: int | None = None,
 ) -> list[FileChange]:
     links = store_settings(ds).config.link
     tick = progress("checkout", len(changes)) if progress and changes else None
     default_mode = _umask_mode()
-    done: list[FileChange] = []
-    written: list[Hashed] = []
-    for change in changes:
-        dest = ds.root / change.path
+
+    def one(change: FileChange) -> tuple[FileChange, Hashed | None]:
+        """The change done (and the file's stat-cache row), or a problem."""
         try:
-            safe_target(ds.root, change.path)  # again: a folder may have become a link
-            if change.digest is None:
-                os.unlink(dest)
-            else:
-                _mkdirs(ds.root, change.path)
-                try:
-                    mode = stat.S_IMODE(os.lstat(dest).st_mode) | 0o200
-                except FileNotFoundError:
-                    mode = default_mode
-                used = db.place(algorithm, change.digest, dest, links, mode)
-                if used != "symlink" and used != "hardlink":
-                    st = settle_mtime(dest)
-                    with open(dest, "rb") as f:
-                        head = f.read(HEAD_BYTES)
-                    written.append(Hashed(change.path, st, change.digest, sniff(change.path, head)))
-            done.append(change)
+            return _place(ds, db, change, algorithm, links, default_mode)
         except Unsafe as e:
-            problems.append(change._replace(action=UNSAFE, message=str(e)))
+            return change._replace(action=UNSAFE, message=str(e)), None
         except ObjectProblem as e:
             kind = MISSING if "not in the store" in str(e) else DAMAGED
             message = f"{change.path}: content {algorithm}:{change.digest} is {e}"
-            problems.append(change._replace(action=kind, message=message))
+            return change._replace(action=kind, message=message), None
         except OSError as e:
             message = f"{change.path}: cannot write: {e.strerror or e}"
-            problems.append(change._replace(action=FAILED, message=message))
-        if tick:
-            tick(1)
+            return change._replace(action=FAILED, message=message), None
+        finally:
+            if tick:
+                tick(1)
+
+    done: list[FileChange] = []
+    written: list[Hashed] = []
+    with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:  # parallel I/O
+        for result, row in pool.map(one, changes):
+            (done if result.action in (RESTORE, UPDATE, REMOVE) else problems).append(result)
+            if row is not None:
+                written.append(row)
     if written and algorithm == ds.config.store.hash:
         cache = StatCache(ds.stat_db)
         try:
@@ -371,6 +374,33 @@ def _apply(
         finally:
             cache.close()
     return done
+
+
+def _place(
+    ds: Dataset,
+    db: ObjectDB,
+    change: FileChange,
+    algorithm: str,
+    links: tuple[str, ...],
+    default_mode: int,
+) -> tuple[FileChange, Hashed | None]:
+    dest = ds.root / change.path
+    safe_target(ds.root, change.path)  # again: a folder may have become a link
+    if change.digest is None:
+        os.unlink(dest)
+        return change, None
+    _mkdirs(ds.root, change.path)
+    try:
+        mode = stat.S_IMODE(os.lstat(dest).st_mode) | 0o200
+    except FileNotFoundError:
+        mode = default_mode
+    used = db.place(algorithm, change.digest, dest, links, mode)
+    if used in ("symlink", "hardlink"):
+        return change, None  # the object's own stat: not cached as a working file
+    st = settle_mtime(dest)
+    with open_regular(dest) as f:
+        head = f.read(HEAD_BYTES)
+    return change, Hashed(change.path, st, change.digest, sniff(change.path, head))
 
 
 def _mkdirs(root: Path, rel: str) -> None:

@@ -94,9 +94,13 @@ def store_records(
     if progress and len(records) > len(todo):
         progress(len(records) - len(todo))
 
+    cached = ds.cached_hashes() if "hardlink" in links else {}
+
     def one(rec: FileRecord) -> str | None:
+        row = cached.get(rec.path)
+        known = row[:3] if row is not None and row[3] == rec.digest else None
         try:
-            db.add(ds.root / rec.path, algorithm, rec.digest, links)
+            db.add(ds.root / rec.path, algorithm, rec.digest, links, known)
         except ObjectProblem as e:
             return str(e)
         except OSError as e:

@@ -62,6 +62,8 @@ class Dataset:
     def open(cls, start: Path | str = ".") -> Dataset:
         """Open the dataset at ``start`` or its nearest parent that has one."""
         root = find_root(Path(start))
+        if (root / META_DIR).is_symlink():  # its config would be read from elsewhere
+            raise VolsegsyncError(f"{root / META_DIR}: is a symbolic link; it must be a folder")
         config = load_config(root / META_DIR / CONFIG_FILE)
         return cls(root, load_local_config(root / META_DIR / LOCAL_CONFIG_FILE, config))
 

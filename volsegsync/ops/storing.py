@@ -17,6 +17,7 @@ from typing import NamedTuple
 from volsegsync.config import StoreConfig, _Reader, parse_store
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import ConfigError
+from volsegsync.fsutil import source_in_dataset
 from volsegsync.index import Entry, FileRecord
 from volsegsync.store import LocalFS, ObjectDB, ObjectProblem, StoreError
 
@@ -100,7 +101,7 @@ def store_records(
         row = cached.get(rec.path)
         known = row[:3] if row is not None and row[3] == rec.digest else None
         try:
-            db.add(ds.root / rec.path, algorithm, rec.digest, links, known)
+            db.add(source_in_dataset(ds.root, rec.path), algorithm, rec.digest, links, known)
         except ObjectProblem as e:
             return str(e)
         except OSError as e:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -29,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -86,15 +88,25 @@ def vs(root: Path, *args: str, env: dict[str, str] | None = None) -> None:
     )
 
 
-def timed(setup: Callable[[], None], run: Callable[[], None], runs: int) -> float:
-    values = []
+class Timing(NamedTuple):
+    wall: float  # median wall-clock seconds
+    cpu: float  # median CPU seconds (user + system) of the child processes
+
+
+def timed(setup: Callable[[], None], run: Callable[[], None], runs: int) -> Timing:
+    """Medians of ``run`` (``setup``, untimed, before each). The CPU time is reported
+    too: on a shared machine the wall clock also counts other people's work."""
+    walls, cpus = [], []
     for _ in range(runs):
         setup()
         subprocess.run(["sync"], check=False)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
         run()
-        values.append(time.perf_counter() - t)
-    return datasets.median(values)
+        walls.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return Timing(datasets.median(walls), datasets.median(cpus))
 
 
 def fresh_clone(src: Path, dst: Path, remote_args: list[str]) -> None:
@@ -155,10 +167,11 @@ def empty_bucket(endpoint: str) -> None:
     bucket.objects.all().delete()
 
 
-def line(what: str, seconds: float, nbytes: int, base: float | None = None, name: str = "") -> str:
-    rate = nbytes / seconds / (1 << 20) if seconds > 0 else float("inf")
-    ratio = f"   {name} {base:.2f} s, ratio {seconds / base:.2f}x" if base else ""
-    return f"{what:<40} {seconds:7.2f} s  {rate:8.1f} MiB/s{ratio}"
+def line(what: str, t: Timing, nbytes: int = 0, base: Timing | None = None, name: str = "") -> str:
+    """One result: wall time, throughput, CPU time, and the ratio to a baseline."""
+    rate = f"{nbytes / t.wall / (1 << 20):8.1f} MiB/s" if nbytes and t.wall > 0 else " " * 13
+    ratio = f"   {name} {base.wall:.2f} s, ratio {t.wall / base.wall:.2f}x" if base else ""
+    return f"{what:<40} {t.wall:7.2f} s {rate}  (cpu {t.cpu:5.2f} s){ratio}"
 
 
 def bench_dvc(exe: str, work: Path, data: Path, remote: str, env: dict[str, str], runs: int) -> str:
@@ -258,7 +271,7 @@ def main() -> None:
     out += [
         line("push, folder remote", push, nbytes, cp_push, "cp -r"),
         line("pull (fetch + checkout), folder remote", pull, nbytes, cp_pull, "cp -r"),
-        f"{'no-op push, folder remote':<40} {noop:7.2f} s",
+        line("no-op push, folder remote", noop),
     ]
 
     # S3 (moto)
@@ -286,7 +299,7 @@ def main() -> None:
             out += [
                 line("push, S3 (moto on 127.0.0.1)", s3_push, nbytes),
                 line("pull, S3 (moto on 127.0.0.1)", s3_pull, nbytes),
-                f"{'no-op push, S3':<40} {s3_noop:7.2f} s",
+                line("no-op push, S3", s3_noop),
             ]
             if args.dvc:
                 folder = bench_dvc(args.dvc, work, src, str(work / "dvc-remote"), {}, args.runs)
@@ -303,9 +316,7 @@ def main() -> None:
     vs(many, "remote", "add", "bench", str(work / "remote-many"), "--default")
     vs(many, "push")
     noop_many = timed(lambda: None, lambda: vs(many, "push"), max(3, args.runs))
-    out.append(
-        f"{f'no-op push, {args.noop_objects} objects, folder':<40} {noop_many:7.2f} s  (goal < 1 s)"
-    )
+    out.append(line(f"no-op push, {args.noop_objects} objects, folder", noop_many) + " goal < 1 s")
     shutil.rmtree(work, ignore_errors=True)
 
 

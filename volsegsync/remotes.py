@@ -82,16 +82,15 @@ class FsspecFS:
     """The store's :class:`~volsegsync.store.FileSystem` over an fsspec filesystem, so
     that a remote is the same :class:`ObjectDB` as the local store.
 
-    A folder remote works as the local store does: ``ObjectDB.add`` copies the object
-    to ``tmp/`` on the remote while hashing it (a damaged local object is never sent),
-    then renames it to its final name (atomic on one filesystem).
-
-    On S3 there is no rename (copy then delete would be a second step, not atomic
-    either, and twice the requests), but a PUT, like the completion of a multipart
-    upload, is atomic: the object appears whole or not at all. So ``ObjectDB.add``
-    "links" the local object to its temporary name (:meth:`link_from_local` only notes
-    which local file it stands for), hashes it through :meth:`open_read`, and
-    :meth:`rename` uploads it straight to its final key.
+    Uploading: ``ObjectDB.add`` first "links" the local object to a temporary name
+    (:meth:`link_from_local` only notes which local file it stands for), hashes it
+    through :meth:`open_read` (a damaged local object is never sent), then renames it
+    to its final name: :meth:`rename` is where the bytes move. On a folder they are
+    copied to the temporary name in the remote's ``tmp/``, then renamed (atomic on
+    one filesystem). On S3 they go straight to the final key: S3 has no rename (copy
+    then delete would be a second step, not atomic either, and twice the requests),
+    but a PUT, like the completion of a multipart upload, is atomic: the object
+    appears whole or not at all.
 
     ``exists`` answers from the listing once a prefix was listed (:meth:`walk`), so a
     push costs one listing plus the requests of the objects sent, not one per object.
@@ -107,6 +106,7 @@ class FsspecFS:
         self._listed: list[str] = []  # prefixes whose listing is known
         self._present: set[str] = set()
         self._made: set[str] = set()
+        self._dirty = False  # a folder remote got objects not yet synced to disk
 
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}" if path else self.root
@@ -138,11 +138,15 @@ class FsspecFS:
         with self._lock:
             local = self._staged.pop(src, None)
         final = self._full(dst)
-        if local is not None:
+        if local is not None and self.atomic_put:
             self.fs.put_file(str(local), final)  # S3: one atomic PUT to the final key
         else:
+            if local is not None:  # a folder: the bytes go to the temporary name first
+                self._makedirs(self._full(src).rsplit("/", 1)[0])
+                self.fs.put_file(str(local), self._full(src))
             self._makedirs(final.rsplit("/", 1)[0])
             self.fs.mv(self._full(src), final)
+            self._dirty = True
         with self._lock:
             self._written.discard(src)
             self._present.add(dst)
@@ -185,15 +189,20 @@ class FsspecFS:
         """Remote objects are protected by the remote's permissions, not by mode bits."""
 
     def link_from_local(self, src: Path, dst: str, kind: str) -> bool:
-        if not self.atomic_put:
-            return False  # a folder: ObjectDB copies (and hashes) into tmp/, then renames
         with self._lock:
             self._staged[dst] = src
         return True
 
+    def flush(self) -> None:
+        """Make a folder remote's new objects durable: one ``sync`` after a push instead
+        of an ``fsync`` per object (the objects' names were atomic already; a torn
+        object after a power failure would fail the hash check of every reader)."""
+        if self._dirty:
+            os.sync()
+            self._dirty = False
+
     def local_path(self, path: str) -> Path | None:
-        """A folder remote's file, as a path on this machine (fetch copies from it)."""
-        return None if self.atomic_put else Path(self._full(path))
+        return None  # never link a remote's file into the local store
 
     def _makedirs(self, folder: str) -> None:
         if self.atomic_put:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,8 +13,10 @@ from volsegsync.commands.common import (
     open_dataset,
     progress_factory,
 )
-from volsegsync.ops.checkout import CheckoutReport, FileChange, run_checkout
 from volsegsync.output import Rendered, emit
+
+if TYPE_CHECKING:  # dulwich (through ops.checkout) only when a checkout runs
+    from volsegsync.ops.checkout import CheckoutReport, FileChange
 
 
 @click.command("checkout")
@@ -51,6 +53,8 @@ def checkout_command(target: str | None, force: bool, dry_run: bool, fmt: str, q
       volsegsync checkout v1.0
       volsegsync checkout segmentations/C01-Back-D22061998-v2.nrrd@v1
     """
+    from volsegsync.ops.checkout import run_checkout
+
     ds = open_dataset()
     with progress_factory(quiet) as progress:
         report = run_checkout(ds, target, force=force, dry_run=dry_run, progress=progress)

@@ -8,7 +8,6 @@ import click
 
 from volsegsync.commands.common import EXIT_USAGE, Outcome, common_options, open_dataset
 from volsegsync.errors import VolsegsyncError
-from volsegsync.ops.gc import run_gc
 from volsegsync.output import Rendered, emit
 
 
@@ -54,6 +53,8 @@ def gc_command(
         from volsegsync.commands.remote import remote_gc
 
         return remote_gc(ds, remote, dry_run, fmt, quiet)
+    from volsegsync.ops.gc import run_gc  # dulwich: imported only when gc runs
+
     report = run_gc(ds, dry_run=dry_run, shared_ok=shared)
     verb = "would remove" if dry_run else "removed"
     lines = [f"{verb}: {a}/{d[:2]}/{d[2:]} ({size} bytes)" for a, d, size in report.removed]

@@ -63,29 +63,21 @@ def run_fetch(
 
 
 def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: Path) -> None:
-    """Add one remote object to the local store, which hashes it on the way in: content
-    that does not match its name is rejected (:class:`HashMismatch`).
-
-    A folder remote's object is copied straight in (one read, hashed while written);
-    an S3 object is downloaded to ``tmp/`` first, then linked in and hashed."""
-    obj = remote.db.object_path(ref.algorithm, ref.digest)
-    src = remote.fs.local_path(obj)
-    tmp: Path | None = None
+    """Download one object into the store's ``tmp/``, then add it to the store, which
+    hashes it on the way in: content that does not match its name is rejected
+    (:class:`HashMismatch`)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
     try:
-        if src is None:
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-            tmp = src = tmp_dir / f"fetch-{uuid.uuid4().hex}"
-            remote.fs.get_file(obj, tmp)
-        links = ("hardlink", "copy") if tmp else ("reflink", "copy")  # never share a remote's
+        remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)
         try:
-            store.add(src, ref.algorithm, ref.digest, links=links)
+            store.add(tmp, ref.algorithm, ref.digest, links=("hardlink", "copy"))
         except ObjectProblem:
-            found = hash_local(src, ref.algorithm)
+            found = hash_local(tmp, ref.algorithm)
             raise HashMismatch(
                 f"content on the remote does not match its name (it hashes to {found}, "
-                f"{src.stat().st_size} bytes): rejected"
+                f"{tmp.stat().st_size} bytes): rejected"
             ) from None
     finally:
-        if tmp is not None:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

@@ -134,10 +134,11 @@ def run_push(
             remote.fs.remove(final)
         src = store.fs.local_path(store.object_path(ref.algorithm, ref.digest))
         assert src is not None  # the local store is a folder
-        remote.db.add(src, ref.algorithm, ref.digest, links=("reflink", "copy"))
+        remote.db.add(src, ref.algorithm, ref.digest, links=("reflink",))
 
     tick = progress(len(todo), sum(r.size for r in todo)) if progress and todo else None
     failed = parallel(jobs or DEFAULT_JOBS, todo, upload, tick)
+    remote.fs.flush()
     bad = {f.ref for f in failed}
     moved = [r for r in todo if r not in bad]
     return TransferReport(

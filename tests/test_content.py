@@ -366,7 +366,7 @@ def test_gzip_of_garbage_named_nii_gz(tmp_path: Path) -> None:
     path = tmp_path / "seg.nii.gz"
     path.write_bytes(gzip.compress(b"\x07" * 2000))
     report = analyse(path, "segmentation")
-    assert report.error == "not a NIfTI file (bad magic)"
+    assert report.error == "not a NIfTI file (bad header size or magic)"
     assert report.error_kind == "not_an_image"
 
 

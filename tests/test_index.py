@@ -223,6 +223,7 @@ def test_write_is_atomic(ds_root: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert sorted(p.name for p in ds_root.iterdir()) == sorted(
         [
             ".git",
+            ".gitattributes",
             ".gitignore",
             ".volsegsync",
             "volsegsync.index",

@@ -14,7 +14,13 @@ from volsegsync.index import format_index
 from volsegsync.ops.init import BEGIN, END, init_dataset
 
 BLOCK = f"{BEGIN}\n*.nii\n*.nii.gz\n*.nrrd\n*.seg.nrrd\n{END}\n"
-TRACKED = [".volsegsync/config.toml", ".volsegsync/.gitignore", "volsegsync.index", ".gitignore"]
+TRACKED = [
+    ".volsegsync/config.toml",
+    ".volsegsync/.gitignore",
+    "volsegsync.index",
+    ".gitignore",
+    ".gitattributes",
+]
 
 
 def snapshot_files(root: Path) -> dict[str, bytes]:
@@ -127,6 +133,7 @@ def test_init_git_creates_a_repository_with_dulwich(tmp_path: Path) -> None:
             ".volsegsync/.gitignore",
             "volsegsync.index",
             ".gitignore",
+            ".gitattributes",
         ],
         "warnings": [],
     }
@@ -149,8 +156,10 @@ def test_init_text_output(tmp_path: Path) -> None:
         "  wrote .volsegsync/.gitignore",
         "  wrote volsegsync.index",
         "  wrote .gitignore",
+        "  wrote .gitattributes",
         "Track the dataset's description in git:",
-        "  git add .volsegsync/config.toml .volsegsync/.gitignore volsegsync.index .gitignore",
+        "  git add .volsegsync/config.toml .volsegsync/.gitignore volsegsync.index .gitignore "
+        ".gitattributes",
     ]
 
 

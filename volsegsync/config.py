@@ -6,6 +6,7 @@ every problem is reported as one :class:`ConfigError` naming the file and key.
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 from collections.abc import Mapping
@@ -14,7 +15,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from volsegsync.errors import ConfigError
+from volsegsync.errors import ConfigError, VolsegsyncError
+from volsegsync.fsutil import CONFIG_LIMIT, read_small
+from volsegsync.problems import CATEGORIES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -22,6 +25,32 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 SEVERITIES = ("error", "warning", "info", "off")
+MAX_PATTERN = 1000  # characters in a regular expression of the config
+# strftime/strptime directives that read back what they write (see _date_format)
+_DATE_DIRECTIVES = frozenset("aAbBdHIjmMpSUwWyYzGuV%fz")
+
+
+def compile_pattern(pattern: str) -> Any:
+    """A user pattern compiled by RE2, whose matching time is linear in the input
+    (a pattern from someone's branch cannot hang a run); ValueError in one line
+    for syntax RE2 does not offer (backreferences, lookarounds) or invalid syntax."""
+    import re2
+
+    try:
+        re.compile(pattern)  # Python's message is the clearer one for plain mistakes
+    except re.error as e:
+        raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
+    options = re2.Options()
+    options.max_mem = 8 << 20
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as e:
+        why = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else e
+        raise ValueError(
+            f"regular expression {pattern!r} uses syntax the linear-time engine (RE2) does "
+            f"not offer, such as backreferences or lookarounds ({why})"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -79,6 +108,21 @@ class StoreConfig:
     hash: str = "xxh3-128"  # the index's hash algorithm (xxh3-128, sha256, blake3)
 
 
+DEFAULT_MAX_IMAGE_BYTES = 4 * 1024**3
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Bounds on what a (possibly hostile) file may make volsegsync do."""
+
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # declared data larger is not decoded
+
+
+@dataclass(frozen=True)
+class HooksConfig:
+    pre_push: bool = False  # the pre-push hook runs `volsegsync push` first
+
+
 @dataclass(frozen=True)
 class Config:
     naming: NamingConfig = field(default_factory=NamingConfig)
@@ -87,6 +131,8 @@ class Config:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     exclude: tuple[str, ...] = ()
     store: StoreConfig = field(default_factory=StoreConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    hooks: HooksConfig = field(default_factory=HooksConfig)
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -138,6 +184,10 @@ direction_tolerance = 1e-4
 
 [scan]
 exclude = []
+
+[limits]
+# images whose header declares more data than this (bytes) are not decoded
+max_image_bytes = 4294967296
 """
 
 
@@ -173,8 +223,9 @@ class _Reader:
 
     def number(self, key: str, default: float) -> float:
         value = self.table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise self.fail(key, f"must be a non-negative number, found {value!r}")
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value < 0:
+            raise self.fail(key, f"must be a non-negative finite number, found {value!r}")
         return float(value)
 
     def strings(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -184,21 +235,27 @@ class _Reader:
         return tuple(value)
 
     def regex(self, key: str, value: str) -> str:
+        """A pattern for the linear-time engine (RE2): no backreferences or lookarounds,
+        at most MAX_PATTERN characters."""
+        if len(value) > MAX_PATTERN:
+            raise self.fail(
+                key, f"regular expression of {len(value)} characters (at most {MAX_PATTERN})"
+            )
         try:
-            re.compile(value)
-        except re.error as e:
-            raise self.fail(key, f"invalid regular expression {value!r}: {e}") from None
+            compile_pattern(value)
+        except ValueError as e:
+            raise self.fail(key, str(e)) from None
         return value
 
 
 def load_config(path: Path) -> Config:
     """Read and validate a config file; a missing file gives the defaults."""
     try:
-        raw = path.read_bytes()
+        raw = read_small(path, CONFIG_LIMIT, "config")
     except FileNotFoundError:
         return Config()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except VolsegsyncError as e:
+        raise ConfigError(str(e)) from None
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
@@ -210,7 +267,7 @@ def load_config(path: Path) -> Config:
 
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     top = _Reader(path, data, "")
-    top.check_keys({"naming", "roles", "pairing", "verify", "scan", "store"})
+    top.check_keys({"naming", "roles", "pairing", "verify", "scan", "store", "limits", "hooks"})
     scan = top.sub("scan")
     scan.check_keys({"exclude"})
     return Config(
@@ -220,6 +277,8 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         verify=_verify(top.sub("verify")),
         exclude=scan.strings("exclude", ()),
         store=parse_store(top.sub("store")),
+        limits=_limits(top.sub("limits")),
+        hooks=_hooks(top.sub("hooks")),
     )
 
 
@@ -237,6 +296,22 @@ def parse_store(r: _Reader, base: StoreConfig | None = None) -> StoreConfig:
     if algorithm not in ("xxh3-128", "sha256", "blake3"):
         raise r.fail("hash", f"must be xxh3-128, sha256 or blake3, found {algorithm!r}")
     return StoreConfig(enabled, link, algorithm)
+
+
+def _limits(r: _Reader) -> LimitsConfig:
+    r.check_keys({"max_image_bytes"})
+    value = r.table.get("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 2**50:
+        raise r.fail("max_image_bytes", f"must be a positive number of bytes, found {value!r}")
+    return LimitsConfig(value)
+
+
+def _hooks(r: _Reader) -> HooksConfig:
+    r.check_keys({"pre_push"})
+    pre_push = r.table.get("pre_push", False)
+    if not isinstance(pre_push, bool):
+        raise r.fail("pre_push", f"must be true or false, found {pre_push!r}")
+    return HooksConfig(pre_push=pre_push)
 
 
 def _naming(r: _Reader) -> NamingConfig:
@@ -261,14 +336,74 @@ def _naming(r: _Reader) -> NamingConfig:
     else:  # like the patterns: the defaults apply to the fields that keep their names
         dates = {name: fmt for name, fmt in d.dates.items() if name in fields}
     for name, fmt in dates.items():
-        try:
-            datetime(2000, 1, 31).strftime(fmt)
-        except ValueError as e:
-            raise dr.fail(name, f"invalid date format {fmt!r}: {e}") from None
+        problem = _date_format_problem(fmt)
+        if problem:
+            raise dr.fail(name, f"invalid date format {fmt!r}: {problem}")
     version = r.regex("version", r.string("version", d.version))
-    if "(?P<n>" not in version:
-        raise r.fail("version", "must contain a group (?P<n>...) holding the version number")
+    problem = _version_group_problem(version)
+    if problem:
+        raise r.fail("version", problem)
     return NamingConfig(separator, fields, patterns, dates, version)
+
+
+def _date_format_problem(fmt: str) -> str | None:
+    """Why ``fmt`` is no usable strptime date format (None when it is one)."""
+    if not fmt:
+        return "empty"
+    i = 0
+    while i < len(fmt):
+        if fmt[i] == "%":
+            if i + 1 == len(fmt):
+                return "a lone '%' at the end (write '%%' for a percent sign)"
+            if fmt[i + 1] not in _DATE_DIRECTIVES:
+                return f"unknown directive '%{fmt[i + 1]}'"
+            i += 2
+        else:
+            i += 1
+    try:
+        sample = datetime(2000, 1, 31).strftime(fmt)
+        datetime.strptime(sample, fmt)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _version_group_problem(pattern: str) -> str | None:
+    """The version pattern must hold a group ``(?P<n>...)`` that every match fills."""
+    try:
+        import re._parser as sre_parse  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:  # pragma: no cover - Python 3.10
+        import sre_parse  # type: ignore[no-redef,unused-ignore]
+    parsed = sre_parse.parse(pattern)
+    number = parsed.state.groupdict.get("n")
+    if number is None:
+        return "must contain a group (?P<n>...) holding the version number"
+    if _optional_group(list(parsed), number, optional=False):
+        return "the group (?P<n>...) must not be optional: every version needs its number"
+    return None
+
+
+def _optional_group(items: list[Any], number: int, optional: bool) -> bool:
+    """Whether group ``number`` sits under a repeat that may be empty or a branch."""
+    for op, arg in items:
+        name = str(op)
+        if name == "SUBPATTERN":
+            group, sub = arg[0], arg[-1]
+            if group == number:
+                return optional
+            if _optional_group(list(sub), number, optional):
+                return True
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, _, sub = arg
+            if _optional_group(list(sub), number, optional or low == 0):
+                return True
+        elif name == "BRANCH":
+            for sub in arg[1]:
+                if _optional_group(list(sub), number, True):
+                    return True
+        elif name in ("ASSERT", "ASSERT_NOT") and _optional_group(list(arg[1]), number, True):
+            return True
+    return False
 
 
 def _extensions(r: _Reader, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -322,6 +457,8 @@ def _verify(r: _Reader) -> VerifyConfig:
     sr = r.sub("severity")
     severity: dict[str, str] = {}
     for key in sr.table:
+        if key not in CATEGORIES:
+            raise sr.fail(key, f"unknown problem category (known: {', '.join(CATEGORIES)})")
         level = sr.string(key, "error")
         if level not in SEVERITIES:
             raise sr.fail(key, f"must be one of {', '.join(SEVERITIES)}, found {level!r}")

@@ -13,7 +13,6 @@ Layout::
 from __future__ import annotations
 
 import contextlib
-import marshal
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,14 @@ import xxhash
 from volsegsync import __version__
 from volsegsync.config import Config, load_config
 from volsegsync.errors import NotADatasetError, VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes, write_lock
+from volsegsync.fsutil import (
+    CONFIG_LIMIT,
+    INDEX_LIMIT,
+    read_memo,
+    read_small,
+    write_lock,
+    write_memo,
+)
 from volsegsync.hashing import CacheRow, Hashed, Stat, StatCache, hash_many
 from volsegsync.index import Entry, from_plain, read_index, to_plain, write_index
 from volsegsync.naming import Convention
@@ -79,8 +85,8 @@ class Dataset:
         """A key for memoised results: volsegsync's version, ``parts`` and the config's
         digest, so that a new version or another config never reuses them."""
         try:
-            config = self.config_path.read_bytes()
-        except OSError:
+            config = read_small(self.config_path, CONFIG_LIMIT, "config")
+        except (OSError, VolsegsyncError):
             config = b""
         return "/".join([__version__, *parts, xxhash.xxh3_128_hexdigest(config)])
 
@@ -98,21 +104,19 @@ class Dataset:
     def read_index(self) -> list[Entry]:
         """The index's entries; a parse of the same bytes is reused from the state folder."""
         try:
-            raw = self.index_path.read_bytes()
+            raw = read_small(self.index_path, INDEX_LIMIT, "index")
         except OSError:
             return read_index(self.index_path)  # says what is wrong, or [] when missing
         digest = xxhash.xxh3_128_hexdigest(raw)
         memo = self.state_dir / "index.marshal"
         try:
-            data = marshal.loads(memo.read_bytes())
-            if data["digest"] == digest:
+            data = read_memo(memo)  # None unless written here for this state folder
+            if data is not None and data["digest"] == digest:
                 return from_plain(data["entries"])
-        except (OSError, EOFError, ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError):
             pass
         entries = read_index(self.index_path)
-        blob = marshal.dumps({"digest": digest, "entries": to_plain(entries)})
-        with contextlib.suppress(OSError):
-            atomic_write_bytes(memo, blob)
+        write_memo(memo, {"digest": digest, "entries": to_plain(entries)})
         return entries
 
     def write_index(self, entries: list[Entry]) -> None:

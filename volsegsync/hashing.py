@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import xxhash
 
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import open_cache_db
+from volsegsync.fsutil import open_cache_db, open_in_dataset, open_regular
 from volsegsync.magic import HEAD_BYTES, sniff
 
 CHUNK = 1 << 20
@@ -72,15 +72,19 @@ def hash_bytes(data: bytes, algorithm: str = DEFAULT_ALGORITHM) -> str:
 
 
 def hash_file(
-    path: str | os.PathLike[str], algorithm: str = DEFAULT_ALGORITHM
+    path: str | os.PathLike[str], root: Path | None = None, algorithm: str = DEFAULT_ALGORITHM
 ) -> tuple[str, Stat, bytes]:
-    """Hex digest of a file, streamed; its stat after reading; its first bytes."""
+    """Hex digest of a file, streamed; its stat after reading; its first bytes.
+
+    With ``root``, ``path`` is relative to it and opened under the dataset's link
+    policy (:func:`open_in_dataset`); else only a regular file, not a link, is read.
+    """
     h = new_hasher(algorithm)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total = 0
     head = b""
-    with open(path, "rb", buffering=0) as f:
+    with open_in_dataset(root, os.fspath(path)) if root else open_regular(path) as f:
         while n := f.readinto(buf):
             if total == 0:
                 head = bytes(view[: min(n, HEAD_BYTES)])
@@ -159,7 +163,7 @@ def hash_many(
     def one(item: tuple[str, Stat]) -> Hashed | tuple[str, str]:
         rel = item[0]
         try:
-            digest, st, head = hash_file(root / rel, algorithm)
+            digest, st, head = hash_file(rel, root, algorithm)
         except OSError as e:
             return rel, f"cannot read: {e.strerror or e}"
         # the stat taken after reading is stored: a file changed meanwhile looks recent

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from volsegsync.errors import IndexFormatError, VolsegsyncError
-from volsegsync.fsutil import atomic_write_text
+from volsegsync.fsutil import INDEX_LIMIT, atomic_write_text, read_small
 from volsegsync.naming import bad_name_reason
 
 MAGIC = "volsegsync-index"
@@ -258,11 +258,13 @@ def read_index(path: Path) -> list[Entry]:
 def read_index_file(path: Path) -> IndexFile:
     """Parse an index file with its hash algorithm; a missing file is an empty index."""
     try:
-        raw = path.read_bytes()
+        raw = read_small(path, INDEX_LIMIT, "index")
     except FileNotFoundError:
         return IndexFile(DEFAULT_ALGORITHM, [], VERSION)
-    except OSError as e:
-        raise IndexFormatError(f"{path}: cannot read: {e.strerror}") from None
+    except VolsegsyncError as e:
+        raise IndexFormatError(str(e)) from None
+    if not raw:  # a truncated write or a mistake, never a valid index
+        raise IndexFormatError(f"{path}: empty file (expected '{MAGIC} {VERSION}' on line 1)")
     return parse_index_bytes(raw, str(path))
 
 
@@ -284,10 +286,26 @@ def parse_index_file(text: str, name: str = "index") -> IndexFile:
         lines.pop()
     if not lines:
         return IndexFile(DEFAULT_ALGORITHM, [], VERSION)
+    _check_conflict(lines, name)
     fmt = _check_magic(lines[0], name)
     if fmt == 1:
         return IndexFile(DEFAULT_ALGORITHM, _parse_v1(lines, name), 1)
     return _parse_v2(lines, name)
+
+
+CONFLICT_MARKERS = ("<<<<<<<", "|||||||", "=======", ">>>>>>>")
+
+
+def _check_conflict(lines: list[str], name: str) -> None:
+    """An unfinished git merge gets one line saying so, and what to run."""
+    for number, line in enumerate(lines, start=1):
+        if line.startswith(CONFLICT_MARKERS):
+            raise IndexFormatError(
+                f"{name}:{number}: git merge conflict markers: the merge is unfinished. Keep the "
+                "right lines between <<<<<<< and >>>>>>>, or take one side ('git checkout --ours "
+                "volsegsync.index') and run 'volsegsync pair'; then 'git add volsegsync.index' "
+                "('volsegsync install-hooks' installs a driver that merges the index per pair)"
+            )
 
 
 def _check_magic(first: str, name: str) -> int:
@@ -462,7 +480,7 @@ def _parse_line_v1(line: str, where: str) -> Entry:
         raise IndexFormatError(f"{where}: a line needs a volume or a segmentation")
     version: int | None = None
     if cols[3] != "-":
-        if not cols[3].isdigit() or seg is None:
+        if not _is_number(cols[3], 9) or seg is None:
             raise IndexFormatError(f"{where}: bad version {cols[3]!r}")
         version = int(cols[3])
     return Entry(vol, seg, version)
@@ -474,10 +492,15 @@ def _record_v1(path: str, size: str, digest: str, where: str, what: str) -> File
             raise IndexFormatError(f"{where}: no {what} path, but a {what} size or hash")
         return None
     check_relative_path(path, where)
-    if not size.isdigit():
+    if not _is_number(size, 18):
         raise IndexFormatError(f"{where}: bad {what} size {size!r}")
     _check_digest(digest, DEFAULT_ALGORITHM, where, what)
     return FileRecord(path, int(size), digest)
+
+
+def _is_number(text: str, digits: int) -> bool:
+    """ASCII digits only ('²' is a digit to str.isdigit), and not absurdly many."""
+    return text.isascii() and text.isdigit() and len(text) <= digits
 
 
 def check_relative_path(path: str, where: str) -> None:

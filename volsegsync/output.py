@@ -1,7 +1,9 @@
 """One output helper for every command: human text, JSON or CSV.
 
 A command builds a :class:`Rendered` (text lines, a JSON document, and the rows
-of its main table) and :func:`emit` prints the one the user asked for. The JSON
+of its main table) and :func:`emit` prints the one the user asked for. Text is
+quoted for the terminal (:func:`quote_text`): a file name from someone's branch
+cannot send escape sequences to it. The JSON
 documents carry ``"schema": "volsegsync.<command>/1"`` so scripts can rely on them.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -32,7 +35,23 @@ def emit(rendered: Rendered, fmt: str, quiet: bool) -> None:
         click.echo(_csv(rendered.rows, rendered.columns), nl=False)
     elif not quiet:
         for line in rendered.text:
-            click.echo(line)
+            click.echo(quote_text(line))
+
+
+_UNSAFE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def quote_text(text: str) -> str:
+    """``text`` safe for a terminal: control, format (bidi overrides such as U+202E)
+    and line/paragraph separator characters become octal escapes of their UTF-8
+    bytes, as git quotes file names (ESC is ``\\033``). JSON and CSV stay exact."""
+    if text.isprintable():
+        return text
+    return "".join(_escape(c) if unicodedata.category(c) in _UNSAFE else c for c in text)
+
+
+def _escape(c: str) -> str:
+    return "".join(f"\\{b:03o}" for b in c.encode("utf-8", "surrogateescape"))
 
 
 def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

@@ -10,12 +10,10 @@ clean guard, as in the stat cache).
 
 from __future__ import annotations
 
-import contextlib
-import marshal
 from pathlib import Path
 from typing import Any
 
-from volsegsync.fsutil import atomic_write_bytes
+from volsegsync.fsutil import read_memo, write_memo
 from volsegsync.hashing import Stat, racy_limit
 from volsegsync.problems import Problem, problems_from_plain, problems_to_plain
 
@@ -27,11 +25,11 @@ class VerifyMemo:
         self._files: dict[str, Any] = {}
         self._pairs: dict[tuple[str, str], Any] = {}
         try:
-            data = marshal.loads(path.read_bytes())
-            if data["key"] == key:
+            data = read_memo(path)
+            if data is not None and data["key"] == key:
                 self._files = data["files"]
                 self._pairs = data["pairs"]
-        except (OSError, EOFError, ValueError, TypeError, KeyError):
+        except (TypeError, KeyError):
             pass
         self._new_files: dict[str, Any] = {}
         self._new_pairs: dict[tuple[str, str], Any] = {}
@@ -65,9 +63,4 @@ class VerifyMemo:
     def save(self) -> None:
         """Keep what this run used or learnt; forget what it did not see."""
         data = {"key": self.key, "files": self._new_files, "pairs": self._new_pairs}
-        try:
-            blob = marshal.dumps(data)
-        except ValueError:
-            return
-        with contextlib.suppress(OSError):  # a memo is an optimisation, never a failure
-            atomic_write_bytes(self.path, blob)
+        write_memo(self.path, data)  # a memo is an optimisation, never a failure

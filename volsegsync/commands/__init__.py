@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from volsegsync.commands.check_names import check_names_command
 from volsegsync.commands.checkout import checkout_command
+from volsegsync.commands.compare import compare_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.fsck import fsck_command
 from volsegsync.commands.gc import gc_command
+from volsegsync.commands.hooks import (
+    hook_group,
+    install_hooks_command,
+    merge_driver_command,
+    uninstall_hooks_command,
+)
 from volsegsync.commands.init import init_command
 from volsegsync.commands.pair import pair_command
+from volsegsync.commands.report import report_command
+from volsegsync.commands.show import show_command
 from volsegsync.commands.status import status_command
 from volsegsync.commands.verify import verify_command
 
@@ -21,5 +30,12 @@ COMMANDS = [
     checkout_command,
     fsck_command,
     gc_command,
+    show_command,
+    compare_command,
+    report_command,
     example_command,
+    install_hooks_command,
+    uninstall_hooks_command,
+    merge_driver_command,
+    hook_group,
 ]

@@ -42,7 +42,8 @@ def init_command(git: bool, no_git: bool, fmt: str, quiet: bool) -> None:
         lines.extend(f"  wrote {path}" for path in report.created)
         lines.append("Track the dataset's description in git:")
         lines.append(
-            "  git add .volsegsync/config.toml .volsegsync/.gitignore volsegsync.index .gitignore"
+            "  git add .volsegsync/config.toml .volsegsync/.gitignore volsegsync.index .gitignore "
+            ".gitattributes"
         )
     else:
         lines.append(f"Dataset in {report.root} is already initialised; nothing to do")

@@ -9,7 +9,8 @@ from volsegsync import history
 from volsegsync.config import DEFAULT_CONFIG_TEXT, load_config
 from volsegsync.dataset import CONFIG_FILE, INDEX_FILE, META_DIR, STATE_DIR
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_text
+from volsegsync.fsutil import CONFIG_LIMIT, atomic_write_text, check_state_dir, read_small
+from volsegsync.hooks import ensure_attributes, install_merge_driver
 from volsegsync.index import format_index
 
 BEGIN = "# >>> volsegsync: data files live in the content store and on remotes, not in git"
@@ -24,13 +25,22 @@ class InitReport(NamedTuple):
     warnings: list[str]  # e.g. a file that must be tracked but that git ignores
 
 
-def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitReport:
+def init_dataset(
+    root: Path, git: bool = False, no_git: bool = False, own_repo: bool = False
+) -> InitReport:
+    """Make ``root`` a dataset. ``own_repo`` (with ``git``): create a repository at
+    ``root`` even inside another one (``volsegsync example`` does)."""
+    if git and no_git:
+        raise VolsegsyncError("--git and --no-git contradict each other: give one of them")
     root = root.resolve()
     if not root.is_dir():
         raise VolsegsyncError(f"{root}: no such folder")
-    git_root = history.find_git_root(root)
+    git_root = None if no_git and own_repo else history.find_git_root(root)
     git_created = False
-    if git_root is None:
+    if git and own_repo and git_root != root:
+        git_root = history.init_git(root)
+        git_created = True
+    elif git_root is None:
         if git:
             git_root = history.init_git(root)
             git_created = True
@@ -41,7 +51,7 @@ def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitRep
             )
     created: list[str] = []
     meta = root / META_DIR
-    (meta / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    check_state_dir(meta / STATE_DIR)  # a file or link in its place: one clear line
     _write_if_missing(meta / CONFIG_FILE, DEFAULT_CONFIG_TEXT, root, created)
     if _ensure_lines(meta / ".gitignore", LOCAL_ONLY):
         created.append(f"{META_DIR}/.gitignore")
@@ -51,11 +61,18 @@ def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitRep
     extensions = sorted(set(roles.volume_extensions) | set(roles.segmentation_extensions))
     if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in extensions]):
         created.append(".gitignore")
+    if ensure_attributes(root).action != "unchanged":  # the index merge driver, per pair
+        created.append(".gitattributes")
     warnings = _tracking_warnings(root, git_root) if git_root else []
+    if git_root:
+        try:
+            install_merge_driver(git_root)
+        except VolsegsyncError as e:  # e.g. a read-only repository: the dataset still works
+            warnings.append(f"the index merge driver is not declared: {e}")
     return InitReport(root, git_root, created, git_created, warnings)
 
 
-TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore")
+TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore", ".gitattributes")
 
 
 def _tracking_warnings(root: Path, git_root: Path) -> list[str]:
@@ -95,9 +112,11 @@ def _ensure_lines(path: Path, lines: tuple[str, ...]) -> bool:
 def _update_ignore_block(path: Path, patterns: list[str]) -> bool:
     """Put the volsegsync block into ``.gitignore``; True when the file changed."""
     try:
-        old = path.read_text(encoding="utf-8")
+        old = read_small(path, CONFIG_LIMIT, ".gitignore").decode("utf-8")
     except FileNotFoundError:
         old = ""
+    except UnicodeDecodeError:
+        raise VolsegsyncError(f"{path}: not valid UTF-8") from None
     block = "\n".join([BEGIN, *patterns, END]) + "\n"
     if BEGIN in old and END in old:
         start = old.index(BEGIN)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from volsegsync.dataset import Dataset
-from volsegsync.errors import IndexFormatError
+from volsegsync.errors import IndexFormatError, VolsegsyncError
+from volsegsync.fsutil import INDEX_LIMIT, read_small
 from volsegsync.index import Entry, FileRecord, format_index, parse_index
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
 from volsegsync.ops.storing import StoreReport, store_enabled, store_entries
@@ -37,8 +38,8 @@ def run_pair(
         snap = take_snapshot(ds, by=by, jobs=jobs, progress=progress)
         new_text = format_index(snap.entries, ds.config.store.hash)
         try:
-            old_text = ds.index_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):  # missing or unreadable: rewritten below
+            old_text = read_small(ds.index_path, INDEX_LIMIT, "index").decode("utf-8")
+        except (OSError, UnicodeDecodeError, VolsegsyncError):  # rewritten below
             old_text = None
         changed = new_text != old_text
         stored = None

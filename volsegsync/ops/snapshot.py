@@ -6,7 +6,6 @@ it with the index). Bad files are reported as problems; the scan goes on.
 
 from __future__ import annotations
 
-import contextlib
 import marshal
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -16,7 +15,7 @@ import xxhash
 
 from volsegsync.dataset import Dataset
 from volsegsync.errors import IndexFormatError
-from volsegsync.fsutil import atomic_write_bytes
+from volsegsync.fsutil import read_memo, write_memo
 from volsegsync.hashing import Hashed, racy_limit
 from volsegsync.index import (
     Entry,
@@ -160,8 +159,8 @@ class SnapshotMemo:
 
     def match(self, scan: ScanResult) -> MemoHit | None:
         try:
-            data = marshal.loads(self.path.read_bytes())
-            if data["key"] != self.key or data["scan"] != fingerprint(scan):
+            data = read_memo(self.path)
+            if data is None or data["key"] != self.key or data["scan"] != fingerprint(scan):
                 return None
             return MemoHit(
                 data["index_digest"],
@@ -187,7 +186,7 @@ class SnapshotMemo:
                     problems_to_plain(snap.pairing.problems),
                 )
             )
-            blob = marshal.dumps(
+            blob = dict(
                 {
                     "key": self.key,
                     "scan": fingerprint(scan),
@@ -203,8 +202,7 @@ class SnapshotMemo:
             )
         except ValueError:
             return  # something not plain data: simply not memoised
-        with contextlib.suppress(OSError):  # a memo is an optimisation, never a failure
-            atomic_write_bytes(self.path, blob)
+        write_memo(self.path, blob)  # a memo is an optimisation, never a failure
 
 
 def index_digest(data: bytes) -> str:
@@ -215,7 +213,7 @@ def _geometry_reader(ds: Dataset, not_images: set[str]) -> Callable[[str], Geome
     from volsegsync.headers import read_geometry  # numpy: only for metadata pairing
 
     def read(path: str) -> Geometry | None:
-        return None if path in not_images else read_geometry(ds.root / path)
+        return None if path in not_images else read_geometry(ds.root / path, ds.root)
 
     return read
 

@@ -10,6 +10,8 @@ from collections import defaultdict
 from typing import Any, NamedTuple
 
 from volsegsync.dataset import Dataset
+from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import INDEX_LIMIT, read_small
 from volsegsync.index import Entry, FileRecord
 from volsegsync.ops.snapshot import ProgressFactory, index_digest, snapshot_memo, take_snapshot
 from volsegsync.problems import Problem
@@ -80,8 +82,8 @@ def run_status(
 
 def _index_digest(ds: Dataset) -> str | None:
     try:
-        return index_digest(ds.index_path.read_bytes())
-    except OSError:
+        return index_digest(read_small(ds.index_path, INDEX_LIMIT, "index"))
+    except (OSError, VolsegsyncError):
         return None
 
 

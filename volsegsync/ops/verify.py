@@ -86,6 +86,10 @@ def run_verify(
         problems.extend(pairing.problems)
         problems.extend(unpaired_problems(pairing))
         problems.extend(_pair_verdicts(run, pairing, broken))
+        from volsegsync.dataset_checks import check_dataset  # dataset-level checks (view)
+
+        readable = sorted(p for pair in pairing.pairs for p in pair[:2] if p and p not in broken)
+        problems.extend(check_dataset(ds, pairing.pairs, _headers(run, readable), hashed))
         known = {} if hashed else ds.cached_hashes()
         problems.extend(_drift_problems(index, scan.files, hashed, known))
         memo.save()
@@ -191,7 +195,7 @@ def _read_header_task(args: tuple[str, str]) -> tuple[str, HeaderResult]:
 
     root, path = args
     try:
-        return path, HeaderResult(read_geometry(Path(root) / path))
+        return path, HeaderResult(read_geometry(Path(root) / path, Path(root)))
     except HeaderProblem as e:
         return path, HeaderResult(None, e.category, e.reason)
     except FileProblem as e:
@@ -202,16 +206,21 @@ def _content_problems(
     run: _Run, paths: list[str], hashed: dict[str, Hashed]
 ) -> dict[str, list[Problem]]:
     """Label and integrity problems per path; each content is decoded once, ever."""
-    from volsegsync.content import ContentCache, label_problems
+    from volsegsync.content import ContentCache, content_key, label_problems
+
+    limit = run.ds.config.limits.max_image_bytes
+
+    def key_of(path: str) -> tuple[str, str]:  # everything that decides a report
+        return hashed[path].digest, content_key(run.infos[path].role, path, limit)
 
     with ContentCache(run.ds.state_dir / "content.db") as cache:
         reports: dict[tuple[str, str], ContentReport] = {}
-        todo: dict[tuple[str, str], str] = {}  # (digest, role) -> one path holding it
+        todo: dict[tuple[str, str], str] = {}  # key -> one path holding it
         for path in paths:
-            key = (hashed[path].digest, run.infos[path].role)
+            key = key_of(path)
             if key in reports or key in todo:
                 continue
-            cached = cache.get(*key)
+            cached = cache.get(key[0], run.infos[path].role, path, limit)
             if cached is not None:
                 reports[key] = cached
             else:
@@ -219,17 +228,16 @@ def _content_problems(
         if todo:
             tick = run.progress("decoding", len(todo)) if run.progress else None
             root = str(run.ds.root)
-            tasks = [(root, path, role) for (_, role), path in todo.items()]
-            keys = list(todo)
-            for key, report in zip(
-                keys, parallel_map(_analyse_task, tasks, run.workers, tick), strict=True
+            tasks = [(root, path, run.infos[path].role, limit) for path in todo.values()]
+            for (key, path), report in zip(
+                todo.items(), parallel_map(_analyse_task, tasks, run.workers, tick), strict=True
             ):
                 reports[key] = report
-                cache.put(*key, report)
+                cache.put(key[0], run.infos[path].role, report, path, limit)
     labels = run.ds.config.verify.labels
     out: dict[str, list[Problem]] = {}
     for path in paths:
-        report = reports[(hashed[path].digest, run.infos[path].role)]
+        report = reports[key_of(path)]
         if run.infos[path].role == SEGMENTATION:
             out[path] = label_problems(path, report, labels)
         elif report.error:
@@ -237,11 +245,11 @@ def _content_problems(
     return out
 
 
-def _analyse_task(args: tuple[str, str, str]) -> ContentReport:
+def _analyse_task(args: tuple[str, str, str, int]) -> ContentReport:
     from volsegsync.content import analyse
 
-    root, path, role = args
-    return analyse(Path(root) / path, role)
+    root, path, role, limit = args
+    return analyse(Path(path), role, Path(root), limit)
 
 
 # -- per pair: pairing and geometry -------------------------------------------------------

@@ -367,7 +367,7 @@ def _parse_v2(lines: list[str], name: str) -> IndexFile:
         if bad:
             raise IndexFormatError(f"{where}: bad case key {key!r}: {bad}")
         check_relative_path(path, where)
-        if not size.isdigit():
+        if not _is_number(size, 18):
             raise IndexFormatError(f"{where}: bad size {size!r}")
         _check_digest(digest, algorithm, where, "")
         if path in seen:

@@ -15,13 +15,13 @@ import contextlib
 import errno
 import fcntl
 import os
-import stat
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import open_regular
 from volsegsync.hashing import CHUNK, new_hasher
 from volsegsync.index import DIGEST_HEX
 
@@ -320,16 +320,6 @@ class ObjectDB:
         return [
             p for p, _s, mtime in self.fs.walk(self._join(TMP_DIR)) if now - mtime > older_than_s
         ]
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """Open a regular file for reading: no symlink followed, no hang on a FIFO."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, f"{path}: not a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb", buffering=0)
 
 
 def copy_hashing(src: BinaryIO, dst: BinaryIO, algorithm: str) -> str:

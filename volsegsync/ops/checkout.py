@@ -24,7 +24,7 @@ from typing import NamedTuple
 from volsegsync import history
 from volsegsync.dataset import INDEX_FILE, Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes
+from volsegsync.fsutil import atomic_write_bytes, open_regular
 from volsegsync.hashing import CacheRow, Hashed, StatCache, settle_mtime
 from volsegsync.index import (
     Entry,
@@ -38,7 +38,7 @@ from volsegsync.index import (
 )
 from volsegsync.magic import HEAD_BYTES, sniff
 from volsegsync.ops.storing import open_store, store_settings
-from volsegsync.store import ObjectDB, ObjectProblem, hash_local, open_regular
+from volsegsync.store import ObjectDB, ObjectProblem, hash_local
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 _ROLLBACK = re.compile(r"(.+)@v([0-9]+)")

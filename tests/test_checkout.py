@@ -373,3 +373,28 @@ def test_quiet_checkout_as_hooks_run_it_reports_problems_on_stderr(paired: Path)
         "fetch it from a remote or restore the file from a copy, then run 'volsegsync pair'"
     ]
     assert vol2.exists()
+
+
+def test_previous_removes_what_the_branch_left_behind_records(tmp_path: Path) -> None:
+    """What a post-checkout hook does after ``git checkout``: the index is the new
+    commit's; the files only the previous commit's index records go."""
+    from conftest import git
+
+    root = make_repo(tmp_path / "ds", "git")
+    write_pair(root, NAME1, versions=(1,))
+    pair(root)
+    commit(root, "git", "one", tag="one")
+    first = snapshot_files(root)
+    write_nrrd(root / SEG.format(2), seed="second")
+    write_pair(root, NAME2)
+    pair(root)
+    commit(root, "git", "two", tag="two")
+    second = snapshot_files(root)
+    git(root, "checkout", "-q", "one")
+    code, out, err = checkout(root, "--previous", "two")
+    assert code == 0, out + err
+    assert snapshot_files(root) == first
+    git(root, "checkout", "-q", "two")
+    code, out, err = checkout(root, "--previous", "one")
+    assert code == 0, out + err
+    assert snapshot_files(root) == second

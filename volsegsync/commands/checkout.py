@@ -27,8 +27,17 @@ from volsegsync.output import Rendered, emit
     "content (so it can still be restored).",
 )
 @click.option("-n", "--dry-run", is_flag=True, help="List what would change; change nothing.")
+@click.option(
+    "--previous",
+    metavar="REV",
+    default=None,
+    help="The revision the working files followed before (git hooks pass it): files "
+    "its index records and the target's does not are removed, when stored.",
+)
 @common_options
-def checkout_command(target: str | None, force: bool, dry_run: bool, fmt: str, quiet: bool) -> None:
+def checkout_command(
+    target: str | None, force: bool, dry_run: bool, previous: str | None, fmt: str, quiet: bool
+) -> None:
     """Restore working files from the content store.
 
     \b
@@ -53,7 +62,9 @@ def checkout_command(target: str | None, force: bool, dry_run: bool, fmt: str, q
     """
     ds = open_dataset()
     with progress_factory(quiet) as progress:
-        report = run_checkout(ds, target, force=force, dry_run=dry_run, progress=progress)
+        report = run_checkout(
+            ds, target, force=force, dry_run=dry_run, progress=progress, previous=previous
+        )
     verb = "would " if report.dry_run else ""
     lines = [c.message if not report.dry_run else f"would {c.message}" for c in report.changes]
     if report.stored:

@@ -248,3 +248,24 @@ def test_stat_cache_of_another_schema_is_emptied(tmp_path: Path) -> None:
     db = sqlite3.connect(db_path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == STAT_SCHEMA
     db.close()
+
+
+def test_copy_between_object_databases_checks_the_hash(tmp_path: Path) -> None:
+    """What push, pull and fetch build on: one ObjectDB to another, hash checked."""
+    here, there = _db(tmp_path), ObjectDB(LocalFS(tmp_path / "remote"), "prefix/objects")
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"payload")
+    digest = h(b"payload")
+    here.add(src, "xxh3-128", digest)
+    assert there.copy_from(here, "xxh3-128", digest) is True
+    assert there.copy_from(here, "xxh3-128", digest) is False
+    remote_obj = tmp_path / "remote" / "prefix" / "objects" / here.key("xxh3-128", digest)
+    assert remote_obj.read_bytes() == b"payload"
+    from storetools import corrupt
+
+    corrupt(remote_obj)
+    here.remove("xxh3-128", digest)
+    with pytest.raises(ObjectProblem, match="does not match its hash; rejected"):
+        here.copy_from(there, "xxh3-128", digest)
+    assert not here.has("xxh3-128", digest)
+    assert not list((tmp_path / "store" / "tmp").iterdir())

@@ -207,6 +207,27 @@ class ObjectDB:
                 self.fs.remove(tmp)
         return True
 
+    def copy_from(self, other: ObjectDB, algorithm: str, digest: str) -> bool:
+        """Copy an object from another database (a remote, another store), checking its
+        hash on the way: content that does not match is rejected and gets no final
+        name. False when the object was already here."""
+        final = self.object_path(algorithm, digest)
+        if self.fs.exists(final):
+            return False
+        tmp = self._tmp()
+        try:
+            source = other.object_path(algorithm, digest)
+            with other.fs.open_read(source) as f, self.fs.open_new(tmp) as out:
+                found = copy_hashing(f, out, algorithm)
+            if found != digest:
+                raise ObjectProblem(f"{source}: content does not match its hash; rejected")
+            self.fs.seal(tmp)
+            self.fs.rename(tmp, final)
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.remove(tmp)
+        return True
+
     def _linked_digest(
         self,
         tmp: str,

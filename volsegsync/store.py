@@ -178,49 +178,61 @@ class ObjectDB:
 
         ``hashed_stat``: the (size, mtime_ns, inode) ``src`` had when it was hashed; a
         hard link to that very inode, unchanged, is then not read again."""
-        final = self.object_path(algorithm, digest)
-        if self.fs.exists(final):
-            return False
-        tmp = self._tmp()
-        try:
-            found = None
+
+        def write(tmp: str) -> str:
             for kind in links:
                 if kind == "copy":
-                    found = self._copy_in(src, tmp, algorithm)
                     break
                 if kind in ("reflink", "hardlink") and self._try(
                     kind, lambda k: self.fs.link_from_local(src, tmp, k)
                 ):
-                    found = self._linked_digest(tmp, kind, algorithm, digest, hashed_stat)
-                    break
-            if found is None:  # no kind worked: copying always does
-                found = self._copy_in(src, tmp, algorithm)
-            if found != digest:
-                raise ObjectProblem(
-                    f"{src}: changed while being stored (hash {found}, expected {digest}); "
-                    "run 'volsegsync pair' again"
-                )
-            self.fs.seal(tmp)
-            self.fs.rename(tmp, final)
-        finally:
-            if self.fs.exists(tmp):
-                self.fs.remove(tmp)
-        return True
+                    return self._linked_digest(tmp, kind, algorithm, digest, hashed_stat)
+            return self._copy_in(src, tmp, algorithm)  # copying always works
+
+        return self._store(
+            algorithm,
+            digest,
+            write,
+            lambda found: (
+                f"{src}: changed while being stored (hash {found}, expected "
+                f"{digest}); run 'volsegsync pair' again"
+            ),
+        )
 
     def copy_from(self, other: ObjectDB, algorithm: str, digest: str) -> bool:
         """Copy an object from another database (a remote, another store), checking its
         hash on the way: content that does not match is rejected and gets no final
         name. False when the object was already here."""
+        source = other.object_path(algorithm, digest)
+
+        def write(tmp: str) -> str:
+            with other.fs.open_read(source) as f, self.fs.open_new(tmp) as out:
+                return copy_hashing(f, out, algorithm)
+
+        return self._store(
+            algorithm,
+            digest,
+            write,
+            lambda _f: f"{source}: content does not match its hash; rejected",
+        )
+
+    def _store(
+        self,
+        algorithm: str,
+        digest: str,
+        write: Callable[[str], str],
+        mismatch: Callable[[str], str],
+    ) -> bool:
+        """Write an object under a temporary name (``write`` returns the hash of what it
+        wrote), check it, seal it and give it its final name; False when present."""
         final = self.object_path(algorithm, digest)
         if self.fs.exists(final):
             return False
         tmp = self._tmp()
         try:
-            source = other.object_path(algorithm, digest)
-            with other.fs.open_read(source) as f, self.fs.open_new(tmp) as out:
-                found = copy_hashing(f, out, algorithm)
+            found = write(tmp)
             if found != digest:
-                raise ObjectProblem(f"{source}: content does not match its hash; rejected")
+                raise ObjectProblem(mismatch(found))
             self.fs.seal(tmp)
             self.fs.rename(tmp, final)
         finally:

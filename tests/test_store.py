@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import sqlite3
 import stat
@@ -136,18 +137,24 @@ def test_pair_no_store_and_the_config_switch(ds_root: Path) -> None:
     assert len(store_objects(ds_root)) == 2
 
 
-def test_shared_store_dir_between_two_clones(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["dulwich", "git"])
+def test_shared_store_dir_between_two_clones(tmp_path: Path, kind: str) -> None:
     shared = tmp_path / "nas" / "store"
-    one = make_repo(tmp_path / "one", "git")
+    one = make_repo(tmp_path / "one", kind)
     local = f'[store]\ndir = "{shared}"\n'
     (one / ".volsegsync" / "config.local.toml").write_text(local)
     write_pair(one, NAME1, versions=(1, 2))
     write_pair(one, NAME2)
     pair(one)
-    commit(one, "git", "data")
+    commit(one, kind, "data")
     assert not (one / ".volsegsync" / "cache").exists()
     two = tmp_path / "two"
-    git(tmp_path, "clone", "-q", str(one), str(two))
+    if kind == "git":
+        git(tmp_path, "clone", "-q", str(one), str(two))
+    else:
+        from dulwich import porcelain
+
+        porcelain.clone(str(one), str(two), errstream=io.BytesIO()).close()
     assert not (two / f"{NAME1}.nii.gz").exists()  # git does not carry the images
     (two / ".volsegsync" / "config.local.toml").write_text(local)
     code, out, err = checkout(two)

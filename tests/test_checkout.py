@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -398,3 +399,22 @@ def test_previous_removes_what_the_branch_left_behind_records(tmp_path: Path) ->
     code, out, err = checkout(root, "--previous", "one")
     assert code == 0, out + err
     assert snapshot_files(root) == second
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+def test_progress_bar_on_a_terminal_only(paired: Path) -> None:
+    for name in (NAME1, NAME2):
+        (paired / f"{name}.nii.gz").unlink()
+    tty = subprocess.run(
+        ["script", "-qec", f"{VOLSEGSYNC} checkout", "/dev/null"],
+        cwd=paired,
+        capture_output=True,
+        timeout=60,
+    )
+    assert tty.returncode == 0
+    assert b"checkout  [" in tty.stdout and b"100%" in tty.stdout
+    for name in (NAME1, NAME2):
+        (paired / f"{name}.nii.gz").unlink()
+    piped = run_script(["checkout"], cwd=paired)
+    assert piped.returncode == 0
+    assert b"[" not in piped.stderr and b"%" not in piped.stdout

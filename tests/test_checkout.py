@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -418,3 +419,21 @@ def test_progress_bar_on_a_terminal_only(paired: Path) -> None:
     piped = run_script(["checkout"], cwd=paired)
     assert piped.returncode == 0
     assert b"[" not in piped.stderr and b"%" not in piped.stdout
+
+
+def test_fifo_at_a_recorded_path_does_not_hang_checkout_or_fsck(paired: Path) -> None:
+    """Attack test: a FIFO where the index records an image, under timeout and ulimit -v."""
+    vol = paired / f"{NAME1}.nii.gz"
+    vol.unlink()
+    os.mkfifo(vol)
+    for command in ("checkout", "fsck --working"):
+        proc = subprocess.run(
+            ["bash", "-c", f"ulimit -v 3000000; exec {VOLSEGSYNC} {command}"],
+            cwd=paired,
+            capture_output=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert f"{NAME1}.nii.gz".encode() in proc.stdout + proc.stderr
+        assert_clean_stderr(proc.stderr)
+    assert stat.S_ISFIFO(os.lstat(vol).st_mode)  # not replaced: not ours to remove

@@ -437,3 +437,28 @@ def test_fifo_at_a_recorded_path_does_not_hang_checkout_or_fsck(paired: Path) ->
         assert f"{NAME1}.nii.gz".encode() in proc.stdout + proc.stderr
         assert_clean_stderr(proc.stderr)
     assert stat.S_ISFIFO(os.lstat(vol).st_mode)  # not replaced: not ours to remove
+
+
+def test_dataset_in_a_subfolder_of_the_repository(tmp_path: Path) -> None:
+    from conftest import git
+
+    from volsegsync.ops.init import init_dataset
+
+    git(tmp_path, "init", "-q")
+    root = tmp_path / "data" / "spine"
+    root.mkdir(parents=True)
+    init_dataset(root)
+    write_pair(root, NAME1, versions=(1,))
+    pair(root)
+    commit(tmp_path, "git", "one", tag="one")
+    first = snapshot_files(root)
+    write_nrrd(root / SEG.format(2), seed="second")
+    pair(root)
+    commit(tmp_path, "git", "two")
+    code, out, err = checkout(root, "one")
+    assert code == 0, out + err
+    assert snapshot_files(root) == first
+    assert invoke(["-C", str(root), "gc", "--yes"]).exit_code == 0
+    code, out, err = checkout(root, "HEAD")
+    assert code == 0, out + err
+    assert (root / SEG.format(2)).exists()

@@ -31,7 +31,7 @@ from volsegsync.fsutil import (
     write_memo,
 )
 from volsegsync.hashing import CacheRow, Hashed, Stat, StatCache, hash_many
-from volsegsync.index import Entry, from_plain, read_index, to_plain, write_index
+from volsegsync.index import Entry, from_plain, parse_index, read_index, to_plain, write_index
 from volsegsync.naming import Convention
 from volsegsync.scan import ScanResult, walk
 
@@ -118,6 +118,16 @@ class Dataset:
         entries = read_index(self.index_path)
         write_memo(memo, {"digest": digest, "entries": to_plain(entries)})
         return entries
+
+    def index_at(self, rev: str) -> list[Entry]:
+        """The index as committed at a git revision (branch, tag, commit, ``HEAD~2``)."""
+        from volsegsync.history import GitHistory  # dulwich loads only for history
+
+        with GitHistory(self.root) as git:
+            text = git.index_text(rev)
+            if text is None:
+                raise VolsegsyncError(f"{rev}: no {git.path} in that commit")
+        return parse_index(text, f"{rev}:{git.path}")
 
     def write_index(self, entries: list[Entry]) -> None:
         write_index(self.index_path, entries, self.config.store.hash)

@@ -1,9 +1,10 @@
-"""One output helper for every command: human text, JSON or CSV.
+"""One output helper for every command: human text, JSON, CSV (or markdown).
 
-A command builds a :class:`Rendered` (text lines, a JSON document, and the rows
-of its main table) and :func:`emit` prints the one the user asked for. Text is
-quoted for the terminal (:func:`quote_text`): a file name from someone's branch
-cannot send escape sequences to it. The JSON
+A command builds a :class:`Rendered` (text lines, a JSON document, the rows of
+its main table, and markdown lines for commands that offer ``--format markdown``)
+and :func:`emit` prints the one the user asked for. Text is quoted for the
+terminal (:func:`quote_text`): a file name from someone's branch cannot send
+escape sequences to it. The JSON
 documents carry ``"schema": "volsegsync.<command>/1"`` so scripts can rely on them.
 """
 
@@ -13,7 +14,7 @@ import csv
 import io
 import json
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import click
@@ -26,6 +27,7 @@ class Rendered(NamedTuple):
     document: Mapping[str, Any]  # --format json
     rows: Sequence[Mapping[str, Any]]  # --format csv: the command's main table
     columns: Sequence[str] = ()  # its header, printed even when there are no rows
+    markdown: Sequence[str] = ()  # --format markdown (commands that offer it)
 
 
 def emit(rendered: Rendered, fmt: str, quiet: bool) -> None:
@@ -33,6 +35,9 @@ def emit(rendered: Rendered, fmt: str, quiet: bool) -> None:
         click.echo(json.dumps(rendered.document, indent=2, sort_keys=False, default=_default))
     elif fmt == "csv":
         click.echo(_csv(rendered.rows, rendered.columns), nl=False)
+    elif fmt == "markdown":
+        for line in rendered.markdown:
+            click.echo(line)
     elif not quiet:
         for line in rendered.text:
             click.echo(quote_text(line))
@@ -52,6 +57,22 @@ def quote_text(text: str) -> str:
 
 def _escape(c: str) -> str:
     return "".join(f"\\{b:03o}" for b in c.encode("utf-8", "surrogateescape"))
+
+
+def markdown_table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """A GitHub-flavoured markdown table; cells are used as given (see :func:`md_code`)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+def md_code(text: str) -> str:
+    """``text`` as a code span that is safe in a table cell: no markup, links or HTML
+    take effect, a ``|`` does not end the cell."""
+    text = text.replace("|", "\\|")
+    fence = "``" if "`" in text else "`"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from volsegsync.commands.check_names import check_names_command
 from volsegsync.commands.checkout import checkout_command
 from volsegsync.commands.compare import compare_command
+from volsegsync.commands.diff import diff_command
 from volsegsync.commands.example import example_command
 from volsegsync.commands.fsck import fsck_command
 from volsegsync.commands.gc import gc_command
@@ -15,6 +16,7 @@ from volsegsync.commands.hooks import (
     uninstall_hooks_command,
 )
 from volsegsync.commands.init import init_command
+from volsegsync.commands.log import log_command
 from volsegsync.commands.pair import pair_command
 from volsegsync.commands.report import report_command
 from volsegsync.commands.show import show_command
@@ -33,6 +35,8 @@ COMMANDS = [
     show_command,
     compare_command,
     report_command,
+    log_command,
+    diff_command,
     example_command,
     install_hooks_command,
     uninstall_hooks_command,

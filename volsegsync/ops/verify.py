@@ -60,9 +60,11 @@ def run_verify(
     fast: bool = False,
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
+    index: list[Entry] | None = None,
 ) -> VerifyReport:
-    """Verify the whole dataset; with ``paths``, report only problems touching them."""
-    index = ds.read_index()
+    """Verify the whole dataset; with ``paths``, report only problems touching them.
+    ``index``: check drift against these entries (e.g. ``ds.index_at(rev)``), not the file."""
+    index = ds.read_index() if index is None else index
     if paths is not None:
         _check_paths(ds, paths, index)
     scan = ds.scan()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -29,10 +30,21 @@ import datasets
 EXE = str(Path(sys.executable).parent / "volsegsync")
 
 
+CPU: list[float] = []  # CPU seconds (user + system) of each timed command, in order
+
+
 def timed(args: list[str]) -> float:
+    """Wall seconds of a command; its CPU seconds (children included) go to CPU.
+
+    On a shared machine the wall time also counts waiting for a core; the CPU
+    time is what the command itself costs.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(args, check=False, capture_output=True)
     elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if r.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(args)} exited {r.returncode}: {r.stderr.decode()}")
     return elapsed
@@ -51,12 +63,18 @@ def bench_show(base: Path, shape: tuple[int, int, int], runs: int) -> None:
         "import sys, numpy as np, nibabel as nib; np.asarray(nib.load(sys.argv[1]).dataobj).sum()"
     )
     baseline, show = [], []
+    start = len(CPU)
     for _ in range(runs):
         baseline.append(timed([sys.executable, "-c", baseline_code, str(volume)]))
         show.append(timed([EXE, "-C", str(root), "show", key, "-o", str(base / "ct.png")]))
     b, s = datasets.median(baseline), datasets.median(show)
-    print(f"  baseline (nibabel reads the volume, own process): {b:.3f} s median of {runs}")
-    print(f"  volsegsync show (whole command, PNG written):      {s:.3f} s  ({s / b:.2f}x)")
+    bc, sc = (datasets.median(CPU[start + i :: 2][:runs]) for i in (0, 1))
+    print(f"  medians of {runs}, wall (CPU user+system):")
+    print(f"  baseline, nibabel reads the volume (own process): {b:.3f} s ({bc:.3f} s CPU)")
+    print(
+        f"  volsegsync show, whole command, PNG written:      {s:.3f} s ({sc:.3f} s CPU), "
+        f"{s / b:.2f}x wall, {sc / bc:.2f}x CPU"
+    )
 
 
 def change_one_percent(root: Path, pairs: int, round_: int, shape: tuple[int, int, int]) -> int:
@@ -81,6 +99,7 @@ def bench_report(base: Path, pairs: int, runs: int) -> None:
     out = base / "review"
     report = [EXE, "-C", str(root), "report", "-q", "-o", str(out)]
     cold, changed, unchanged = [], [], []
+    start = len(CPU)
     for r in range(runs):
         shutil.rmtree(root / ".volsegsync" / "state", ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -89,10 +108,17 @@ def bench_report(base: Path, pairs: int, runs: int) -> None:
         changed.append(timed(report))
         unchanged.append(timed(report))
     c, d, u = (datasets.median(x) for x in (cold, changed, unchanged))
-    print(f"report: {pairs} pairs of {'x'.join(map(str, shape))}, median of {runs}")
-    print(f"  cold (no caches, no output):         {c:.2f} s")
-    print(f"  after changing {n} segmentations (1%): {d:.2f} s  ({d / c:.1%} of cold)")
-    print(f"  unchanged re-run (fixed cost):       {u:.2f} s  ({u / c:.1%} of cold)")
+    cc, dc, uc = (datasets.median(CPU[start + i :: 3][:runs]) for i in (0, 1, 2))
+    print(f"report: {pairs} pairs of {'x'.join(map(str, shape))}, medians of {runs}")
+    print(f"  cold (no caches, no output):         {c:.2f} s wall, {cc:.2f} s CPU")
+    print(
+        f"  after changing {n} segmentations (1%): {d:.2f} s wall ({d / c:.1%}), "
+        f"{dc:.2f} s CPU ({dc / cc:.1%} of cold)"
+    )
+    print(
+        f"  unchanged re-run (fixed cost):       {u:.2f} s wall ({u / c:.1%}), "
+        f"{uc:.2f} s CPU ({uc / cc:.1%} of cold)"
+    )
 
 
 def main() -> None:

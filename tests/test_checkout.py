@@ -316,17 +316,24 @@ def _big_dataset(root: Path, n: int) -> None:
     age_all(root)
 
 
-def _kill_at_random(args: list[str], cwd: Path, rng: random.Random) -> bool:
-    """Run volsegsync and kill -9 it after a random delay; True when it was killed."""
+def _kill_at_random(args: list[str], cwd: Path, rng: random.Random, span: float) -> bool:
+    """Run volsegsync and kill -9 it at a random moment of a run that takes ``span``
+    seconds when left alone; True when it was killed part-way."""
     proc = subprocess.Popen(
         [VOLSEGSYNC, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    time.sleep(rng.uniform(0.2, 0.9))
+    time.sleep(rng.uniform(0.3, 0.95) * span)
     killed = proc.poll() is None
     if killed:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     return killed
+
+
+def _duration(args: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    assert run_script(args, cwd=cwd).returncode in (0, 1)
+    return time.perf_counter() - start
 
 
 def _store_is_consistent(root: Path) -> None:
@@ -338,19 +345,33 @@ def _store_is_consistent(root: Path) -> None:
 def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path) -> None:
     _big_dataset(ds_root, 12)
     rng = random.Random(8)
+    meta = ds_root / ".volsegsync"
+
+    def afresh() -> None:  # pair has everything to hash and store again
+        shutil.rmtree(meta / "cache", ignore_errors=True)
+        shutil.rmtree(meta / "state", ignore_errors=True)
+
+    span = _duration(["pair", "-j", "2"], ds_root)
     kills = 0
     for _ in range(4):
-        kills += _kill_at_random(["pair", "-j", "2"], ds_root, rng)
+        afresh()
+        kills += _kill_at_random(["pair", "-j", "2"], ds_root, rng, span)
         _store_is_consistent(ds_root)
     assert run_script(["pair"], cwd=ds_root).returncode in (0, 1)
     _store_is_consistent(ds_root)
     files = snapshot_files(ds_root)
     index = read_index_file(ds_root / "volsegsync.index")
     assert {r.digest for e in index.entries for r in e.records()} <= set(store_objects(ds_root))
-    for _ in range(4):
+
+    def remove() -> None:
         for name in files:
             (ds_root / name).unlink(missing_ok=True)
-        kills += _kill_at_random(["checkout"], ds_root, rng)
+
+    remove()
+    span = _duration(["checkout"], ds_root)
+    for _ in range(4):
+        remove()
+        kills += _kill_at_random(["checkout"], ds_root, rng, span)
         _store_is_consistent(ds_root)
         for name, data in snapshot_files(ds_root).items():
             if name in files:
@@ -358,7 +379,7 @@ def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path
     proc = run_script(["checkout"], cwd=ds_root)
     assert proc.returncode == 0, proc.stderr
     assert snapshot_files(ds_root) == files
-    assert kills >= 2, "no run was killed part-way: make the dataset bigger"
+    assert kills >= 4, "too few runs were killed part-way"
 
 
 def test_quiet_checkout_as_hooks_run_it_reports_problems_on_stderr(paired: Path) -> None:

@@ -204,6 +204,9 @@ def _parser_keys() -> set[str]:
     probe = "__docs_probe__"
     keys: set[str] = set()
     for section in _known_keys({probe: 1}):
+        if section == "remotes":  # tables named by the user: [remotes.NAME]
+            keys.update(f"remotes.NAME.{k}" for k in _known_keys({section: {"NAME": {probe: 1}}}))
+            continue
         keys.update(f"{section}.{key}" for key in _known_keys({section: {probe: 1}}))
     return keys
 

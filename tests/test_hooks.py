@@ -424,3 +424,43 @@ def test_git_checkout_of_an_old_tag_brings_the_images_along(paired: Path) -> Non
     assert "not every file of the dataset in . was restored" in missing.stderr
     assert "run 'volsegsync checkout'" in missing.stderr
     assert seg.read_bytes() == new  # nothing was overwritten with what is not stored
+
+
+def test_a_linked_gitattributes_is_not_read_through(paired: Path, tmp_path: Path) -> None:
+    """.gitattributes is tracked (another branch's): a link to a secret is not copied."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password=hunter2\n")
+    attributes = paired / ".gitattributes"
+    attributes.unlink()
+    attributes.symlink_to(secret)
+    result = invoke(["-C", str(paired), "install-hooks"])
+    assert result.exit_code == 2
+    assert ".gitattributes" in result.stderr and "Traceback" not in result.output
+    assert attributes.is_symlink() and secret.read_text() == "password=hunter2\n"
+
+
+def test_a_fifo_in_place_of_the_index_does_not_hang_the_hook(paired: Path) -> None:
+    install(paired)
+    stage(paired, *described(paired))
+    index = paired / "volsegsync.index"
+    index.unlink()
+    os.mkfifo(index)
+    proc = subprocess.run(
+        ["timeout", "60", GIT, "-C", str(paired), "-c", "user.name=T", "-c",
+         "user.email=t@example.org", "commit", "-q", "-m", "x"],
+        capture_output=True, text=True, env=WITH_VOLSEGSYNC, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "volsegsync.index" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_merge_driver_declaration_is_updated_but_a_foreign_one_kept(paired: Path) -> None:
+    from volsegsync.hooks import MERGE_DRIVER
+
+    git(paired, "config", "merge.volsegsync.driver", "volsegsync merge-driver %O %A %B %P")
+    assert "merge driver: updated" in install(paired)
+    assert git(paired, "config", "merge.volsegsync.driver").stdout.strip() == MERGE_DRIVER
+    assert git(paired, "config", "--get-all", "merge.volsegsync.driver").stdout.count("\n") == 1
+    git(paired, "config", "merge.volsegsync.driver", "my-own-driver %A")
+    assert "merge driver: left alone: it is set to 'my-own-driver %A'" in install(paired)
+    assert git(paired, "config", "merge.volsegsync.driver").stdout.strip() == "my-own-driver %A"

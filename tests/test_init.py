@@ -247,3 +247,38 @@ def test_init_warns_when_git_would_ignore_the_description(tmp_path: Path) -> Non
         ]
         == []
     )
+
+
+def test_git_and_no_git_together_are_a_usage_error(tmp_path: Path) -> None:
+    proc = run_script(["init", "--git", "--no-git"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().startswith("volsegsync: error: --git and --no-git contradict")
+    assert not (tmp_path / ".volsegsync").exists()
+
+
+@pytest.mark.parametrize("what", ["file", "link"])
+def test_a_file_where_the_state_folder_should_be(tmp_path: Path, what: str) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / ".volsegsync").mkdir()
+    state = tmp_path / ".volsegsync" / "state"
+    if what == "file":
+        state.write_text("not a folder")
+    else:
+        state.symlink_to(tmp_path.parent)
+    proc = run_script(["init"], cwd=tmp_path)
+    assert_clean_stderr(proc.stderr)
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert len(err.splitlines()) == 1 and str(state) in err
+    assert ("not a regular file" in err or "is a" in err) and "FileExistsError" not in err
+
+
+def test_example_inside_a_git_repository_makes_its_own(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    proc = run_script(["example", "demo", "--format", "json"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["git_root"] == str((tmp_path / "demo").resolve())
+    assert (tmp_path / "demo" / ".git").is_dir()
+    assert git(tmp_path / "demo", "rev-parse", "--show-toplevel").stdout.strip() == str(
+        (tmp_path / "demo").resolve()
+    )

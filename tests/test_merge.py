@@ -26,6 +26,7 @@ from conftest import (
 )
 
 from volsegsync.errors import IndexFormatError
+from volsegsync.hooks import MERGE_DRIVER
 from volsegsync.index import Entry, FileRecord, format_index, parse_index
 from volsegsync.merge import merge_index
 
@@ -159,6 +160,7 @@ def test_unknown_input_becomes_one_whole_file_conflict() -> None:
     result = merge_index(base, base, newer)
     assert not result.clean
     assert result.text.startswith("<<<<<<< ours\n") and "volsegsync-index 9" in result.text
+    assert result.unmergeable == "line 1 is not 'volsegsync-index 1' or 'volsegsync-index 2'"
 
 
 # --------------------------------------------------------------------------- real git
@@ -169,20 +171,24 @@ def commit_all(repo: Path, message: str) -> None:
     git(repo, "-c", "user.name=T", "-c", "user.email=t@example.org", "commit", "-q", "-m", message)
 
 
-def branch_with(repo: Path, branch: str, name: str, stash: Path) -> None:
+def branch_with(repo: Path, ds: Path, branch: str, name: str, stash: Path) -> None:
     """From main: add the pair ``name`` on a new branch; its files go to ``stash``."""
     git(repo, "checkout", "-q", "-b", branch, "main")
-    vol, segs = write_pair(repo, name)
-    age_all(repo)
-    assert invoke(["-C", str(repo), "pair", "-q"]).exit_code == 0
+    vol, segs = write_pair(ds, name)
+    age_all(ds)
+    assert invoke(["-C", str(ds), "pair", "-q"]).exit_code == 0
     commit_all(repo, f"add {name}")
     for path in (vol, *segs):  # ignored files stay on disk across checkouts: set aside
-        shutil.move(repo / path, stash / path)
+        shutil.move(ds / path, stash / path)
 
 
-def merge(repo: Path, branch: str) -> subprocess.CompletedProcess[str]:
-    """``git merge`` with the volsegsync of this test run on PATH, as the driver needs."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+BARE_PATH = os.pathsep.join(p for p in ("/usr/local/bin", "/usr/bin", "/bin") if os.path.isdir(p))
+
+
+def merge(repo: Path, branch: str, path: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``git merge`` with the volsegsync of this test run on PATH (or ``path``)."""
+    default = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path or default}
     return subprocess.run(
         [GIT, "-C", str(repo), "-c", "user.name=T", "-c", "user.email=t@example.org",
          "merge", "-q", "--no-edit", branch],
@@ -190,18 +196,19 @@ def merge(repo: Path, branch: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def setup_two_branches(repo: Path, tmp_path: Path) -> None:
+def setup_two_branches(repo: Path, tmp_path: Path, ds: Path | None = None) -> None:
+    ds = ds or repo
     git(repo, "checkout", "-q", "-b", "main")
-    write_pair(repo, NAME1)
-    age_all(repo)
-    assert invoke(["-C", str(repo), "pair", "-q"]).exit_code == 0
+    write_pair(ds, NAME1)
+    age_all(ds)
+    assert invoke(["-C", str(ds), "pair", "-q"]).exit_code == 0
     commit_all(repo, "base")
     stash = tmp_path / "stash"
     stash.mkdir()
-    branch_with(repo, "a", NAME2, stash)
-    branch_with(repo, "b", NAME3, stash)
+    branch_with(repo, ds, "a", NAME2, stash)
+    branch_with(repo, ds, "b", NAME3, stash)
     for f in stash.iterdir():
-        shutil.move(f, repo / f.name)
+        shutil.move(f, ds / f.name)
 
 
 @pytest.mark.parametrize("maker", [init_with_git_binary, init_with_dulwich])
@@ -210,9 +217,7 @@ def test_git_merges_two_branches_that_add_neighbouring_cases(
 ) -> None:
     repo = maker(tmp_path / "ds")
     assert "volsegsync.index merge=volsegsync" in (repo / ".gitattributes").read_text()
-    assert git(repo, "config", "merge.volsegsync.driver").stdout.strip() == (
-        "volsegsync merge-driver %O %A %B %P"
-    )
+    assert git(repo, "config", "merge.volsegsync.driver").stdout.strip() == MERGE_DRIVER
     setup_two_branches(repo, tmp_path)
     # control: git's own line merge conflicts on these neighbouring additions
     (repo / ".git" / "info").mkdir(exist_ok=True)
@@ -274,3 +279,75 @@ def test_a_side_still_in_format_1_is_upgraded_first() -> None:
     assert sorted(e.volume.path for e in merged if e.volume) == sorted(
         f"{n}.nii.gz" for n in (NAME1, NAME2, NAME3)
     )
+
+
+def test_a_merge_that_would_not_be_a_valid_index_is_a_conflict() -> None:
+    """One side moves to another hash algorithm, the other adds a case in the old one."""
+    base = format_index([pair(NAME1)])
+    if not base.startswith("volsegsync-index 2"):
+        pytest.skip("needs index format 2")
+    sha = (
+        FileRecord(f"{NAME1}.nii.gz", 100, "a" * 64),
+        FileRecord(f"{NAME1}-v1.nrrd", 101, "b" * 64),
+    )
+    ours = format_index([Entry(*sha, 1)], algorithm="sha256")
+    theirs = format_index([pair(NAME1), pair(NAME2)])
+    result = merge_index(base, ours, theirs)
+    assert not result.clean and "<<<<<<< ours" in result.text
+    assert "hash" in result.unmergeable
+
+
+def test_git_merges_a_dataset_in_a_folder_with_spaces(tmp_path: Path) -> None:
+    repo = tmp_path / "repo ü"
+    ds = repo / "Wirbelsäule" / "my data"
+    ds.mkdir(parents=True)
+    git(repo, "init", "-q")
+    assert invoke(["-C", str(ds), "init", "-q"]).exit_code == 0  # declares the driver
+    setup_two_branches(repo, tmp_path, ds)
+    done = merge(repo, "a")
+    assert done.returncode == 0, done.stderr
+    assert invoke(["-C", str(ds), "status"]).exit_code == 0
+    assert len([e for e in parse_index((ds / "volsegsync.index").read_text()) if e.volume]) == 3
+
+
+def test_merge_driver_command_on_files_it_cannot_merge(tmp_path: Path) -> None:
+    base, ours, theirs = (tmp_path / n for n in ("base", "ours", "theirs"))
+    base.write_text(format_index([pair(NAME1)]))
+    ours.write_text(format_index([pair(NAME1), pair(NAME2)]))
+    theirs.write_text("not an index\n")
+    result = invoke(["merge-driver", str(base), str(ours), str(theirs), "ds/volsegsync.index"])
+    assert result.exit_code == 1
+    assert "ds/volsegsync.index: cannot merge per pair" in result.stderr
+    assert ours.read_text().startswith("<<<<<<< ours\n") and "not an index" in ours.read_text()
+
+
+def test_without_volsegsync_on_path_git_merges_lines_as_usual(ds_root: Path) -> None:
+    """A GUI client without volsegsync: the driver falls back to git's own line merge."""
+    if shutil.which("volsegsync", path=BARE_PATH):
+        pytest.skip("a volsegsync is installed system-wide")
+    git(ds_root, "checkout", "-q", "-b", "main")
+    for name in (NAME1, NAME2, NAME3):
+        write_pair(ds_root, name)
+    age_all(ds_root)
+    assert invoke(["-C", str(ds_root), "pair", "-q"]).exit_code == 0
+    commit_all(ds_root, "base")
+    edited: dict[str, bytes] = {}
+    on_main = {n: (ds_root / f"{n}-v1.nrrd").read_bytes() for n in (NAME1, NAME3)}
+    for branch, name in (("a", NAME1), ("b", NAME3)):  # cases apart in the sorted index
+        git(ds_root, "checkout", "-q", "-b", branch, "main")
+        for other in edited:  # images are not in git: put back what main has
+            (ds_root / f"{other}-v1.nrrd").write_bytes(on_main[other])
+        seg = ds_root / f"{name}-v1.nrrd"
+        write_nrrd(seg, seed=f"edited on {branch}")
+        edited[name] = seg.read_bytes()
+        age_all(ds_root)
+        assert invoke(["-C", str(ds_root), "pair", "-q"]).exit_code == 0
+        commit_all(ds_root, f"edit {name}")
+    done = merge(ds_root, "a", path=BARE_PATH)
+    assert done.returncode == 0, done.stderr
+    assert "not found" not in done.stderr
+    for name, data in edited.items():
+        (ds_root / f"{name}-v1.nrrd").write_bytes(data)
+    age_all(ds_root)
+    status = invoke(["-C", str(ds_root), "status"])
+    assert status.exit_code == 0, status.output

@@ -10,10 +10,11 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from volsegsync.errors import ConfigError, VolsegsyncError
 from volsegsync.fsutil import CONFIG_LIMIT, read_small
@@ -30,7 +31,39 @@ MAX_PATTERN = 1000  # characters in a regular expression of the config
 _DATE_DIRECTIVES = frozenset("aAbBdHIjmMpSUwWyYzGuV%fz")
 
 
-def compile_pattern(pattern: str) -> Any:
+class SafePattern:
+    """A config pattern matched by RE2: time linear in the input, whatever the
+    pattern (``(a+)+`` included). Only what naming needs: whole-string matches and
+    the text of one named group."""
+
+    def __init__(self, pattern: str, compiled: Any) -> None:
+        import re2
+
+        self.pattern = pattern
+        self._groups: dict[str, int] = dict(compiled.groupindex)
+        regexp = getattr(compiled, "_regexp", None)
+        self._anchor = re2._Anchor.ANCHOR_BOTH
+        # the wrapper's ``fullmatch`` maps byte offsets back to characters: 4x slower
+        # than asking RE2 directly, which every file name of a dataset pays
+        self._raw = regexp.Match if regexp is not None and hasattr(regexp, "Match") else None
+        self._compiled = compiled
+
+    def fullmatch(self, text: str) -> bool:
+        return self.group(text, None) is not None
+
+    def group(self, text: str, name: str | None) -> str | None:
+        """The text of group ``name`` ("" for the whole match) when all of ``text``
+        matches; None when it does not match (or the group took no part)."""
+        if self._raw is None:
+            m = self._compiled.fullmatch(text)
+            return None if m is None else (m.group(name) if name else m.group(0))
+        data = text.encode("utf-8", "surrogateescape")
+        spans = self._raw(self._anchor, data, 0, len(data))
+        start, end = spans[self._groups[name] if name else 0]
+        return None if start < 0 else data[start:end].decode("utf-8", "surrogateescape")
+
+
+def compile_pattern(pattern: str) -> SafePattern:
     """A user pattern compiled by RE2, whose matching time is linear in the input
     (a pattern from someone's branch cannot hang a run); ValueError in one line
     for syntax RE2 does not offer (backreferences, lookarounds) or invalid syntax."""
@@ -44,12 +77,12 @@ def compile_pattern(pattern: str) -> Any:
     options.max_mem = 8 << 20
     options.log_errors = False
     try:
-        return re2.compile(pattern, options)
+        return SafePattern(pattern, re2.compile(pattern, options))
     except re2.error as e:
         why = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else e
         raise ValueError(
-            f"regular expression {pattern!r} uses syntax the linear-time engine (RE2) does "
-            f"not offer, such as backreferences or lookarounds ({why})"
+            f"regular expression {pattern!r} is refused by the linear-time engine (RE2), "
+            f"which offers no backreferences or lookarounds and bounds repetitions: {why}"
         ) from None
 
 
@@ -119,6 +152,14 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class RemoteConfig:
+    """A ``[remotes.NAME]`` table: where a copy of the content store lives (docs/remotes.md)."""
+
+    url: str  # a folder path, file://PATH or s3://BUCKET/PREFIX; never credentials
+    endpoint_url: str = ""  # S3-compatible servers (MinIO, Ceph): http(s)://HOST[:PORT]
+
+
+@dataclass(frozen=True)
 class HooksConfig:
     pre_push: bool = False  # the pre-push hook runs `volsegsync push` first
 
@@ -132,6 +173,8 @@ class Config:
     exclude: tuple[str, ...] = ()
     store: StoreConfig = field(default_factory=StoreConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    remotes: Mapping[str, RemoteConfig] = field(default_factory=dict)
+    default_remote: str | None = None  # [core] remote
     hooks: HooksConfig = field(default_factory=HooksConfig)
 
 
@@ -250,26 +293,58 @@ class _Reader:
 
 def load_config(path: Path) -> Config:
     """Read and validate a config file; a missing file gives the defaults."""
+    return parse_config(path, load_toml(path))
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; a missing file is an empty one."""
     try:
         raw = read_small(path, CONFIG_LIMIT, "config")
     except FileNotFoundError:
-        return Config()
+        return {}
     except VolsegsyncError as e:
         raise ConfigError(str(e)) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
+        return data
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
-    return parse_config(path, data)
+
+
+def load_local_config(path: Path, base: Config) -> Config:
+    """The untracked local config (``.volsegsync/config.local.toml``) over the tracked one:
+    a user's own remotes and endpoints (``[remotes.NAME]``, ``[core] remote``)."""
+    return parse_local_config(path, load_toml(path), base)
+
+
+def parse_local_config(path: Path, data: Mapping[str, Any], base: Config) -> Config:
+    top = _Reader(path, data, "")
+    top.check_keys({"remotes", "core", "store"})  # [store] is read by ops.storing
+    remotes, default_remote = parse_remotes(top, base.remotes, base.default_remote)
+    return replace(base, remotes=remotes, default_remote=default_remote)
 
 
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
     top = _Reader(path, data, "")
-    top.check_keys({"naming", "roles", "pairing", "verify", "scan", "store", "limits", "hooks"})
+    top.check_keys(
+        {
+            "naming",
+            "roles",
+            "pairing",
+            "verify",
+            "scan",
+            "store",
+            "limits",
+            "hooks",
+            "remotes",
+            "core",
+        }
+    )
     scan = top.sub("scan")
     scan.check_keys({"exclude"})
+    remotes, default_remote = parse_remotes(top, {}, None)
     return Config(
         naming=_naming(top.sub("naming")),
         roles=_roles(top.sub("roles")),
@@ -278,6 +353,8 @@ def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
         exclude=scan.strings("exclude", ()),
         store=parse_store(top.sub("store")),
         limits=_limits(top.sub("limits")),
+        remotes=remotes,
+        default_remote=default_remote,
         hooks=_hooks(top.sub("hooks")),
     )
 
@@ -469,3 +546,100 @@ def _verify(r: _Reader) -> VerifyConfig:
         labels=labels,
         severity=severity,
     )
+
+
+# -- remotes (docs/remotes.md) ----------------------------------------------------------
+
+REMOTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+REMOTE_SCHEMES = ("file", "s3")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_URL_MAX = 1024
+_CREDENTIALS = (
+    "holds credentials (user or key before '@'): never put them in the config; "
+    "use the environment or the backend's configuration (e.g. an AWS profile)"
+)
+
+
+def remote_name_problem(name: str) -> str | None:
+    if REMOTE_NAME.fullmatch(name):
+        return None
+    return f"invalid remote name {name!r}: 1 to 64 letters, digits, '_' or '-', not first"
+
+
+def remote_url_problem(url: str, endpoint: bool = False) -> str | None:
+    """Why ``url`` cannot be a remote's URL (or, with ``endpoint``, an S3 endpoint), or None.
+
+    Credentials are refused wherever a URL could carry them (user info, query, fragment):
+    they belong in the environment or the backend's own configuration.
+    """
+    if not url or len(url) > _URL_MAX:
+        return f"must be a non-empty string of at most {_URL_MAX} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in url) or url != url.strip():
+        return "holds control characters or surrounding spaces"
+    m = _SCHEME.match(url)
+    if not m:  # a folder path; scp-like USER@HOST:PATH is refused like a URL's user info
+        if re.match(r"[^/]*@", url):
+            return _CREDENTIALS
+        return None if "://" not in url and not endpoint else "not a valid URL"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        return f"not a valid URL ({e})"
+    if "@" in parts.netloc or parts.username or parts.password:
+        return _CREDENTIALS
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        return "holds a query or fragment ('?', '#'), which may carry credentials: not allowed"
+    scheme = m.group(1).lower()
+    if endpoint and scheme not in ("http", "https"):
+        return f"{url!r}: an endpoint is an http:// or https:// URL"
+    if not endpoint and scheme not in REMOTE_SCHEMES:
+        return (
+            f"{url!r}: unsupported scheme {scheme!r} (offered: a folder path, "
+            "file://PATH, s3://BUCKET/PREFIX)"
+        )
+    if endpoint:
+        return None if parts.hostname else f"{url!r}: no host"
+    if scheme == "file" and (parts.netloc not in ("", "localhost") or not parts.path):
+        return f"{url!r}: a file:// URL names an absolute folder path (file:///PATH)"
+    if scheme == "s3" and not _BUCKET.fullmatch(parts.netloc):
+        return f"{url!r}: {parts.netloc!r} is not a valid S3 bucket name"
+    if scheme == "s3" and any(p in (".", "..") for p in parts.path.split("/")):
+        return f"{url!r}: '.' and '..' are not allowed in a key prefix"
+    return None
+
+
+def remotes_of(path: Path, data: Mapping[str, Any]) -> tuple[dict[str, RemoteConfig], str | None]:
+    """The remotes and default remote that the tables ``data`` of file ``path`` define."""
+    return parse_remotes(_Reader(path, data, ""), {}, None)
+
+
+def parse_remotes(
+    top: _Reader, base: Mapping[str, RemoteConfig], base_default: str | None
+) -> tuple[dict[str, RemoteConfig], str | None]:
+    """The ``[remotes.NAME]`` tables and ``[core] remote`` of a config file, over ``base``
+    (the local config's remotes override the tracked ones of the same name)."""
+    remotes = dict(base)
+    table = top.sub("remotes")
+    for name in table.table:
+        problem = remote_name_problem(name)
+        if problem:
+            raise table.fail(name, problem)
+        r = table.sub(name)
+        r.check_keys({"url", "endpoint_url"})
+        url = r.string("url", "")
+        problem = remote_url_problem(url)
+        if problem:
+            raise r.fail("url", problem)
+        endpoint = r.string("endpoint_url", "")
+        problem = endpoint and remote_url_problem(endpoint, endpoint=True)
+        if problem:
+            raise r.fail("endpoint_url", problem)
+        remotes[name] = RemoteConfig(url, endpoint)
+    core = top.sub("core")
+    core.check_keys({"remote"})
+    default = core.string("remote", base_default or "") or None
+    if default is not None and remote_name_problem(default):
+        raise core.fail("remote", remote_name_problem(default) or "")
+    return remotes, default

@@ -20,7 +20,7 @@ from pathlib import Path
 import xxhash
 
 from volsegsync import __version__
-from volsegsync.config import Config, load_config
+from volsegsync.config import Config, load_config, load_local_config
 from volsegsync.errors import NotADatasetError, VolsegsyncError
 from volsegsync.fsutil import (
     CONFIG_LIMIT,
@@ -37,6 +37,7 @@ from volsegsync.scan import ScanResult, walk
 
 META_DIR = ".volsegsync"
 CONFIG_FILE = "config.toml"
+LOCAL_CONFIG_FILE = "config.local.toml"
 INDEX_FILE = "volsegsync.index"
 STATE_DIR = "state"
 
@@ -61,7 +62,10 @@ class Dataset:
     def open(cls, start: Path | str = ".") -> Dataset:
         """Open the dataset at ``start`` or its nearest parent that has one."""
         root = find_root(Path(start))
-        return cls(root, load_config(root / META_DIR / CONFIG_FILE))
+        if (root / META_DIR).is_symlink():  # its config would be read from elsewhere
+            raise VolsegsyncError(f"{root / META_DIR}: is a symbolic link; it must be a folder")
+        config = load_config(root / META_DIR / CONFIG_FILE)
+        return cls(root, load_local_config(root / META_DIR / LOCAL_CONFIG_FILE, config))
 
     # -- paths ---------------------------------------------------------------------------
 

@@ -45,7 +45,6 @@ DEFAULT_MAX_BYTES = DEFAULT_MAX_IMAGE_BYTES  # declared data larger is refused
 MARGIN = 16 * 1024 * 1024  # decoded bytes past the declared size still counted exactly
 _READ_CHUNK = 1 << 20  # bytes read from disk at a time
 _INFLATE_MAX = 1 << 22  # bytes inflated per call (bounds memory on a bomb)
-_STEP_BYTES = 1 << 22  # bytes per chunk of values handed on
 _GZIP_MAGIC = b"\x1f\x8b"
 _SPATIAL_KINDS = {"domain", "space", "time"}
 
@@ -278,17 +277,17 @@ def values(pieces: Iterator[bytes], dtype: np.dtype[Any], counter: Counter) -> I
     the size check."""
     if counter.known is not None:
         counter.check()  # the file's size tells already: fail before decoding
-    step = max(dtype.itemsize, _STEP_BYTES - _STEP_BYTES % dtype.itemsize)
-    pending = bytearray()
+    size = dtype.itemsize
+    rest = b""  # fewer than ``size`` bytes left over from the last piece
     for piece in counter.take(pieces):
-        pending += piece
-        if len(pending) >= step:
-            n = len(pending) - len(pending) % dtype.itemsize
-            yield np.frombuffer(bytes(pending[:n]), dtype=dtype)
-            del pending[:n]
+        if rest:
+            piece, rest = rest + piece, b""
+        cut = len(piece) - len(piece) % size
+        if cut:  # a view of the piece, no copy
+            yield np.frombuffer(piece, dtype=dtype, count=cut // size)
+        if cut < len(piece):
+            rest = piece[cut:]
     counter.check()
-    if pending:
-        yield np.frombuffer(bytes(pending), dtype=dtype)
 
 
 # --------------------------------------------------------------------------- NIfTI

@@ -135,12 +135,21 @@ def open_in_dataset(root: Path, rel: str) -> io.FileIO:
     except NotRegularFile:
         if not os.path.islink(path):
             raise
+    return open_regular(source_in_dataset(root, rel))
+
+
+def source_in_dataset(root: Path, rel: str) -> Path:
+    """The file whose content ``rel`` stands for under the symbolic link policy: itself,
+    or the target of a link that resolves inside the dataset (docs/security.md)."""
+    path = root / rel
+    if not os.path.islink(path):
+        return path
     target = inside(root, path)
     if target is None and os.path.exists(path):
         raise NotRegularFile(
             errno.ELOOP, "is a symbolic link leading out of the dataset", str(path)
         )
-    return open_regular(target if target is not None else path)
+    return target if target is not None else path
 
 
 # --------------------------------------------------------------------------- writes
@@ -296,13 +305,30 @@ def write_lock(lock_path: Path, timeout: float = 5.0) -> Iterator[None]:
         os.close(fd)
 
 
+def _claim(db: sqlite3.Connection, token: str) -> bool:
+    """Whether ``db`` belongs to this state folder: it carries ``token``, or it is
+    empty and now carries it."""
+    db.execute("CREATE TABLE IF NOT EXISTS volsegsync_owner (token TEXT NOT NULL)")
+    owners = [r[0] for r in db.execute("SELECT token FROM volsegsync_owner")]
+    if owners:
+        return set(owners) == {token}
+    tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for table in tables:
+        if db.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone() is not None:
+            return False
+    db.execute("INSERT INTO volsegsync_owner VALUES (?)", (token,))
+    return True
+
+
 def open_cache_db(db_path: Path, schema: str, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (or create) a cache database in the state folder.
 
-    Caches are disposable: a file that is not a database (damaged, truncated) or a
-    symbolic link (never written through) is replaced by an empty one. When the state
-    folder cannot be used (read-only dataset, a link in its place), the cache lives
-    in memory for this run, and a note says so once.
+    Caches are disposable: a file that is not a database (damaged, truncated), a
+    symbolic link (never written through) or a database written for another state
+    folder (committed to git, copied from elsewhere: its rows could vouch for any
+    content) is replaced by an empty one. When the state folder cannot be used
+    (read-only dataset, a link in its place), the cache lives in memory for this
+    run, and a note says so once.
     """
     try:
         check_state_dir(db_path.parent)
@@ -312,12 +338,18 @@ def open_cache_db(db_path: Path, schema: str, check_same_thread: bool = True) ->
                 side.unlink()
         if not os.access(db_path.parent, os.W_OK):
             raise StateUnusable(f"{db_path.parent}: not writable")
+        if db_path.exists() and not os.access(db_path, os.W_OK):
+            raise StateUnusable(f"{db_path}: not writable")
         for attempt in (1, 2):
             db = sqlite3.connect(db_path, timeout=30, check_same_thread=check_same_thread)
             try:
                 with db:
                     db.execute(schema)
-                return db
+                    if _claim(db, _state_token(db_path.parent)):
+                        return db
+                db.close()
+                db_path.unlink()
+                continue
             except sqlite3.DatabaseError:
                 db.close()
                 if attempt == 2 or not db_path.is_file():

@@ -191,7 +191,7 @@ def read_geometry(path: Path, root: Path | None = None) -> Geometry:
     try:
         opened = open_in_dataset(root, _rel(root, path)) if root else open_regular(path)
         with opened as fh:
-            return _read_open(path, fh)
+            return _read_open(path, fh, root)
     except FileProblem:
         raise
     except OSError as e:
@@ -225,14 +225,14 @@ def _expected_format(path: Path) -> str | None:
     return None
 
 
-def _read_open(path: Path, fh: BinaryIO) -> Geometry:
+def _read_open(path: Path, fh: BinaryIO, root: Path | None = None) -> Geometry:
     head = fh.read(_CHUNK)
     expected = _expected_format(path)
     if not head:
         raise HeaderProblem(str(path), "file is empty")
     if head.startswith(b"NRRD"):
         _require(path, expected, "nrrd", "NRRD")
-        return _nrrd_geometry(path, head, fh)
+        return _nrrd_geometry(path, head, fh, root)
     gzipped = head.startswith(b"\x1f\x8b")
     block = _gunzip_prefix(path, head, fh) if gzipped else head
     size = nifti_header_size(block)
@@ -404,6 +404,20 @@ def check_data_file(root: Path, rel: str, name: str) -> str:
     absolute path, no list or pattern of files, no link out of the dataset, no FIFO
     or device (docs/security.md). Raises HeaderProblem (one line) otherwise.
     """
+    target = data_file_target(rel, name)
+    try:
+        with open_in_dataset(root, target):
+            pass
+    except OSError as e:
+        reason = _os_reason(root / target, e)
+        raise HeaderProblem(rel, f"detached data file {target}: {reason}", "unreadable") from None
+    return target
+
+
+def data_file_target(rel: str, name: str) -> str:
+    """The dataset-relative path that detached data ``name`` of the header at ``rel``
+    names, when the name is allowed (a plain file name: see :func:`check_data_file`);
+    no file is touched."""
     name = name.strip()
     bad = (
         not name
@@ -422,23 +436,22 @@ def check_data_file(root: Path, rel: str, name: str) -> str:
             "header's own folder may hold its data",
         )
     folder = posixpath.dirname(rel)
-    target = posixpath.join(folder, name) if folder else name
-    try:
-        with open_in_dataset(root, target):
-            pass
-    except OSError as e:
-        reason = _os_reason(root / target, e)
-        raise HeaderProblem(rel, f"detached data file {target}: {reason}", "unreadable") from None
-    return target
+    return posixpath.join(folder, name) if folder else name
 
 
 def _one_line(e: BaseException) -> str:
     return " ".join(f"{type(e).__name__}: {e}".split())[:300]
 
 
-def _nrrd_geometry(path: Path, head: bytes, fh: BinaryIO) -> Geometry:
+def _nrrd_geometry(path: Path, head: bytes, fh: BinaryIO, root: Path | None) -> Geometry:
     parsed = read_nrrd_header(path, head, fh)
     header, fields = parsed.fields, parsed.key_values
+    name = detached_data_name(header)
+    if name is not None:  # its name is checked here too: the header-only pass (hooks)
+        try:
+            data_file_target(path.name if root is None else _rel(root, path), name)
+        except HeaderProblem as e:
+            raise HeaderProblem(str(path), e.reason, e.category) from None
     code = nrrd_type_code(header["type"])
     if code is None:
         raise HeaderProblem(str(path), f"unknown NRRD type {header['type']!r}")

@@ -106,13 +106,16 @@ def _blob(repo: Repo, commit: Commit, path: str) -> bytes | None:
     return obj.as_raw_string() if isinstance(obj, Blob) else None
 
 
-def contents_in_history(git_root: Path, path: str) -> Iterator[bytes]:
+def contents_in_history(
+    git_root: Path, path: str, remote_branches: bool = False
+) -> Iterator[bytes]:
     """Every distinct content of ``path`` in the commits reachable from a branch, a tag
-    or HEAD (each blob once)."""
+    or HEAD (each blob once); with ``remote_branches``, from remote-tracking branches too."""
+    kinds = (b"refs/heads/", b"refs/tags/") + ((b"refs/remotes/",) if remote_branches else ())
     with Repo(os.fspath(git_root)) as repo:
         heads = []
         for ref in sorted(repo.refs.allkeys()):
-            if ref == b"HEAD" or ref.startswith((b"refs/heads/", b"refs/tags/")):
+            if ref == b"HEAD" or ref.startswith(kinds):
                 try:
                     heads.append(parse_commit(repo, repo.refs[ref]).id)
                 except (KeyError, ValueError):

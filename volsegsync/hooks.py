@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 from volsegsync import history
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes
+from volsegsync.fsutil import CONFIG_LIMIT, atomic_write_bytes, read_small
 
 HOOK_NAMES = ("pre-commit", "post-checkout", "post-merge", "pre-push")
 MARKER = "# volsegsync-hook:"
@@ -32,7 +32,11 @@ INDEX_NAME = "volsegsync.index"
 CONFIG_PATH = ".volsegsync/config.toml"
 ATTRIBUTES_LINE = f"{INDEX_NAME} merge=volsegsync"
 MERGE_SECTION = 'merge "volsegsync"'
-MERGE_DRIVER = "volsegsync merge-driver %O %A %B %P"
+# without volsegsync on the PATH git sees (a GUI client), git's own line merge runs
+MERGE_DRIVER = (
+    "if command -v volsegsync >/dev/null 2>&1; then exec volsegsync merge-driver %O %A %B %P; "
+    "else exec git merge-file -L ours -L base -L theirs %A %O %B; fi"
+)
 MERGE_NAME = "volsegsync index: three-way merge per pair"
 
 _WHERE = "(a GUI git client may not see your shell's PATH)"
@@ -134,25 +138,10 @@ def is_ours(path: Path) -> bool:
     return MARKER.encode() in head or LEGACY_MARKER in head
 
 
-def _umask() -> int:
+def _write_executable(path: Path, text: str) -> None:
     umask = os.umask(0)
     os.umask(umask)
-    return umask
-
-
-def _write_executable(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
-    os.chmod(path, 0o777 & ~_umask())
-
-
-def _rewrite(path: Path, data: bytes) -> None:
-    """Replace a file atomically; it keeps its mode (a new one gets the umask's)."""
-    try:
-        mode = os.stat(path).st_mode & 0o7777
-    except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    atomic_write_bytes(path, data)
-    os.chmod(path, mode)
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"), mode=0o777 & ~umask)
 
 
 def install_hooks(
@@ -225,34 +214,15 @@ def _config_file(git_root: Path) -> Path:
     return history.git_dirs(git_root)[1] / "config"
 
 
-def install_merge_driver(git_root: Path) -> HookChange:
-    """Declare the driver in the repository's git config (kept if already there)."""
-    path = _config_file(git_root)
-    current = history.config_value(git_root, "merge.volsegsync", "driver", repo_only=True)
-    if current == MERGE_DRIVER:
-        return HookChange("merge driver", path, "unchanged")
-    if current is not None:
-        return HookChange("merge driver", path, f"left alone: it is set to '{current}'")
-    try:
-        old = path.read_text(encoding="utf-8", errors="surrogateescape")
-        sep = "\n" if old and not old.endswith("\n") else ""
-        block = f'[{MERGE_SECTION}]\n\tname = {MERGE_NAME}\n\tdriver = "{MERGE_DRIVER}"\n'
-        _rewrite(path, (old + sep + block).encode("utf-8", "surrogateescape"))
-    except OSError as e:
-        raise VolsegsyncError(f"{path}: cannot write git's config: {e.strerror or e}") from None
-    return HookChange("merge driver", path, "installed")
+def _ours(driver: str | None) -> bool:
+    return driver is not None and "volsegsync merge-driver" in driver
 
 
 _SECTION = re.compile(r'\s*\[\s*merge\s+"volsegsync"\s*\]\s*$')
 
 
-def uninstall_merge_driver(git_root: Path) -> HookChange | None:
-    path = _config_file(git_root)
-    current = history.config_value(git_root, "merge.volsegsync", "driver", repo_only=True)
-    if current is None:
-        return None
-    if current != MERGE_DRIVER:
-        return HookChange("merge driver", path, f"left alone: it is set to '{current}'")
+def _rewrite_config(path: Path, block: str) -> None:
+    """git's config without the ``[merge "volsegsync"]`` section, then ``block``."""
     try:
         lines = path.read_text(encoding="utf-8", errors="surrogateescape").splitlines(True)
         kept: list[str] = []
@@ -262,26 +232,53 @@ def uninstall_merge_driver(git_root: Path) -> HookChange | None:
                 inside = bool(_SECTION.match(line))
             if not inside:
                 kept.append(line)
-        _rewrite(path, "".join(kept).encode("utf-8", "surrogateescape"))
+        if kept and not kept[-1].endswith("\n"):
+            kept[-1] += "\n"
+        atomic_write_bytes(path, ("".join(kept) + block).encode("utf-8", "surrogateescape"))
     except OSError as e:
         raise VolsegsyncError(f"{path}: cannot write git's config: {e.strerror or e}") from None
+
+
+def install_merge_driver(git_root: Path) -> HookChange:
+    """Declare the driver in the repository's git config (a driver of someone else's
+    is kept)."""
+    path = _config_file(git_root)
+    current = history.config_value(git_root, "merge.volsegsync", "driver", repo_only=True)
+    if current == MERGE_DRIVER:
+        return HookChange("merge driver", path, "unchanged")
+    if current is not None and not _ours(current):
+        return HookChange("merge driver", path, f"left alone: it is set to '{current}'")
+    _rewrite_config(
+        path, f'[{MERGE_SECTION}]\n\tname = {MERGE_NAME}\n\tdriver = "{MERGE_DRIVER}"\n'
+    )
+    return HookChange("merge driver", path, "installed" if current is None else "updated")
+
+
+def uninstall_merge_driver(git_root: Path) -> HookChange | None:
+    path = _config_file(git_root)
+    current = history.config_value(git_root, "merge.volsegsync", "driver", repo_only=True)
+    if current is None:
+        return None
+    if not _ours(current):
+        return HookChange("merge driver", path, f"left alone: it is set to '{current}'")
+    _rewrite_config(path, "")
     return HookChange("merge driver", path, "removed")
 
 
 def ensure_attributes(folder: Path) -> HookChange:
     """A ``.gitattributes`` line in ``folder`` that selects the driver for the index."""
     path = folder / ".gitattributes"
-    try:
-        old = path.read_text(encoding="utf-8")
+    try:  # a tracked file, maybe from another branch: a regular file, capped, no link
+        old = read_small(path, CONFIG_LIMIT, "git attributes").decode("utf-8")
     except FileNotFoundError:
         old = ""
-    except (OSError, UnicodeDecodeError) as e:
-        raise VolsegsyncError(f"{path}: cannot read: {e}") from None
+    except UnicodeDecodeError as e:
+        raise VolsegsyncError(f"{path}: not valid UTF-8 (byte {e.start})") from None
     if any(line.split() == ATTRIBUTES_LINE.split() for line in old.splitlines()):
         return HookChange(".gitattributes", path, "unchanged")
     sep = "\n" if old and not old.endswith("\n") else ""
     try:
-        _rewrite(path, f"{old}{sep}{ATTRIBUTES_LINE}\n".encode())
+        atomic_write_bytes(path, f"{old}{sep}{ATTRIBUTES_LINE}\n".encode())
     except OSError as e:
         raise VolsegsyncError(f"{path}: cannot write: {e.strerror or e}") from None
     return HookChange(".gitattributes", path, "installed")

@@ -195,7 +195,12 @@ class ValueScan:
         if flat.size == 0:
             return
         lo, hi = int(flat.min()), int(flat.max())
-        found = _bincount_values(flat, lo, hi) if hi - lo < _BINCOUNT_RANGE else np.unique(flat)
+        if lo == hi:  # one value (a chunk of background): nothing to count
+            found: NDArray = np.array([lo], dtype=np.int64)
+        elif hi - lo < _BINCOUNT_RANGE:
+            found = _bincount_values(flat, lo, hi)
+        else:
+            found = np.unique(flat)
         merged = np.union1d(self.values, found.astype(np.int64, copy=False))
         self.values = merged[: MAX_VALUES + 1]
 
@@ -212,6 +217,9 @@ class ValueScan:
 
 def _bincount_values(flat: NDArray, lo: int, hi: int) -> NDArray:
     """Distinct values by counting: faster than np.unique on a small value range."""
+    if lo >= 0 and flat.dtype.kind == "u":  # no shift needed: count the values as they are
+        direct: NDArray = np.flatnonzero(np.bincount(flat, minlength=hi + 1))
+        return direct
     counts = np.zeros(hi - lo + 1, dtype=np.int64)
     shifted = np.empty(flat.size, dtype=np.intp)
     np.subtract(flat, lo, out=shifted, casting="unsafe")

@@ -37,6 +37,7 @@ class Parsed(NamedTuple):
 class MergeResult(NamedTuple):
     text: str
     conflicts: list[str]  # keys of the units both sides changed differently
+    unmergeable: str = ""  # why the whole file is one conflict (not an index merged here)
 
     @property
     def clean(self) -> bool:
@@ -111,7 +112,8 @@ def merge_index(base: str, ours: str, theirs: str) -> MergeResult:
     try:
         return _merge(base, ours, theirs)
     except _Unmergeable as e:
-        return MergeResult(_conflict_block(ours.splitlines(), (), theirs.splitlines()), [str(e)])
+        whole = _conflict_block(ours.splitlines(), (), theirs.splitlines())
+        return MergeResult(whole, ["(the whole file)"], str(e))
 
 
 def _merge(base_text: str, ours_text: str, theirs_text: str) -> MergeResult:
@@ -157,7 +159,13 @@ def _merge(base_text: str, ours_text: str, theirs_text: str) -> MergeResult:
             out.append(_conflict_block(o, b, t).rstrip("\n"))
         else:
             out.extend(merged[key])
-    return MergeResult("\n".join(out) + "\n", sorted(conflicts))
+    text = "\n".join(out) + "\n"
+    if not conflicts:  # unit by unit right, and the whole must be a valid index too
+        try:
+            index_format.parse_index(text, "the merged index")
+        except VolsegsyncError as e:
+            raise _Unmergeable(str(e)) from None
+    return MergeResult(text, sorted(conflicts))
 
 
 def _conflict_block(

@@ -113,8 +113,7 @@ class Convention:
         version = None
         if role == SEGMENTATION:
             head, sep, last = stem.rpartition(self.naming.separator)
-            m = self._version.fullmatch(last) if sep and head else None
-            number = m.group("n") if m is not None else None
+            number = self._version.group(last, "n") if sep and head else None
             if number and number.isascii() and number.isdigit() and len(number) <= 9:
                 version = int(number)
                 stem = head

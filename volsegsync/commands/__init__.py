@@ -7,6 +7,7 @@ from volsegsync.commands.checkout import checkout_command
 from volsegsync.commands.compare import compare_command
 from volsegsync.commands.diff import diff_command
 from volsegsync.commands.example import example_command
+from volsegsync.commands.fetch import fetch_command
 from volsegsync.commands.fsck import fsck_command
 from volsegsync.commands.gc import gc_command
 from volsegsync.commands.hooks import (
@@ -18,6 +19,9 @@ from volsegsync.commands.hooks import (
 from volsegsync.commands.init import init_command
 from volsegsync.commands.log import log_command
 from volsegsync.commands.pair import pair_command
+from volsegsync.commands.pull import pull_command
+from volsegsync.commands.push import push_command
+from volsegsync.commands.remote import remote_command
 from volsegsync.commands.report import report_command
 from volsegsync.commands.show import show_command
 from volsegsync.commands.status import status_command
@@ -32,6 +36,10 @@ COMMANDS = [
     checkout_command,
     fsck_command,
     gc_command,
+    remote_command,
+    push_command,
+    fetch_command,
+    pull_command,
     show_command,
     compare_command,
     report_command,

@@ -13,7 +13,7 @@ from volsegsync.commands.common import (
     open_dataset,
     progress_factory,
 )
-from volsegsync.ops.checkout import FileChange, run_checkout
+from volsegsync.ops.checkout import CheckoutReport, FileChange, run_checkout
 from volsegsync.output import Rendered, emit
 
 
@@ -65,6 +65,17 @@ def checkout_command(
         report = run_checkout(
             ds, target, force=force, dry_run=dry_run, progress=progress, previous=previous
         )
+    rendered = checkout_rendered(report)
+    if fmt == "text":
+        for p in report.problems:  # to stderr even with -q: a hook shows them
+            click.echo(f"volsegsync: {p.action}: {p.message}", err=True)
+    emit(rendered, fmt, quiet)
+    if report.problems:
+        raise Outcome(EXIT_PROBLEMS)
+
+
+def checkout_rendered(report: CheckoutReport) -> Rendered:
+    """Text lines, JSON document and CSV rows of a checkout (``pull`` shows them too)."""
     verb = "would " if report.dry_run else ""
     lines = [c.message if not report.dry_run else f"would {c.message}" for c in report.changes]
     if report.stored:
@@ -89,13 +100,8 @@ def checkout_command(
             "stored": report.stored,
         },
     }
-    if fmt == "text":
-        for p in report.problems:  # to stderr even with -q: a hook shows them
-            click.echo(f"volsegsync: {p.action}: {p.message}", err=True)
     rows = [_row(c) for c in report.changes + report.problems]
-    emit(Rendered(lines, document, rows, ["path", "action", "hash", "message"]), fmt, quiet)
-    if report.problems:
-        raise Outcome(EXIT_PROBLEMS)
+    return Rendered(lines, document, rows, ["path", "action", "hash", "message"])
 
 
 def _row(c: FileChange) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from volsegsync.commands.common import common_options, open_dataset
-from volsegsync.commands.show import WINDOW_HELP, save_png
+from volsegsync.commands.show import WINDOW_HELP, png_option, save_png
 from volsegsync.output import Rendered, emit
 
 COLUMNS = [
@@ -24,14 +24,7 @@ COLUMNS = [
 @click.command("compare")
 @click.argument("a")
 @click.argument("b")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    metavar="FILE.png",
-    default=None,
-    help="Also draw the slices with voxels added (green) and removed (red).",
-)
+@png_option("Also draw the slices with voxels added (green) and removed (red).")
 @click.option("--window", metavar="LOW,HIGH", default=None, help=WINDOW_HELP)
 @common_options
 def compare_command(

@@ -20,8 +20,17 @@ from volsegsync.output import Rendered, emit
     is_flag=True,
     help="Also when store.dir points at a store other clones may share.",
 )
+@click.option(
+    "--remote",
+    "remote",
+    default=None,
+    metavar="NAME",
+    help="Collect garbage on remote NAME instead of the local store (docs/remotes.md).",
+)
 @common_options
-def gc_command(dry_run: bool, yes: bool, shared: bool, fmt: str, quiet: bool) -> None:
+def gc_command(
+    dry_run: bool, yes: bool, shared: bool, remote: str | None, fmt: str, quiet: bool
+) -> None:
     """Remove store objects that no index references.
 
     Kept: every object referenced by the working tree's index, or by the index
@@ -33,6 +42,7 @@ def gc_command(dry_run: bool, yes: bool, shared: bool, fmt: str, quiet: bool) ->
     Example:
       volsegsync gc --dry-run
       volsegsync gc --yes
+      volsegsync gc --remote origin --dry-run
     """
     ds = open_dataset()
     if not dry_run and not yes:
@@ -40,6 +50,10 @@ def gc_command(dry_run: bool, yes: bool, shared: bool, fmt: str, quiet: bool) ->
             raise VolsegsyncError("gc removes content: pass --yes (or --dry-run to look first)")
         if not click.confirm("Remove the store objects no index references?", err=True):
             raise Outcome(EXIT_USAGE)
+    if remote is not None:
+        from volsegsync.commands.remote import remote_gc
+
+        return remote_gc(ds, remote, dry_run, fmt, quiet)
     report = run_gc(ds, dry_run=dry_run, shared_ok=shared)
     verb = "would remove" if dry_run else "removed"
     lines = [f"{verb}: {a}/{d[:2]}/{d[2:]} ({size} bytes)" for a, d, size in report.removed]

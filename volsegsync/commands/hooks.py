@@ -157,6 +157,14 @@ def merge_driver_command(base: str, ours: str, theirs: str, path: str) -> None:
         atomic_write_bytes(Path(ours), result.text.encode("utf-8", "surrogateescape"))
     except OSError as e:
         raise VolsegsyncError(f"{ours}: cannot write the merge: {e.strerror}") from None
+    if result.unmergeable:
+        click.echo(
+            f"volsegsync: {path}: cannot merge per pair ({result.unmergeable}): the whole file "
+            f"is left between conflict markers; keep one side ('git checkout --ours {path}') "
+            f"and run 'volsegsync pair', then 'git add {path}'",
+            err=True,
+        )
+        raise Outcome(EXIT_PROBLEMS)
     if not result.clean:
         shown = ", ".join(result.conflicts[:5]) + (" ..." if len(result.conflicts) > 5 else "")
         click.echo(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
@@ -11,6 +13,7 @@ from volsegsync.commands.common import common_options, open_dataset
 from volsegsync.fsutil import atomic_write_bytes
 from volsegsync.output import Rendered, emit
 
+F = TypeVar("F", bound=Callable[..., Any])
 SLICE_HELP = "Voxel indices I,J,K of the volume to cut through ('-' keeps the centre for an axis)."
 WINDOW_HELP = (
     "Intensity window LOW,HIGH, 'auto' (1st-99th percentile, the default) or a preset: "
@@ -27,16 +30,21 @@ def save_png(figure: object, output: str) -> str:
     return str(path)
 
 
+def png_option(help_text: str) -> Callable[[F], F]:
+    """``-o/--output FILE.png``."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False),
+        metavar="FILE.png",
+        default=None,
+        help=help_text,
+    )
+
+
 @click.command("show")
 @click.argument("pair")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    metavar="FILE.png",
-    default=None,
-    help="Where to write the picture (default: KEY.png in the current folder).",
-)
+@png_option("Where to write the picture (default: KEY.png in the current folder).")
 @click.option("--slice", "slices", metavar="I,J,K", default=None, help=SLICE_HELP)
 @click.option("--window", metavar="LOW,HIGH", default=None, help=WINDOW_HELP)
 @common_options

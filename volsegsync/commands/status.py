@@ -22,8 +22,15 @@ from volsegsync.output import Rendered, emit
 
 @click.command("status")
 @jobs_option("Parallel readers for changed files (default: all cores).")
+@click.option(
+    "--remote",
+    "remote",
+    default=None,
+    metavar="NAME",
+    help="Instead: which indexed objects remote NAME lacks, and which the local store lacks.",
+)
 @common_options
-def status_command(jobs: int | None, fmt: str, quiet: bool) -> None:
+def status_command(jobs: int | None, remote: str | None, fmt: str, quiet: bool) -> None:
     """Show what changed since the index was written.
 
     New and removed pairs, modified files, new segmentation versions, files that
@@ -34,7 +41,12 @@ def status_command(jobs: int | None, fmt: str, quiet: bool) -> None:
     Example:
       volsegsync status
       volsegsync status --format json | jq '.changes[].kind'
+      volsegsync status --remote origin
     """
+    if remote is not None:
+        from volsegsync.commands.remote import remote_status
+
+        return remote_status(remote, fmt, quiet)
     ds = open_dataset()
     with progress_factory(quiet) as progress:
         report = run_status(ds, jobs=jobs, progress=progress)

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from volsegsync import history
 from volsegsync.dataset import INDEX_FILE, Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes, open_regular
+from volsegsync.fsutil import atomic_write_bytes, open_regular, source_in_dataset
 from volsegsync.hashing import CacheRow, Hashed, StatCache, settle_mtime
 from volsegsync.index import (
     Entry,
@@ -337,7 +337,7 @@ def _store_first(
     stored = 0
     for rec in records:
         try:
-            db.add(ds.root / rec.path, algorithm, rec.digest, ("reflink", "copy"))
+            db.add(source_in_dataset(ds.root, rec.path), algorithm, rec.digest, ("reflink", "copy"))
             stored += 1
         except (ObjectProblem, OSError) as e:
             raise VolsegsyncError(f"{rec.path}: cannot store it before overwriting: {e}") from None

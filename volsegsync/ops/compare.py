@@ -8,6 +8,7 @@ import numpy as np
 
 from volsegsync.dataset import Dataset
 from volsegsync.errors import VolsegsyncError
+from volsegsync.view import require_pillow
 from volsegsync.view.align import Alignment, align, resample, sample
 from volsegsync.view.load import Image, load_segmentation, load_volume
 from volsegsync.view.metrics import LabelComparison, compare_labels, label_counts
@@ -34,6 +35,8 @@ class CompareResult(NamedTuple):
 def run_compare(
     ds: Dataset, spec_a: str, spec_b: str, picture: bool = False, window: str | None = None
 ) -> CompareResult:
+    if picture:
+        require_pillow()
     a, b = find_pair(ds, spec_a), find_pair(ds, spec_b)
     labels = ds.config.verify.labels
     seg_a = load_segmentation(a.root, a.segmentation, labels)

@@ -23,9 +23,10 @@ class GcReport(NamedTuple):
     dry_run: bool
 
 
-def referenced(ds: Dataset) -> tuple[set[tuple[str, str]], int]:
+def referenced(ds: Dataset, remote_branches: bool = False) -> tuple[set[tuple[str, str]], int]:
     """Every ``(algorithm, digest)`` the working index or any index in the history of a
-    branch or tag references, and how many distinct indexes were read."""
+    branch or tag (with ``remote_branches``, of remote-tracking branches too) references,
+    and how many distinct indexes were read."""
     keep: set[tuple[str, str]] = set()
     index = read_index_file(ds.index_path)
     keep.update((index.algorithm, r.digest) for e in index.entries for r in e.records())
@@ -33,7 +34,7 @@ def referenced(ds: Dataset) -> tuple[set[tuple[str, str]], int]:
     git_root = history.find_git_root(ds.root)
     if git_root is not None:
         rel = (ds.root / INDEX_FILE).relative_to(git_root).as_posix()
-        for raw in history.contents_in_history(git_root, rel):
+        for raw in history.contents_in_history(git_root, rel, remote_branches):
             try:
                 old = parse_index_bytes(raw, f"{rel} in the git history")
             except IndexFormatError as e:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 from volsegsync import history
 from volsegsync.dataset import Dataset
 from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import CONFIG_LIMIT, INDEX_LIMIT, read_small
 from volsegsync.hooks import CONFIG_PATH, INDEX_NAME, dataset_root_of
 from volsegsync.index import parse_index
 from volsegsync.problems import Problem
@@ -95,14 +96,26 @@ def _check_staged_dataset(git_root: Path, root: str) -> DatasetCheck:
             f"'git add {q(config_path)}'"
         )
     try:
+        if len(staged_index) > INDEX_LIMIT:
+            raise VolsegsyncError(f"{index_path} (staged): larger than the index limit")
         parse_index(staged_index.decode("utf-8"), f"{index_path} (staged)")
     except UnicodeDecodeError as e:
         errors.append(f"{index_path} (staged): not valid UTF-8 (byte {e.start})")
     except VolsegsyncError as e:
         errors.append(str(e))
     folder = git_root / root
-    for path, staged in ((index_path, staged_index), (config_path, staged_config)):
-        if staged is not None and _read(git_root / path) != staged:
+    for path, staged, limit, what in (
+        (index_path, staged_index, INDEX_LIMIT, "index"),
+        (config_path, staged_config, CONFIG_LIMIT, "config"),
+    ):
+        try:  # a regular file, capped: never a FIFO's wait
+            on_disk: bytes | None = read_small(git_root / path, limit, what)
+        except FileNotFoundError:
+            on_disk = None
+        except VolsegsyncError as e:
+            errors.append(str(e))
+            continue
+        if staged is not None and on_disk != staged:
             errors.append(
                 f"{path}: the staged copy is not the file on disk: stage it, "
                 f"'git add {q(path)}' (after 'volsegsync{c_option(root)} pair' if files changed)"
@@ -110,14 +123,6 @@ def _check_staged_dataset(git_root: Path, root: str) -> DatasetCheck:
     if errors:  # what is committed is not what is on disk: checking the disk says nothing
         return DatasetCheck(root, errors, [])
     return check_on_disk(folder, root)
-
-
-def _read(path: Path) -> bytes | None:
-    try:
-        with open(path, "rb") as f:  # a regular file in the work tree, never a FIFO's wait
-            return f.read()
-    except OSError:
-        return None
 
 
 def check_on_disk(folder: Path, root: str) -> DatasetCheck:

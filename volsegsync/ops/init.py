@@ -61,14 +61,14 @@ def init_dataset(
     extensions = sorted(set(roles.volume_extensions) | set(roles.segmentation_extensions))
     if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in extensions]):
         created.append(".gitignore")
-    if ensure_attributes(root).action != "unchanged":  # the index merge driver, per pair
-        created.append(".gitattributes")
     warnings = _tracking_warnings(root, git_root) if git_root else []
-    if git_root:
-        try:
+    try:  # the index merge driver, per pair
+        if ensure_attributes(root).action != "unchanged":
+            created.append(".gitattributes")
+        if git_root:
             install_merge_driver(git_root)
-        except VolsegsyncError as e:  # e.g. a read-only repository: the dataset still works
-            warnings.append(f"the index merge driver is not declared: {e}")
+    except VolsegsyncError as e:  # e.g. a read-only repository: the dataset still works
+        warnings.append(f"the index merge driver is not declared: {e}")
     return InitReport(root, git_root, created, git_created, warnings)
 
 

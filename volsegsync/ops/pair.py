@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 from volsegsync.dataset import Dataset
@@ -34,7 +35,7 @@ def run_pair(
     Unless ``store`` is False (default: the config's ``store.enabled``), the content
     of every recorded file goes into the content store first (docs/store.md).
     """
-    with ds.lock():
+    with contextlib.nullcontext() if dry_run else ds.lock():  # a dry run writes nothing
         snap = take_snapshot(ds, by=by, jobs=jobs, progress=progress)
         new_text = format_index(snap.entries, ds.config.store.hash)
         try:

@@ -48,8 +48,9 @@ def run_report(
     if rev is not None:
         _check_rev(ds, rev)
     out = Path(output)
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise VolsegsyncError(f"{out}: not a folder (a symbolic link is not followed)")
+    for folder in (out, out / THUMBS):
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise VolsegsyncError(f"{folder}: not a folder (a symbolic link is not followed)")
     report = run_verify(ds, fast=not full, jobs=jobs, progress=progress)
     scan = ds.scan()
     hashed, _ = ds.hashes(scan.files, jobs=jobs)
@@ -145,34 +146,21 @@ def _publish(cached: Path, target: Path) -> None:
 
 
 def _distributions(ds: Dataset, volumes: list[str]) -> dict[str, Counter[str]]:
-    """Orientation, spacing and shape of the volumes, from their (cached) headers."""
-    from volsegsync.geometry import _codes
-    from volsegsync.header_cache import HeaderCache
-    from volsegsync.headers import HeaderProblem, read_geometry
+    """Orientation, spacing and shape of the volumes, from the summaries ``verify``'s
+    dataset-level checks just left in the state folder."""
+    from volsegsync.dataset_checks import summaries_memo
 
-    scan_files = ds.scan().files
-    wanted = {v: scan_files[v] for v in volumes if v in scan_files}
-    cache = HeaderCache(ds.state_dir / "headers.db")
-    try:
-        found = cache.lookup(wanted)
-    finally:
-        cache.close()
+    summaries = summaries_memo(ds)
     orientation: Counter[str] = Counter()
     spacing: Counter[str] = Counter()
     shape: Counter[str] = Counter()
-    for path in wanted:
-        result = found.get(path)
-        geometry = result.geometry if result is not None else None
-        if result is None:
-            try:
-                geometry = read_geometry(ds.root / path)
-            except (HeaderProblem, OSError):
-                geometry = None
-        if geometry is None or len(geometry.shape) != 3:
+    for path in volumes:
+        summary = summaries.get(path)
+        if summary is None or not summary.shape:
             continue
-        orientation[_codes(geometry) if geometry.anatomical else "unknown"] += 1
-        spacing[" x ".join(f"{s:.3g}" for s in geometry.spacing)] += 1
-        shape[" x ".join(str(n) for n in geometry.shape)] += 1
+        orientation[summary.orientation or "unknown"] += 1
+        spacing[" x ".join(f"{s:.3g}" for s in summary.spacing)] += 1
+        shape[" x ".join(str(n) for n in summary.shape)] += 1
     return {"orientation": orientation, "spacing (mm)": spacing, "shape": shape}
 
 

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from volsegsync.dataset import Dataset
 from volsegsync.errors import VolsegsyncError
+from volsegsync.view import require_pillow
 from volsegsync.view.align import Alignment, align
-from volsegsync.view.load import Image, load_segmentation, load_volume
+from volsegsync.view.load import load_segmentation, load_volume
 from volsegsync.view.metrics import label_counts
 from volsegsync.view.render import (
     Figure,
     auto_window,
+    label_centre,
     label_legend,
     parse_slice,
     parse_window,
     render,
     segmentation_painter,
-    segmented_centre,
+    volume_voxel,
 )
 from volsegsync.view.sources import PairFiles, find_pair
 
@@ -31,26 +34,26 @@ class ShowResult(NamedTuple):
     voxel_ml: float
 
 
-def load_pair(ds: Dataset, pair: PairFiles) -> tuple[Image, Image, Alignment]:
-    """The volume and segmentation of ``pair``, and how the one lies on the other."""
-    if pair.volume is None:
-        raise VolsegsyncError(f"{pair.segmentation}: has no volume to draw it on")
-    volume = load_volume(pair.root, pair.volume)
-    seg = load_segmentation(pair.root, pair.segmentation, ds.config.verify.labels)
-    return volume, seg, align(volume, seg)
-
-
 def run_show(
     ds: Dataset, spec: str, slices: str | None = None, window: str | None = None
 ) -> ShowResult:
+    require_pillow()  # before any decoding: a missing extra is said at once
     pair = find_pair(ds, spec)
     chosen_window = parse_window(window)
-    volume, seg, alignment = load_pair(ds, pair)
-    centre = list(segmented_centre(volume, seg, alignment))
+    if pair.volume is None:
+        raise VolsegsyncError(f"{pair.segmentation}: has no volume to draw it on")
+    # inflating the volume releases the GIL: read it while the segmentation is analysed
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load_volume, pair.root, pair.volume)
+        seg = load_segmentation(pair.root, pair.segmentation, ds.config.verify.labels)
+        counts = label_counts(seg.data)
+        seg_centre = label_centre(seg.data)
+        volume = pending.result()
+    alignment = align(volume, seg)
+    centre = list(volume_voxel(seg_centre, volume, alignment))
     for axis, given in enumerate(parse_slice(slices, volume.data.shape)):
         if given is not None:
             centre[axis] = given
-    counts = label_counts(seg.data)
     names = {v: seg.label(v).name for v in counts}
     title = f"{pair.segmentation}\non {pair.volume}: {alignment.note}"
     figure = render(

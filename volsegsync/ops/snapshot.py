@@ -241,8 +241,10 @@ def read_pins(ds: Dataset) -> dict[str, Pin]:
     index pins nothing (``pair`` rewrites it)."""
     try:
         raw = read_small(ds.index_path, INDEX_LIMIT, "index")
-    except (OSError, VolsegsyncError):
+    except FileNotFoundError:
         return {}
+    except (OSError, VolsegsyncError):
+        raw = b""  # not a regular file, too large: read_index below says so
     if b"!\t" not in raw and raw.startswith((b"volsegsync-index 2\n", b"volsegsync-index 1\n")):
         return {}  # no pin, and a format this version knows: nothing to parse (fast status)
     try:

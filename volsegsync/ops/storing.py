@@ -18,7 +18,7 @@ from typing import NamedTuple
 from volsegsync.config import StoreConfig, _Reader, parse_store
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import ConfigError
-from volsegsync.fsutil import read_memo, write_memo
+from volsegsync.fsutil import read_memo, source_in_dataset, write_memo
 from volsegsync.index import Entry, FileRecord
 from volsegsync.store import LocalFS, ObjectDB, ObjectProblem, StoreError
 
@@ -50,7 +50,7 @@ def store_settings(ds: Dataset) -> StoreSettings:
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
     top = _Reader(path, data, "")
-    top.check_keys({"store"})
+    top.check_keys({"store", "remotes", "core"})  # remotes: config.load_local_config
     reader = top.sub("store")
     config = parse_store(reader, ds.config.store)
     folder = reader.string("dir", "")
@@ -102,7 +102,7 @@ def store_records(
         row = cached.get(rec.path)
         known = row[:3] if row is not None and row[3] == rec.digest else None
         try:
-            db.add(ds.root / rec.path, algorithm, rec.digest, links, known)
+            db.add(source_in_dataset(ds.root, rec.path), algorithm, rec.digest, links, known)
         except ObjectProblem as e:
             return str(e)
         except OSError as e:

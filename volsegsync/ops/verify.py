@@ -9,6 +9,7 @@ drift. Verdicts of unchanged files and pairs come from the last run
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -90,8 +91,9 @@ def run_verify(
         problems.extend(_pair_verdicts(run, pairing, broken))
         from volsegsync.dataset_checks import check_dataset  # dataset-level checks (view)
 
-        readable = sorted(p for pair in pairing.pairs for p in pair[:2] if p and p not in broken)
-        problems.extend(check_dataset(ds, pairing.pairs, _headers(run, readable), hashed))
+        ok = {p: st for p, st in scan.files.items() if p not in broken}
+        lookup = functools.partial(_headers, run)
+        problems.extend(check_dataset(ds, pairing.pairs, ok, lookup, hashed, run.workers))
         known = {} if hashed else ds.cached_hashes()
         problems.extend(_drift_problems(index, scan.files, hashed, known))
         memo.save()

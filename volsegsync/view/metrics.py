@@ -5,9 +5,9 @@ Hausdorff distance compare two label maps on one grid (the caller resamples
 the second onto the first's, nearest neighbour). The Hausdorff distance is the
 symmetric one between the two labels' surface voxels (a voxel of the label
 with a 6-neighbour outside it), measured between voxel centres in world mm.
-It uses scipy's exact Euclidean distance transform when scipy is installed
-(the ``view`` extra brings it) and a chunked brute force on surface voxels
-otherwise.
+Only surface voxels of one label that are not on the other's surface are looked
+up, in a k-d tree when scipy is installed (the ``view`` extra brings it), by a
+chunked brute force otherwise.
 """
 
 from __future__ import annotations
@@ -87,21 +87,33 @@ def surface(mask: NDArray) -> NDArray:
     return result
 
 
-def hausdorff(a: NDArray, b: NDArray, affine: NDArray) -> float | None:
-    """Symmetric Hausdorff distance (mm) between the surfaces of masks ``a`` and ``b``."""
+def hausdorff(a: NDArray, b: NDArray, affine: NDArray, brute: bool = False) -> float | None:
+    """Symmetric Hausdorff distance (mm) between the surfaces of masks ``a`` and ``b``.
+
+    Only surface voxels of one mask that are not surface voxels of the other can be
+    away from it, so only those are looked up: a k-d tree (scipy) over the other's
+    surface, or a chunked brute force without scipy (or with ``brute``).
+    """
     if not a.any() or not b.any():
         return None
     box = _bounding_box(a | b)
-    a, b = a[box], b[box]
-    sa, sb = surface(a), surface(b)
-    try:
-        from scipy.ndimage import distance_transform_edt
-    except ImportError:
-        return _hausdorff_brute(sa, sb, affine)
-    spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
-    to_b = distance_transform_edt(~sb, sampling=spacing)
-    to_a = distance_transform_edt(~sa, sampling=spacing)
-    return float(max(to_b[sa].max(), to_a[sb].max()))
+    sa, sb = surface(a[box]), surface(b[box])
+    linear = affine[:3, :3]
+
+    def points(mask: NDArray) -> NDArray:
+        world: NDArray = np.argwhere(mask).astype(np.float64) @ linear.T
+        return world
+
+    directed = _directed
+    if not brute:
+        try:
+            from scipy.spatial import cKDTree
+
+            def directed(p: NDArray, q: NDArray) -> float:
+                return float(cKDTree(q).query(p, k=1)[0].max()) if len(p) else 0.0
+        except ImportError:
+            pass
+    return max(directed(points(sa & ~sb), points(sb)), directed(points(sb & ~sa), points(sa)))
 
 
 def _bounding_box(mask: NDArray) -> tuple[slice, ...]:
@@ -112,16 +124,8 @@ def _bounding_box(mask: NDArray) -> tuple[slice, ...]:
     return tuple(box)
 
 
-def _hausdorff_brute(sa: NDArray, sb: NDArray, affine: NDArray) -> float:
-    """Max of the two directed distances between surface voxel centres, in chunks."""
-    linear = affine[:3, :3]
-    pa = np.argwhere(sa).astype(np.float64) @ linear.T
-    pb = np.argwhere(sb).astype(np.float64) @ linear.T
-    return max(_directed(pa, pb), _directed(pb, pa))
-
-
 def _directed(p: NDArray, q: NDArray) -> float:
-    """max over p of the distance to the nearest point of q."""
+    """max over p of the distance to the nearest point of q (brute force, in chunks)."""
     step = max(1, CHUNK // max(1, len(q)))
     worst = 0.0
     qq = (q**2).sum(axis=1)

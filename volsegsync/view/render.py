@@ -216,18 +216,33 @@ def segmentation_painter(seg: Image, alignment: Alignment) -> Painter:
 
 def segmented_centre(volume: Image, seg: Image, alignment: Alignment) -> tuple[int, int, int]:
     """The volume voxel at the centre of the segmented region (through labelled slices)."""
-    mask = seg.data != 0
+    return volume_voxel(label_centre(seg.data), volume, alignment)
+
+
+def label_centre(labels: NDArray) -> tuple[float, float, float] | None:
+    """Per axis, the labelled slice nearest the centroid of the labelled voxels (in the
+    label map's own voxels); None when nothing is labelled."""
+    mask = labels != 0
     counts = [
         np.count_nonzero(mask, axis=tuple(a for a in range(3) if a != axis)) for axis in range(3)
     ]
     total = int(counts[0].sum())
     if total == 0:
-        return volume.data.shape[0] // 2, volume.data.shape[1] // 2, volume.data.shape[2] // 2
+        return None
     centre = []
     for c in counts:
         mean = float((np.arange(c.size) * c).sum()) / total
         filled = np.flatnonzero(c)
         centre.append(float(filled[np.argmin(np.abs(filled - mean))]))
+    return centre[0], centre[1], centre[2]
+
+
+def volume_voxel(
+    centre: tuple[float, float, float] | None, volume: Image, alignment: Alignment
+) -> tuple[int, int, int]:
+    """A segmentation voxel as the nearest volume voxel (the volume's centre for None)."""
+    if centre is None:
+        return volume.data.shape[0] // 2, volume.data.shape[1] // 2, volume.data.shape[2] // 2
     back = np.linalg.inv(alignment.matrix)
     point = back[:3, :3] @ np.array(centre) + back[:3, 3]
     shape = volume.data.shape

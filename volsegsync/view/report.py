@@ -63,8 +63,9 @@ def draw_thumbnail(task: tuple[str, str, str, list[tuple[int, str]], str]) -> st
         )
     except VolsegsyncError as e:
         return str(e)
-    except (ValueError, MemoryError) as e:
-        return f"{seg_path}: cannot draw: {e}"
+    except Exception as e:  # one pair that cannot be drawn must not stop the report
+        text = " ".join(str(e).split())[:200] or type(e).__name__
+        return f"{seg_path}: cannot draw: {text}"
     import io
 
     buf = io.BytesIO()

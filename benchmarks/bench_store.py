@@ -19,6 +19,7 @@ Prints medians and ratios, and which link types this filesystem supports.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -63,7 +64,13 @@ def make(root: Path, size: int) -> None:
     datasets.init(root)
 
 
+def settle() -> None:
+    """Write back what earlier runs left dirty, so that no run pays for another."""
+    os.sync()
+
+
 def run(root: Path, *args: str) -> float:
+    settle()
     t = time.perf_counter()
     r = subprocess.run([EXE, "-C", str(root), *args, "-q"], check=False)
     elapsed = time.perf_counter() - t
@@ -129,6 +136,7 @@ def main() -> None:
         pairs = objects()
         for _obj, dest in pairs:
             dest.unlink()
+        settle()
         t = time.perf_counter()
         subprocess.run(
             ["sh", "-c", 'while read -r a b; do cp "$a" "$b"; done'],
@@ -142,6 +150,7 @@ def main() -> None:
         pairs = objects()
         for _obj, dest in pairs:
             dest.unlink()
+        settle()
         t = time.perf_counter()
         for obj, dest in pairs:
             shutil.copyfile(obj, dest)

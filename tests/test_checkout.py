@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -314,17 +316,24 @@ def _big_dataset(root: Path, n: int) -> None:
     age_all(root)
 
 
-def _kill_at_random(args: list[str], cwd: Path, rng: random.Random) -> bool:
-    """Run volsegsync and kill -9 it after a random delay; True when it was killed."""
+def _kill_at_random(args: list[str], cwd: Path, rng: random.Random, span: float) -> bool:
+    """Run volsegsync and kill -9 it at a random moment of a run that takes ``span``
+    seconds when left alone; True when it was killed part-way."""
     proc = subprocess.Popen(
         [VOLSEGSYNC, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    time.sleep(rng.uniform(0.2, 0.9))
+    time.sleep(rng.uniform(0.3, 0.95) * span)
     killed = proc.poll() is None
     if killed:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     return killed
+
+
+def _duration(args: list[str], cwd: Path) -> float:
+    start = time.perf_counter()
+    assert run_script(args, cwd=cwd).returncode in (0, 1)
+    return time.perf_counter() - start
 
 
 def _store_is_consistent(root: Path) -> None:
@@ -336,19 +345,33 @@ def _store_is_consistent(root: Path) -> None:
 def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path) -> None:
     _big_dataset(ds_root, 12)
     rng = random.Random(8)
+    meta = ds_root / ".volsegsync"
+
+    def afresh() -> None:  # pair has everything to hash and store again
+        shutil.rmtree(meta / "cache", ignore_errors=True)
+        shutil.rmtree(meta / "state", ignore_errors=True)
+
+    span = _duration(["pair", "-j", "2"], ds_root)
     kills = 0
     for _ in range(4):
-        kills += _kill_at_random(["pair", "-j", "2"], ds_root, rng)
+        afresh()
+        kills += _kill_at_random(["pair", "-j", "2"], ds_root, rng, span)
         _store_is_consistent(ds_root)
     assert run_script(["pair"], cwd=ds_root).returncode in (0, 1)
     _store_is_consistent(ds_root)
     files = snapshot_files(ds_root)
     index = read_index_file(ds_root / "volsegsync.index")
     assert {r.digest for e in index.entries for r in e.records()} <= set(store_objects(ds_root))
-    for _ in range(4):
+
+    def remove() -> None:
         for name in files:
             (ds_root / name).unlink(missing_ok=True)
-        kills += _kill_at_random(["checkout"], ds_root, rng)
+
+    remove()
+    span = _duration(["checkout"], ds_root)
+    for _ in range(4):
+        remove()
+        kills += _kill_at_random(["checkout"], ds_root, rng, span)
         _store_is_consistent(ds_root)
         for name, data in snapshot_files(ds_root).items():
             if name in files:
@@ -356,7 +379,7 @@ def test_kill_9_during_pair_and_checkout_leaves_a_consistent_store(ds_root: Path
     proc = run_script(["checkout"], cwd=ds_root)
     assert proc.returncode == 0, proc.stderr
     assert snapshot_files(ds_root) == files
-    assert kills >= 2, "no run was killed part-way: make the dataset bigger"
+    assert kills >= 4, "too few runs were killed part-way"
 
 
 def test_quiet_checkout_as_hooks_run_it_reports_problems_on_stderr(paired: Path) -> None:
@@ -373,3 +396,90 @@ def test_quiet_checkout_as_hooks_run_it_reports_problems_on_stderr(paired: Path)
         "fetch it from a remote or restore the file from a copy, then run 'volsegsync pair'"
     ]
     assert vol2.exists()
+
+
+def test_previous_removes_what_the_branch_left_behind_records(tmp_path: Path) -> None:
+    """What a post-checkout hook does after ``git checkout``: the index is the new
+    commit's; the files only the previous commit's index records go."""
+    from conftest import git
+
+    root = make_repo(tmp_path / "ds", "git")
+    write_pair(root, NAME1, versions=(1,))
+    pair(root)
+    commit(root, "git", "one", tag="one")
+    first = snapshot_files(root)
+    write_nrrd(root / SEG.format(2), seed="second")
+    write_pair(root, NAME2)
+    pair(root)
+    commit(root, "git", "two", tag="two")
+    second = snapshot_files(root)
+    git(root, "checkout", "-q", "one")
+    code, out, err = checkout(root, "--previous", "two")
+    assert code == 0, out + err
+    assert snapshot_files(root) == first
+    git(root, "checkout", "-q", "two")
+    code, out, err = checkout(root, "--previous", "one")
+    assert code == 0, out + err
+    assert snapshot_files(root) == second
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+def test_progress_bar_on_a_terminal_only(paired: Path) -> None:
+    for name in (NAME1, NAME2):
+        (paired / f"{name}.nii.gz").unlink()
+    tty = subprocess.run(
+        ["script", "-qec", f"{VOLSEGSYNC} checkout", "/dev/null"],
+        cwd=paired,
+        capture_output=True,
+        timeout=60,
+    )
+    assert tty.returncode == 0
+    assert b"checkout  [" in tty.stdout and b"100%" in tty.stdout
+    for name in (NAME1, NAME2):
+        (paired / f"{name}.nii.gz").unlink()
+    piped = run_script(["checkout"], cwd=paired)
+    assert piped.returncode == 0
+    assert b"[" not in piped.stderr and b"%" not in piped.stdout
+
+
+def test_fifo_at_a_recorded_path_does_not_hang_checkout_or_fsck(paired: Path) -> None:
+    """Attack test: a FIFO where the index records an image, under timeout and ulimit -v."""
+    vol = paired / f"{NAME1}.nii.gz"
+    vol.unlink()
+    os.mkfifo(vol)
+    for command in ("checkout", "fsck --working"):
+        proc = subprocess.run(
+            ["bash", "-c", f"ulimit -v 3000000; exec {VOLSEGSYNC} {command}"],
+            cwd=paired,
+            capture_output=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert f"{NAME1}.nii.gz".encode() in proc.stdout + proc.stderr
+        assert_clean_stderr(proc.stderr)
+    assert stat.S_ISFIFO(os.lstat(vol).st_mode)  # not replaced: not ours to remove
+
+
+def test_dataset_in_a_subfolder_of_the_repository(tmp_path: Path) -> None:
+    from conftest import git
+
+    from volsegsync.ops.init import init_dataset
+
+    git(tmp_path, "init", "-q")
+    root = tmp_path / "data" / "spine"
+    root.mkdir(parents=True)
+    init_dataset(root)
+    write_pair(root, NAME1, versions=(1,))
+    pair(root)
+    commit(tmp_path, "git", "one", tag="one")
+    first = snapshot_files(root)
+    write_nrrd(root / SEG.format(2), seed="second")
+    pair(root)
+    commit(tmp_path, "git", "two")
+    code, out, err = checkout(root, "one")
+    assert code == 0, out + err
+    assert snapshot_files(root) == first
+    assert invoke(["-C", str(root), "gc", "--yes"]).exit_code == 0
+    code, out, err = checkout(root, "HEAD")
+    assert code == 0, out + err
+    assert (root / SEG.format(2)).exists()

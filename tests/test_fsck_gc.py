@@ -138,3 +138,17 @@ def test_gc_stops_when_an_index_in_history_is_unreadable(ds_root: Path) -> None:
     assert "gc removes nothing while an index it must honour is unreadable" in result.stderr
     assert set(store_objects(ds_root)) == before
     assert git(ds_root, "log", "--oneline").stdout.count("\n") == 1
+
+
+def test_an_object_removed_by_hand_is_stored_again_by_pair_after_fsck(paired: Path) -> None:
+    vol = paired / f"{NAME1}.nii.gz"
+    digest = h(vol.read_bytes())
+    store_objects(paired)[digest].unlink()
+    # pair skips an unchanged index it stored completely before (one memo, no stats)
+    pair(paired)
+    assert digest not in store_objects(paired)
+    result = invoke(["-C", str(paired), "fsck"])
+    assert result.exit_code == 1
+    assert f"missing: {NAME1}.nii.gz: content xxh3-128:{digest}" in result.stdout
+    pair(paired)  # fsck forgot the memo: every file is checked again
+    assert store_objects(paired)[digest].read_bytes() == vol.read_bytes()

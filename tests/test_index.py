@@ -293,6 +293,7 @@ BAD = [
     (HEADER2 + f"k\tvolume\t-\t1\t{H1}\tx.nii.gz\n" * 2, ":5: x.nii.gz is already listed"),
     (HEADER2 + f"k\tvolume\t-\t1\t{H1}\n", ":4: malformed line: expected 6"),
     (HEADER2 + f"k\tblob\t-\t1\t{H1}\tx.nii.gz\n", ":4: bad role 'blob'"),
+    (HEADER2 + f"k\tvolume\t-\t\u00b2\t{H1}\tx.nii.gz\n", ":4: bad size"),
     (HEADER2 + f"k\tvolume\t1\t1\t{H1}\tx.nii.gz\n", ":4: a volume line has version '-'"),
     (HEADER2 + f"k\tseg\t1x\t1\t{H1}\tx.nrrd\n", ":4: bad version '1x'"),
     (HEADER2 + f"k\tseg\t1\t1\t{H1}\tx.nrrd\n", "case k: no active segmentation"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import sqlite3
 import stat
@@ -136,18 +137,24 @@ def test_pair_no_store_and_the_config_switch(ds_root: Path) -> None:
     assert len(store_objects(ds_root)) == 2
 
 
-def test_shared_store_dir_between_two_clones(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["dulwich", "git"])
+def test_shared_store_dir_between_two_clones(tmp_path: Path, kind: str) -> None:
     shared = tmp_path / "nas" / "store"
-    one = make_repo(tmp_path / "one", "git")
+    one = make_repo(tmp_path / "one", kind)
     local = f'[store]\ndir = "{shared}"\n'
     (one / ".volsegsync" / "config.local.toml").write_text(local)
     write_pair(one, NAME1, versions=(1, 2))
     write_pair(one, NAME2)
     pair(one)
-    commit(one, "git", "data")
+    commit(one, kind, "data")
     assert not (one / ".volsegsync" / "cache").exists()
     two = tmp_path / "two"
-    git(tmp_path, "clone", "-q", str(one), str(two))
+    if kind == "git":
+        git(tmp_path, "clone", "-q", str(one), str(two))
+    else:
+        from dulwich import porcelain
+
+        porcelain.clone(str(one), str(two), errstream=io.BytesIO()).close()
     assert not (two / f"{NAME1}.nii.gz").exists()  # git does not carry the images
     (two / ".volsegsync" / "config.local.toml").write_text(local)
     code, out, err = checkout(two)
@@ -248,3 +255,24 @@ def test_stat_cache_of_another_schema_is_emptied(tmp_path: Path) -> None:
     db = sqlite3.connect(db_path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == STAT_SCHEMA
     db.close()
+
+
+def test_copy_between_object_databases_checks_the_hash(tmp_path: Path) -> None:
+    """What push, pull and fetch build on: one ObjectDB to another, hash checked."""
+    here, there = _db(tmp_path), ObjectDB(LocalFS(tmp_path / "remote"), "prefix/objects")
+    src = tmp_path / "a.bin"
+    src.write_bytes(b"payload")
+    digest = h(b"payload")
+    here.add(src, "xxh3-128", digest)
+    assert there.copy_from(here, "xxh3-128", digest) is True
+    assert there.copy_from(here, "xxh3-128", digest) is False
+    remote_obj = tmp_path / "remote" / "prefix" / "objects" / here.key("xxh3-128", digest)
+    assert remote_obj.read_bytes() == b"payload"
+    from storetools import corrupt
+
+    corrupt(remote_obj)
+    here.remove("xxh3-128", digest)
+    with pytest.raises(ObjectProblem, match="does not match its hash; rejected"):
+        here.copy_from(there, "xxh3-128", digest)
+    assert not here.has("xxh3-128", digest)
+    assert not list((tmp_path / "store" / "tmp").iterdir())

@@ -27,7 +27,8 @@ from typing import Any, BinaryIO, NamedTuple, cast
 
 from volsegsync.config import Config, RemoteConfig
 from volsegsync.errors import VolsegsyncError
-from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem, open_regular
+from volsegsync.fsutil import open_regular
+from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem
 
 S3_EXTRA = "pip install 'volsegsync[s3]'"
 

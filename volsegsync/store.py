@@ -15,13 +15,13 @@ import contextlib
 import errno
 import fcntl
 import os
-import stat
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import open_regular
 from volsegsync.hashing import CHUNK, new_hasher
 from volsegsync.index import DIGEST_HEX
 
@@ -178,28 +178,61 @@ class ObjectDB:
 
         ``hashed_stat``: the (size, mtime_ns, inode) ``src`` had when it was hashed; a
         hard link to that very inode, unchanged, is then not read again."""
+
+        def write(tmp: str) -> str:
+            for kind in links:
+                if kind == "copy":
+                    break
+                if kind in ("reflink", "hardlink") and self._try(
+                    kind, lambda k: self.fs.link_from_local(src, tmp, k)
+                ):
+                    return self._linked_digest(tmp, kind, algorithm, digest, hashed_stat)
+            return self._copy_in(src, tmp, algorithm)  # copying always works
+
+        return self._store(
+            algorithm,
+            digest,
+            write,
+            lambda found: (
+                f"{src}: changed while being stored (hash {found}, expected "
+                f"{digest}); run 'volsegsync pair' again"
+            ),
+        )
+
+    def copy_from(self, other: ObjectDB, algorithm: str, digest: str) -> bool:
+        """Copy an object from another database (a remote, another store), checking its
+        hash on the way: content that does not match is rejected and gets no final
+        name. False when the object was already here."""
+        source = other.object_path(algorithm, digest)
+
+        def write(tmp: str) -> str:
+            with other.fs.open_read(source) as f, self.fs.open_new(tmp) as out:
+                return copy_hashing(f, out, algorithm)
+
+        return self._store(
+            algorithm,
+            digest,
+            write,
+            lambda _f: f"{source}: content does not match its hash; rejected",
+        )
+
+    def _store(
+        self,
+        algorithm: str,
+        digest: str,
+        write: Callable[[str], str],
+        mismatch: Callable[[str], str],
+    ) -> bool:
+        """Write an object under a temporary name (``write`` returns the hash of what it
+        wrote), check it, seal it and give it its final name; False when present."""
         final = self.object_path(algorithm, digest)
         if self.fs.exists(final):
             return False
         tmp = self._tmp()
         try:
-            found = None
-            for kind in links:
-                if kind == "copy":
-                    found = self._copy_in(src, tmp, algorithm)
-                    break
-                if kind in ("reflink", "hardlink") and self._try(
-                    kind, lambda k: self.fs.link_from_local(src, tmp, k)
-                ):
-                    found = self._linked_digest(tmp, kind, algorithm, digest, hashed_stat)
-                    break
-            if found is None:  # no kind worked: copying always does
-                found = self._copy_in(src, tmp, algorithm)
+            found = write(tmp)
             if found != digest:
-                raise ObjectProblem(
-                    f"{src}: changed while being stored (hash {found}, expected {digest}); "
-                    "run 'volsegsync pair' again"
-                )
+                raise ObjectProblem(mismatch(found))
             self.fs.seal(tmp)
             self.fs.rename(tmp, final)
         finally:
@@ -320,16 +353,6 @@ class ObjectDB:
         return [
             p for p, _s, mtime in self.fs.walk(self._join(TMP_DIR)) if now - mtime > older_than_s
         ]
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """Open a regular file for reading: no symlink followed, no hang on a FIFO."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, f"{path}: not a regular file")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb", buffering=0)
 
 
 def copy_hashing(src: BinaryIO, dst: BinaryIO, algorithm: str) -> str:

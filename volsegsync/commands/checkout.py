@@ -29,8 +29,17 @@ if TYPE_CHECKING:  # dulwich (through ops.checkout) only when a checkout runs
     "content (so it can still be restored).",
 )
 @click.option("-n", "--dry-run", is_flag=True, help="List what would change; change nothing.")
+@click.option(
+    "--previous",
+    metavar="REV",
+    default=None,
+    help="The revision the working files followed before (git hooks pass it): files "
+    "its index records and the target's does not are removed, when stored.",
+)
 @common_options
-def checkout_command(target: str | None, force: bool, dry_run: bool, fmt: str, quiet: bool) -> None:
+def checkout_command(
+    target: str | None, force: bool, dry_run: bool, previous: str | None, fmt: str, quiet: bool
+) -> None:
     """Restore working files from the content store.
 
     \b
@@ -57,7 +66,9 @@ def checkout_command(target: str | None, force: bool, dry_run: bool, fmt: str, q
 
     ds = open_dataset()
     with progress_factory(quiet) as progress:
-        report = run_checkout(ds, target, force=force, dry_run=dry_run, progress=progress)
+        report = run_checkout(
+            ds, target, force=force, dry_run=dry_run, progress=progress, previous=previous
+        )
     rendered = checkout_rendered(report)
     if fmt == "text":
         for p in report.problems:  # to stderr even with -q: a hook shows them

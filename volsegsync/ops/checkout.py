@@ -24,7 +24,7 @@ from typing import NamedTuple
 from volsegsync import history
 from volsegsync.dataset import INDEX_FILE, Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes, source_in_dataset
+from volsegsync.fsutil import atomic_write_bytes, open_regular, source_in_dataset
 from volsegsync.hashing import CacheRow, Hashed, StatCache, settle_mtime
 from volsegsync.index import (
     Entry,
@@ -38,7 +38,7 @@ from volsegsync.index import (
 )
 from volsegsync.magic import HEAD_BYTES, sniff
 from volsegsync.ops.storing import open_store, store_settings
-from volsegsync.store import ObjectDB, ObjectProblem, hash_local, open_regular
+from volsegsync.store import ObjectDB, ObjectProblem, hash_local
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 _ROLLBACK = re.compile(r"(.+)@v([0-9]+)")
@@ -78,10 +78,16 @@ def run_checkout(
     force: bool = False,
     dry_run: bool = False,
     progress: ProgressFactory | None = None,
+    previous: str | None = None,
 ) -> CheckoutReport:
+    """``previous``: the git revision whose index the working files followed before
+    (a post-checkout hook knows it): files it records and the target does not are
+    removed, as git removes the files of the branch it leaves."""
     with ds.lock():
         current = read_index_file(ds.index_path)
         plan = _plan(ds, current, target)
+        if previous is not None:
+            plan = plan._replace(drop=_dropped(ds, previous, plan))
         db = open_store(ds, create=not dry_run)
         algorithm = plan.target.algorithm
         known = ds.cached_hashes() if algorithm == ds.config.store.hash else {}
@@ -114,12 +120,9 @@ def _plan(ds: Dataset, current: IndexFile, target: str | None) -> _Plan:
         entry = _find_pair(ds, current.entries, m.group(1))
         if entry is not None:
             return _rollback(current, entry, int(m.group(2)), m.group(1))
-    git_root = history.find_git_root(ds.root)
-    if git_root is None:
-        raise VolsegsyncError(f"{target}: not a pair, and {ds.root} is not in a git repository")
-    rel = (ds.root / INDEX_FILE).relative_to(git_root).as_posix()
+    rel = INDEX_FILE
     try:
-        raw = history.read_at(git_root, target, rel)
+        raw = _index_at(ds, target)
     except VolsegsyncError:
         if m is None:
             raise
@@ -134,6 +137,23 @@ def _plan(ds: Dataset, current: IndexFile, target: str | None) -> _Plan:
     wanted = {r.path for r in keep}
     drop = [r for r in _records(current.entries) if r.path not in wanted]
     return _Plan(index, raw, keep, drop)
+
+
+def _dropped(ds: Dataset, previous: str, plan: _Plan) -> list[FileRecord]:
+    """What the index at ``previous`` (and the plan) records and the target does not."""
+    raw = _index_at(ds, previous)
+    old = parse_index_bytes(raw, f"{previous}:{INDEX_FILE}").entries if raw else []
+    wanted = {r.path for r in plan.keep}
+    drop = {r.path: r for r in plan.drop}
+    drop.update((r.path, r) for r in _records(old) if r.path not in wanted)
+    return sorted(drop.values())
+
+
+def _index_at(ds: Dataset, rev: str) -> bytes | None:
+    git_root = history.find_git_root(ds.root)
+    if git_root is None:
+        raise VolsegsyncError(f"{rev}: {ds.root} is not in a git repository")
+    return history.read_at(git_root, rev, (ds.root / INDEX_FILE).relative_to(git_root).as_posix())
 
 
 def _records(entries: list[Entry]) -> list[FileRecord]:

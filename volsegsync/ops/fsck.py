@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.index import FileRecord, read_index_file
-from volsegsync.ops.storing import open_store
+from volsegsync.ops.storing import forget_stored, open_store
 from volsegsync.store import hash_local
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -34,6 +34,7 @@ def run_fsck(
     progress: ProgressFactory | None = None,
 ) -> FsckReport:
     with ds.lock():
+        forget_stored(ds)  # objects may be gone: the next pair checks every file again
         db = open_store(ds)
         index = read_index_file(ds.index_path)
         objects = list(db.objects())

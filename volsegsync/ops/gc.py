@@ -9,7 +9,7 @@ from volsegsync import history
 from volsegsync.dataset import INDEX_FILE, Dataset
 from volsegsync.errors import IndexFormatError, VolsegsyncError
 from volsegsync.index import parse_index_bytes, read_index_file
-from volsegsync.ops.storing import open_store, store_settings
+from volsegsync.ops.storing import forget_stored, open_store, store_settings
 from volsegsync.store import ObjectDB
 
 STALE_TMP_S = 3600.0  # an incomplete object older than this was left by a killed run
@@ -65,6 +65,7 @@ def run_gc(ds: Dataset, dry_run: bool = False, shared_ok: bool = False) -> GcRep
                 continue
             removed.append((algorithm, digest, size))
             if not dry_run:
+                forget_stored(ds)
                 db.remove(algorithm, digest)
         stale = _stale(db)
         if not dry_run:

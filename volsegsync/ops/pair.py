@@ -9,7 +9,7 @@ from volsegsync.dataset import Dataset
 from volsegsync.errors import IndexFormatError, VolsegsyncError
 from volsegsync.fsutil import INDEX_LIMIT, read_small
 from volsegsync.index import Entry, FileRecord, format_index, parse_index
-from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
+from volsegsync.ops.snapshot import ProgressFactory, Snapshot, index_digest, take_snapshot
 from volsegsync.ops.storing import StoreReport, store_enabled, store_entries
 
 
@@ -45,7 +45,13 @@ def run_pair(
         changed = new_text != old_text
         stored = None
         if not dry_run and (store if store is not None else store_enabled(ds)):
-            stored = store_entries(ds, snap.entries, jobs=jobs, progress=progress)
+            stored = store_entries(
+                ds,
+                snap.entries,
+                jobs=jobs,
+                progress=progress,
+                index_key=index_digest(new_text.encode()),
+            )
         if changed and not dry_run:
             ds.write_index(snap.entries)
         added, removed = _line_changes(snap.entries, old_text or "")

@@ -15,8 +15,8 @@ import xxhash
 
 from volsegsync.channels import group_channels, with_channels
 from volsegsync.dataset import Dataset
-from volsegsync.errors import IndexFormatError
-from volsegsync.fsutil import read_memo, write_memo
+from volsegsync.errors import IndexFormatError, VolsegsyncError
+from volsegsync.fsutil import INDEX_LIMIT, read_memo, read_small, write_memo
 from volsegsync.hashing import Hashed, racy_limit
 from volsegsync.index import (
     Entry,
@@ -243,6 +243,14 @@ def _record(path: str | None, hashed: dict[str, Hashed]) -> FileRecord | None:
 def read_pins(ds: Dataset) -> dict[str, Pin]:
     """The rollbacks the index records; a newer index format is refused, a damaged
     index pins nothing (``pair`` rewrites it)."""
+    try:
+        raw = read_small(ds.index_path, INDEX_LIMIT, "index")
+    except FileNotFoundError:
+        return {}
+    except (OSError, VolsegsyncError):
+        raw = b""  # not a regular file, too large: read_index below says so
+    if b"!\t" not in raw and raw.startswith((b"volsegsync-index 2\n", b"volsegsync-index 1\n")):
+        return {}  # no pin, and a format this version knows: nothing to parse (fast status)
     try:
         return pins(ds.read_index())
     except IndexTooNewError:

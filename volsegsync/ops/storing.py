@@ -7,6 +7,7 @@ points it elsewhere, e.g. a folder several clones share.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable
@@ -17,7 +18,7 @@ from typing import NamedTuple
 from volsegsync.config import StoreConfig, _Reader, parse_store
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import ConfigError
-from volsegsync.fsutil import source_in_dataset
+from volsegsync.fsutil import read_memo, source_in_dataset, write_memo
 from volsegsync.index import Entry, FileRecord
 from volsegsync.store import LocalFS, ObjectDB, ObjectProblem, StoreError
 
@@ -123,15 +124,47 @@ def store_entries(
     entries: Iterable[Entry],
     jobs: int | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    index_key: str | None = None,
 ) -> StoreReport:
-    """Store every file the entries record (``pair`` calls this before writing the index)."""
+    """Store every file the entries record (``pair`` calls this before writing the index).
+
+    ``index_key`` (the digest of the index text these entries make): when the last
+    complete run stored exactly that index into this very store folder, nothing is
+    looked at again (``fsck`` and ``gc`` forget it when they remove objects)."""
     settings = store_settings(ds)
-    records = [r for e in entries for r in e.records()]
     db = open_store(ds)
+    memo_key = _memo_key(settings.root, index_key)
+    if memo_key is not None and read_memo(ds.state_dir / STORED_MEMO) == memo_key:
+        return StoreReport(0, 0, [])
+    records = [r for e in entries for r in e.records()]
     tick = progress("storing", len(records)) if progress and records else None
-    return store_records(
+    report = store_records(
         ds, db, records, ds.config.store.hash, _add_links(settings.config.link), jobs, tick
     )
+    if memo_key is not None and not report.problems:
+        write_memo(ds.state_dir / STORED_MEMO, memo_key)
+    return report
+
+
+STORED_MEMO = "stored.marshal"
+
+
+def _memo_key(root: Path, index_key: str | None) -> str | None:
+    """The index digest and the store folder's identity (a store deleted and made
+    again is another folder)."""
+    if index_key is None:
+        return None
+    try:
+        st = os.stat(root)
+    except OSError:
+        return None
+    return f"{index_key}/{root}/{st.st_dev}/{st.st_ino}"
+
+
+def forget_stored(ds: Dataset) -> None:
+    """After objects were removed: the next ``pair`` checks every file again."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(ds.state_dir / STORED_MEMO)
 
 
 def _add_links(links: tuple[str, ...]) -> tuple[str, ...]:

@@ -71,7 +71,7 @@ def test_help_subprocess_and_version() -> None:
         assert command.encode() in proc.stdout
     version = run_script(["--version"])
     assert version.returncode == 0
-    assert version.stdout == b"volsegsync, version 0.1.0\n"
+    assert version.stdout == b"volsegsync, version 0.2.0\n"
 
 
 def test_usage_errors_exit_2_without_traceback(ds_root: Path) -> None:
@@ -148,6 +148,7 @@ def test_json_pair(mixed: Path) -> None:
         "kept",
         "pruned",
         "problems",
+        "store",
         "summary",
     }
     assert doc["schema"] == "volsegsync.pair/1"
@@ -302,7 +303,7 @@ def test_bad_input_is_reported_and_the_scan_goes_on(bad_input: Path) -> None:
     assert doc["written"] is True
     assert_clean_stderr(result.stderr)
     index = (bad_input / "volsegsync.index").read_text()
-    assert index.count("\n") == 5  # header, comment and the three pairs
+    assert index.count("\n") == 9  # magic, hash, comment and two lines per pair
 
 
 def test_bad_input_subprocess_every_format(bad_input: Path) -> None:
@@ -624,14 +625,15 @@ def test_damaged_cache_is_rebuilt(paired: Path) -> None:
     assert (state / "headers.db").read_bytes().startswith(b"SQLite format 3")
 
 
-def test_unusable_state_gives_one_line_and_exit_2(paired: Path) -> None:
+def test_unusable_cache_is_one_note_and_the_run_goes_on(paired: Path) -> None:
     state = paired / ".volsegsync" / "state"
     (state / "headers.db").mkdir()  # cannot be a database, cannot be replaced
+    (state / "headers.db" / "x").write_text("keep")  # not empty: cannot be removed either
     proc = subprocess.run(
         [VOLSEGSYNC, "-C", str(paired), "verify"], capture_output=True, text=True, check=False
     )
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("volsegsync: error: a cache in .volsegsync/state/")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.startswith("volsegsync: note: caches are off for this run")
     assert len(proc.stderr.splitlines()) == 1 and "Traceback" not in proc.stderr
 
 
@@ -643,7 +645,9 @@ def test_index_that_cannot_be_written_is_one_line(ds_root: Path) -> None:
         [VOLSEGSYNC, "-C", str(ds_root), "pair"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2
+    # a folder where the index should be is found when the old index is read for pins
     assert "volsegsync.index: cannot" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
 
 
 def test_dash_c_composes_like_git(paired: Path, cwd_guard: None) -> None:

@@ -112,6 +112,20 @@ exclude = ["scratch/*"]
         ("[verify.labels]\none = 'x'\n", "[verify.labels.one] label values must be integers"),
         ("[verify.severity]\nversion_gap = 'loud'\n", "[verify.severity.version_gap] must be"),
         ("naming = 3\n", "[naming] must be a table"),
+        # issue 7.8: each a one-line error naming the key
+        ("[verify.severity]\nversion_gapp = 'off'\n", "[verify.severity.version_gapp] unknown pro"),
+        ("[naming.dates]\npostfix = 'D%Q'\n", "[naming.dates.postfix] invalid date format 'D%Q'"),
+        ("[naming.dates]\npostfix = 'D%'\n", "[naming.dates.postfix] invalid date format 'D%'"),
+        ("[naming.dates]\npostfix = '%'\n", "a lone '%' at the end"),
+        ("[verify]\nposition_tolerance = nan\n", "[verify.position_tolerance] must be a non-neg"),
+        ("[verify]\ndirection_tolerance = inf\n", "[verify.direction_tolerance] must be a non-n"),
+        ("[naming]\nversion = 'v(?P<n>[0-9]+)?'\n", "[naming.version] the group (?P<n>...) must"),
+        ("[naming]\nversion = 'v(?P<n>[0-9]*)|x'\n", "[naming.version] the group (?P<n>...) must"),
+        ("[naming]\nversion = '(v(?P<n>[0-9]+))*'\n", "[naming.version] the group (?P<n>...) must"),
+        ("[naming]\nversion = 'v(?P<n>[0-9]+)(?=x)'\n", "[naming.version] regular expression"),
+        ("[naming.patterns]\nprefix = '(a)\\1'\n", "offers no backreferences or lookarounds"),
+        ("[limits]\nmax_image_bytes = 0\n", "[limits.max_image_bytes] must be a positive"),
+        ("[limits]\nmax_image_bytes = '4G'\n", "[limits.max_image_bytes] must be a positive"),
     ],
 )
 def test_invalid_values_name_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -203,3 +217,10 @@ def test_config_without_dates_table_keeps_the_default_date_check(tmp_path: Path)
     assert dict(renamed.naming.dates) == {}
     off = load_config(write_config(tmp_path, "[naming.dates]\n"))
     assert dict(off.naming.dates) == {}
+
+
+def test_re2_named_version_group_and_large_limit_are_accepted(tmp_path: Path) -> None:
+    text = "[naming]\nversion = 'rev(?P<n>[0-9]{1,4})'\n[limits]\nmax_image_bytes = 17179869184\n"
+    config = load_config(write_config(tmp_path, text))
+    assert config.naming.version == "rev(?P<n>[0-9]{1,4})"
+    assert config.limits.max_image_bytes == 16 * 1024**3

@@ -20,6 +20,7 @@ from volsegsync.content import (
     ContentCache,
     ContentReport,
     analyse,
+    content_key,
     label_problems,
 )
 from volsegsync.problems import CATEGORIES
@@ -366,7 +367,7 @@ def test_gzip_of_garbage_named_nii_gz(tmp_path: Path) -> None:
     path = tmp_path / "seg.nii.gz"
     path.write_bytes(gzip.compress(b"\x07" * 2000))
     report = analyse(path, "segmentation")
-    assert report.error == "not a NIfTI file (bad magic)"
+    assert report.error == "not a NIfTI file (bad header size or magic)"
     assert report.error_kind == "not_an_image"
 
 
@@ -558,3 +559,107 @@ def test_cache_replaces_a_damaged_database(tmp_path: Path) -> None:
         assert cache.get("h1", "segmentation") is None
         cache.put("h1", "segmentation", _sample_report())
         assert cache.get("h1", "segmentation") == _sample_report()
+
+
+# --------------------------------------------------------------------------- issue 7.2
+
+
+ANATOMICAL = Path(nib.__file__).parent / "tests" / "data" / "anatomical.nii"
+
+
+@pytest.mark.parametrize("first", ["A.nii.gz", "B.nii"])
+def test_identical_bytes_under_two_names_get_their_own_verdicts(tmp_path: Path, first: str) -> None:
+    """The cache key holds the format the name claims: a valid .nii and the same
+    bytes misnamed .nii.gz never share a verdict, whichever comes first."""
+    blob = ANATOMICAL.read_bytes()
+    (tmp_path / "A.nii.gz").write_bytes(blob)
+    (tmp_path / "B.nii").write_bytes(blob)
+    digest = "f" * 32
+    with ContentCache(tmp_path / "state" / "content.db") as cache:
+        for name in (first, *({"A.nii.gz", "B.nii"} - {first})):
+            if cache.get(digest, "volume", name) is None:
+                cache.put(digest, "volume", analyse(tmp_path / name, "volume"), name)
+        assert cache.get(digest, "volume", "B.nii") == analyse(tmp_path / "B.nii", "volume")
+        misnamed = cache.get(digest, "volume", "A.nii.gz")
+    assert analyse(tmp_path / "B.nii", "volume").error is None
+    assert misnamed is not None and misnamed.error == "not a gzip stream (bad magic)"
+
+
+def test_content_key_holds_role_format_and_limit() -> None:
+    keys = {
+        content_key("volume", "x.nii"),
+        content_key("volume", "x.nii.gz"),
+        content_key("segmentation", "x.nii"),
+        content_key("volume", "x.nii", max_bytes=10),
+    }
+    assert len(keys) == 4
+
+
+@pytest.mark.parametrize("name", ["UChar", "unsigned  char", "UINT8_T"])
+def test_nrrd_type_names_are_read_alike_in_header_and_content(tmp_path: Path, name: str) -> None:
+    from volsegsync.headers import read_geometry
+
+    path = tmp_path / "seg.nrrd"
+    header = f"NRRD0004\ntype: {name}\ndimension: 3\nsizes: 2 2 1\nencoding: raw\n\n"
+    path.write_bytes(header.encode() + bytes([0, 1, 1, 0]))
+    assert read_geometry(path).dtype == "uint8"
+    report = analyse(path, "segmentation")
+    assert (report.error, report.dtype, report.values) == (None, "uint8", (0, 1))
+
+
+def test_nifti_pair_magic_is_refused_alike_in_every_pass(tmp_path: Path) -> None:
+    from volsegsync.headers import HeaderProblem, read_geometry
+    from volsegsync.magic import NIFTI_PAIR_REASON, sniff
+
+    raw = bytearray(write_nii(tmp_path / "x.nii", seg_array()).read_bytes())
+    raw[344:348] = b"ni1\0"
+    path = tmp_path / "pair.nii"
+    path.write_bytes(bytes(raw))
+    assert sniff("pair.nii", bytes(raw[:1024])) == NIFTI_PAIR_REASON
+    with pytest.raises(HeaderProblem) as err:
+        read_geometry(path)
+    assert (err.value.category, err.value.reason) == ("not_an_image", NIFTI_PAIR_REASON)
+    report = analyse(path, "segmentation")
+    assert (report.error_kind, report.error) == ("not_an_image", NIFTI_PAIR_REASON)
+
+
+def test_bzip2_nrrd_is_decoded_without_pynrrd(tmp_path: Path) -> None:
+    path = write_nrrd(tmp_path / "seg.nrrd", seg_array(np.uint8, (0, 1, 2)), encoding="bzip2")
+    assert analyse(path, "segmentation").values == (0, 1, 2)
+    cut(path, path.stat().st_size - 20)
+    report = analyse(path, "segmentation")
+    assert report.error_kind == "corrupt" and report.error is not None
+
+
+def test_streamed_values_match_a_whole_array_scan(tmp_path: Path) -> None:
+    """Values spanning many chunks: the streamed summary equals numpy's."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(0, 1200, (256, 256, 40)).astype(np.uint16)  # ~5 MiB, > one chunk
+    data[0, 0, 0] = 5000
+    path = write_nrrd(tmp_path / "seg.nrrd", data, encoding="gzip")
+    report = analyse(path, "segmentation")
+    expected = np.unique(data)
+    assert report.values == tuple(int(v) for v in expected[:MAX_VALUES])
+    assert report.values_capped is (expected.size > MAX_VALUES)
+
+
+@pytest.mark.parametrize("order", ["gz-first", "nii-first"])
+def test_verify_gives_identical_copies_their_own_verdicts(tmp_path: Path, order: str) -> None:
+    """Issue 7.2 end to end: nibabel's anatomical.nii copied to a .nii.gz name and
+    a .nii name in one dataset; only the misnamed copy is reported, in either order
+    (the verify run deduplicates decodes by the full cache key)."""
+    from conftest import init_with_git_binary, invoke
+
+    root = init_with_git_binary(tmp_path / "ds")
+    blob = ANATOMICAL.read_bytes()
+    names = ["C01-A-D01012000.nii.gz", "C02-B-D01012000.nii"]
+    for name in names if order == "gz-first" else names[::-1]:
+        (root / name).write_bytes(blob)
+    result = invoke(["-C", str(root), "verify", "--format", "json"])
+    doc = json.loads(result.stdout)
+    content = {
+        (p["category"], p["files"][0])
+        for p in doc["problems"]
+        if p["category"] in ("not_an_image", "corrupt")
+    }
+    assert content == {("not_an_image", "C01-A-D01012000.nii.gz")}, doc["problems"]

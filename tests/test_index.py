@@ -24,17 +24,21 @@ from volsegsync.dataset import Dataset
 from volsegsync.errors import IndexFormatError, VolsegsyncError
 from volsegsync.index import (
     COLUMNS,
+    COLUMNS_V1,
     Entry,
     FileRecord,
+    SegVersion,
     format_index,
     parse_index,
+    parse_index_file,
     read_index,
     write_index,
 )
 from volsegsync.ops.pair import run_pair
 
 H1, H2 = "0123456789abcdef" * 2, "f" * 32
-HEADER = f"volsegsync-index 1\n# {COLUMNS}\n"
+HEADER = f"volsegsync-index 1\n# {COLUMNS_V1}\n"  # format 1: still read
+HEADER2 = f"volsegsync-index 2\nhash xxh3-128\n# {COLUMNS}\n"
 
 
 def line(vol: str, seg: str, version: str = "1", h1: str = H1, h2: str = H2) -> str:
@@ -59,25 +63,82 @@ def build(root: Path, order: list[str]) -> None:
 
 def test_format_round_trip() -> None:
     entries = [
-        Entry(FileRecord("b/vol.nii.gz", 5, H1), FileRecord("b/seg-v2.nrrd", 7, H2), 2),
-        Entry(FileRecord("a/lonely.nii.gz", 3, H2), None, None),
-        Entry(None, FileRecord("c/orphan.seg.nrrd", 1, H1), None),
-        Entry(FileRecord("a/x.nii", 0, H1), FileRecord("a/x.nrrd", 9, H2), None),
+        Entry(
+            FileRecord("b/vol.nii.gz", 5, H1),
+            FileRecord("b/seg-v2.nrrd", 7, H2),
+            2,
+            older=(SegVersion(1, FileRecord("b/seg-v1.nrrd", 6, H1)),),
+            key="b",
+        ),
+        Entry(FileRecord("a/lonely.nii.gz", 3, H2), None, None, key="a-lonely"),
+        Entry(None, FileRecord("c/orphan.seg.nrrd", 1, H1), None, key="c-orphan"),
+        Entry(FileRecord("a/x.nii", 0, H1), FileRecord("a/x.nrrd", 9, H2), None, key="a-x"),
     ]
     text = format_index(entries)
     assert text == (
-        HEADER
-        + f"a/lonely.nii.gz\t->\t-\t-\t3\t{H2}\t-\t-\n"
-        + f"a/x.nii\t->\ta/x.nrrd\t-\t0\t{H1}\t9\t{H2}\n"
-        + f"b/vol.nii.gz\t->\tb/seg-v2.nrrd\t2\t5\t{H1}\t7\t{H2}\n"
-        + f"-\t->\tc/orphan.seg.nrrd\t-\t-\t-\t1\t{H1}\n"
+        HEADER2
+        + f"a-lonely\tvolume\t-\t3\t{H2}\ta/lonely.nii.gz\n"
+        + f"a-x\tvolume\t-\t0\t{H1}\ta/x.nii\n"
+        + f"a-x\tseg\t-*\t9\t{H2}\ta/x.nrrd\n"
+        + f"b\tvolume\t-\t5\t{H1}\tb/vol.nii.gz\n"
+        + f"b\tseg\t1\t6\t{H1}\tb/seg-v1.nrrd\n"
+        + f"b\tseg\t2*\t7\t{H2}\tb/seg-v2.nrrd\n"
+        + f"c-orphan\tseg\t-*\t1\t{H1}\tc/orphan.seg.nrrd\n"
     )
-    assert sorted(parse_index(text), key=lambda e: e.sort_key) == sorted(
-        entries, key=lambda e: e.sort_key
-    )
+    assert parse_index(text) == sorted(entries, key=lambda e: e.sort_key)
     assert format_index(reversed(entries)) == text
     assert parse_index("") == []
-    assert format_index([]) == HEADER
+    assert format_index([]) == HEADER2
+
+
+def test_format2_channels_pins_and_data_round_trip() -> None:
+    ch = [
+        ("0000", FileRecord("imagesTr/B_0000.nii.gz", 1, H1)),
+        ("0001", FileRecord("imagesTr/B_0001.nii.gz", 2, H2)),
+    ]
+    seg1 = FileRecord("s/B-v1.nhdr", 3, H1)
+    data1 = FileRecord("s/B-v1.raw", 30, H2)
+    seg2 = FileRecord("s/B-v2.nhdr", 4, H2)
+    data2 = FileRecord("s/B-v2.raw", 40, H1)
+    entry = Entry(ch[0][1], seg1, 1, (SegVersion(2, seg2, data2),), True, data1, tuple(ch), "B")
+    text = format_index([entry])
+    assert text.splitlines()[3:] == [
+        f"B\tvolume:0000\t-\t1\t{H1}\timagesTr/B_0000.nii.gz",
+        f"B\tvolume:0001\t-\t2\t{H2}\timagesTr/B_0001.nii.gz",
+        f"B\tseg\t1!\t3\t{H1}\ts/B-v1.nhdr",
+        f"B\tseg\t2\t4\t{H2}\ts/B-v2.nhdr",
+        f"B\tdata\t1\t30\t{H2}\ts/B-v1.raw",
+        f"B\tdata\t2\t40\t{H1}\ts/B-v2.raw",
+    ]
+    assert parse_index(text) == [entry]
+    assert {r.path for r in entry.records()} == {
+        "imagesTr/B_0000.nii.gz",
+        "imagesTr/B_0001.nii.gz",
+        seg1.path,
+        data1.path,
+        seg2.path,
+        data2.path,
+    }
+
+
+def test_format1_is_still_read() -> None:
+    text = HEADER + "\t".join(["v.nii.gz", "->", "s-v2.nrrd", "2", "10", H1, "20", H2]) + "\n"
+    index = parse_index_file(text)
+    assert (index.format, index.algorithm) == (1, "xxh3-128")
+    assert index.entries == [
+        Entry(FileRecord("v.nii.gz", 10, H1), FileRecord("s-v2.nrrd", 20, H2), 2)
+    ]
+
+
+def test_sha256_index_checks_digest_length() -> None:
+    h64 = "ab" * 32
+    text = f"volsegsync-index 2\nhash sha256\n# x\nK\tvolume\t-\t1\t{h64}\tk.nii.gz\n"
+    index = parse_index_file(text)
+    assert index.algorithm == "sha256"
+    assert index.entries[0].volume == FileRecord("k.nii.gz", 1, h64)
+    assert format_index(index.entries, "sha256") == text.replace("# x", f"# {COLUMNS}")
+    with pytest.raises(IndexFormatError, match="expected 64 hex digits of sha256"):
+        parse_index(text.replace(h64, H1))
 
 
 def test_missing_index_is_empty(tmp_path: Path) -> None:
@@ -91,33 +152,25 @@ def test_pair_writes_plain_index_with_real_hashes(ds_root: Path) -> None:
     raw = (ds_root / "volsegsync.index").read_bytes()
     text = raw.decode("utf-8")
     lines = text.split("\n")
-    assert lines[0] == "volsegsync-index 1"
+    assert lines[:3] == ["volsegsync-index 2", "hash xxh3-128", f"# {COLUMNS}"]
     assert lines[-1] == ""
-    records = [ln.split("\t") for ln in lines[1:-1] if not ln.startswith("#")]
-    # sorted by volume path; an unpaired segmentation sorts by its own path
-    assert [r[0] for r in records] == [
-        "-",
-        f"volumes/{NAME1}.nii.gz",
-        f"volumes/{NAME2}.nii.gz",
-        f"volumes/{NAME3}.nii.gz",
+    records = [ln.split("\t") for ln in lines[3:-1]]
+    # sorted by case key, then volumes, then versions ascending: v1 is kept, v2 active
+    assert [(r[0], r[1], r[2], r[5]) for r in records] == [
+        (NAME1, "volume", "-", f"volumes/{NAME1}.nii.gz"),
+        (NAME1, "seg", "1", f"segmentations/{NAME1}-v1.nrrd"),
+        (NAME1, "seg", "2*", f"segmentations/{NAME1}-v2.nrrd"),
+        (NAME2, "volume", "-", f"volumes/{NAME2}.nii.gz"),
+        (NAME2, "seg", "1*", f"segmentations/{NAME2}-v1.nrrd"),
+        (NAME3, "volume", "-", f"volumes/{NAME3}.nii.gz"),
+        (NAME3, "seg", "1*", f"segmentations/{NAME3}-v1.nrrd"),
+        ("orphan", "seg", "1*", "segmentations/orphan-v1.nrrd"),
     ]
-    assert [r[2] for r in records] == [
-        "segmentations/orphan-v1.nrrd",
-        f"segmentations/{NAME1}-v2.nrrd",
-        f"segmentations/{NAME2}-v1.nrrd",
-        f"segmentations/{NAME3}-v1.nrrd",
-    ]
-    assert [r[3] for r in records] == ["1", "2", "1", "1"]
-    for vol, arrow, seg, _version, vsize, vhash, ssize, shash in records:
-        assert arrow == "->"
-        for path, size, digest in ((vol, vsize, vhash), (seg, ssize, shash)):
-            if path == "-":
-                assert (size, digest) == ("-", "-")
-                continue
-            assert not path.startswith("/") and "\\" not in path
-            data = (ds_root / path).read_bytes()
-            assert int(size) == len(data)
-            assert digest == xxhash.xxh3_128(data).hexdigest()
+    for _key, _role, _version, size, digest, path in records:
+        assert not path.startswith("/") and "\\" not in path
+        data = (ds_root / path).read_bytes()
+        assert int(size) == len(data)
+        assert digest == xxhash.xxh3_128(data).hexdigest()
 
 
 def test_pair_twice_is_byte_identical(ds_root: Path) -> None:
@@ -134,15 +187,20 @@ def test_pair_twice_is_byte_identical(ds_root: Path) -> None:
 
 def test_same_dataset_in_two_folders_gives_identical_index(tmp_path: Path) -> None:
     roots = []
-    for name, order in (("one", [NAME1, NAME2, NAME3]), ("two", [NAME3, NAME1, NAME2])):
+    build(tmp_path / "one", [NAME1, NAME2, NAME3])
+    files = sorted(p for p in (tmp_path / "one").rglob("*") if p.is_file())
+    for src in reversed(files):  # the same bytes (pynrrd writes the time), other order
+        dst = tmp_path / "two" / src.relative_to(tmp_path / "one")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    for name in ("one", "two"):
         root = tmp_path / name
-        build(root, order)
         invoke(["-C", str(root), "init", "--no-git"])
         invoke(["-C", str(root), "pair", "-j", "1" if name == "one" else "2"])
         roots.append(root)
     a = (roots[0] / "volsegsync.index").read_bytes()
     b = (roots[1] / "volsegsync.index").read_bytes()
-    assert a.count(b"\n") == 6  # magic, comment and 4 records
+    assert a.count(b"\n") == 11  # magic, hash, comment and 8 file lines
     assert a == b
 
 
@@ -165,6 +223,7 @@ def test_write_is_atomic(ds_root: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert sorted(p.name for p in ds_root.iterdir()) == sorted(
         [
             ".git",
+            ".gitattributes",
             ".gitignore",
             ".volsegsync",
             "volsegsync.index",
@@ -183,7 +242,7 @@ def test_write_index_creates_no_stray_files(tmp_path: Path) -> None:
     write_index(path, [Entry(FileRecord("a.nii.gz", 1, H1), None, None)])
     write_index(path, [])
     assert [p.name for p in tmp_path.iterdir()] == ["volsegsync.index"]
-    assert path.read_text() == HEADER
+    assert path.read_text() == HEADER2
 
 
 # --------------------------------------------------------------------------- untrusted input
@@ -226,7 +285,29 @@ BAD = [
     ),
     ("volsegsync-index\n", ":1: not a volsegsync index"),
     ("dvc-index 1\n" + line("x.nii.gz", "x.nrrd"), ":1: not a volsegsync index"),
-    ("volsegsync-index 2\n", ":1: index format version '2' is not supported"),
+    ("volsegsync-index 3\n", ":1: index format version '3' is not supported"),
+    ("volsegsync-index 2\n", ":2: expected 'hash ALGORITHM'"),
+    ("volsegsync-index 2\nhash md5\n", ":2: unknown hash algorithm 'md5'"),
+    (HEADER2 + f"k\tvolume\t-\t1\t{H1}\t../x.nii.gz\n", ":4: '../x.nii.gz' escapes"),
+    (HEADER2 + f"k\tvolume\t-\t1\t{H1}\t/etc/passwd\n", ":4: '/etc/passwd' is absolute"),
+    (HEADER2 + f"k\tvolume\t-\t1\t{H1}\tx.nii.gz\n" * 2, ":5: x.nii.gz is already listed"),
+    (HEADER2 + f"k\tvolume\t-\t1\t{H1}\n", ":4: malformed line: expected 6"),
+    (HEADER2 + f"k\tblob\t-\t1\t{H1}\tx.nii.gz\n", ":4: bad role 'blob'"),
+    (HEADER2 + f"k\tvolume\t-\t\u00b2\t{H1}\tx.nii.gz\n", ":4: bad size"),
+    (HEADER2 + f"k\tvolume\t1\t1\t{H1}\tx.nii.gz\n", ":4: a volume line has version '-'"),
+    (HEADER2 + f"k\tseg\t1x\t1\t{H1}\tx.nrrd\n", ":4: bad version '1x'"),
+    (HEADER2 + f"k\tseg\t1\t1\t{H1}\tx.nrrd\n", "case k: no active segmentation"),
+    (
+        HEADER2 + f"k\tseg\t1*\t1\t{H1}\tx.nrrd\nk\tseg\t2!\t1\t{H1}\ty.nrrd\n",
+        ":5: case k has a second active version",
+    ),
+    (
+        HEADER2 + f"k\tseg\t1*\t1\t{H1}\tx.nrrd\nk\tseg\t1\t1\t{H1}\ty.nrrd\n",
+        ":5: case k lists version 1 twice",
+    ),
+    (HEADER2 + f"k\tvolume:x1\t-\t1\t{H1}\tx.nii.gz\n", ":4: bad channel 'x1'"),
+    (HEADER2 + f"k\tvolume\t-\t1\t{H1.upper()}\tx.nii.gz\n", ":4: bad hash"),
+    (HEADER2 + f"k\tvolume\t-\t1\t{H1}\t.git/hooks/x.nii.gz\n", "points into .git/"),
 ]
 
 
@@ -299,8 +380,11 @@ def test_api_read_index(ds_root: Path) -> None:
             FileRecord(vol, len(data_v), h(data_v).hexdigest()),
             FileRecord(seg, len(data_s), h(data_s).hexdigest()),
             3,
+            key=NAME1,
         ),
-        Entry(FileRecord("copy.nii.gz", len(data_v), h(data_v).hexdigest()), None, None),
+        Entry(
+            FileRecord("copy.nii.gz", len(data_v), h(data_v).hexdigest()), None, None, key="copy"
+        ),
     ]
 
 
@@ -315,5 +399,6 @@ def test_crlf_checkout_reads_the_same() -> None:
     """A checkout with CRLF line ends (git autocrlf on Windows) parses to the same entries."""
     rec = FileRecord("a/C01-X-D01012000.nii.gz", 12, "0" * 32)
     seg = FileRecord("a/C01-X-D01012000-v2.nrrd", 34, "f" * 32)
-    text = format_index([Entry(rec, seg, 2)])
-    assert parse_index(text.replace("\n", "\r\n")) == parse_index(text) == [Entry(rec, seg, 2)]
+    entry = Entry(rec, seg, 2, key="C01-X-D01012000")
+    text = format_index([entry])
+    assert parse_index(text.replace("\n", "\r\n")) == parse_index(text) == [entry]

@@ -14,7 +14,13 @@ from volsegsync.index import format_index
 from volsegsync.ops.init import BEGIN, END, init_dataset
 
 BLOCK = f"{BEGIN}\n*.nii\n*.nii.gz\n*.nrrd\n*.seg.nrrd\n{END}\n"
-TRACKED = [".volsegsync/config.toml", ".volsegsync/.gitignore", "volsegsync.index", ".gitignore"]
+TRACKED = [
+    ".volsegsync/config.toml",
+    ".volsegsync/.gitignore",
+    "volsegsync.index",
+    ".gitignore",
+    ".gitattributes",
+]
 
 
 def snapshot_files(root: Path) -> dict[str, bytes]:
@@ -23,10 +29,14 @@ def snapshot_files(root: Path) -> dict[str, bytes]:
 
 def test_init_writes_the_files(dataset: Path) -> None:
     assert (dataset / ".volsegsync" / "config.toml").read_text() == DEFAULT_CONFIG_TEXT
-    assert (dataset / ".volsegsync" / ".gitignore").read_text() == "/state/\n"
+    assert (dataset / ".volsegsync" / ".gitignore").read_text() == (
+        "/state/\n/cache/\n/config.local.toml\n"
+    )
     assert (dataset / ".volsegsync" / "state").is_dir()
     assert (dataset / "volsegsync.index").read_text() == format_index([])
-    assert (dataset / "volsegsync.index").read_text().startswith("volsegsync-index 1\n")
+    assert (
+        (dataset / "volsegsync.index").read_text().startswith("volsegsync-index 2\nhash xxh3-128\n")
+    )
     assert (dataset / ".gitignore").read_text() == BLOCK
 
 
@@ -123,8 +133,11 @@ def test_init_git_creates_a_repository_with_dulwich(tmp_path: Path) -> None:
             ".volsegsync/.gitignore",
             "volsegsync.index",
             ".gitignore",
+            ".gitattributes",
         ],
         "warnings": [],
+        "layout": None,
+        "detected": None,
     }
     assert (tmp_path / ".git").is_dir()
     status = git(tmp_path, "status", "--porcelain")
@@ -145,8 +158,10 @@ def test_init_text_output(tmp_path: Path) -> None:
         "  wrote .volsegsync/.gitignore",
         "  wrote volsegsync.index",
         "  wrote .gitignore",
+        "  wrote .gitattributes",
         "Track the dataset's description in git:",
-        "  git add .volsegsync/config.toml .volsegsync/.gitignore volsegsync.index .gitignore",
+        "  git add .volsegsync/config.toml .volsegsync/.gitignore volsegsync.index .gitignore "
+        ".gitattributes",
     ]
 
 
@@ -233,4 +248,39 @@ def test_init_warns_when_git_would_ignore_the_description(tmp_path: Path) -> Non
             "warnings"
         ]
         == []
+    )
+
+
+def test_git_and_no_git_together_are_a_usage_error(tmp_path: Path) -> None:
+    proc = run_script(["init", "--git", "--no-git"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().startswith("volsegsync: error: --git and --no-git contradict")
+    assert not (tmp_path / ".volsegsync").exists()
+
+
+@pytest.mark.parametrize("what", ["file", "link"])
+def test_a_file_where_the_state_folder_should_be(tmp_path: Path, what: str) -> None:
+    git(tmp_path, "init", "-q")
+    (tmp_path / ".volsegsync").mkdir()
+    state = tmp_path / ".volsegsync" / "state"
+    if what == "file":
+        state.write_text("not a folder")
+    else:
+        state.symlink_to(tmp_path.parent)
+    proc = run_script(["init"], cwd=tmp_path)
+    assert_clean_stderr(proc.stderr)
+    assert proc.returncode == 2
+    err = proc.stderr.decode()
+    assert len(err.splitlines()) == 1 and str(state) in err
+    assert ("not a regular file" in err or "is a" in err) and "FileExistsError" not in err
+
+
+def test_example_inside_a_git_repository_makes_its_own(tmp_path: Path) -> None:
+    git(tmp_path, "init", "-q")
+    proc = run_script(["example", "demo", "--format", "json"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["git_root"] == str((tmp_path / "demo").resolve())
+    assert (tmp_path / "demo" / ".git").is_dir()
+    assert git(tmp_path / "demo", "rev-parse", "--show-toplevel").stdout.strip() == str(
+        (tmp_path / "demo").resolve()
     )

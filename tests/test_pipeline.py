@@ -359,20 +359,30 @@ def test_pinned_version_stays_active(paired_files: Path) -> None:
     snap = Pipeline(ds).update()
     [case] = [c for c in snap.cases() if c.key == NAME1]
     assert case.entry is not None
-    # as checkout NAME1@v1 would record it, once format 2 lands: v1 active and pinned
-    pinned_case = case._replace(indexed=case.entry._replace(pinned=True))
-    write_nrrd(root / f"{NAME1}-v2.nrrd")
+    from volsegsync.index import FileRecord, SegVersion
     from volsegsync.ops.snapshot import Member, pair_case
 
+    write_nrrd(root / f"{NAME1}-v2.nrrd")
     v2 = Member(f"{NAME1}-v2.nrrd", "segmentation", 2, 1, "ab" * 16, None)
-    result = pair_case(
-        Pipeline(ds).rules, NAME1, (*pinned_case.members, v2), pinned_case.indexed, str
+    # as checkout NAME1@v1 records it (index format 2, ``!``): v1 active and pinned,
+    # v2 recorded (main's pin semantics: the pin holds while no version newer than
+    # every recorded one appears)
+    indexed = case.entry._replace(
+        pinned=True, older=(SegVersion(2, FileRecord(v2.path, 1, "ab" * 16)),)
     )
+    rules = Pipeline(ds).rules
+    result = pair_case(rules, NAME1, (*case.members, v2), indexed, str)
     assert result.entry is not None and result.entry.pinned
     assert result.entry.segmentation is not None
     assert result.entry.segmentation.path == f"{NAME1}-v1.nrrd"
     assert [v.record.path for v in result.entry.older] == [f"{NAME1}-v2.nrrd"]
-    assert not result.dirty or result.entry != pinned_case.indexed  # v2 is new: recorded
+    assert [p.segmentation for p in result.pairs] == [f"{NAME1}-v1.nrrd"]
+    # a version newer than every recorded one ends the rollback (index.build_entry)
+    v3 = Member(f"{NAME1}-v3.nrrd", "segmentation", 3, 1, "cd" * 16, None)
+    result = pair_case(rules, NAME1, (*case.members, v2, v3), indexed, str)
+    assert result.entry is not None and not result.entry.pinned
+    assert result.entry.segmentation is not None
+    assert result.entry.segmentation.path == v3.path
 
 
 def test_older_versions_are_recorded_with_their_hashes(paired_files: Path) -> None:

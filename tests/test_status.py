@@ -149,7 +149,9 @@ def test_deleted_segmentation_is_missing_then_rm_drops_it(paired: Path) -> None:
     assert result.exit_code == 0, result.output
     assert result.stdout == f"removed from volsegsync.index: {S1}\n"
     lines = (paired / "volsegsync.index").read_text().splitlines()
-    assert any(line.startswith(f"{V1}\t->\t-\t") for line in lines)
+    # index format 2 (one line per file): V1's volume line stays, S1's seg line is gone
+    assert any(line.split("\t")[1:2] == ["volume"] and line.endswith(f"\t{V1}") for line in lines)
+    assert not any(line.endswith(f"\t{S1}") for line in lines)
     code, doc = status(paired)  # the index records the tree: V1 alone is verify's business
     assert code == 0
     assert doc["summary"]["known_problems"] == 1

@@ -305,6 +305,12 @@ def clean_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The clean dataset, shared by tests that only read it (caches may fill)."""
     root = init_with_git_binary(tmp_path_factory.mktemp("clean") / "ds")
     build_clean(root)
+    # a zoo of spaces, orientations and shapes on purpose: no outliers among them
+    with (root / ".volsegsync" / "config.toml").open("a") as f:
+        f.write(
+            "\n[verify.severity]\n"
+            'outlier_orientation = "off"\noutlier_spacing = "off"\noutlier_shape = "off"\n'
+        )
     age_all(root)
     return root
 
@@ -932,9 +938,9 @@ def count_analyse(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     calls: list[str] = []
     real = content_mod.analyse
 
-    def counting(path: Path, role: str) -> Any:
+    def counting(path: Path, role: str, *args: Any) -> Any:
         calls.append(Path(path).name)
-        return real(path, role)
+        return real(path, role, *args)
 
     monkeypatch.setattr(content_mod, "analyse", counting)
     monkeypatch.setattr(verify_mod, "analyse", counting, raising=False)
@@ -958,7 +964,7 @@ def test_content_decoded_once_ever(ds_root: Path, count_analyse: list[str]) -> N
     try:
         for path in (vol, seg, twin):
             role = "volume" if path.endswith(".nii.gz") else "segmentation"
-            assert cache.get(hash_file(ds_root / path)[0], role) is not None
+            assert cache.get(hash_file(ds_root / path)[0], role, path) is not None
     finally:
         cache.close()
 

@@ -17,6 +17,7 @@ from volsegsync import __version__
 from volsegsync.commands import COMMANDS
 from volsegsync.commands.common import EXIT_OK, EXIT_USAGE, Outcome, chdir_option
 from volsegsync.errors import VolsegsyncError
+from volsegsync.output import quote_text
 
 
 class VolsegsyncGroup(click.Group):
@@ -28,7 +29,7 @@ class VolsegsyncGroup(click.Group):
         except Outcome as o:
             ctx.exit(o.code)
         except VolsegsyncError as e:
-            click.echo(f"volsegsync: error: {e}", err=True)
+            click.echo(quote_text(f"volsegsync: error: {e}"), err=True)
             ctx.exit(e.exit_code)
         except sqlite3.Error as e:
             click.echo(

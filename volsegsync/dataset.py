@@ -3,15 +3,16 @@
 Layout::
 
     ROOT/.volsegsync/config.toml   tracked: naming, roles, pairing, verify settings
-    ROOT/.volsegsync/.gitignore    keeps state/ out of git
-    ROOT/.volsegsync/state/        local only: pipeline memo, content caches, lock (store later)
+    ROOT/.volsegsync/.gitignore    keeps state/, cache/ and config.local.toml out of git
+    ROOT/.volsegsync/config.local.toml  untracked: this clone's settings (store.dir)
+    ROOT/.volsegsync/state/        local only: pipeline memo, stat cache, content caches, lock
+    ROOT/.volsegsync/cache/        local only: the content store (docs/store.md)
     ROOT/volsegsync.index          tracked: volume -> segmentation with hashes
 """
 
 from __future__ import annotations
 
 import contextlib
-import marshal
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,15 +20,24 @@ from pathlib import Path
 import xxhash
 
 from volsegsync import __version__
-from volsegsync.config import Config, load_config
+from volsegsync.config import Config, load_config, load_local_config
 from volsegsync.errors import NotADatasetError, VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes, write_lock
-from volsegsync.index import Entry, from_plain, read_index, to_plain, write_index
+from volsegsync.fsutil import (
+    CONFIG_LIMIT,
+    INDEX_LIMIT,
+    read_memo,
+    read_small,
+    write_lock,
+    write_memo,
+)
+from volsegsync.hashing import CacheRow, Hashed, Stat, StatCache, hash_many
+from volsegsync.index import Entry, from_plain, parse_index, read_index, to_plain, write_index
 from volsegsync.naming import Convention
 from volsegsync.scan import ScanResult, walk
 
 META_DIR = ".volsegsync"
 CONFIG_FILE = "config.toml"
+LOCAL_CONFIG_FILE = "config.local.toml"
 INDEX_FILE = "volsegsync.index"
 STATE_DIR = "state"
 
@@ -52,7 +62,10 @@ class Dataset:
     def open(cls, start: Path | str = ".") -> Dataset:
         """Open the dataset at ``start`` or its nearest parent that has one."""
         root = find_root(Path(start))
-        return cls(root, load_config(root / META_DIR / CONFIG_FILE))
+        if (root / META_DIR).is_symlink():  # its config would be read from elsewhere
+            raise VolsegsyncError(f"{root / META_DIR}: is a symbolic link; it must be a folder")
+        config = load_config(root / META_DIR / CONFIG_FILE)
+        return cls(root, load_local_config(root / META_DIR / LOCAL_CONFIG_FILE, config))
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -76,8 +89,8 @@ class Dataset:
         """A key for memoised results: volsegsync's version, ``parts`` and the config's
         digest, so that a new version or another config never reuses them."""
         try:
-            config = self.config_path.read_bytes()
-        except OSError:
+            config = read_small(self.config_path, CONFIG_LIMIT, "config")
+        except (OSError, VolsegsyncError):
             config = b""
         return "/".join([__version__, *parts, xxhash.xxh3_128_hexdigest(config)])
 
@@ -95,25 +108,39 @@ class Dataset:
     def read_index(self) -> list[Entry]:
         """The index's entries; a parse of the same bytes is reused from the state folder."""
         try:
-            raw = self.index_path.read_bytes()
+            raw = read_small(self.index_path, INDEX_LIMIT, "index")
         except OSError:
             return read_index(self.index_path)  # says what is wrong, or [] when missing
         digest = xxhash.xxh3_128_hexdigest(raw)
         memo = self.state_dir / "index.marshal"
         try:
-            data = marshal.loads(memo.read_bytes())
-            if data["digest"] == digest:
+            data = read_memo(memo)  # None unless written here for this state folder
+            if data is not None and data["digest"] == digest:
                 return from_plain(data["entries"])
-        except (OSError, EOFError, ValueError, TypeError, KeyError):
+        except (ValueError, TypeError, KeyError):
             pass
         entries = read_index(self.index_path)
-        blob = marshal.dumps({"digest": digest, "entries": to_plain(entries)})
-        with contextlib.suppress(OSError):
-            atomic_write_bytes(memo, blob)
+        write_memo(memo, {"digest": digest, "entries": to_plain(entries)})
         return entries
 
+    def index_at(self, rev: str) -> list[Entry]:
+        """The index as committed at a git revision (branch, tag, commit, ``HEAD~2``)."""
+        from volsegsync.history import GitHistory  # dulwich loads only for history
+
+        with GitHistory(self.root) as git:
+            text = git.index_text(rev)
+            if text is None:
+                raise VolsegsyncError(f"{rev}: no {git.path} in that commit")
+        return parse_index(text, f"{rev}:{git.path}")
+
     def write_index(self, entries: list[Entry]) -> None:
-        write_index(self.index_path, entries)
+        write_index(self.index_path, entries, self.config.store.hash)
+
+    @property
+    def stat_db(self) -> Path:
+        """The stat cache of the configured hash algorithm."""
+        algorithm = self.config.store.hash
+        return self.state_dir / ("stat.db" if algorithm == "xxh3-128" else f"stat.{algorithm}.db")
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -126,6 +153,59 @@ class Dataset:
     def scan(self) -> ScanResult:
         """Every candidate file of the dataset with its stat (nothing is read)."""
         return walk(self.root, self.convention, self.config.exclude)
+
+    def cached_hashes(self) -> dict[str, CacheRow]:
+        """Everything the stat cache knows, ``path -> (size, mtime_ns, ino, digest,
+        problem)``: trust an entry only where its stat equals the file's."""
+        cache = StatCache(self.stat_db)
+        try:
+            return cache.load()
+        finally:
+            cache.close()
+
+    def hashes(
+        self,
+        files: dict[str, Stat],
+        jobs: int | None = None,
+        progress: Progress | None = None,
+        prune: bool = False,
+    ) -> tuple[dict[str, Hashed], dict[str, str]]:
+        """Content hash of each file, from the stat cache where its stat is unchanged.
+
+        Returns ``(hashed, unreadable)``. With ``prune``, cache entries of files
+        that no longer exist are dropped (use after a full scan).
+        """
+        cache = StatCache(self.stat_db)
+        try:
+            known = cache.load()
+            hashed: dict[str, Hashed] = {}
+            todo: list[tuple[str, Stat]] = []
+            for path, st in files.items():
+                hit = known.get(path)
+                if hit is not None and hit[:3] == st:
+                    hashed[path] = Hashed(path, st, hit[3], hit[4])
+                else:
+                    todo.append((path, st))
+            if progress and hashed:
+                progress(len(hashed))
+            unreadable: dict[str, str] = {}
+            tick = (lambda: progress(1)) if progress else None
+            fresh: list[Hashed] = []
+            for result in hash_many(
+                self.root, todo, jobs or default_jobs(), tick, self.config.store.hash
+            ):
+                if isinstance(result, Hashed):
+                    hashed[result.path] = result
+                    fresh.append(result)
+                else:
+                    unreadable[result[0]] = result[1]
+            if fresh:
+                cache.store(fresh)
+            if prune:
+                cache.forget(p for p in known if p not in files)
+            return hashed, unreadable
+        finally:
+            cache.close()
 
 
 def find_root(start: Path) -> Path:

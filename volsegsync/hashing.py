@@ -1,23 +1,28 @@
-"""Content hashing (streaming xxh3-128, in parallel) and the racy-clean rule.
+"""Content hashing, streamed (xxh3-128 by default; sha256 or blake3 on demand), and the
+stat cache that avoids re-reading.
 
 The pipeline (:mod:`volsegsync.ops.snapshot`) keeps each file's hash with its
-stat ``(size, mtime_ns, inode)``; a file whose stat is unchanged is never read
-again. Files modified in the last seconds are not trusted by their stat: a
+stat ``(size, mtime_ns, inode)`` in its memo; the stat cache (``StatCache``) does
+the same for checkout, storing and report. A file whose stat is unchanged is never
+read again. Files modified in the last seconds are not trusted by their stat: a
 coarse filesystem clock could hide a later change of the same size within the
 same tick (git's "racily clean" problem).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import xxhash
 
+from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import open_cache_db, open_in_dataset, open_regular
 from volsegsync.magic import HEAD_BYTES, sniff
 
 CHUNK = 1 << 20
@@ -42,25 +47,112 @@ class Hashed(NamedTuple):
     problem: str | None  # why the content is not the image its name claims, if it is not
 
 
-def hash_file(path: str | os.PathLike[str]) -> tuple[str, Stat, bytes]:
-    """xxh3-128 hex digest of a file, streamed; its stat after reading; its first bytes."""
-    h = xxhash.xxh3_128()
+DEFAULT_ALGORITHM = "xxh3-128"
+
+
+def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Any:
+    """A fresh hash object (``update``/``hexdigest``) of ``algorithm``."""
+    if algorithm == "xxh3-128":
+        return xxhash.xxh3_128()
+    if algorithm == "sha256":
+        return hashlib.sha256()
+    if algorithm == "blake3":
+        try:
+            import blake3  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            raise VolsegsyncError(
+                "hash algorithm blake3 needs the 'blake3' package: pip install blake3"
+            ) from None
+        return blake3.blake3()
+    raise VolsegsyncError(f"unknown hash algorithm {algorithm!r}")
+
+
+def hash_bytes(data: bytes, algorithm: str = DEFAULT_ALGORITHM) -> str:
+    h = new_hasher(algorithm)
+    h.update(data)
+    return str(h.hexdigest())
+
+
+def hash_file(
+    path: str | os.PathLike[str], root: Path | None = None, algorithm: str = DEFAULT_ALGORITHM
+) -> tuple[str, Stat, bytes]:
+    """Hex digest of a file, streamed; its stat after reading; its first bytes.
+
+    With ``root``, ``path`` is relative to it and opened under the dataset's link
+    policy (:func:`open_in_dataset`); else only a regular file, not a link, is read.
+    """
+    h = new_hasher(algorithm)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
     total = 0
     head = b""
-    with open(path, "rb", buffering=0) as f:
+    with open_in_dataset(root, os.fspath(path)) if root else open_regular(path) as f:
         while n := f.readinto(buf):
             if total == 0:
                 head = bytes(view[: min(n, HEAD_BYTES)])
             h.update(view[:n])
             total += n
         st = os.fstat(f.fileno())
-    return h.hexdigest(), Stat(st.st_size, st.st_mtime_ns, st.st_ino), head
+    return str(h.hexdigest()), Stat(st.st_size, st.st_mtime_ns, st.st_ino), head
 
 
 BATCH = 64  # files per task: a task per tiny file costs more than hashing it
 THREADS_FROM_BYTES = 256 * 1024  # mean file size from which parallel reads pay off
+CacheRow = tuple[int, int, int, str, "str | None"]
+
+
+STAT_SCHEMA = 2  # bump when what is cached changes: an older cache is then emptied
+
+
+class StatCache:
+    """SQLite-backed ``path -> (stat, digest, problem)`` cache in the state folder.
+
+    It carries a schema version (``PRAGMA user_version``): a cache written by
+    another schema is emptied, never misread.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        table = (
+            "CREATE TABLE IF NOT EXISTS stat (path TEXT PRIMARY KEY, size INTEGER, "
+            "mtime_ns INTEGER, ino INTEGER, digest TEXT, problem TEXT)"
+        )
+        self._db = open_cache_db(db_path, table)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] != STAT_SCHEMA:
+            with self._db:
+                self._db.execute("DROP TABLE stat")
+                self._db.execute(table)
+                self._db.execute(f"PRAGMA user_version = {STAT_SCHEMA}")
+
+    def load(self) -> dict[str, CacheRow]:
+        """``path -> (size, mtime_ns, ino, digest, problem)`` for every cached file."""
+        rows = self._db.execute("SELECT path, size, mtime_ns, ino, digest, problem FROM stat")
+        return {r[0]: r[1:] for r in rows}
+
+    def store(self, items: Iterable[Hashed], now_ns: int | None = None) -> None:
+        limit = racy_limit(now_ns)
+        rows = [
+            (h.path, h.stat.size, h.stat.mtime_ns, h.stat.ino, h.digest, h.problem)
+            for h in items
+            if h.stat.mtime_ns < limit
+        ]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO stat VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def forget(self, paths: Iterable[str]) -> None:
+        with self._db:
+            self._db.executemany("DELETE FROM stat WHERE path = ?", ((p,) for p in paths))
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def settle_mtime(path: Path) -> Stat:
+    """Set a file volsegsync just wrote to a modification time before the racy window,
+    so that its stat can be cached at once: any later edit gives a newer mtime."""
+    past = racy_limit() - 1_000_000_000
+    os.utime(path, ns=(past, past), follow_symlinks=False)
+    st = os.lstat(path)
+    return Stat(st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def hash_many(
@@ -68,13 +160,14 @@ def hash_many(
     todo: list[tuple[str, Stat]],
     jobs: int,
     on_done: Callable[[], None] | None = None,
+    algorithm: str = DEFAULT_ALGORITHM,
 ) -> Iterator[Hashed | tuple[str, str]]:
     """Hash files in parallel; yields :class:`Hashed` or ``(path, reason)`` when unreadable."""
 
     def one(item: tuple[str, Stat]) -> Hashed | tuple[str, str]:
         rel = item[0]
         try:
-            digest, st, head = hash_file(root / rel)
+            digest, st, head = hash_file(rel, root, algorithm)
         except OSError as e:
             return rel, f"cannot read: {e.strerror or e}"
         # the stat taken after reading is stored: a file changed meanwhile looks recent

@@ -9,25 +9,25 @@ Every failure is a :class:`HeaderProblem` (a :class:`FileProblem`) whose
 from __future__ import annotations
 
 import math
+import posixpath
 import re
-import struct
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, NamedTuple
 
 import nrrd
+import numpy as np
 from nibabel.nifti1 import Nifti1Header
 from nibabel.nifti2 import Nifti2Header
 
 from volsegsync.errors import FileProblem
+from volsegsync.fsutil import NotRegularFile, open_in_dataset, open_regular
+from volsegsync.magic import NIFTI1_SIZE, NIFTI2_SIZE, nifti_header_size, nifti_magic_problem
 
 _CHUNK = 8192
-_NRRD_HEADER_LIMIT = 16 * 1024 * 1024
-_NIFTI1_SIZE = 348
-_NIFTI2_SIZE = 540
-_BLANK_LINE = re.compile(rb"\n\r?\n")
+NRRD_HEADER_LIMIT = 1024 * 1024  # a NRRD header (text before the data) is at most this
 
 # NRRD "space" -> sign of each world axis relative to RAS, and whether a 4th (time) axis follows.
 _ANATOMICAL_SPACES: dict[str, tuple[tuple[float, float, float], bool]] = {
@@ -53,22 +53,31 @@ _NON_SPATIAL_KINDS = {
     "3d-symmetric-matrix", "3d-masked-symmetric-matrix", "3d-matrix", "3d-masked-matrix",
 }  # fmt: skip
 
-_NRRD_TYPES: dict[str, str] = {}
-for _names, _dtype in (
-    ("signed char|int8|int8_t", "int8"),
-    ("uchar|unsigned char|uint8|uint8_t", "uint8"),
-    ("short|short int|signed short|signed short int|int16|int16_t", "int16"),
-    ("ushort|unsigned short|unsigned short int|uint16|uint16_t", "uint16"),
-    ("int|signed int|int32|int32_t", "int32"),
-    ("uint|unsigned int|uint32|uint32_t", "uint32"),
+NRRD_MAX_DIMENSION = 16  # NRRD itself sets none; no image here has more axes
+NIFTI_MAX_DIMENSION = 7  # the NIfTI standard's own limit
+
+# The one NRRD type table (header and content pass): type name -> numpy type code.
+NRRD_TYPES: dict[str, str] = {}
+for _names, _code in (
+    ("signed char|int8|int8_t", "i1"),
+    ("uchar|unsigned char|uint8|uint8_t", "u1"),
+    ("short|short int|signed short|signed short int|int16|int16_t", "i2"),
+    ("ushort|unsigned short|unsigned short int|uint16|uint16_t", "u2"),
+    ("int|signed int|int32|int32_t", "i4"),
+    ("uint|unsigned int|uint32|uint32_t", "u4"),
     ("longlong|long long|long long int|signed long long|signed long long int|int64|int64_t",
-     "int64"),
-    ("ulonglong|unsigned long long|unsigned long long int|uint64|uint64_t", "uint64"),
-    ("float", "float32"),
-    ("double", "float64"),
+     "i8"),
+    ("ulonglong|unsigned long long|unsigned long long int|uint64|uint64_t", "u8"),
+    ("float", "f4"),
+    ("double", "f8"),
     ("block", "block"),
 ):  # fmt: skip
-    _NRRD_TYPES.update(dict.fromkeys(_names.split("|"), _dtype))
+    NRRD_TYPES.update(dict.fromkeys(_names.split("|"), _code))
+
+
+def nrrd_type_code(name: object) -> str | None:
+    """The numpy type code of a NRRD ``type`` (case and spacing as NRRD allows), or None."""
+    return NRRD_TYPES.get(" ".join(str(name).lower().split()))
 
 
 class HeaderProblem(FileProblem):
@@ -173,21 +182,31 @@ def _floats(values: Any) -> tuple[float, ...]:
 # --------------------------------------------------------------------------- reading
 
 
-def read_geometry(path: Path) -> Geometry:
-    """The geometry of a NIfTI or NRRD file, read from its header only."""
+def read_geometry(path: Path, root: Path | None = None) -> Geometry:
+    """The geometry of a NIfTI or NRRD file, read from its header only.
+
+    With ``root`` (the dataset), ``path`` may be a link that resolves inside it;
+    without, only a regular file that is not a link is read.
+    """
     try:
-        with open(path, "rb") as fh:
-            return _read_open(path, fh)
+        opened = open_in_dataset(root, _rel(root, path)) if root else open_regular(path)
+        with opened as fh:
+            return _read_open(path, fh, root)
     except FileProblem:
         raise
     except OSError as e:
         raise HeaderProblem(str(path), _os_reason(path, e), "unreadable") from None
     except Exception as e:
-        reason = " ".join(f"{type(e).__name__}: {e}".split())[:300]
-        raise HeaderProblem(str(path), f"cannot parse header: {reason}") from None
+        raise HeaderProblem(str(path), f"cannot parse header: {_one_line(e)}") from None
+
+
+def _rel(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_absolute() else path.as_posix()
 
 
 def _os_reason(path: Path, e: OSError) -> str:
+    if isinstance(e, NotRegularFile):
+        return str(e.strerror)
     if isinstance(e, FileNotFoundError):
         return "broken symbolic link" if path.is_symlink() else "file not found"
     if isinstance(e, PermissionError):
@@ -206,17 +225,17 @@ def _expected_format(path: Path) -> str | None:
     return None
 
 
-def _read_open(path: Path, fh: BinaryIO) -> Geometry:
+def _read_open(path: Path, fh: BinaryIO, root: Path | None = None) -> Geometry:
     head = fh.read(_CHUNK)
     expected = _expected_format(path)
     if not head:
         raise HeaderProblem(str(path), "file is empty")
     if head.startswith(b"NRRD"):
         _require(path, expected, "nrrd", "NRRD")
-        return _nrrd_geometry(path, head, fh)
+        return _nrrd_geometry(path, head, fh, root)
     gzipped = head.startswith(b"\x1f\x8b")
     block = _gunzip_prefix(path, head, fh) if gzipped else head
-    size = _nifti_header_size(block)
+    size = nifti_header_size(block)
     if size is None:
         what = "gzip data without a NIfTI header" if gzipped else "neither NIfTI nor NRRD"
         if expected is None:
@@ -242,23 +261,12 @@ def _gunzip_prefix(path: Path, head: bytes, fh: BinaryIO) -> bytes:
     out = b""
     data = head
     try:
-        while len(out) < _NIFTI2_SIZE and data:
-            out += inflater.decompress(data, _NIFTI2_SIZE - len(out))
+        while len(out) < NIFTI2_SIZE and data:
+            out += inflater.decompress(data, NIFTI2_SIZE - len(out))
             data = inflater.unconsumed_tail or (b"" if inflater.eof else fh.read(_CHUNK))
     except zlib.error as e:
         raise HeaderProblem(str(path), f"corrupt gzip stream: {e}") from None
     return out
-
-
-def _nifti_header_size(block: bytes) -> int | None:
-    """348 or 540 when ``block`` starts like a NIfTI-1 or NIfTI-2 header, else None."""
-    if len(block) < 4:
-        return None
-    for order in "<>":
-        (size,) = struct.unpack(order + "i", block[:4])
-        if size in (_NIFTI1_SIZE, _NIFTI2_SIZE):
-            return int(size)
-    return None
 
 
 def _nifti_geometry(path: Path, block: bytes, size: int) -> Geometry:
@@ -266,16 +274,14 @@ def _nifti_geometry(path: Path, block: bytes, size: int) -> Geometry:
         raise HeaderProblem(
             str(path), f"truncated NIfTI header: {len(block)} of {size} bytes present"
         )
-    header_class: Any = Nifti1Header if size == _NIFTI1_SIZE else Nifti2Header
+    problem = nifti_magic_problem(block, size)
+    if problem:
+        raise HeaderProblem(str(path), problem, "not_an_image")
+    header_class: Any = Nifti1Header if size == NIFTI1_SIZE else Nifti2Header
     header: Any = header_class(block[:size], check=False)
-    magic = bytes(header["magic"]).rstrip(b"\x00")
-    allowed = (b"n+1", b"ni1") if size == _NIFTI1_SIZE else (b"n+2", b"ni2")
-    if magic[:3] not in allowed:
-        reason = f"bad NIfTI magic {magic[:8]!r} (Analyze or garbage header)"
-        raise HeaderProblem(str(path), reason, "not_an_image")
     dims = header["dim"]
     ndim = int(dims[0])
-    if not 1 <= ndim <= 7 or any(int(d) < 0 for d in dims[1 : ndim + 1]):
+    if not 1 <= ndim <= NIFTI_MAX_DIMENSION or any(int(d) < 0 for d in dims[1 : ndim + 1]):
         raise HeaderProblem(str(path), f"invalid NIfTI dimensions {list(map(int, dims))}")
     shape = tuple(int(d) for d in header.get_data_shape())
     spatial = (*shape[:3], *(1,) * (3 - len(shape)))
@@ -301,39 +307,155 @@ def _check_finite(path: Path, affine: Sequence[Sequence[float]]) -> None:
 # --------------------------------------------------------------------------- NRRD
 
 
-def _nrrd_header_text(path: Path, head: bytes, fh: BinaryIO) -> tuple[bytes, bool]:
-    """The header bytes up to the blank line, and whether the blank line was found."""
-    buf = head
+class NrrdHeader(NamedTuple):
+    """A parsed NRRD header: pynrrd's fields, the ``key:=value`` pairs, where the
+    attached data starts, and whether a blank line ended the header."""
+
+    fields: dict[str, Any]
+    key_values: dict[str, str]
+    data_offset: int
+    ended: bool
+
+
+def _nrrd_header_text(path: Path | str, head: bytes, fh: IO[bytes]) -> tuple[bytes, int, bool]:
+    """The header bytes up to the blank line, the offset after it, and whether it was
+    found. Linear in the header's size, which is capped (NRRD_HEADER_LIMIT)."""
+    buf = bytearray(head)
     start = 0
     while True:
-        end = _BLANK_LINE.search(buf, max(0, start - 2))
+        end = _blank_line(buf, max(0, start - 2))
         if end is not None:
-            return buf[: end.start()], True
-        if len(buf) > _NRRD_HEADER_LIMIT:
-            raise HeaderProblem(str(path), "no blank line ends the NRRD header within 16 MiB")
-        more = fh.read(_CHUNK)
+            return bytes(buf[: end[0]]), end[1], True
+        if len(buf) > NRRD_HEADER_LIMIT:
+            raise HeaderProblem(
+                str(path),
+                f"no blank line ends the NRRD header within {NRRD_HEADER_LIMIT // 1024} KiB",
+            )
+        more = fh.read(max(_CHUNK, len(buf)))  # doubling reads: few calls on a long header
         if not more:
-            return buf, False
+            return bytes(buf), len(buf), False
         start = len(buf)
         buf += more
 
 
-def _nrrd_geometry(path: Path, head: bytes, fh: BinaryIO) -> Geometry:
-    text, ended = _nrrd_header_text(path, head, fh)
+def _blank_line(buf: bytearray, start: int) -> tuple[int, int] | None:
+    """Start and end of the first ``\\n\\n`` or ``\\n\\r\\n`` at or after ``start``."""
+    hits = [(i, i + len(sep)) for sep in (b"\n\n", b"\n\r\n") if (i := buf.find(sep, start)) >= 0]
+    return min(hits) if hits else None
+
+
+def read_nrrd_header(path: Path | str, head: bytes, fh: IO[bytes]) -> NrrdHeader:
+    """Parse the NRRD header that starts with ``head`` (the file's first bytes, read
+    from ``fh``, which is left anywhere). Raises HeaderProblem when it is malformed,
+    holds more than NRRD_MAX_DIMENSION axes or lacks a required field."""
+    text, offset, ended = _nrrd_header_text(path, head, fh)
     if b"\x00" in text:
         raise HeaderProblem(str(path), "NRRD header holds binary bytes (truncated or garbage)")
     lines = text.decode("utf-8", "replace").replace("\r", "").split("\n")
-    field_lines, fields = _split_key_values(lines[1:])
-    header = nrrd.read_header([lines[0], *field_lines])
-    detached = "data file" in header or "datafile" in header
-    if not ended and not detached:
+    field_lines, key_values = _split_key_values(lines[1:])
+    for line in field_lines:
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "dimension":
+            dim = value.strip()
+            if not (dim.isascii() and dim.isdigit() and 1 <= int(dim[:4]) <= NRRD_MAX_DIMENSION):
+                raise HeaderProblem(
+                    str(path),
+                    f"NRRD dimension {dim[:20]!r} is not between 1 and {NRRD_MAX_DIMENSION}",
+                )
+    fields = dict(nrrd.read_header([lines[0], *field_lines]))
+    if not ended and detached_data_name(fields) is None:
         raise HeaderProblem(str(path), "truncated NRRD header: no blank line before end of file")
     for name in ("dimension", "type", "encoding", "sizes"):
-        if name not in header:
+        if name not in fields:
             raise HeaderProblem(str(path), f"NRRD header lacks required field '{name}'")
-    dtype = _NRRD_TYPES.get(str(header["type"]).strip().lower())
-    if dtype is None:
+    return NrrdHeader(fields, key_values, offset, ended)
+
+
+def detached_data_name(fields: Mapping[str, Any]) -> str | None:
+    """The raw ``data file`` value of a NRRD header, None when the data is attached."""
+    value = fields.get("data file", fields.get("datafile"))
+    return None if value is None else str(value)
+
+
+def detached_data_paths(root: Path, rel: str) -> tuple[str, ...]:
+    """Dataset-relative paths of the detached data file(s) of the NRRD header at
+    ``rel`` (empty when its data is attached or it is no NRRD), each checked by
+    :func:`check_data_file`. Raises HeaderProblem (one line) otherwise."""
+    try:
+        with open_in_dataset(root, rel) as fh:
+            head = fh.read(_CHUNK)
+            if not head.startswith(b"NRRD"):
+                return ()
+            header = read_nrrd_header(rel, head, fh)
+    except OSError as e:
+        raise HeaderProblem(rel, _os_reason(Path(rel), e), "unreadable") from None
+    except HeaderProblem:
+        raise
+    except Exception as e:
+        raise HeaderProblem(rel, f"cannot parse header: {_one_line(e)}") from None
+    name = detached_data_name(header.fields)
+    return () if name is None else (check_data_file(root, rel, name),)
+
+
+def check_data_file(root: Path, rel: str, name: str) -> str:
+    """The dataset-relative path of detached data ``name`` named by the header at ``rel``.
+
+    Only a regular file in the header's own folder is allowed: no folder part, no
+    absolute path, no list or pattern of files, no link out of the dataset, no FIFO
+    or device (docs/security.md). Raises HeaderProblem (one line) otherwise.
+    """
+    target = data_file_target(rel, name)
+    try:
+        with open_in_dataset(root, target):
+            pass
+    except OSError as e:
+        reason = _os_reason(root / target, e)
+        raise HeaderProblem(rel, f"detached data file {target}: {reason}", "unreadable") from None
+    return target
+
+
+def data_file_target(rel: str, name: str) -> str:
+    """The dataset-relative path that detached data ``name`` of the header at ``rel``
+    names, when the name is allowed (a plain file name: see :func:`check_data_file`);
+    no file is touched."""
+    name = name.strip()
+    bad = (
+        not name
+        or "/" in name
+        or "\\" in name
+        or name in (".", "..")
+        or name.startswith("LIST")
+        or " " in name
+        or "%" in name
+        or "\x00" in name
+    )
+    if bad:
+        raise HeaderProblem(
+            rel,
+            f"detached data file {name[:100]!r} is not allowed: only a single file in the "
+            "header's own folder may hold its data",
+        )
+    folder = posixpath.dirname(rel)
+    return posixpath.join(folder, name) if folder else name
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:300]
+
+
+def _nrrd_geometry(path: Path, head: bytes, fh: BinaryIO, root: Path | None) -> Geometry:
+    parsed = read_nrrd_header(path, head, fh)
+    header, fields = parsed.fields, parsed.key_values
+    name = detached_data_name(header)
+    if name is not None:  # its name is checked here too: the header-only pass (hooks)
+        try:
+            data_file_target(path.name if root is None else _rel(root, path), name)
+        except HeaderProblem as e:
+            raise HeaderProblem(str(path), e.reason, e.category) from None
+    code = nrrd_type_code(header["type"])
+    if code is None:
         raise HeaderProblem(str(path), f"unknown NRRD type {header['type']!r}")
+    dtype = code if code == "block" else np.dtype(code).name
     sizes = [int(n) for n in header["sizes"]]
     if len(sizes) != int(header["dimension"]):
         reason = f"NRRD sizes {sizes} do not match dimension {header['dimension']}"

@@ -1,34 +1,45 @@
 """The index file: ``volsegsync.index``, tracked in git, reviewed in pull requests.
 
-Format (version 1), UTF-8 text, one record per line, fields separated by TAB::
+Format 2 (see ``docs/index-format.md``), UTF-8 text, one line per *file*,
+TAB-separated::
 
-    volsegsync-index 1
-    # volume -> segmentation  version  volume-size  volume-xxh3-128  seg-size  seg-xxh3-128
-    C01-Back-D22061998.nii.gz  ->  C01-Back-D22061998-v2.nrrd  2  1048576  3f1c…  2048  91ab…
+    volsegsync-index 2
+    hash xxh3-128
+    # case	role	version	size	hash	path
+    C01-Back-D22061998	volume	-	1048576	3f1c…	volumes/C01-Back-D22061998.nii.gz
+    C01-Back-D22061998	seg	1	2048	91ab…	segmentations/C01-Back-D22061998-v1.nrrd
+    C01-Back-D22061998	seg	2*	2050	77cd…	segmentations/C01-Back-D22061998-v2.nrrd
 
-A missing side (an unpaired file) is ``-`` in every one of its columns; an
-unversioned segmentation has version ``-``. Lines are sorted by volume path
-(then segmentation path), so one dataset gives one byte-identical file.
-Lines starting with ``#`` are comments. The file may come from someone else's
-branch: it is parsed as untrusted input.
+Lines are sorted by case key, then role rank (volumes, segmentation versions
+ascending, data files), then path, so one dataset gives one byte-identical
+file. The version column of a segmentation carries ``*`` on the pair's active
+version, ``!`` when that version is pinned by a rollback. Format 1 (one line
+per pair) is still read. The file may come from someone else's branch: it is
+parsed as untrusted input.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from volsegsync.errors import IndexFormatError, VolsegsyncError
-from volsegsync.fsutil import atomic_write_text
+from volsegsync.fsutil import INDEX_LIMIT, atomic_write_text, read_small
 from volsegsync.naming import bad_name_reason
 
 MAGIC = "volsegsync-index"
-VERSION = 1
-COLUMNS = "volume -> segmentation\tversion\tvolume-size\tvolume-xxh3-128\tseg-size\tseg-xxh3-128"
-_HASH = re.compile(r"[0-9a-f]{32}")
+VERSION = 2
+DEFAULT_ALGORITHM = "xxh3-128"
+DIGEST_HEX = {"xxh3-128": 32, "sha256": 64, "blake3": 64}  # hex digits per algorithm
+ALGORITHMS = tuple(DIGEST_HEX)
+COLUMNS = "case\trole\tversion\tsize\thash\tpath"
+COLUMNS_V1 = "volume -> segmentation\tversion\tvolume-size\tvolume-xxh3-128\tseg-size\tseg-xxh3-128"
 RESERVED_DIRS = frozenset({".git", ".volsegsync"})
+_HEX = {n: re.compile(f"[0-9a-f]{{{n}}}") for n in set(DIGEST_HEX.values())}
+_CHANNEL = re.compile(r"[0-9]{1,9}")
+_VERSION = re.compile(r"(-|[0-9]{1,9})([*!]?)")
 
 
 class FileRecord(NamedTuple):
@@ -38,114 +49,412 @@ class FileRecord(NamedTuple):
 
 
 class SegVersion(NamedTuple):
+    """A recorded segmentation version that is not the active one."""
+
     version: int | None
     record: FileRecord
-    data: FileRecord | None = None
+    data: FileRecord | None = None  # its detached NRRD data file
 
 
 class Entry(NamedTuple):
-    """One line of the index: a pair, or an unpaired volume or segmentation."""
+    """One case of the index: a pair, or an unpaired volume or segmentation.
+
+    Code that only needs the active pair uses ``volume``, ``segmentation`` and
+    ``version``; ``older`` holds every other version on disk.
+    """
 
     volume: FileRecord | None
     segmentation: FileRecord | None  # the active version
     version: int | None  # the active version's number
-    # stub of index format 2 (the store branch implements it): pipeline fills these
     older: tuple[SegVersion, ...] = ()  # every other recorded version, ascending
-    pinned: bool = False
-    seg_data: FileRecord | None = None
-    channels: tuple[tuple[str, FileRecord], ...] = ()
-    key: str = ""
+    pinned: bool = False  # the active version was chosen by a rollback
+    seg_data: FileRecord | None = None  # detached data file of the active segmentation
+    channels: tuple[tuple[str, FileRecord], ...] = ()  # multi-channel: all channels
+    key: str = ""  # the case key
 
     @property
     def sort_key(self) -> tuple[str, str]:
         vol = self.volume.path if self.volume else ""
         seg = self.segmentation.path if self.segmentation else ""
-        return (vol or seg, seg)
+        return (self.key or case_key_of(self), vol or seg)
+
+    def records(self) -> Iterator[FileRecord]:
+        """Every file this case records: volumes, active and older versions, data files."""
+        for _role, _version, rec in self.lines():
+            yield rec
+
+    def lines(self) -> list[tuple[str, str, FileRecord]]:
+        """``(role, version column, record)`` of each of its index lines, in index order."""
+        out: list[tuple[str, str, FileRecord]] = []
+        if self.channels:
+            out.extend((f"volume:{c}", "-", rec) for c, rec in self.channels)
+        elif self.volume:
+            out.append(("volume", "-", self.volume))
+        versions: list[tuple[int | None, FileRecord, FileRecord | None, str]] = [
+            (v.version, v.record, v.data, "") for v in self.older
+        ]
+        if self.segmentation:
+            mark = "!" if self.pinned else "*"
+            versions.append((self.version, self.segmentation, self.seg_data, mark))
+        versions.sort(key=lambda v: (-1 if v[0] is None else v[0], v[1].path))
+        for number, rec, _data, mark in versions:
+            out.append(("seg", ("-" if number is None else str(number)) + mark, rec))
+        for number, _rec, data, _mark in versions:
+            if data is not None:
+                out.append(("data", "-" if number is None else str(number), data))
+        return out
 
 
-PlainEntry = tuple["tuple[str, int, str] | None", "tuple[str, int, str] | None", "int | None"]
+class IndexTooNewError(IndexFormatError):
+    """The index has a newer format than this volsegsync knows: never overwrite it."""
 
 
-def to_plain(entries: Iterable[Entry]) -> list[PlainEntry]:
+Pin = tuple["int | None", int]  # (pinned active version, highest version recorded then)
+
+
+def pins(entries: Iterable[Entry]) -> dict[str, Pin]:
+    """``case key -> pin`` of every case whose active version is pinned by a rollback."""
+    out: dict[str, Pin] = {}
+    for e in entries:
+        if e.pinned and e.segmentation is not None:
+            top = max((v.version or 0 for v in e.older), default=0)
+            out[e.key or case_key_of(e)] = (e.version, max(top, e.version or 0))
+    return out
+
+
+def build_entry(
+    key: str,
+    volume: FileRecord | None,
+    versions: list[tuple[int | None, FileRecord]],
+    active: int | None,
+    pin: Pin | None = None,
+) -> Entry:
+    """The entry of a case from every segmentation version on disk.
+
+    ``active`` is the version pairing picked (the highest). A pin keeps its
+    version active while that version is on disk and no version newer than
+    every recorded one has appeared (a new version ends a rollback).
+    """
+    by_version: dict[int | None, FileRecord] = {}
+    for v, rec in sorted(versions, key=lambda t: t[1].path):
+        by_version.setdefault(v, rec)  # two files of one version: a problem, one line
+    pinned = False
+    if pin is not None and pin[0] in by_version:
+        newest = max((v or 0 for v in by_version), default=0)
+        if newest <= pin[1]:
+            active, pinned = pin[0], True
+    seg = by_version.get(active) if versions else None
+    older = tuple(
+        SegVersion(v, rec)
+        for v, rec in sorted(by_version.items(), key=lambda t: -1 if t[0] is None else t[0])
+        if seg is None or v != active
+    )
+    return Entry(volume, seg, active if seg else None, older, pinned and seg is not None, key=key)
+
+
+class IndexFile(NamedTuple):
+    algorithm: str
+    entries: list[Entry]
+    format: int
+
+
+# -- plain data (marshal memos) -------------------------------------------------------
+
+
+def _plain_rec(r: FileRecord | None) -> tuple[str, int, str] | None:
+    return (r.path, r.size, r.digest) if r is not None else None
+
+
+def to_plain(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
     """Entries as plain tuples (for :mod:`marshal` memos in the state folder)."""
     return [
         (
-            (e.volume.path, e.volume.size, e.volume.digest) if e.volume else None,
-            (s.path, s.size, s.digest) if (s := e.segmentation) else None,
+            _plain_rec(e.volume),
+            _plain_rec(e.segmentation),
             e.version,
+            tuple((v.version, _plain_rec(v.record), _plain_rec(v.data)) for v in e.older),
+            e.pinned,
+            _plain_rec(e.seg_data),
+            tuple((c, _plain_rec(r)) for c, r in e.channels),
+            e.key,
         )
         for e in entries
     ]
 
 
-def from_plain(rows: Iterable[PlainEntry]) -> list[Entry]:
-    return [
-        Entry(FileRecord(*v) if v else None, FileRecord(*s) if s else None, n) for v, s, n in rows
-    ]
+def _rec(t: Any) -> FileRecord | None:
+    return FileRecord(*t) if t else None
 
 
-def format_index(entries: Iterable[Entry]) -> str:
-    lines = [f"{MAGIC} {VERSION}", f"# {COLUMNS}"]
+def from_plain(rows: Iterable[tuple[Any, ...]]) -> list[Entry]:
+    out = []
+    for row in rows:
+        vol, seg, number, *rest = row
+        older, pinned, data, channels, key = rest if rest else ((), False, None, (), "")
+        out.append(
+            Entry(
+                _rec(vol),
+                _rec(seg),
+                number,
+                tuple(SegVersion(v, FileRecord(*r), _rec(d)) for v, r, d in older),
+                pinned,
+                _rec(data),
+                tuple((c, FileRecord(*r)) for c, r in channels),
+                key,
+            )
+        )
+    return out
+
+
+# -- writing --------------------------------------------------------------------------
+
+
+def check_algorithm(name: str, where: str = "hash algorithm") -> str:
+    if name not in DIGEST_HEX:
+        raise VolsegsyncError(
+            f"{where}: unknown hash algorithm {name!r} (known: {', '.join(ALGORITHMS)})"
+        )
+    return name
+
+
+def format_index(entries: Iterable[Entry], algorithm: str = DEFAULT_ALGORITHM) -> str:
+    lines = [f"{MAGIC} {VERSION}", f"hash {check_algorithm(algorithm)}", f"# {COLUMNS}"]
     for e in sorted(entries, key=lambda e: e.sort_key):
-        lines.append(format_entry(e))
+        lines.extend(format_entry(e).split("\n") if (e.volume or e.segmentation) else [])
     return "\n".join(lines) + "\n"
 
 
 def format_entry(e: Entry) -> str:
-    """One line of the index (without its line end)."""
-    vol = e.volume
-    seg = e.segmentation
-    version = "-" if e.version is None else str(e.version)
-    return "\t".join(
-        [
-            vol.path if vol else "-",
-            "->",
-            seg.path if seg else "-",
-            version,
-            str(vol.size) if vol else "-",
-            vol.digest if vol else "-",
-            str(seg.size) if seg else "-",
-            seg.digest if seg else "-",
-        ]
+    """The index lines of one case (joined by ``\\n``, without the last line end)."""
+    key = e.key or case_key_of(e)
+    return "\n".join(
+        f"{key}\t{role}\t{version}\t{rec.size}\t{rec.digest}\t{rec.path}"
+        for role, version, rec in e.lines()
     )
 
 
-def write_index(path: Path, entries: Iterable[Entry]) -> None:
+def case_key_of(e: Entry) -> str:
+    """A case key for an entry that has none (read from format 1): its file name's stem."""
+    rec = e.volume or e.segmentation
+    name = rec.path.rpartition("/")[2] if rec else ""
+    return name.split(".", 1)[0] or name
+
+
+def write_index(path: Path, entries: Iterable[Entry], algorithm: str = DEFAULT_ALGORITHM) -> None:
     try:
-        atomic_write_text(path, format_index(entries))
+        atomic_write_text(path, format_index(entries, algorithm))
     except OSError as e:
         raise VolsegsyncError(f"{path}: cannot write the index: {e.strerror or e}") from None
 
 
+# -- reading --------------------------------------------------------------------------
+
+
 def read_index(path: Path) -> list[Entry]:
     """Parse an index file; a missing file is an empty index."""
+    return read_index_file(path).entries
+
+
+def read_index_file(path: Path) -> IndexFile:
+    """Parse an index file with its hash algorithm; a missing file is an empty index."""
     try:
-        raw = path.read_bytes()
+        raw = read_small(path, INDEX_LIMIT, "index")
     except FileNotFoundError:
-        return []
-    except OSError as e:
-        raise IndexFormatError(f"{path}: cannot read: {e.strerror}") from None
+        return IndexFile(DEFAULT_ALGORITHM, [], VERSION)
+    except VolsegsyncError as e:
+        raise IndexFormatError(str(e)) from None
+    if not raw:  # a truncated write or a mistake, never a valid index
+        raise IndexFormatError(f"{path}: empty file (expected '{MAGIC} {VERSION}' on line 1)")
+    return parse_index_bytes(raw, str(path))
+
+
+def parse_index_bytes(raw: bytes, name: str) -> IndexFile:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise IndexFormatError(f"{path}: not valid UTF-8 (byte {e.start})") from None
-    return parse_index(text, str(path))
+        raise IndexFormatError(f"{name}: not valid UTF-8 (byte {e.start})") from None
+    return parse_index_file(text, name)
 
 
 def parse_index(text: str, name: str = "index") -> list[Entry]:
-    lines = text.split("\n")
+    return parse_index_file(text, name).entries
+
+
+def parse_index_file(text: str, name: str = "index") -> IndexFile:
+    lines = [ln.removesuffix("\r") for ln in text.split("\n")]  # CRLF checkouts read the same
     if lines and lines[-1] == "":
         lines.pop()
     if not lines:
-        return []
-    _check_magic(lines[0].removesuffix("\r"), name)
+        return IndexFile(DEFAULT_ALGORITHM, [], VERSION)
+    _check_conflict(lines, name)
+    fmt = _check_magic(lines[0], name)
+    if fmt == 1:
+        return IndexFile(DEFAULT_ALGORITHM, _parse_v1(lines, name), 1)
+    return _parse_v2(lines, name)
+
+
+CONFLICT_MARKERS = ("<<<<<<<", "|||||||", "=======", ">>>>>>>")
+
+
+def _check_conflict(lines: list[str], name: str) -> None:
+    """An unfinished git merge gets one line saying so, and what to run."""
+    for number, line in enumerate(lines, start=1):
+        if line.startswith(CONFLICT_MARKERS):
+            raise IndexFormatError(
+                f"{name}:{number}: git merge conflict markers: the merge is unfinished. Keep the "
+                "right lines between <<<<<<< and >>>>>>>, or take one side ('git checkout --ours "
+                "volsegsync.index') and run 'volsegsync pair'; then 'git add volsegsync.index' "
+                "('volsegsync install-hooks' installs a driver that merges the index per pair)"
+            )
+
+
+def _check_magic(first: str, name: str) -> int:
+    parts = first.split(" ")
+    if len(parts) != 2 or parts[0] != MAGIC:
+        raise IndexFormatError(f"{name}:1: not a volsegsync index (expected '{MAGIC} {VERSION}')")
+    if parts[1] not in ("1", "2"):
+        raise IndexTooNewError(
+            f"{name}:1: index format version {parts[1]!r} is not supported "
+            f"(this volsegsync reads versions 1 and {VERSION}; upgrade volsegsync)"
+        )
+    return int(parts[1])
+
+
+def _check_digest(digest: str, algorithm: str, where: str, what: str) -> None:
+    n = DIGEST_HEX[algorithm]
+    if not _HEX[n].fullmatch(digest):
+        raise IndexFormatError(
+            f"{where}: bad {what + ' ' if what else ''}hash {digest!r} "
+            f"(expected {n} hex digits of {algorithm})"
+        )
+
+
+class _Case:
+    """The lines of one case while parsing."""
+
+    def __init__(self) -> None:
+        self.volume: FileRecord | None = None
+        self.channels: dict[str, FileRecord] = {}
+        self.segs: dict[int | None, FileRecord] = {}
+        self.data: dict[int | None, FileRecord] = {}
+        self.active: int | None = None
+        self.has_active = False
+        self.pinned = False
+
+
+def _parse_v2(lines: list[str], name: str) -> IndexFile:
+    if len(lines) < 2 or not lines[1].startswith("hash "):
+        raise IndexFormatError(f"{name}:2: expected 'hash ALGORITHM' (e.g. 'hash xxh3-128')")
+    algorithm = lines[1][5:]
+    if algorithm not in DIGEST_HEX:
+        raise IndexFormatError(
+            f"{name}:2: unknown hash algorithm {algorithm!r} (known: {', '.join(ALGORITHMS)})"
+        )
+    cases: dict[str, _Case] = {}
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines[2:], start=3):
+        if not line or line.startswith("#"):
+            continue
+        where = f"{name}:{number}"
+        cols = line.split("\t")
+        if len(cols) != 6:
+            raise IndexFormatError(
+                f"{where}: malformed line: expected 6 tab-separated columns "
+                f"'case role version size hash path', found {len(cols)}"
+            )
+        key, role, version, size, digest, path = cols
+        bad = bad_name_reason(key) if key else "empty"
+        if bad:
+            raise IndexFormatError(f"{where}: bad case key {key!r}: {bad}")
+        check_relative_path(path, where)
+        if not _is_number(size, 18):
+            raise IndexFormatError(f"{where}: bad size {size!r}")
+        _check_digest(digest, algorithm, where, "")
+        if path in seen:
+            raise IndexFormatError(f"{where}: {path} is already listed on line {seen[path]}")
+        seen[path] = number
+        rec = FileRecord(path, int(size), digest)
+        _add_line(cases.setdefault(key, _Case()), key, role, version, rec, where)
+    entries = [_entry(key, case, name) for key, case in cases.items()]
+    entries.sort(key=lambda e: e.sort_key)
+    return IndexFile(algorithm, entries, 2)
+
+
+def _add_line(case: _Case, key: str, role: str, version: str, rec: FileRecord, where: str) -> None:
+    m = _VERSION.fullmatch(version)
+    if m is None:
+        raise IndexFormatError(f"{where}: bad version {version!r}")
+    number = None if m.group(1) == "-" else int(m.group(1))
+    mark = m.group(2)
+    if mark and role != "seg":
+        raise IndexFormatError(f"{where}: only a seg line has an active mark, found {version!r}")
+    if role == "volume" or role.startswith("volume:"):
+        if version != "-":
+            raise IndexFormatError(f"{where}: a volume line has version '-', found {version!r}")
+        if role == "volume":
+            if case.volume is not None or case.channels:
+                raise IndexFormatError(f"{where}: case {key} has a second volume")
+            case.volume = rec
+            return
+        channel = role[7:]
+        if not _CHANNEL.fullmatch(channel):
+            raise IndexFormatError(f"{where}: bad channel {channel!r} (digits expected)")
+        if case.volume is not None or channel in case.channels:
+            raise IndexFormatError(f"{where}: case {key} lists channel {channel} twice")
+        case.channels[channel] = rec
+    elif role == "seg":
+        if number in case.segs:
+            raise IndexFormatError(f"{where}: case {key} lists version {m.group(1)} twice")
+        case.segs[number] = rec
+        if mark:
+            if case.has_active:
+                raise IndexFormatError(f"{where}: case {key} has a second active version")
+            case.has_active, case.active, case.pinned = True, number, mark == "!"
+    elif role == "data":
+        if number in case.data:
+            raise IndexFormatError(f"{where}: case {key} lists data of {m.group(1)} twice")
+        case.data[number] = rec
+    else:
+        raise IndexFormatError(
+            f"{where}: bad role {role!r} (expected volume, volume:CHANNEL, seg or data)"
+        )
+
+
+def _entry(key: str, case: _Case, name: str) -> Entry:
+    where = f"{name}: case {key}"
+    if case.segs and not case.has_active:
+        raise IndexFormatError(f"{where}: no active segmentation version (mark one with '*')")
+    for number in case.data:
+        if number not in case.segs:
+            raise IndexFormatError(f"{where}: a data file of a version it does not list")
+    if not case.segs and not case.volume and not case.channels:
+        raise IndexFormatError(f"{where}: data files without a segmentation")
+    channels = tuple(sorted(case.channels.items(), key=lambda c: (int(c[0]), c[0])))
+    volume = case.volume or (channels[0][1] if channels else None)
+    older = tuple(
+        SegVersion(n, rec, case.data.get(n))
+        for n, rec in sorted(case.segs.items(), key=lambda s: -1 if s[0] is None else s[0])
+        if n != case.active
+    )
+    return Entry(
+        volume,
+        case.segs.get(case.active) if case.has_active else None,
+        case.active,
+        older,
+        case.pinned,
+        case.data.get(case.active) if case.has_active else None,
+        channels,
+        key,
+    )
+
+
+def _parse_v1(lines: list[str], name: str) -> list[Entry]:
     entries: list[Entry] = []
     seen: dict[str, int] = {}
     for number, line in enumerate(lines[1:], start=2):
-        line = line.removesuffix("\r")  # a checkout with CRLF line ends reads the same
         if not line or line.startswith("#"):
             continue
-        entry = _parse_line(line, f"{name}:{number}")
+        entry = _parse_line_v1(line, f"{name}:{number}")
         for rec in (entry.volume, entry.segmentation):
             if rec is None:
                 continue
@@ -158,49 +467,40 @@ def parse_index(text: str, name: str = "index") -> list[Entry]:
     return entries
 
 
-def _check_magic(first: str, name: str) -> None:
-    parts = first.split(" ")
-    if len(parts) != 2 or parts[0] != MAGIC:
-        raise IndexFormatError(f"{name}:1: not a volsegsync index (expected '{MAGIC} {VERSION}')")
-    if parts[1] != str(VERSION):
-        raise IndexFormatError(
-            f"{name}:1: index format version {parts[1]!r} is not supported "
-            f"(this volsegsync reads version {VERSION}; upgrade volsegsync)"
-        )
-
-
-def _parse_line(line: str, where: str) -> Entry:
+def _parse_line_v1(line: str, where: str) -> Entry:
     cols = line.split("\t")
     if len(cols) != 8 or cols[1] != "->":
         raise IndexFormatError(
             f"{where}: malformed line: expected 8 tab-separated columns "
             f"'volume -> segmentation version size hash size hash', found {len(cols)}"
         )
-    vol = _record(cols[0], cols[4], cols[5], where, "volume")
-    seg = _record(cols[2], cols[6], cols[7], where, "segmentation")
+    vol = _record_v1(cols[0], cols[4], cols[5], where, "volume")
+    seg = _record_v1(cols[2], cols[6], cols[7], where, "segmentation")
     if vol is None and seg is None:
         raise IndexFormatError(f"{where}: a line needs a volume or a segmentation")
     version: int | None = None
     if cols[3] != "-":
-        if not cols[3].isdigit() or seg is None:
+        if not _is_number(cols[3], 9) or seg is None:
             raise IndexFormatError(f"{where}: bad version {cols[3]!r}")
         version = int(cols[3])
     return Entry(vol, seg, version)
 
 
-def _record(path: str, size: str, digest: str, where: str, what: str) -> FileRecord | None:
+def _record_v1(path: str, size: str, digest: str, where: str, what: str) -> FileRecord | None:
     if path == "-":
         if size != "-" or digest != "-":
             raise IndexFormatError(f"{where}: no {what} path, but a {what} size or hash")
         return None
     check_relative_path(path, where)
-    if not size.isdigit():
+    if not _is_number(size, 18):
         raise IndexFormatError(f"{where}: bad {what} size {size!r}")
-    if not _HASH.fullmatch(digest):
-        raise IndexFormatError(
-            f"{where}: bad {what} hash {digest!r} (expected 32 hex digits of xxh3-128)"
-        )
+    _check_digest(digest, DEFAULT_ALGORITHM, where, what)
     return FileRecord(path, int(size), digest)
+
+
+def _is_number(text: str, digits: int) -> bool:
+    """ASCII digits only ('²' is a digit to str.isdigit), and not absurdly many."""
+    return text.isascii() and text.isdigit() and len(text) <= digits
 
 
 def check_relative_path(path: str, where: str) -> None:

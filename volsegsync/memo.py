@@ -16,12 +16,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import MEMO_LIMIT, check_state_dir, read_small
+
 
 def load_memo(path: Path, key: str) -> dict[str, Any] | None:
     """The memo at ``path`` if it was made under ``key``, else None."""
-    try:
-        data = marshal.loads(path.read_bytes())
-    except (OSError, EOFError, ValueError, TypeError):
+    try:  # a regular file only, never through a link, capped (hostile state folders)
+        data = marshal.loads(read_small(path, MEMO_LIMIT, "memo"))
+    except (OSError, VolsegsyncError, EOFError, ValueError, TypeError):
         return None
     if not isinstance(data, dict) or data.get("key") != key:
         return None
@@ -35,7 +38,10 @@ def save_memo(path: Path, data: dict[str, Any]) -> bool:
     except ValueError:  # something not plain data: simply not memoised
         return False
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        check_state_dir(path.parent.parent)  # never write through a linked state folder
+        path.parent.mkdir(exist_ok=True)
+        if path.parent.is_symlink():
+            return False
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -47,7 +53,7 @@ def save_memo(path: Path, data: dict[str, Any]) -> bool:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-    except OSError:
+    except (OSError, VolsegsyncError):
         return False
     return True
 

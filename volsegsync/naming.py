@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import NamedTuple
 
-from volsegsync.config import NamingConfig, RolesConfig
+from volsegsync.config import NamingConfig, RolesConfig, compile_pattern
 from volsegsync.problems import Problem, make_problem
 
 VOLUME = "volume"
@@ -40,10 +40,10 @@ class Convention:
             key=len,
             reverse=True,
         )
-        self._version = re.compile(naming.version)
-        self._fields = [(name, re.compile(naming.patterns[name])) for name in naming.fields]
+        self._version = compile_pattern(naming.version)
+        self._fields = [(name, compile_pattern(naming.patterns[name])) for name in naming.fields]
         sep = re.escape(naming.separator)
-        self._whole = re.compile(sep.join(f"(?:{naming.patterns[n]})" for n in naming.fields))
+        self._whole = compile_pattern(sep.join(f"(?:{naming.patterns[n]})" for n in naming.fields))
         self._volume_dirs = frozenset(roles.volume_dirs)
         self._segmentation_dirs = frozenset(roles.segmentation_dirs)
         self._role_dirs = self._volume_dirs | self._segmentation_dirs
@@ -113,9 +113,9 @@ class Convention:
         version = None
         if role == SEGMENTATION:
             head, sep, last = stem.rpartition(self.naming.separator)
-            m = self._version.fullmatch(last) if sep and head else None
-            if m is not None:
-                version = int(m.group("n"))
+            number = self._version.group(last, "n") if sep and head else None
+            if number and number.isascii() and number.isdigit() and len(number) <= 9:
+                version = int(number)
                 stem = head
         return NameInfo(path, role, ext, stem, version)
 

@@ -16,6 +16,7 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "unreadable": ("error", "the file cannot be read (permissions, broken link, bad name)"),
     "not_an_image": ("error", "the file's content is not the image format its name claims"),
     "corrupt": ("error", "the image cannot be decoded: truncated stream, size mismatch"),
+    "too_large": ("error", "the header declares more data than [limits] max_image_bytes"),
     "unpaired_volume": ("error", "a volume has no segmentation"),
     "unpaired_segmentation": ("error", "a segmentation has no volume"),
     "ambiguous": ("error", "more than one file claims the same place in a pair"),
@@ -28,12 +29,20 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "unknown_label": ("error", "a segmentation holds values outside the declared label set"),
     "only_background": ("warning", "a segmentation holds background only"),
     "segment_labels": ("error", "Slicer segment label values disagree with the voxel values"),
+    "channels": ("error", "a multi-channel case lacks a channel, has an extra one, or is off-grid"),
     "drift_modified": ("error", "content differs from what the index records"),
     "drift_missing": ("error", "a file the index records is missing from disk"),
     "drift_untracked": (
         "error",
         "a file the index records is on disk but outside the scan (scan.exclude, extensions)",
     ),
+    # dataset-level checks (volsegsync.dataset_checks)
+    "outlier_orientation": ("warning", "a volume's orientation is unlike almost all others'"),
+    "outlier_spacing": ("warning", "a volume's voxel spacing is unlike almost all others'"),
+    "outlier_shape": ("warning", "a volume's shape is unlike almost all others'"),
+    "label_name_conflict": ("warning", "a label value is named differently in another file"),
+    "undeclared_label": ("warning", "a Slicer segment's label value is not in the label set"),
+    "tiny_label": ("warning", "a label has a suspiciously tiny number of voxels"),
 }
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}

@@ -1,11 +1,14 @@
 """Walking a dataset: which volume and segmentation files exist, with their stat.
 
 Only names and ``stat`` are read here (one ``scandir`` + ``stat`` per file), never
-content. Unreadable entries are reported, not raised: the walk goes on.
+content. Unreadable entries are reported, not raised: the walk goes on. Symbolic
+links are followed only when they resolve inside the dataset (docs/security.md);
+anything but a regular file is reported, never opened.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat as statmod
@@ -16,6 +19,7 @@ from typing import NamedTuple
 
 import xxhash
 
+from volsegsync.fsutil import NotRegularFile, inside
 from volsegsync.hashing import Stat
 from volsegsync.naming import Convention, bad_name_reason
 
@@ -115,7 +119,7 @@ def walk(root: Path, convention: Convention, exclude: Iterable[str] = ()) -> Sca
                         unreadable[rel] = bad
                         continue
                 try:
-                    st = entry.stat()
+                    st = _link_stat(root, entry) if entry.is_symlink() else entry.stat()
                 except OSError as e:
                     unreadable[rel] = _stat_failure(entry, e)
                     continue
@@ -147,7 +151,21 @@ def fingerprint(scan: ScanResult, folder_fps: dict[str, str] | None = None) -> s
     return xxhash.xxh3_128_hexdigest("\n".join(parts).encode("utf-8", "surrogateescape"))
 
 
+def _link_stat(root: Path, entry: os.DirEntry[str]) -> os.stat_result:
+    """The stat of a link's target, when the link policy lets it be followed: only
+    links resolving inside the dataset are (git keeps links as links; a link out of
+    the dataset would put facts about a foreign file into the index)."""
+    if not os.path.exists(entry.path):
+        raise FileNotFoundError(entry.path)
+    target = inside(root, entry.path)
+    if target is None:
+        raise NotRegularFile(errno.ELOOP, "symbolic link leading out of the dataset (not followed)")
+    return os.stat(target)
+
+
 def _stat_failure(entry: os.DirEntry[str], e: OSError) -> str:
+    if isinstance(e, NotRegularFile):
+        return str(e.strerror)
     if isinstance(e, FileNotFoundError):
         return "broken symbolic link" if entry.is_symlink() else "vanished"
     return f"cannot stat: {e.strerror}"

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
@@ -11,6 +17,33 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 INLINE_LIMIT = 64  # fewer tasks than this run in-process: a worker pool costs more
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def tie_to_parent(parent: int) -> None:
+    """Worker initializer: end this worker when its parent dies (SIGTERM, SIGKILL,
+    a crash), so no worker outlives the run it belongs to.
+
+    Linux: the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG).
+    Elsewhere: a watchdog thread checks the parent every half second.
+    """
+    armed = False
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def parallel_map(
@@ -34,7 +67,12 @@ def parallel_map(
         return
     context: Any = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     chunk = max(1, min(256, len(tasks) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=tie_to_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         for result in pool.map(func, tasks, chunksize=chunk):
             yield result
             if tick:

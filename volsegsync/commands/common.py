@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,14 +53,14 @@ def jobs_option(help_text: str) -> Callable[[F], F]:
     )
 
 
-def common_options(func: F) -> F:
+def common_options(func: F, formats: Sequence[str] = FORMATS) -> F:
     """``-C``, ``--format`` and ``-q`` on every command."""
 
     @chdir_option
     @click.option(
         "--format",
         "fmt",
-        type=click.Choice(FORMATS),
+        type=click.Choice(formats),
         default="text",
         show_default=True,
         help="Output format.",

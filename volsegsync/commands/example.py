@@ -30,7 +30,7 @@ def example_command(directory: Path, force: bool, no_git: bool, fmt: str, quiet:
     from volsegsync.ops.init import init_dataset
 
     report = make_example(directory, force=force)
-    init = init_dataset(directory, git=not no_git, no_git=no_git)
+    init = init_dataset(directory, git=not no_git, no_git=no_git, own_repo=True)
     declare_labels(directory / ".volsegsync" / "config.toml")
     lines = [f"Wrote an example dataset of {len(report.files)} files to {report.root}"]
     lines.extend(f"  {path}" for path in report.files)

@@ -38,22 +38,35 @@ from volsegsync.pairing import Pair
     is_flag=True,
     help="Drop the records of indexed files that are missing from disk or outside the scan.",
 )
+@click.option(
+    "--store/--no-store",
+    default=None,
+    help="Put the content of every recorded file into the content store "
+    "(default: the config's store.enabled, true).",
+)
 @common_options
 def pair_command(
-    by: str | None, jobs: int | None, dry_run: bool, prune: bool, fmt: str, quiet: bool
+    by: str | None,
+    jobs: int | None,
+    dry_run: bool,
+    prune: bool,
+    store: bool | None,
+    fmt: str,
+    quiet: bool,
 ) -> None:
     """Pair every volume with its segmentation and write the index.
 
-    Scans the dataset, hashes every file with xxh3-128 (unchanged files come from
-    the pipeline memo), pairs by naming convention (and by metadata with --by
-    metadata; --by is written to the config's [pairing] by, so that every command
-    pairs the same way) and writes volsegsync.index atomically. With several
-    versions of a segmentation the pair points at the highest (unless a rollback
-    pinned one). Prints the pairs the index gains (+) and loses (-), as its diff
-    will show them. Indexed files that are missing from disk, outside the scan or
-    unreadable keep their records: they leave the index only with --prune or
-    'volsegsync rm'. Exit 1 if files are left unpaired or ambiguous, or indexed
-    files are missing.
+    Scans the dataset, hashes every file (store.hash, xxh3-128 by default;
+    unchanged files come from the pipeline memo), pairs by naming convention (and
+    by metadata with --by metadata; --by is written to the config's [pairing] by,
+    so that every command pairs the same way) and writes volsegsync.index
+    atomically, after putting the content of every recorded file into the content
+    store (docs/store.md). Every version of a segmentation is recorded; the highest
+    is the active one, unless a rollback (checkout PAIR@vN) pinned another. Prints
+    the pairs the index gains (+) and loses (-), as its diff will show them.
+    Indexed files that are missing from disk, outside the scan or unreadable keep
+    their records: they leave the index only with --prune or 'volsegsync rm'.
+    Exit 1 if files are left unpaired or ambiguous, or indexed files are missing.
 
     \b
     Example:
@@ -62,7 +75,9 @@ def pair_command(
     """
     ds = open_dataset()
     with progress_factory(quiet) as progress:
-        report = run_pair(ds, by=by, jobs=jobs, progress=progress, dry_run=dry_run, prune=prune)
+        report = run_pair(
+            ds, by=by, jobs=jobs, progress=progress, dry_run=dry_run, prune=prune, store=store
+        )
     snap = report.snapshot
     pairing = snap.pairing
     problems = pairing.problems
@@ -79,6 +94,11 @@ def pair_command(
             f"{len(missing)} indexed files are not on disk: restore them (see "
             "'volsegsync status'), or drop their records with --prune or 'volsegsync rm'"
         )
+    stored = report.stored
+    if stored is not None:
+        lines.extend(f"error: [store] {p}" for p in stored.problems)
+        if stored.added:
+            lines.append(f"stored {stored.added} files ({_size(stored.added_bytes)})")
     if report.written:
         state = f"wrote {INDEX_FILE}"
     elif report.index_changed:
@@ -101,6 +121,9 @@ def pair_command(
         "kept": [{"path": k.path, "state": k.why} for k in report.kept],
         "pruned": report.pruned,
         "problems": problem_rows(problems),
+        "store": None
+        if stored is None
+        else {"added": stored.added, "bytes": stored.added_bytes, "problems": stored.problems},
         "summary": {
             "files": snap.files,
             "bytes": snap.total_bytes,
@@ -111,7 +134,7 @@ def pair_command(
     rows = [_pair_json(p) for p in pairing.pairs]
     columns = ["volume", "segmentation", "version", "how", "older"]
     emit(Rendered(lines, document, rows, columns), fmt, quiet)
-    conclude(has_errors(problems) or bool(missing))
+    conclude(has_errors(problems) or bool(missing) or bool(stored and stored.problems))
 
 
 def _index_changes(report: PairReport) -> list[str]:

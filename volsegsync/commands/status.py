@@ -22,8 +22,15 @@ from volsegsync.output import Rendered, emit
 
 @click.command("status")
 @jobs_option("Parallel readers for changed files (default: all cores).")
+@click.option(
+    "--remote",
+    "remote",
+    default=None,
+    metavar="NAME",
+    help="Instead: which indexed objects remote NAME lacks, and which the local store lacks.",
+)
 @common_options
-def status_command(jobs: int | None, fmt: str, quiet: bool) -> None:
+def status_command(jobs: int | None, remote: str | None, fmt: str, quiet: bool) -> None:
     """Show whether the index records the working tree as it is.
 
     New and removed pairs, modified files, new segmentation versions, files that
@@ -37,7 +44,12 @@ def status_command(jobs: int | None, fmt: str, quiet: bool) -> None:
     Example:
       volsegsync status
       volsegsync status --format json | jq '.changes[].kind'
+      volsegsync status --remote origin
     """
+    if remote is not None:
+        from volsegsync.commands.remote import remote_status
+
+        return remote_status(remote, fmt, quiet)
     ds = open_dataset()
     with progress_factory(quiet) as progress:
         report = run_status(ds, jobs=jobs, progress=progress)
@@ -101,10 +113,10 @@ def _kept_lines(kept: list[Kept]) -> list[str]:
     if missing:
         lines.append(
             f"{len(missing)} indexed files are missing from disk; image data is not "
-            "kept in git (after a fresh clone, none are there): restore them from where "
-            "the dataset's data is kept (see docs/status.md; 'volsegsync pull' once "
-            "remotes exist), or drop their records with 'volsegsync rm PATH...' or "
-            "'volsegsync pair --prune'"
+            "kept in git (after a fresh clone, none are there): restore them with "
+            "'volsegsync pull' from a remote or 'volsegsync checkout' from the content "
+            "store (docs/remotes.md, docs/status.md), or drop their records with "
+            "'volsegsync rm PATH...' or 'volsegsync pair --prune'"
         )
     if untracked:
         lines.append(

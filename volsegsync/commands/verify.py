@@ -33,10 +33,15 @@ if TYPE_CHECKING:
     is_flag=True,
     help="Header-only checks: naming, pairing, geometry, drift by size. No content is decoded.",
 )
+@click.option(
+    "--rev",
+    metavar="REV",
+    help="Check drift against the index committed at REV (a branch, tag or commit), for CI.",
+)
 @jobs_option("Worker processes (default: all cores).")
 @common_options
 def verify_command(
-    paths: tuple[str, ...], fast: bool, jobs: int | None, fmt: str, quiet: bool
+    paths: tuple[str, ...], fast: bool, rev: str | None, jobs: int | None, fmt: str, quiet: bool
 ) -> None:
     """Check the dataset and report every problem, grouped by pair.
 
@@ -51,14 +56,16 @@ def verify_command(
     Example:
       volsegsync verify
       volsegsync verify --fast --format json segmentations/
+      volsegsync verify --rev origin/main   # does the branch's index match the files?
     """
     from volsegsync.ops.verify import run_verify  # numpy, nibabel: only when verifying
 
     ds = open_dataset()
     given = read_file_args(paths)
     relative = [ds.relpath(p) for p in given] if given is not None else None
+    index = ds.index_at(rev) if rev is not None else None
     with progress_factory(quiet) as progress:
-        report = run_verify(ds, relative, fast=fast, jobs=jobs, progress=progress)
+        report = run_verify(ds, relative, fast=fast, jobs=jobs, progress=progress, index=index)
     counts = summary_counts(report.problems)
     by_category = Counter(p.category for p in report.problems)
     document = {

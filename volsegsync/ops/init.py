@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-from volsegsync import history
-from volsegsync.config import DEFAULT_CONFIG_TEXT, load_config
+from volsegsync import history, layouts
+from volsegsync.config import load_config
 from volsegsync.dataset import CONFIG_FILE, INDEX_FILE, META_DIR, STATE_DIR
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_text
+from volsegsync.fsutil import CONFIG_LIMIT, atomic_write_text, check_state_dir, read_small
+from volsegsync.hooks import ensure_attributes, install_merge_driver
 from volsegsync.index import format_index
+from volsegsync.layouts import Detected
 
 BEGIN = "# >>> volsegsync: data files live in the content store and on remotes, not in git"
 END = "# <<< volsegsync"
@@ -22,15 +24,32 @@ class InitReport(NamedTuple):
     created: list[str]  # files written or changed, relative to root
     git_created: bool
     warnings: list[str]  # e.g. a file that must be tracked but that git ignores
+    layout: str | None = None  # the layout whose config was written (volsegsync.layouts)
+    detected: Detected | None = None  # the layout the folder looks like (without --layout)
 
 
-def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitReport:
+def init_dataset(
+    root: Path,
+    git: bool = False,
+    no_git: bool = False,
+    own_repo: bool = False,
+    layout: str | None = None,
+    force: bool = False,
+) -> InitReport:
+    """Make ``root`` a dataset. ``own_repo`` (with ``git``): create a repository at
+    ``root`` even inside another one (``volsegsync example`` does). ``layout``: write
+    that layout's config (volsegsync.layouts); ``force``: even over an edited one."""
+    if git and no_git:
+        raise VolsegsyncError("--git and --no-git contradict each other: give one of them")
     root = root.resolve()
     if not root.is_dir():
         raise VolsegsyncError(f"{root}: no such folder")
-    git_root = history.find_git_root(root)
+    git_root = None if no_git and own_repo else history.find_git_root(root)
     git_created = False
-    if git_root is None:
+    if git and own_repo and git_root != root:
+        git_root = history.init_git(root)
+        git_created = True
+    elif git_root is None:
         if git:
             git_root = history.init_git(root)
             git_created = True
@@ -41,9 +60,11 @@ def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitRep
             )
     created: list[str] = []
     meta = root / META_DIR
-    (meta / STATE_DIR).mkdir(parents=True, exist_ok=True)
-    _write_if_missing(meta / CONFIG_FILE, DEFAULT_CONFIG_TEXT, root, created)
-    _write_if_missing(meta / ".gitignore", f"/{STATE_DIR}/\n", root, created)
+    check_state_dir(meta / STATE_DIR)  # a file or link in its place: one clear line
+    if layouts.write_config(meta / CONFIG_FILE, layout, root, force):
+        created.append(f"{META_DIR}/{CONFIG_FILE}")
+    if _ensure_lines(meta / ".gitignore", LOCAL_ONLY):
+        created.append(f"{META_DIR}/.gitignore")
     _write_if_missing(root / INDEX_FILE, format_index([]), root, created)
     config = load_config(meta / CONFIG_FILE)  # validates an existing config on re-runs
     roles = config.roles
@@ -51,10 +72,18 @@ def init_dataset(root: Path, git: bool = False, no_git: bool = False) -> InitRep
     if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in extensions]):
         created.append(".gitignore")
     warnings = _tracking_warnings(root, git_root) if git_root else []
-    return InitReport(root, git_root, created, git_created, warnings)
+    try:  # the index merge driver, per pair
+        if ensure_attributes(root).action != "unchanged":
+            created.append(".gitattributes")
+        if git_root:
+            install_merge_driver(git_root)
+    except VolsegsyncError as e:  # e.g. a read-only repository: the dataset still works
+        warnings.append(f"the index merge driver is not declared: {e}")
+    detected = layouts.detect(root) if layout is None else None
+    return InitReport(root, git_root, created, git_created, warnings, layout, detected)
 
 
-TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore")
+TRACKED = (f"{META_DIR}/{CONFIG_FILE}", INDEX_FILE, f"{META_DIR}/.gitignore", ".gitattributes")
 
 
 def _tracking_warnings(root: Path, git_root: Path) -> list[str]:
@@ -74,12 +103,31 @@ def _write_if_missing(path: Path, text: str, root: Path, created: list[str]) -> 
         created.append(path.relative_to(root).as_posix())
 
 
-def _update_ignore_block(path: Path, patterns: list[str]) -> bool:
-    """Put the volsegsync block into ``.gitignore``; True when the file changed."""
+LOCAL_ONLY = (f"/{STATE_DIR}/", "/cache/", "/config.local.toml")  # never tracked
+
+
+def _ensure_lines(path: Path, lines: tuple[str, ...]) -> bool:
+    """Add the missing ``lines`` to a file; True when it changed."""
     try:
         old = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         old = ""
+    missing = [ln for ln in lines if ln not in old.splitlines()]
+    if not missing:
+        return False
+    sep = "\n" if old and not old.endswith("\n") else ""
+    atomic_write_text(path, old + sep + "\n".join(missing) + "\n")
+    return True
+
+
+def _update_ignore_block(path: Path, patterns: list[str]) -> bool:
+    """Put the volsegsync block into ``.gitignore``; True when the file changed."""
+    try:
+        old = read_small(path, CONFIG_LIMIT, ".gitignore").decode("utf-8")
+    except FileNotFoundError:
+        old = ""
+    except UnicodeDecodeError:
+        raise VolsegsyncError(f"{path}: not valid UTF-8") from None
     block = "\n".join([BEGIN, *patterns, END]) + "\n"
     if BEGIN in old and END in old:
         start = old.index(BEGIN)

@@ -7,15 +7,16 @@ drops them with ``pair --prune`` or ``volsegsync rm PATH``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable
 from typing import NamedTuple
 
 from volsegsync.config import load_config
 from volsegsync.dataset import Dataset
-from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_text
-from volsegsync.index import Entry, SegVersion, format_entry, format_index
+from volsegsync.errors import IndexFormatError, VolsegsyncError
+from volsegsync.fsutil import CONFIG_LIMIT, INDEX_LIMIT, atomic_write_text, read_small
+from volsegsync.index import Entry, FileRecord, SegVersion, format_entry, format_index, parse_index
 from volsegsync.ops.snapshot import (
     Case,
     Kept,
@@ -24,9 +25,11 @@ from volsegsync.ops.snapshot import (
     Snapshot,
     digest_of,
     entry_files,
+    index_digest,
     record_index,
     settle,
 )
+from volsegsync.ops.storing import StoreReport, store_enabled, store_entries
 
 
 class PairReport(NamedTuple):
@@ -37,6 +40,7 @@ class PairReport(NamedTuple):
     removed: list[tuple[str, str]]  # (volume, segmentation) of index lines now gone
     kept: list[Kept]  # indexed files not on disk (or unreadable) whose records stay
     pruned: list[str]  # records dropped on request (--prune)
+    stored: StoreReport | None = None  # what went into the content store (None: not stored)
 
 
 def run_pair(
@@ -46,12 +50,15 @@ def run_pair(
     progress: ProgressFactory | None = None,
     dry_run: bool = False,
     prune: bool = False,
+    store: bool | None = None,
 ) -> PairReport:
     """Pair the dataset and (unless ``dry_run``) write the index atomically, under the lock.
 
     ``by`` other than the config's pairing mode is written to the config first, so
-    that every later command pairs the same way."""
-    with ds.lock():
+    that every later command pairs the same way. Unless ``store`` is False (default:
+    the config's ``store.enabled``), the content of every recorded file on disk goes
+    into the content store first (docs/store.md)."""
+    with contextlib.nullcontext() if dry_run else ds.lock():  # a dry run writes no index
         if by is not None and by != ds.config.pairing.by and not dry_run:
             record_pairing_mode(ds, by)
             ds = Dataset.open(ds.root)
@@ -63,21 +70,34 @@ def run_pair(
         pruned = sorted(before - {k.path for c in dirty for k in c.kept}) if prune else []
         snap.replace(dirty)
         kept = sorted((k for c in dirty for k in c.kept), key=lambda k: k.path)
-        if not any(_changed(c) for c in dirty) and ds.index_path.exists():
+        storing = not dry_run and (store if store is not None else store_enabled(ds))
+        if not storing and not any(_changed(c) for c in dirty) and ds.index_path.exists():
             return PairReport(snap, False, False, [], [], kept, pruned)
         entries = snap.entries
-        new_text = format_index(entries)
+        new_text = format_index(entries, ds.config.store.hash)
         try:
-            old_text = ds.index_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):  # missing or unreadable: rewritten below
+            old_text = read_small(ds.index_path, INDEX_LIMIT, "index").decode("utf-8")
+        except (OSError, UnicodeDecodeError, VolsegsyncError):  # rewritten below
             old_text = None
         changed = new_text != old_text
+        stored = None
+        if storing:
+            absent = {k.path for k in kept}  # kept records: nothing on disk to store
+            stored = store_entries(
+                ds,
+                [e2 for e in entries if (e2 := drop_records(e, absent)) is not None],
+                jobs=jobs,
+                progress=progress,
+                index_key=index_digest(new_text.encode()),
+            )
         if changed and not dry_run:
             ds.write_index(entries)
         if not dry_run:
             record_index(pipeline, snap, dirty, digest_of(ds.index_path))
         added, removed = _line_changes(entries, old_text or "")
-        return PairReport(snap, changed, changed and not dry_run, added, removed, kept, pruned)
+        return PairReport(
+            snap, changed, changed and not dry_run, added, removed, kept, pruned, stored
+        )
 
 
 def _changed(case: Case) -> bool:
@@ -91,16 +111,23 @@ def _paths(entry: Entry | None) -> set[str]:
 
 
 def _line_changes(entries: list[Entry], old_text: str) -> tuple[list[Entry], list[tuple[str, str]]]:
-    """What a reviewer sees in the index's diff: lines added, lines removed."""
-    old = set(old_text.splitlines())
-    new = {format_entry(e): e for e in entries}
-    added = [e for line, e in new.items() if line not in old]
-    removed = [
-        (cols[0], cols[2])
-        for line in sorted(old - new.keys())
-        if len(cols := line.split("\t")) > 2 and not line.startswith("#")
-    ]
+    """What a reviewer sees in the index's diff: pairs added, pairs removed."""
+    try:
+        old_entries = parse_index(old_text)
+    except IndexFormatError:
+        old_entries = []
+    old = {_pair_of(e) for e in old_entries}
+    added = [e for e in entries if _pair_of(e) not in old]
+    removed = sorted({_names(e) for e in old_entries} - {_names(e) for e in entries})
     return added, removed
+
+
+def _pair_of(e: Entry) -> tuple[FileRecord | None, FileRecord | None, int | None]:
+    return (e.volume, e.segmentation, e.version)
+
+
+def _names(e: Entry) -> tuple[str, str]:
+    return (e.volume.path if e.volume else "-", e.segmentation.path if e.segmentation else "-")
 
 
 # -- the pairing mode lives in the tracked config -----------------------------------------
@@ -112,7 +139,7 @@ _BY = re.compile(r"^(\s*by\s*=\s*)(\"[^\"]*\"|'[^']*')(.*)$")
 def record_pairing_mode(ds: Dataset, by: str) -> None:
     """Write ``[pairing] by = BY`` into the dataset's config, keeping everything else."""
     try:
-        text = ds.config_path.read_text(encoding="utf-8")
+        text = read_small(ds.config_path, CONFIG_LIMIT, "config").decode("utf-8")
     except FileNotFoundError:
         text = ""
     except (OSError, UnicodeDecodeError) as e:

@@ -25,6 +25,7 @@ the scan or unreadable keeps its record in the pair result (a *kept* record), un
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -33,15 +34,23 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import xxhash
 
+from volsegsync.channels import group_channels
 from volsegsync.dataset import Dataset, default_jobs
+from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import INDEX_LIMIT, StateUnusable, check_state_dir, read_small, say_once
 from volsegsync.hashing import Hashed, Stat, hash_many, racy_limit
 from volsegsync.index import (
+    DIGEST_HEX,
     Entry,
     FileRecord,
+    Pin,
     SegVersion,
+    build_entry,
+    case_key_of,
     format_entry,
     format_index,
     parse_index,
+    pins,
 )
 from volsegsync.memo import forget_memo, load_memo, save_memo
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
@@ -63,7 +72,6 @@ ProgressFactory = Callable[[str, int], Progress]
 MEMO_FORMAT = 5
 SHARDS = 256
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
-NO_DIGEST = "-" * 32
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 
 
@@ -182,6 +190,7 @@ class Rules(NamedTuple):
     scope: str
     role_dirs: frozenset[str]
     severity: dict[str, str]
+    channel: re.Pattern[str] | None  # multi-channel volumes: ``CASE`` + channel suffix
 
     def key_of(self, path: str) -> tuple[str, NameInfo | None]:
         """A path's pairing key (scoped), and what its name says; a file whose role
@@ -189,8 +198,13 @@ class Rules(NamedTuple):
         info = self.ds.convention.parse(path)
         if info is None:
             return "\0" + path, None
+        case = info.key
+        if self.channel is not None and info.role == VOLUME:
+            m = self.channel.fullmatch(case)
+            if m is not None:  # every channel of a case is in the case's key
+                case = m.group("case")
         scope = pairing_scope(path, self.scope, self.role_dirs)
-        return (f"{scope}/{info.key}" if scope else info.key), info
+        return (f"{scope}/{case}" if scope else case), info
 
 
 def make_rules(ds: Dataset) -> Rules:
@@ -200,6 +214,9 @@ def make_rules(ds: Dataset) -> Rules:
         ds.config.pairing.scope,
         frozenset(roles.volume_dirs) | frozenset(roles.segmentation_dirs),
         dict(ds.config.verify.severity),
+        re.compile(f"(?P<case>.+?)(?:{ds.config.channels.suffix})$")
+        if ds.config.channels.required
+        else None,
     )
 
 
@@ -213,6 +230,9 @@ def _records(entry: Entry | None) -> Iterator[tuple[str, int | None, FileRecord]
         yield SEGMENTATION, entry.version, entry.segmentation
     for v in entry.older:
         yield SEGMENTATION, v.version, v.record
+    for _channel, rec in entry.channels:
+        if entry.volume is None or rec.path != entry.volume.path:
+            yield VOLUME, None, rec
 
 
 def entry_files(entry: Entry | None) -> list[FileRecord]:
@@ -237,6 +257,15 @@ def pair_case(
     infos: list[NameInfo] = []
     records: dict[str, FileRecord] = {}
     present = {m.path: m for m in members}
+    channel = rules.channel
+
+    def name_key(path: str) -> str:
+        """Within a multi-channel case, pairing groups the channels by their own keys."""
+        if channel is None:
+            return key
+        info = rules.ds.convention.parse(path)
+        return info.key if info is not None else key
+
     for m in members:
         if m.problem is not None:
             category, reason = m.problem
@@ -245,7 +274,7 @@ def pair_case(
             if m.problem is None:
                 problems.extend(rules.ds.convention.check(m.path))  # says why no role
             continue
-        infos.append(NameInfo(m.path, m.role, "", key, m.version))
+        infos.append(NameInfo(m.path, m.role, "", name_key(m.path), m.version))
         if m.digest:
             records[m.path] = FileRecord(m.path, m.size, m.digest)
     kept: list[Kept] = []
@@ -265,12 +294,14 @@ def pair_case(
             if prune is not None and prune(rec.path):
                 continue  # dropped on request
             kept.append(absent[-1])
-            infos.append(NameInfo(rec.path, role, "", key, version))
+            infos.append(NameInfo(rec.path, role, "", name_key(rec.path), version))
         records[rec.path] = rec
     if not infos:
         return Case(key, members, indexed, None, (), tuple(problems), tuple(kept))
-    pairing = pair_by_naming(infos)
+    groups = group_channels(infos, rules.ds.config.channels)  # multi-channel: one volume
+    pairing = pair_by_naming(groups.infos)
     problems.extend(pairing.problems)
+    problems.extend(groups.problems)
     pair = pairing.pairs[0] if len(pairing.pairs) == 1 else None
     unreadable = {m.path for m in members if m.problem and m.problem[0] == "unreadable"}
     lone = pair is not None and not pair.older and _sides(pair) <= unreadable
@@ -281,9 +312,15 @@ def pair_case(
         entry = indexed
         kept = absent
     else:
-        pair = _honour_pin(pair, indexed, infos)
+        pin = _pin_of(indexed)
+        pair = _honour_pin(pair, pin, infos)
         versions = {i.path: i.version for i in infos}
-        entry = _entry(key, pair, records, versions, pinned=_pinned(pair, indexed))
+        entry = _entry(key, pair, records, versions, pin)
+        group = groups.channels.get(pair.volume) if entry is not None and pair.volume else None
+        if entry is not None and group:
+            entry = entry._replace(
+                channels=tuple((c, records[p]) for c, p in group.items() if p in records)
+            )
         pairs = (pair,)
         problems.extend(  # a lone file that cannot be read has its one problem already
             p for p in unpaired_problems(Pairing([pair], [])) if p.files[0] not in unreadable
@@ -296,28 +333,30 @@ def _sides(pair: Pair) -> set[str]:
     return {p for p in (pair.volume, pair.segmentation) if p}
 
 
-def _pinned(pair: Pair, indexed: Entry | None) -> bool:
-    return (
-        indexed is not None
-        and indexed.pinned
-        and indexed.segmentation is not None
-        and indexed.segmentation.path == pair.segmentation
-    )
+def _pin_of(indexed: Entry | None) -> Pin | None:
+    """The rollback the index records for this case, if any."""
+    if indexed is None or not indexed.pinned:
+        return None
+    return pins([indexed]).get(indexed.key or case_key_of(indexed))
 
 
-def _honour_pin(pair: Pair, indexed: Entry | None, infos: list[NameInfo]) -> Pair:
-    """A version pinned by a rollback stays active while its file is recorded."""
-    if indexed is None or not indexed.pinned or indexed.segmentation is None:
+def _honour_pin(pair: Pair, pin: Pin | None, infos: list[NameInfo]) -> Pair:
+    """A version pinned by a rollback stays active while its file is recorded and no
+    version newer than every one recorded then has appeared (that ends the rollback,
+    as :func:`volsegsync.index.build_entry` decides)."""
+    if pin is None:
         return pair
-    pin = indexed.segmentation.path
-    if pair.segmentation == pin or pin not in pair.older:
+    segs = [i for i in infos if i.role == SEGMENTATION]
+    if max((i.version or 0 for i in segs), default=0) > pin[1]:
         return pair
-    segs = sorted(
-        (i for i in infos if i.role == SEGMENTATION and i.path != pin),
-        key=lambda i: (i.version or 0, i.path),
+    chosen = next((i for i in segs if i.version == pin[0]), None)
+    if chosen is None or chosen.path == pair.segmentation:
+        return pair
+    rest = sorted(
+        (i for i in segs if i.path != chosen.path), key=lambda i: (i.version or 0, i.path)
     )
     return pair._replace(
-        segmentation=pin, version=indexed.version, older=tuple(i.path for i in segs)
+        segmentation=chosen.path, version=pin[0], older=tuple(i.path for i in rest)
     )
 
 
@@ -326,18 +365,23 @@ def _entry(
     pair: Pair,
     records: dict[str, FileRecord],
     versions: dict[str, int | None],
-    pinned: bool,
+    pin: Pin | None,
 ) -> Entry | None:
+    """The index entry of a pair: every recorded segmentation version, the active one
+    marked (the pin of a rollback honoured as :func:`build_entry` decides)."""
     vol = records.get(pair.volume) if pair.volume else None
-    seg = records.get(pair.segmentation) if pair.segmentation else None
-    older = tuple(SegVersion(versions[p], records[p]) for p in pair.older if p in records)
-    if vol is None and seg is None and not older:
+    segs = [
+        (versions[p], records[p])
+        for p in (*pair.older, pair.segmentation)
+        if p is not None and p in records
+    ]
+    if vol is None and not segs:
         return None
-    if seg is None and older:  # the active file has no record (unreadable, new): keep the rest
-        return Entry(vol, older[-1].record, older[-1].version, older[:-1], False, key=key)
-    return Entry(
-        vol, seg, pair.version if seg else None, older, pinned and seg is not None, key=key
-    )
+    if pair.segmentation is not None and pair.segmentation in records:
+        active = pair.version
+    else:  # the active file has no record (unreadable, new): the highest recorded one
+        active = max(segs, key=lambda t: (t[0] or 0, t[1].path))[0] if segs else None
+    return build_entry(key, vol, segs, active, pin)
 
 
 def unpaired_problems(pairing: Pairing) -> list[Problem]:
@@ -383,8 +427,11 @@ class Pipeline:
         self.ds = ds
         self.mode = mode or ds.config.pairing.by
         self.dir = ds.state_dir / "pipeline"
-        self.key = ds.state_key("pipeline", str(MEMO_FORMAT), self.mode)
-        self.files_key = f"pipeline-files/{MEMO_FORMAT}"  # file memos do not depend on config
+        self.algorithm = ds.config.store.hash
+        self.key = ds.state_key("pipeline", str(MEMO_FORMAT), self.mode, self.algorithm)
+        # file memos depend on nothing in the config but the hash algorithm
+        self.files_key = f"pipeline-files/{MEMO_FORMAT}/{self.algorithm}"
+        self.width = DIGEST_HEX.get(self.algorithm, 32)  # hex digits of a digest
         self.rules = make_rules(ds)
         self._shards: dict[int, dict[str, Any]] = {}
         self._changed_shards: set[int] = set()
@@ -430,7 +477,8 @@ class Pipeline:
             for i, name in enumerate(memo["names"]):
                 if stats[3 * i + 1] >= 0:
                     st = Stat(*stats[3 * i : 3 * i + 3])
-                    out[prefix + name] = (st, memo["digests"][32 * i : 32 * i + 32])
+                    w = self.width
+                    out[prefix + name] = (st, memo["digests"][w * i : w * i + w])
         return out
 
     def case(self, key: str) -> Case | None:
@@ -596,7 +644,15 @@ class Pipeline:
     def _save(self, top: dict[str, Any], folder_memos: dict[str, Any], full: bool) -> None:
         """Cases first, then files, then the top: a crash between leaves files that look
         changed (and are looked at again), never cases older than the files."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            check_state_dir(self.ds.state_dir)  # never written through a link
+            self.dir.mkdir(exist_ok=True)
+            if self.dir.is_symlink() or not os.access(self.dir, os.W_OK):
+                raise StateUnusable(f"{self.dir}: not a writable folder")
+        except (StateUnusable, OSError) as e:  # a memo is an optimisation: the run goes on
+            say_once(f"caches are off for this run ({e})")
+            self._changed_shards.clear()
+            return
         ok = True
         shards = range(SHARDS) if full else sorted(self._changed_shards)
         for shard in shards:
@@ -676,7 +732,7 @@ class Pipeline:
                 memo = None
             if memo is None and old is not None and not full:
                 raise _Inconsistent
-            work = _FolderWork(prefix, folder, memo, full)
+            work = _FolderWork(prefix, folder, memo, full, self.width)
             changes.update(work.removed())
             todo.extend(work.todo)
             pending[prefix] = work
@@ -684,7 +740,7 @@ class Pipeline:
             tick = progress("hashing", len(todo)) if progress else None
             done = (lambda: tick(1)) if tick else None
             jobs = jobs or default_jobs()
-            for result in hash_many(self.ds.root, todo, jobs, done):
+            for result in hash_many(self.ds.root, todo, jobs, done, self.algorithm):
                 if isinstance(result, Hashed):
                     prefix, _, name = result.path.rpartition("/")
                     pending[prefix + "/" if prefix else ""].hashed(name, result)
@@ -816,8 +872,11 @@ class _FolderWork:
     The everyday case, a few files edited in a folder of many, is compared in
     chunks of stats at C speed; only differing chunks are looked at per file."""
 
-    def __init__(self, prefix: str, folder: Folder, memo: dict[str, Any] | None, full: bool):
+    def __init__(
+        self, prefix: str, folder: Folder, memo: dict[str, Any] | None, full: bool, width: int
+    ):
         self.prefix = prefix
+        self.w = w = width
         self.folder = folder
         names = folder.names
         self.stats = folder.stats[:]
@@ -846,11 +905,11 @@ class _FolderWork:
                 j = old_pos.pop(name, -1)
                 same = j >= 0 and old[3 * j : 3 * j + 3] == new[3 * i : 3 * i + 3]
                 if same and new[3 * i + 1] < limit:
-                    digests.append(old_digests[32 * j : 32 * j + 32])
+                    digests.append(old_digests[w * j : w * j + w])
                     if name in old_problems:
                         self.problems[name] = old_problems[name]
                     continue
-                digests.append(NO_DIGEST)
+                digests.append("-" * w)
                 todo.append(i)
             self.digests = "".join(digests)
             self.gone = list(old_pos)
@@ -868,7 +927,9 @@ class _FolderWork:
         i = self.index[name]
         self.updates[i] = h.digest
         if h.problem:
-            self.problems[name] = ("not_an_image", h.problem)
+            # one category per file everywhere: a cut-short stream is corrupt
+            category = "corrupt" if h.problem.startswith("corrupt") else "not_an_image"
+            self.problems[name] = (category, h.problem)
         if h.stat.mtime_ns >= racy_limit() or tuple(h.stat) != tuple(self.stats[3 * i : 3 * i + 3]):
             self.stats[3 * i : 3 * i + 3] = array("q", RACY_STAT)
 
@@ -878,7 +939,7 @@ class _FolderWork:
         self.stats[3 * i : 3 * i + 3] = array("q", RACY_STAT)  # looked at again next run
 
     def digest(self, i: int) -> str:
-        return self.updates.get(i) or self.digests[32 * i : 32 * i + 32]
+        return self.updates.get(i) or self.digests[self.w * i : self.w * i + self.w]
 
     def members(self) -> Iterator[tuple[str, Member]]:
         names = self.folder.names
@@ -887,7 +948,7 @@ class _FolderWork:
             name = names[i]
             digest = self.digest(i)
             problem = self.problems.get(name)
-            if digest == NO_DIGEST or (problem is not None and problem[0] == "unreadable"):
+            if digest == "-" * self.w or (problem is not None and problem[0] == "unreadable"):
                 digest = ""
             path = self.prefix + name
             yield path, Member(path, "", None, stats[3 * i], digest, problem)
@@ -896,10 +957,10 @@ class _FolderWork:
         pieces = []
         last = 0
         for i in sorted(self.updates):
-            pieces.append(self.digests[32 * last : 32 * i])
+            pieces.append(self.digests[self.w * last : self.w * i])
             pieces.append(self.updates[i])
             last = i + 1
-        pieces.append(self.digests[32 * last :])
+        pieces.append(self.digests[self.w * last :])
         return {
             "key": key,
             "prefix": self.prefix,
@@ -932,12 +993,17 @@ def _differing(old: array[int], new: array[int], limit: int) -> list[int]:
     return out
 
 
+def index_digest(data: bytes) -> str:
+    """The digest by which memos know an index text (the store memo, the pipeline's top)."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
 def digest_of(path: Path) -> str | None:
-    try:
-        return xxhash.xxh3_128_hexdigest(path.read_bytes())
+    try:  # a regular file only, capped: never a hang on a FIFO
+        return index_digest(read_small(path, INDEX_LIMIT, "index"))
     except FileNotFoundError:
         return None
-    except OSError:
+    except (OSError, VolsegsyncError):
         return "unreadable"
 
 
@@ -949,7 +1015,7 @@ def _geometry_reader(ds: Dataset, broken: set[str]) -> Callable[[str], Geometry 
         if path in broken:
             return None
         try:
-            return read_geometry(ds.root / path)
+            return read_geometry(ds.root / path, ds.root)
         except FileProblem:  # a broken header is reported once, by verify
             return None
 
@@ -1076,11 +1142,18 @@ def settle(pipeline: Pipeline, cases: list[Case], prune: bool = False) -> list[C
     return out
 
 
-def as_indexed(entry: Entry | None) -> Entry | None:
+def pair_entries(snap: Snapshot) -> list[Entry]:
+    """What ``pair`` would write now (without ``--prune``): the dirty cases settled, so
+    that a moved file's record follows it."""
+    snap.replace(settle(snap.pipeline, snap.cases(snap.dirty_keys)))
+    return snap.entries
+
+
+def as_indexed(entry: Entry | None, algorithm: str) -> Entry | None:
     """``entry`` as the index reads it back: what its format records, nothing more."""
     if entry is None:
         return None
-    [back] = parse_index(format_index([entry]))
+    [back] = parse_index(format_index([entry], algorithm))
     return back
 
 
@@ -1091,7 +1164,9 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
     dirty = set(top["dirty"])
     leftovers = set(top["leftovers"])
     for case in cases:
-        pipeline._store(case._replace(indexed=as_indexed(case.entry)), dirty, leftovers)
+        pipeline._store(
+            case._replace(indexed=as_indexed(case.entry, pipeline.algorithm)), dirty, leftovers
+        )
     snap.replace([])
     if cases:  # what consumers memoised for these cases (verify: drift) is out of date
         top["gen"] += 1

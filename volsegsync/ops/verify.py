@@ -5,20 +5,24 @@ Verify consumes the one pipeline (:mod:`volsegsync.ops.snapshot`) that ``pair`` 
 reported once. On top it checks, per case (the files of one pairing key): naming,
 headers (a few hundred bytes, cached by stat), unless ``fast`` the content
 (decoded once per content hash: integrity and labels), geometry of the pair from
-headers, and drift from the index. Verdicts are memoised per case and redone only
-for the cases the pipeline changed since the last run.
+headers, channels of multi-channel cases, and drift from the index (or from the
+entries of another revision: ``verify --rev``). Verdicts are memoised per case and
+redone only for the cases the pipeline changed since the last run; the
+dataset-level checks (:mod:`volsegsync.dataset_checks`) run when any case changed.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from volsegsync.channels import grid_problems
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import FileProblem, VolsegsyncError
-from volsegsync.hashing import Stat
+from volsegsync.hashing import Hashed, Stat
 from volsegsync.header_cache import HeaderCache, HeaderResult
 from volsegsync.index import Entry
 from volsegsync.memo import load_memo, save_memo
@@ -43,8 +47,9 @@ from volsegsync.workers import parallel_map
 
 if TYPE_CHECKING:  # numpy and nibabel load only when there is header or content work
     from volsegsync.content import ContentReport
+    from volsegsync.headers import Geometry
 
-MEMO_FORMAT = 3
+MEMO_FORMAT = 4
 HEADER_INLINE_LIMIT = 512  # header reads cost ~0.2 ms: a pool pays off only for many
 
 
@@ -74,10 +79,12 @@ def run_verify(
     fast: bool = False,
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
+    index: list[Entry] | None = None,
 ) -> VerifyReport:
-    """Verify the whole dataset; with ``paths``, report only problems touching them."""
+    """Verify the whole dataset; with ``paths``, report only problems touching them.
+    ``index``: check drift against these entries (e.g. ``ds.index_at(rev)``), not the file."""
     if paths is not None:
-        _check_paths(ds, paths, ds.read_index())
+        _check_paths(ds, paths, ds.read_index() if index is None else index)
     snap = take_snapshot(ds, jobs=jobs, progress=progress)
     mode = "fast" if fast else "full"
     key = ds.state_key("verify", str(MEMO_FORMAT), mode, ds.config.pairing.by)
@@ -91,9 +98,19 @@ def run_verify(
             for k in todo:
                 by_key.pop(k, None)
         by_key.update(_verify_cases(ds, snap, cases, fast, jobs, progress))
-        save_memo(memo_path, {"key": key, "gen": snap.generation, "cases": by_key})
+        dataset = problems_to_plain(_dataset_problems(ds, snap, fast, jobs, progress))
+        save_memo(
+            memo_path, {"key": key, "gen": snap.generation, "cases": by_key, "dataset": dataset}
+        )
+    else:
+        assert memo is not None
+        dataset = memo["dataset"]
     problems = [p for _, plain, _ in by_key.values() for p in problems_from_plain(plain)]
     problems.extend(problems_from_plain(snap.top["meta_problems"]))
+    problems.extend(problems_from_plain(dataset))
+    if index is not None:  # drift from another revision's index, not the file's
+        problems = [p for p in problems if not p.category.startswith("drift_")]
+        problems.extend(apply_severities(_drift_from(ds, snap, index), ds.config.verify.severity))
     pairs = list(dict.fromkeys(Pair(*p) for _, _, pairs in by_key.values() for p in pairs))
     problems.sort(key=lambda p: (p.files, p.category, p.message))
     if paths is not None:
@@ -136,6 +153,7 @@ def _verify_cases(
             # listed by its segmentation's case as well)
             checked = case.pairs if case.entry is not None else ()
             found.extend(apply_severities(_pair_problems(run, checked), severity))
+            found.extend(apply_severities(_channel_problems(run, case), severity))
             found.extend(apply_severities(list(_drift(case)), severity))
             if found:
                 pairs = tuple(tuple(p) for p in case.pairs)
@@ -147,7 +165,7 @@ def _verify_cases(
 
 def _check_paths(ds: Dataset, paths: list[str], index: list[Entry]) -> None:
     """A path must exist, or be one the index records (to ask about its drift)."""
-    indexed = {r.path for e in index for r in (e.volume, e.segmentation) if r is not None}
+    indexed = {r.path for e in index for r in e.records()}
     for path in paths:
         if path in ("", ".") or os.path.lexists(ds.root / path):
             continue
@@ -223,7 +241,7 @@ def _read_header_task(args: tuple[str, str]) -> tuple[str, HeaderResult]:
 
     root, path = args
     try:
-        return path, HeaderResult(read_geometry(Path(root) / path))
+        return path, HeaderResult(read_geometry(Path(root) / path, Path(root)))
     except HeaderProblem as e:
         return path, HeaderResult(None, e.category, e.reason)
     except FileProblem as e:
@@ -231,49 +249,52 @@ def _read_header_task(args: tuple[str, str]) -> tuple[str, HeaderResult]:
 
 
 def _content_problems(run: _Run, members: list[Member]) -> dict[str, list[Problem]]:
-    """Label and integrity problems per path; each content is decoded once, ever."""
-    from volsegsync.content import ContentCache, label_problems
+    """Label and integrity problems per path; each content is decoded once, ever (the
+    cache is keyed by everything that decides a report: digest, format, role, limit)."""
+    from volsegsync.content import ContentCache, content_key, label_problems
+
+    limit = run.ds.config.limits.max_image_bytes
+
+    def key_of(m: Member) -> tuple[str, str]:
+        return m.digest, content_key(m.role, m.path, limit)
 
     with ContentCache(run.ds.state_dir / "content.db") as cache:
         reports: dict[tuple[str, str], ContentReport] = {}
-        todo: dict[tuple[str, str], str] = {}  # (digest, role) -> one path holding it
+        todo: dict[tuple[str, str], Member] = {}  # key -> one file holding it
         for m in members:
-            path = m.path
-            key = (m.digest, m.role)
+            key = key_of(m)
             if key in reports or key in todo:
                 continue
-            cached = cache.get(*key)
+            cached = cache.get(m.digest, m.role, m.path, limit)
             if cached is not None:
                 reports[key] = cached
             else:
-                todo[key] = path
+                todo[key] = m
         if todo:
             tick = run.progress("decoding", len(todo)) if run.progress else None
             root = str(run.ds.root)
-            tasks = [(root, path, role) for (_, role), path in todo.items()]
-            keys = list(todo)
-            for key, report in zip(
-                keys, parallel_map(_analyse_task, tasks, run.workers, tick), strict=True
+            tasks = [(root, m.path, m.role, limit) for m in todo.values()]
+            for (key, m), report in zip(
+                todo.items(), parallel_map(_analyse_task, tasks, run.workers, tick), strict=True
             ):
                 reports[key] = report
-                cache.put(*key, report)
+                cache.put(m.digest, m.role, report, m.path, limit)
     labels = run.ds.config.verify.labels
     out: dict[str, list[Problem]] = {}
     for m in members:
-        path = m.path
-        report = reports[(m.digest, m.role)]
+        report = reports[key_of(m)]
         if m.role == SEGMENTATION:
-            out[path] = label_problems(path, report, labels)
+            out[m.path] = label_problems(m.path, report, labels)
         elif report.error:
-            out[path] = label_problems(path, report, {})
+            out[m.path] = label_problems(m.path, report, {})
     return out
 
 
-def _analyse_task(args: tuple[str, str, str]) -> ContentReport:
+def _analyse_task(args: tuple[str, str, str, int]) -> ContentReport:
     from volsegsync.content import analyse
 
-    root, path, role = args
-    return analyse(Path(root) / path, role)
+    root, path, role, limit = args
+    return analyse(Path(path), role, Path(root), limit)
 
 
 # -- per pair: geometry -------------------------------------------------------------------
@@ -310,6 +331,91 @@ def _pair_problems(run: _Run, pairs: Iterable[Pair]) -> list[Problem]:
     return problems
 
 
+def _channel_problems(run: _Run, case: Case) -> list[Problem]:
+    """Channels of a multi-channel case that are not on its first channel's grid."""
+    entry = case.entry
+    if entry is None or entry.volume is None or len(entry.channels) < 2:
+        return []
+    group = {entry.volume.path: {c: rec.path for c, rec in entry.channels}}
+
+    def read(paths: list[str]) -> dict[str, Geometry | None]:
+        ok = [p for p in paths if p in run.files and (m := run.members.get(p)) and not m.problem]
+        return {p: r.geometry for p, r in _headers(run, ok).items()}
+
+    tol = run.ds.config.verify
+    return grid_problems(group, read, tol.position_tolerance, tol.direction_tolerance)
+
+
+# -- the dataset as a whole -----------------------------------------------------------------
+
+
+def _dataset_problems(
+    ds: Dataset, snap: Snapshot, fast: bool, jobs: int | None, progress: ProgressFactory | None
+) -> list[Problem]:
+    """Dataset-level checks (outliers, label names, tiny labels) over every pair."""
+    from volsegsync.dataset_checks import check_dataset
+
+    cases = snap.cases()
+    members = {m.path: m for c in cases for m in c.members}
+    ok = {
+        p: st
+        for p, m in members.items()
+        if m.role and m.problem is None and (st := snap.scan.stat(p)) is not None
+    }
+    pairs = [p for c in cases if c.entry is not None for p in c.pairs]
+    hashed = {} if fast else {p: Hashed(p, ok[p], members[p].digest, None) for p in ok}
+    headers = HeaderCache(ds.state_dir / "headers.db")
+    run = _Run(ds, ok, members, headers, jobs or default_jobs(), progress, {})
+    try:
+        found = check_dataset(ds, pairs, ok, functools.partial(_headers, run), hashed, run.workers)
+    finally:
+        headers.close()
+    return apply_severities(found, ds.config.verify.severity)
+
+
+# -- drift --------------------------------------------------------------------------------
+
+
+def _drift_from(ds: Dataset, snap: Snapshot, index: list[Entry]) -> list[Problem]:
+    """Drift of the files on disk from the given index entries (another revision's)."""
+    members = {m.path: m for c in snap.cases() for m in c.members}
+    out: list[Problem] = []
+    for e in index:
+        for rec in e.records():
+            m = members.get(rec.path)
+            if m is None:
+                where = snap.pipeline.locate(rec.path)
+                if where == "missing":
+                    out.append(
+                        make_problem(
+                            "drift_missing",
+                            [rec.path],
+                            f"{rec.path}: recorded in the index, missing from disk",
+                        )
+                    )
+                elif where == "untracked":
+                    out.append(
+                        make_problem(
+                            "drift_untracked",
+                            [rec.path],
+                            f"{rec.path}: recorded in the index, no longer tracked "
+                            "(on disk, outside the scan)",
+                        )
+                    )
+            elif m.digest and m.digest != rec.digest:
+                out.append(_modified(rec.path, rec.size, rec.digest, m))
+    return out
+
+
+def _modified(path: str, size: int, digest: str, m: Member) -> Problem:
+    return make_problem(
+        "drift_modified",
+        [path],
+        f"{path}: content differs from the index ({size} -> {m.size} bytes)",
+        {"index_hash": digest, "hash": m.digest, "index_size": size, "size": m.size},
+    )
+
+
 # -- drift --------------------------------------------------------------------------------
 
 
@@ -333,14 +439,4 @@ def _drift(case: Case) -> Iterable[Problem]:
                 f"{rec.path}: recorded in the index, no longer tracked (on disk, outside the scan)",
             )
         elif m is not None and m.digest and m.digest != rec.digest:
-            yield make_problem(
-                "drift_modified",
-                [rec.path],
-                f"{rec.path}: content differs from the index ({rec.size} -> {m.size} bytes)",
-                {
-                    "index_hash": rec.digest,
-                    "hash": m.digest,
-                    "index_size": rec.size,
-                    "size": m.size,
-                },
-            )
+            yield _modified(rec.path, rec.size, rec.digest, m)

@@ -1,0 +1,324 @@
+"""``volsegsync push`` / ``pull`` to a folder remote and to a local S3 server.
+
+Makes 1,000 files (500 pairs, 1 GiB in all; ``--size`` to run smaller), pairs
+them (which fills the content store), then times, each as the median of
+``--runs`` runs:
+
+- ``push`` to an empty folder remote, against ``cp -r`` of the same objects;
+- ``pull`` (fetch + checkout) into a fresh clone from the folder remote, against
+  ``cp -r`` of the same objects (pull writes each file twice: store and working tree);
+- the same ``push`` and ``pull`` against moto's S3 server on 127.0.0.1 (if
+  s3fs and moto are installed);
+- a no-op ``push`` (nothing to send) of these files, and of 10,000 tiny objects
+  on a folder remote (goal: under 1 s);
+- with ``--dvc`` and DVC installed (``pip install dvc dvc-s3``): ``dvc push`` and
+  ``dvc pull`` of the same files to the same kinds of remote.
+
+    python benchmarks/bench_remotes.py [--size 1G] [--files 1000] [--runs 3] [--dvc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import datasets
+
+BIN = Path(sys.executable).parent
+EXE = str(BIN / "volsegsync")
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def make_dataset(root: Path, files: int, total: int) -> None:
+    """``files`` files of ``total`` bytes in all: half gzip NIfTI volumes, half raw NRRD
+    segmentations, each with its own content (a volume's gzip MTIME field, a label voxel)."""
+    (root / "volumes").mkdir(parents=True)
+    (root / "segmentations").mkdir(parents=True)
+    per_file = max(8192, total // files)
+    rng = np.random.default_rng(7)
+    depth = max(1, per_file // (2 * 64 * 64))
+    vol = gzip.compress(
+        datasets.nifti_bytes(rng.integers(0, 4000, (64, 64, depth), dtype=np.int16)), 1, mtime=0
+    )
+    seg = np.zeros((64, 64, max(1, per_file // (64 * 64))), dtype=np.uint8)
+    seg[8:40, 8:40, :] = 1
+    for i in range(files // 2):
+        v = bytearray(vol)
+        v[4:8] = (i + 1).to_bytes(4, "little")  # gzip MTIME: not covered by the CRC
+        datasets.write(root / "volumes" / f"{datasets.name(i)}.nii.gz", bytes(v))
+        seg.flat[0] = i % 2
+        seg.flat[1] = (i // 2) % 256
+        seg.flat[2] = (i // 512) % 256
+        datasets.write(
+            root / "segmentations" / f"{datasets.name(i)}-v1.nrrd", datasets.nrrd_bytes(seg)
+        )
+    datasets.init(root)
+
+
+def vs(root: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run(
+        [EXE, "-C", str(root), *args, "-q"],
+        check=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+class Timing(NamedTuple):
+    wall: float  # median wall-clock seconds
+    cpu: float  # median CPU seconds (user + system) of the child processes
+
+
+def timed(setup: Callable[[], None], run: Callable[[], None], runs: int) -> Timing:
+    """Medians of ``run`` (``setup``, untimed, before each). The CPU time is reported
+    too: on a shared machine the wall clock also counts other people's work."""
+    walls, cpus = [], []
+    for _ in range(runs):
+        setup()
+        subprocess.run(["sync"], check=False)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        run()
+        walls.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return Timing(datasets.median(walls), datasets.median(cpus))
+
+
+def fresh_clone(src: Path, dst: Path, remote_args: list[str]) -> None:
+    """What a git clone brings: the config and the index, no images, no store."""
+    shutil.rmtree(dst, ignore_errors=True)
+    (dst / ".volsegsync").mkdir(parents=True)
+    shutil.copy(src / ".volsegsync" / "config.toml", dst / ".volsegsync" / "config.toml")
+    shutil.copy(src / "volsegsync.index", dst / "volsegsync.index")
+    vs(dst, "remote", "add", "bench", *remote_args, "--default", "--force")
+
+
+def rm(path: Path) -> Callable[[], None]:
+    return lambda: shutil.rmtree(path, ignore_errors=True)
+
+
+def cp_r(src: Path, dst: Path) -> Callable[[], None]:
+    return lambda: subprocess.run(["cp", "-r", str(src), str(dst)], check=True)
+
+
+def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    if shutil.which("moto_server", path=str(BIN)) is None:
+        return None
+    try:
+        import boto3
+    except ImportError:
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    boto3.client("s3", endpoint_url=endpoint, **_boto_kw()).create_bucket(Bucket="bench")
+    return proc, endpoint
+
+
+def _boto_kw() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_ENV["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_ENV["AWS_SECRET_ACCESS_KEY"],
+        "region_name": "us-east-1",
+    }
+
+
+def empty_bucket(endpoint: str) -> None:
+    import boto3
+
+    bucket = boto3.resource("s3", endpoint_url=endpoint, **_boto_kw()).Bucket("bench")
+    bucket.objects.all().delete()
+
+
+def line(what: str, t: Timing, nbytes: int = 0, base: Timing | None = None, name: str = "") -> str:
+    """One result: wall time, throughput, CPU time, and the ratio to a baseline."""
+    rate = f"{nbytes / t.wall / (1 << 20):8.1f} MiB/s" if nbytes and t.wall > 0 else " " * 13
+    ratio = f"   {name} {base.wall:.2f} s, ratio {t.wall / base.wall:.2f}x" if base else ""
+    return f"{what:<40} {t.wall:7.2f} s {rate}  (cpu {t.cpu:5.2f} s){ratio}"
+
+
+def bench_dvc(exe: str, work: Path, data: Path, remote: str, env: dict[str, str], runs: int) -> str:
+    """``dvc push`` / ``dvc pull`` of the same files; '' when DVC is not installed."""
+    dvc = shutil.which(exe)
+    if dvc is None:
+        return ""
+    kind = "s3" if remote.startswith("s3://") else "folder"
+    repo = work / f"dvc-repo-{kind}"
+    shutil.rmtree(repo, ignore_errors=True)
+    repo.mkdir()
+    e = {**os.environ, **env}
+
+    def run(*args: str) -> None:
+        subprocess.run([dvc, *args], cwd=repo, check=True, env=e, capture_output=True)
+
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    run("init", "-q")
+    shutil.copytree(data / "volumes", repo / "data" / "volumes")
+    shutil.copytree(data / "segmentations", repo / "data" / "segmentations")
+    run("add", "data")
+    run("remote", "add", "-d", "bench", remote)
+    if remote.startswith("s3://"):
+        run("remote", "modify", "bench", "endpointurl", env["AWS_ENDPOINT_URL"])
+    else:
+        shutil.rmtree(remote, ignore_errors=True)
+    total = sum(p.stat().st_size for p in (repo / "data").rglob("*") if p.is_file())
+
+    def clean_remote() -> None:
+        if remote.startswith("s3://"):
+            empty_bucket(env["AWS_ENDPOINT_URL"])
+        else:
+            shutil.rmtree(remote, ignore_errors=True)
+
+    push = timed(clean_remote, lambda: run("push", "-q"), runs)
+
+    def clean_local() -> None:
+        shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
+        shutil.rmtree(repo / "data", ignore_errors=True)
+
+    pull = timed(clean_local, lambda: run("pull", "-q"), runs)
+    return line(f"dvc push ({kind})", push, total) + "\n" + line(f"dvc pull ({kind})", pull, total)
+
+
+class Report(list[str]):
+    """Lines of results, printed as they come (a long run shows its progress)."""
+
+    def append(self, text: str) -> None:
+        if text:
+            print(text, flush=True)
+        super().append(text)
+
+    def __iadd__(self, lines: Iterable[str]) -> Report:  # type: ignore[override]
+        for text in lines:
+            self.append(text)
+        return self
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="1G", help="total size of the files (e.g. 100M, 1G)")
+    ap.add_argument("--files", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--noop-objects", type=int, default=10000)
+    ap.add_argument(
+        "--dvc",
+        nargs="?",
+        const="dvc",
+        default=None,
+        metavar="PATH",
+        help="also time dvc push/pull (the dvc executable; default: dvc on PATH)",
+    )
+    ap.add_argument("--dir", default="/tmp/vss-bench-remotes")
+    args = ap.parse_args()
+    work = Path(args.dir)
+    shutil.rmtree(work, ignore_errors=True)
+    src = work / "src"
+    make_dataset(src, args.files, parse_size(args.size))
+    vs(src, "pair")  # hashes and fills the content store
+    cache = src / ".volsegsync" / "cache" / "xxh3-128"
+    objects = [p for p in cache.glob("*/*") if p.is_file()]
+    nbytes = sum(p.stat().st_size for p in objects)
+    print(f"{len(objects)} objects, {nbytes / (1 << 20):.0f} MiB; medians of {args.runs} runs")
+    out = Report()
+
+    # folder remote
+    remote = work / "remote"
+    vs(src, "remote", "add", "bench", str(remote), "--default")
+    cp_push = timed(rm(work / "cp"), cp_r(cache, work / "cp"), args.runs)
+    push = timed(rm(remote), lambda: vs(src, "push"), args.runs)
+    noop = timed(lambda: None, lambda: vs(src, "push"), args.runs)
+    clone = work / "clone"
+    cp_pull = timed(rm(work / "cp"), cp_r(remote / "xxh3-128", work / "cp"), args.runs)
+    pull = timed(
+        lambda: fresh_clone(src, clone, [str(remote)]), lambda: vs(clone, "pull"), args.runs
+    )
+    out += [
+        line("push, folder remote", push, nbytes, cp_push, "cp -r"),
+        line("pull (fetch + checkout), folder remote", pull, nbytes, cp_pull, "cp -r"),
+        line("no-op push, folder remote", noop),
+    ]
+
+    # S3 (moto)
+    moto = start_moto(work)
+    if moto is None:
+        out.append("S3: skipped (install the test extra: s3fs, boto3, moto[server])")
+    else:
+        proc, endpoint = moto
+        env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
+        try:
+            vs(src, "remote", "add", "s3", "s3://bench/ds", "--force")
+            s3_push = timed(
+                lambda: empty_bucket(endpoint),
+                lambda: vs(src, "push", "--remote", "s3", env=env),
+                args.runs,
+            )
+            s3_noop = timed(
+                lambda: None, lambda: vs(src, "push", "--remote", "s3", env=env), args.runs
+            )
+            s3_pull = timed(
+                lambda: fresh_clone(src, clone, ["s3://bench/ds"]),
+                lambda: vs(clone, "pull", env=env),
+                args.runs,
+            )
+            out += [
+                line("push, S3 (moto on 127.0.0.1)", s3_push, nbytes),
+                line("pull, S3 (moto on 127.0.0.1)", s3_pull, nbytes),
+                line("no-op push, S3", s3_noop),
+            ]
+            if args.dvc:
+                folder = bench_dvc(args.dvc, work, src, str(work / "dvc-remote"), {}, args.runs)
+                out.append(folder or f"dvc: {args.dvc} not found")
+                out.append(bench_dvc(args.dvc, work, src, "s3://bench/dvc", env, args.runs))
+        finally:
+            proc.terminate()
+            proc.wait()
+
+    # a no-op push of many objects
+    many = work / "many"
+    make_dataset(many, args.noop_objects, args.noop_objects * 8192)  # distinct contents
+    vs(many, "pair")
+    vs(many, "remote", "add", "bench", str(work / "remote-many"), "--default")
+    vs(many, "push")
+    noop_many = timed(lambda: None, lambda: vs(many, "push"), max(3, args.runs))
+    out.append(line(f"no-op push, {args.noop_objects} objects, folder", noop_many) + " goal < 1 s")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

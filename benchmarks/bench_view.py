@@ -1,0 +1,142 @@
+"""``volsegsync show`` and ``volsegsync report``: how long a picture and a page take.
+
+1. ``show`` on one 512x512x300 CT-like pair (int16 .nii.gz volume, uint8 NRRD
+   label map), the whole command as a user runs it (process start included),
+   against a baseline in the same invocation: nibabel reading the volume's voxels
+   alone (``np.asarray(img.dataobj)``). Goal: under 1 s.
+2. ``report`` of N pairs (default 1,000; 64x64x24 volumes): cold (caches and
+   output removed), after changing 1% of the segmentations, and unchanged.
+
+    python benchmarks/bench_view.py [--pairs 1000] [--runs 3] [--shape 512,512,300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import datasets
+
+EXE = str(Path(sys.executable).parent / "volsegsync")
+
+
+CPU: list[float] = []  # CPU seconds (user + system) of each timed command, in order
+
+
+def timed(args: list[str]) -> float:
+    """Wall seconds of a command; its CPU seconds (children included) go to CPU.
+
+    On a shared machine the wall time also counts waiting for a core; the CPU
+    time is what the command itself costs.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    r = subprocess.run(args, check=False, capture_output=True)
+    elapsed = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    if r.returncode not in (0, 1):
+        raise SystemExit(f"{' '.join(args)} exited {r.returncode}: {r.stderr.decode()}")
+    return elapsed
+
+
+def bench_show(base: Path, shape: tuple[int, int, int], runs: int) -> None:
+    root = base / "ct"
+    root.mkdir()
+    datasets.init(root)
+    t = time.perf_counter()
+    datasets.make_large(root, 1, shape)
+    print(f"show: wrote a {'x'.join(map(str, shape))} pair in {time.perf_counter() - t:.1f} s")
+    key = datasets.name(0)
+    volume = root / "volumes" / f"{key}.nii.gz"
+    baseline_code = (
+        "import sys, numpy as np, nibabel as nib; np.asarray(nib.load(sys.argv[1]).dataobj).sum()"
+    )
+    baseline, show = [], []
+    start = len(CPU)
+    for _ in range(runs):
+        baseline.append(timed([sys.executable, "-c", baseline_code, str(volume)]))
+        show.append(timed([EXE, "-C", str(root), "show", key, "-o", str(base / "ct.png")]))
+    b, s = datasets.median(baseline), datasets.median(show)
+    bc, sc = (datasets.median(CPU[start + i :: 2][:runs]) for i in (0, 1))
+    print(f"  medians of {runs}, wall (CPU user+system):")
+    print(f"  baseline, nibabel reads the volume (own process): {b:.3f} s ({bc:.3f} s CPU)")
+    print(
+        f"  volsegsync show, whole command, PNG written:      {s:.3f} s ({sc:.3f} s CPU), "
+        f"{s / b:.2f}x wall, {sc / bc:.2f}x CPU"
+    )
+
+
+def change_one_percent(root: Path, pairs: int, round_: int, shape: tuple[int, int, int]) -> int:
+    seg = np.zeros(shape, dtype=np.uint8)
+    seg[8:40, 8:40, 4:16] = 1
+    changed = 0
+    for i in range(0, pairs, 100):
+        seg[20, 20 + round_ % 10, 10] = 2
+        path = root / "segmentations" / f"{datasets.name(i)}-v1.nrrd"
+        path.write_bytes(datasets.nrrd_bytes(seg))
+        os.utime(path, (datasets.OLD + round_ + 1, datasets.OLD + round_ + 1))
+        changed += 1
+    return changed
+
+
+def bench_report(base: Path, pairs: int, runs: int) -> None:
+    shape = (64, 64, 24)
+    root = base / "many"
+    root.mkdir()
+    datasets.init(root)
+    datasets.make_small(root, pairs, shape)
+    out = base / "review"
+    report = [EXE, "-C", str(root), "report", "-q", "-o", str(out)]
+    cold, changed, unchanged = [], [], []
+    start = len(CPU)
+    for r in range(runs):
+        shutil.rmtree(root / ".volsegsync" / "state", ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        cold.append(timed(report))
+        n = change_one_percent(root, pairs, r, shape)
+        changed.append(timed(report))
+        unchanged.append(timed(report))
+    c, d, u = (datasets.median(x) for x in (cold, changed, unchanged))
+    cc, dc, uc = (datasets.median(CPU[start + i :: 3][:runs]) for i in (0, 1, 2))
+    print(f"report: {pairs} pairs of {'x'.join(map(str, shape))}, medians of {runs}")
+    print(f"  cold (no caches, no output):         {c:.2f} s wall, {cc:.2f} s CPU")
+    print(
+        f"  after changing {n} segmentations (1%): {d:.2f} s wall ({d / c:.1%}), "
+        f"{dc:.2f} s CPU ({dc / cc:.1%} of cold)"
+    )
+    print(
+        f"  unchanged re-run (fixed cost):       {u:.2f} s wall ({u / c:.1%}), "
+        f"{uc:.2f} s CPU ({uc / cc:.1%} of cold)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shape", default="512,512,300")
+    parser.add_argument("--skip-show", action="store_true")
+    parser.add_argument("--skip-report", action="store_true")
+    args = parser.parse_args()
+    shape = tuple(int(n) for n in args.shape.split(","))
+    assert len(shape) == 3
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.skip_show:
+            bench_show(Path(tmp), shape, args.runs)  # type: ignore[arg-type]
+        if not args.skip_report:
+            bench_report(Path(tmp), args.pairs, args.runs)
+
+
+if __name__ == "__main__":
+    main()

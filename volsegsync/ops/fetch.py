@@ -1,0 +1,83 @@
+"""``volsegsync fetch``: fill the local content store from a remote (no working file
+changes). Every downloaded object is hashed before it enters the store; one whose
+content does not match its name is rejected and reported, the rest goes on."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from volsegsync.dataset import Dataset
+from volsegsync.ops.push import ProgressFactory, TransferReport, collect_refs, remote_sizes
+from volsegsync.ops.storing import open_store, store_settings
+from volsegsync.remotes import (
+    DEFAULT_JOBS,
+    HashMismatch,
+    ObjectRef,
+    Remote,
+    choose_remote,
+    open_remote,
+    parallel,
+)
+from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem, hash_local
+
+
+def run_fetch(
+    ds: Dataset,
+    remote_name: str | None = None,
+    paths: list[str] | None = None,
+    jobs: int | None = None,
+    revs: Iterable[str] = (),
+    all_commits: bool = False,
+    progress: ProgressFactory | None = None,
+) -> TransferReport:
+    name, spec = choose_remote(ds.config, remote_name)
+    remote = open_remote(name, spec, ds.root)
+    refs = collect_refs(ds, paths, revs, all_commits)
+    store = open_store(ds)
+    tmp_dir = store_settings(ds).root / TMP_DIR
+    wanted = [r for r in refs if not store.has(r.algorithm, r.digest)]
+    sizes = remote_sizes(remote, wanted)
+    absent = [r for r in wanted if sizes[r] is None]
+    todo = [r for r in wanted if sizes[r] is not None]  # a wrong size is caught by the check
+    tick = progress(len(todo), sum(r.size for r in todo)) if progress and todo else None
+
+    def move(ref: ObjectRef) -> None:
+        download_verified(remote, ref, store, tmp_dir)
+
+    failed = parallel(jobs or DEFAULT_JOBS, todo, move, tick)
+    bad = {f.ref for f in failed}
+    moved = [r for r in todo if r not in bad]
+    return TransferReport(
+        name,
+        spec.url,
+        len(refs),
+        len(refs) - len(wanted),
+        moved,
+        sum(r.size for r in moved),
+        failed,
+        absent,
+    )
+
+
+def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: Path) -> None:
+    """Download one object into the store's ``tmp/``, then add it to the store, which
+    hashes it on the way in: content that does not match its name is rejected
+    (:class:`HashMismatch`)."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
+    try:
+        remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)
+        try:
+            store.add(tmp, ref.algorithm, ref.digest, links=("hardlink", "copy"))
+        except ObjectProblem:
+            found = hash_local(tmp, ref.algorithm)
+            raise HashMismatch(
+                f"content on the remote does not match its name (it hashes to {found}, "
+                f"{tmp.stat().st_size} bytes): rejected"
+            ) from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

@@ -1,0 +1,176 @@
+"""``volsegsync report``: verify, draw (or reuse) a thumbnail per pair, write the page.
+
+Thumbnails are cached in ``.volsegsync/state/thumbs/`` under
+:func:`~volsegsync.view.report.thumbnail_key`, so after a change only pairs
+whose files changed are drawn again; the output folder gets a copy of each
+thumbnail it lacks. The page and thumbnails are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import NamedTuple
+
+from volsegsync.dataset import Dataset, default_jobs
+from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import atomic_write_text
+from volsegsync.ops.snapshot import ProgressFactory, take_snapshot
+from volsegsync.ops.verify import run_verify
+from volsegsync.view import require_pillow
+from volsegsync.view.report import Row, draw_thumbnail, page, thumbnail_key
+from volsegsync.workers import parallel_map
+
+THUMBS = "thumbs"
+
+
+class ReportResult(NamedTuple):
+    html: str  # path of index.html
+    pairs: int
+    problems: int
+    drawn: int
+    cached: int
+    failed: int
+    comparisons: int
+
+
+def run_report(
+    ds: Dataset,
+    output: str | Path,
+    rev: str | None = None,
+    full: bool = False,
+    jobs: int | None = None,
+    progress: ProgressFactory | None = None,
+) -> ReportResult:
+    require_pillow()
+    if rev is not None:
+        _check_rev(ds, rev)
+    out = Path(output)
+    for folder in (out, out / THUMBS):
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise VolsegsyncError(f"{folder}: not a folder (a symbolic link is not followed)")
+    report = run_verify(ds, fast=not full, jobs=jobs, progress=progress)
+    # every pair and unpaired file (all_pairs holds only those that problems touch)
+    all_pairs = take_snapshot(ds, jobs=jobs).pairing.pairs
+    scan = ds.scan()
+    hashed, _ = ds.hashes(scan.files, jobs=jobs)
+    labels = dict(ds.config.verify.labels)
+    cache = ds.state_dir / THUMBS
+    cache.mkdir(parents=True, exist_ok=True)
+    (out / THUMBS).mkdir(parents=True, exist_ok=True)
+    by_file: dict[str, list[dict[str, object]]] = {}
+    for p in report.problems:
+        for f in dict.fromkeys(p.files):
+            by_file.setdefault(f, []).append(p.to_json())
+    rows: list[Row] = []
+    todo: list[tuple[int, str]] = []  # (row index, key)
+    for pair in all_pairs:
+        files = [f for f in (pair.volume, pair.segmentation) if f]
+        problems = [q for f in files for q in by_file.get(f, [])]
+        problems = list({(q["category"], q["message"]): q for q in problems}.values())
+        title = f"{pair.volume or '(no volume)'} -> {pair.segmentation or '(no segmentation)'}"
+        key = ""
+        if (
+            pair.volume
+            and pair.segmentation
+            and pair.volume in hashed
+            and pair.segmentation in hashed
+        ):
+            key = thumbnail_key(
+                hashed[pair.volume].digest, hashed[pair.segmentation].digest, labels
+            )
+            if not (cache / f"{key}.png").is_file():
+                todo.append((len(rows), key))
+        rows.append(Row(title, pair.volume or pair.segmentation or "", key or None, "", problems))
+    tasks = [
+        (
+            str(ds.root),
+            str(all_pairs[i].volume),
+            str(all_pairs[i].segmentation),
+            sorted(labels.items()),
+            str(cache / f"{key}.png"),
+        )
+        for i, key in todo
+    ]
+    tick = progress("drawing thumbnails", len(tasks)) if progress and tasks else None
+    failed = 0
+    results = parallel_map(draw_thumbnail, tasks, jobs or default_jobs(), tick, inline_limit=16)
+    for (i, _), error in zip(todo, results, strict=True):
+        if error is not None:
+            failed += 1
+            rows[i] = rows[i]._replace(thumbnail=None, note=error)
+    for i, row in enumerate(rows):
+        if row.thumbnail:
+            name = f"{row.thumbnail}.png"
+            _publish(cache / name, out / THUMBS / name)
+            rows[i] = row._replace(thumbnail=name)
+    distributions = _distributions(ds, [p.volume for p in all_pairs if p.volume])
+    pairs = sum(1 for p in all_pairs if p.volume and p.segmentation)
+    summary: dict[str, object] = {
+        "pairs": pairs,
+        "files": report.files_checked,
+        "errors": sum(1 for p in report.problems if p.severity == "error"),
+        "warnings": sum(1 for p in report.problems if p.severity == "warning"),
+        "checks": "all (content decoded)" if full else "header only (--full for all)",
+    }
+    text = page(
+        f"volsegsync report: {ds.root.name}",
+        summary,
+        [p.to_json() for p in report.problems],
+        distributions,
+        rows,
+    )
+    index = out / "index.html"
+    atomic_write_text(index, text)
+    drawn = len(todo) - failed
+    cached = sum(1 for r in rows if r.thumbnail) - drawn
+    return ReportResult(str(index), pairs, len(report.problems), drawn, cached, failed, 0)
+
+
+def _publish(cached: Path, target: Path) -> None:
+    """Copy a cached thumbnail into the output folder unless the same file is there."""
+    try:
+        if (
+            target.is_file()
+            and not target.is_symlink()
+            and target.stat().st_size == cached.stat().st_size
+        ):
+            return
+        if target.is_symlink():
+            target.unlink()
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(cached, tmp)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise VolsegsyncError(f"{target}: cannot write: {e.strerror or e}") from None
+
+
+def _distributions(ds: Dataset, volumes: list[str]) -> dict[str, Counter[str]]:
+    """Orientation, spacing and shape of the volumes, from the summaries ``verify``'s
+    dataset-level checks just left in the state folder."""
+    from volsegsync.dataset_checks import summaries_memo
+
+    summaries = summaries_memo(ds)
+    orientation: Counter[str] = Counter()
+    spacing: Counter[str] = Counter()
+    shape: Counter[str] = Counter()
+    for path in volumes:
+        summary = summaries.get(path)
+        if summary is None or not summary.shape:
+            continue
+        orientation[summary.orientation or "unknown"] += 1
+        spacing[" x ".join(f"{s:.3g}" for s in summary.spacing)] += 1
+        shape[" x ".join(str(n) for n in summary.shape)] += 1
+    return {"orientation": orientation, "spacing (mm)": spacing, "shape": shape}
+
+
+def _check_rev(ds: Dataset, rev: str) -> None:
+    if ".." not in rev:
+        raise VolsegsyncError(f"--rev {rev}: expected A..B (two revisions)")
+    if not hasattr(ds, "index_at"):
+        raise VolsegsyncError(
+            f"--rev {rev}: comparing revisions needs the history support (Dataset.index_at) "
+            "and the content store, which this version lacks"
+        )

@@ -1,0 +1,399 @@
+"""The content store: every file ``pair`` records, kept by content hash.
+
+One object database (:class:`ObjectDB`) over a small filesystem interface
+(:class:`FileSystem`): :class:`LocalFS` here; the remotes wrap an fsspec
+filesystem (a folder, an S3 bucket) in the same interface. Objects live under
+``ALGORITHM/ab/cdef…`` (git's sharding). An object is written under a
+temporary name and gets its final name only when complete and its hash
+checked, so a crash (``kill -9``) leaves no object under a final name with
+wrong content. Objects are read-only. Semantics: ``docs/store.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from volsegsync.errors import VolsegsyncError
+from volsegsync.fsutil import open_regular
+from volsegsync.hashing import CHUNK, new_hasher
+from volsegsync.index import DIGEST_HEX
+
+TMP_DIR = "tmp"  # incomplete objects, named at random; gc removes old ones
+CORRUPT_DIR = "corrupt"  # objects fsck found damaged, moved aside
+FICLONE = 0x40049409  # linux ioctl: share the extents of another file (reflink)
+
+
+class StoreError(VolsegsyncError):
+    """The store cannot be used (not writable, not found)."""
+
+
+class ObjectProblem(Exception):
+    """One object is missing or damaged: batches report it and go on."""
+
+
+class FileSystem(Protocol):
+    """What :class:`ObjectDB` needs of a storage backend (paths use ``/``)."""
+
+    def exists(self, path: str) -> bool: ...
+    def open_read(self, path: str) -> BinaryIO: ...
+    def open_new(self, path: str) -> BinaryIO: ...  # create (parents too), fail if present
+    def rename(self, src: str, dst: str) -> None: ...  # atomic where the backend allows
+    def remove(self, path: str) -> None: ...
+    def walk(self, path: str) -> Iterator[tuple[str, int, float]]: ...  # (path, size, mtime)
+    def seal(self, path: str) -> None: ...  # make read-only
+    def link_from_local(self, src: Path, dst: str, kind: str) -> bool: ...  # False: unsupported
+    def local_path(self, path: str) -> Path | None: ...  # a path on this machine, if any
+
+
+class LocalFS:
+    """A folder on this machine."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _p(self, path: str) -> Path:
+        return self.root / path
+
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(self._p(path))
+
+    def open_read(self, path: str) -> BinaryIO:
+        return open_regular(self._p(path))
+
+    def open_new(self, path: str) -> BinaryIO:
+        full = self._p(path)
+        full.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        return os.fdopen(fd, "wb", buffering=0)
+
+    def rename(self, src: str, dst: str) -> None:
+        target = self._p(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._p(src), target)
+
+    def remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._p(path))
+
+    def walk(self, path: str) -> Iterator[tuple[str, int, float]]:
+        base = self._p(path)
+        for folder, dirs, files in os.walk(base):
+            dirs.sort()
+            rel = Path(folder).relative_to(self.root).as_posix()
+            for name in sorted(files):
+                with contextlib.suppress(FileNotFoundError):
+                    st = os.lstat(os.path.join(folder, name))
+                    yield (f"{rel}/{name}" if rel != "." else name), st.st_size, st.st_mtime
+
+    def seal(self, path: str) -> None:
+        os.chmod(self._p(path), 0o444)
+
+    def link_from_local(self, src: Path, dst: str, kind: str) -> bool:
+        full = self._p(dst)
+        full.parent.mkdir(parents=True, exist_ok=True)
+        return place_link(src, full, kind)
+
+    def local_path(self, path: str) -> Path | None:
+        return self._p(path)
+
+
+def place_link(src: Path, dst: Path, kind: str) -> bool:
+    """Make ``dst`` (which must not exist) share ``src``'s content by ``kind``; False when
+    this filesystem cannot (the caller tries the next kind)."""
+    try:
+        if kind == "hardlink":
+            os.link(src, dst, follow_symlinks=False)
+        elif kind == "symlink":
+            os.symlink(os.path.abspath(src), dst)
+        elif kind == "reflink":
+            return _reflink(src, dst)
+        else:
+            return False
+    except OSError as e:
+        if e.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise
+    return True
+
+
+def _reflink(src: Path, dst: Path) -> bool:
+    with open(src, "rb") as s:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            fcntl.ioctl(fd, FICLONE, s.fileno())
+        except OSError:
+            os.close(fd)
+            os.unlink(dst)
+            return False
+        os.close(fd)
+    return True
+
+
+class ObjectDB:
+    """A content-addressed object database: ``ALGORITHM/ab/cdef…`` below ``path`` of ``fs``."""
+
+    def __init__(self, fs: FileSystem, path: str = "") -> None:
+        self.fs = fs
+        self.path = path.strip("/")
+        self._unsupported: set[str] = set()  # link types that failed here once
+
+    def _join(self, rel: str) -> str:
+        return f"{self.path}/{rel}" if self.path else rel
+
+    @staticmethod
+    def key(algorithm: str, digest: str) -> str:
+        n = DIGEST_HEX.get(algorithm)
+        if n is None or len(digest) != n or any(c not in "0123456789abcdef" for c in digest):
+            raise ObjectProblem(f"not a {algorithm} digest: {digest!r}")
+        return f"{algorithm}/{digest[:2]}/{digest[2:]}"
+
+    def object_path(self, algorithm: str, digest: str) -> str:
+        return self._join(self.key(algorithm, digest))
+
+    def has(self, algorithm: str, digest: str) -> bool:
+        return self.fs.exists(self.object_path(algorithm, digest))
+
+    def _tmp(self) -> str:
+        return self._join(f"{TMP_DIR}/{uuid.uuid4().hex}")
+
+    # -- adding ------------------------------------------------------------------------
+
+    def add(
+        self,
+        src: Path,
+        algorithm: str,
+        digest: str,
+        links: Sequence[str] = ("reflink", "copy"),
+        hashed_stat: tuple[int, int, int] | None = None,
+    ) -> bool:
+        """Store the content of ``src``, which must hash to ``digest``; False when the
+        object was already there. A file that changed since it was hashed is refused.
+
+        ``hashed_stat``: the (size, mtime_ns, inode) ``src`` had when it was hashed; a
+        hard link to that very inode, unchanged, is then not read again."""
+
+        def write(tmp: str) -> str:
+            for kind in links:
+                if kind == "copy":
+                    break
+                if kind in ("reflink", "hardlink") and self._try(
+                    kind, lambda k: self.fs.link_from_local(src, tmp, k)
+                ):
+                    return self._linked_digest(tmp, kind, algorithm, digest, hashed_stat)
+            return self._copy_in(src, tmp, algorithm)  # copying always works
+
+        return self._store(
+            algorithm,
+            digest,
+            write,
+            lambda found: (
+                f"{src}: changed while being stored (hash {found}, expected "
+                f"{digest}); run 'volsegsync pair' again"
+            ),
+        )
+
+    def copy_from(self, other: ObjectDB, algorithm: str, digest: str) -> bool:
+        """Copy an object from another database (a remote, another store), checking its
+        hash on the way: content that does not match is rejected and gets no final
+        name. False when the object was already here."""
+        source = other.object_path(algorithm, digest)
+
+        def write(tmp: str) -> str:
+            with other.fs.open_read(source) as f, self.fs.open_new(tmp) as out:
+                return copy_hashing(f, out, algorithm)
+
+        return self._store(
+            algorithm,
+            digest,
+            write,
+            lambda _f: f"{source}: content does not match its hash; rejected",
+        )
+
+    def _store(
+        self,
+        algorithm: str,
+        digest: str,
+        write: Callable[[str], str],
+        mismatch: Callable[[str], str],
+    ) -> bool:
+        """Write an object under a temporary name (``write`` returns the hash of what it
+        wrote), check it, seal it and give it its final name; False when present."""
+        final = self.object_path(algorithm, digest)
+        if self.fs.exists(final):
+            return False
+        tmp = self._tmp()
+        try:
+            found = write(tmp)
+            if found != digest:
+                raise ObjectProblem(mismatch(found))
+            self.fs.seal(tmp)
+            self.fs.rename(tmp, final)
+        finally:
+            if self.fs.exists(tmp):
+                self.fs.remove(tmp)
+        return True
+
+    def _linked_digest(
+        self,
+        tmp: str,
+        kind: str,
+        algorithm: str,
+        digest: str,
+        hashed_stat: tuple[int, int, int] | None,
+    ) -> str:
+        local = self.fs.local_path(tmp)
+        if kind == "hardlink" and hashed_stat is not None and local is not None:
+            st = os.lstat(local)
+            if (st.st_size, st.st_mtime_ns, st.st_ino) == hashed_stat:
+                return digest  # the inode that was hashed, unchanged since
+        return self.hash_at(tmp, algorithm)
+
+    def _try(self, kind: str, link: Callable[[str], bool]) -> bool:
+        """Try a link type, remembering one this filesystem does not support."""
+        if kind in self._unsupported:
+            return False
+        if link(kind):
+            return True
+        self._unsupported.add(kind)
+        return False
+
+    def _copy_in(self, src: Path, tmp: str, algorithm: str) -> str:
+        with open_regular(src) as f, self.fs.open_new(tmp) as out:
+            return copy_hashing(f, out, algorithm)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def hash_at(self, path: str, algorithm: str) -> str:
+        h = new_hasher(algorithm)
+        with self.fs.open_read(path) as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        return str(h.hexdigest())
+
+    def verify(self, algorithm: str, digest: str) -> bool:
+        """Whether the object exists and its content hashes to its name."""
+        try:
+            return self.hash_at(self.object_path(algorithm, digest), algorithm) == digest
+        except FileNotFoundError:
+            return False
+
+    def place(
+        self, algorithm: str, digest: str, dest: Path, links: Sequence[str], mode: int
+    ) -> str:
+        """Write the object to ``dest`` atomically (temporary file in its folder, then
+        rename), by the first link type that works; returns the type used. The content
+        is checked on the way: a damaged object never reaches ``dest``."""
+        obj = self.object_path(algorithm, digest)
+        if not self.fs.exists(obj):
+            raise ObjectProblem("not in the store")
+        tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.volsegsync-tmp"
+        local = self.fs.local_path(obj)
+        try:
+            used = "copy"
+            for kind in links:
+                if kind == "copy" or local is None:
+                    break
+                if kind in ("hardlink", "symlink") and self.hash_at(obj, algorithm) != digest:
+                    raise ObjectProblem("damaged in the store (run 'volsegsync fsck')")
+                if self._try(kind, lambda k: place_link(local, tmp, k)):
+                    used = kind
+                    break
+            if used == "copy":
+                found = self._copy_out(obj, tmp, algorithm, mode)
+            elif used == "reflink":
+                os.chmod(tmp, mode)
+                found = hash_local(tmp, algorithm)
+            else:
+                found = digest  # checked above
+            if found != digest:
+                raise ObjectProblem("damaged in the store (run 'volsegsync fsck')")
+            os.replace(tmp, dest)
+            return used
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _copy_out(self, obj: str, tmp: Path, algorithm: str, mode: int) -> str:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+        os.fchmod(fd, mode)
+        with self.fs.open_read(obj) as f, os.fdopen(fd, "wb", buffering=0) as out:
+            return copy_hashing(f, out, algorithm)
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def objects(self) -> Iterator[tuple[str, str, int]]:
+        """``(algorithm, digest, size)`` of every object; stray files are skipped."""
+        for algorithm in DIGEST_HEX:
+            for path, size, _mtime in self.fs.walk(self._join(algorithm)):
+                parts = path.rsplit("/", 2)
+                if len(parts) == 3 and len(parts[1]) == 2:
+                    digest = parts[1] + parts[2]
+                    with contextlib.suppress(ObjectProblem):
+                        self.key(algorithm, digest)
+                        yield algorithm, digest, size
+
+    def remove(self, algorithm: str, digest: str) -> None:
+        self.fs.remove(self.object_path(algorithm, digest))
+
+    def quarantine(self, algorithm: str, digest: str) -> str:
+        """Move a damaged object aside (``corrupt/``); returns where it went."""
+        dst = self._join(f"{CORRUPT_DIR}/{algorithm}-{digest}-{uuid.uuid4().hex[:8]}")
+        self.fs.rename(self.object_path(algorithm, digest), dst)
+        return dst
+
+    def stale_temporaries(self, older_than_s: float, now: float) -> list[str]:
+        """Incomplete objects a killed run left behind."""
+        return [
+            p for p, _s, mtime in self.fs.walk(self._join(TMP_DIR)) if now - mtime > older_than_s
+        ]
+
+
+def copy_hashing(src: BinaryIO, dst: BinaryIO, algorithm: str) -> str:
+    """Copy ``src`` to ``dst`` and return the hash of what was copied (one read)."""
+    h = new_hasher(algorithm)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := src.readinto(buf):  # type: ignore[attr-defined]
+        h.update(view[:n])
+        rest = view[:n]
+        while rest:  # an unbuffered write may be partial
+            written = dst.write(rest)
+            if not written:
+                raise OSError(errno.EIO, "write failed")
+            rest = rest[written:]
+    return str(h.hexdigest())
+
+
+def hash_local(path: Path, algorithm: str) -> str:
+    h = new_hasher(algorithm)
+    with open_regular(path) as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return str(h.hexdigest())
+
+
+def supported_links(folder: Path) -> dict[str, bool]:
+    """Which link types work between two files in ``folder`` (for docs and benchmarks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    src = folder / f".probe-{uuid.uuid4().hex}"
+    src.write_bytes(b"probe")
+    out = {}
+    try:
+        for kind in ("reflink", "hardlink", "symlink"):
+            dst = folder / f".probe-{uuid.uuid4().hex}"
+            try:
+                out[kind] = place_link(src, dst, kind)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(dst)
+        out["copy"] = True
+    finally:
+        src.unlink()
+    return out

@@ -1,0 +1,35 @@
+"""Seeing the data: overlay pictures, version comparisons and the HTML report.
+
+Modules, one concept each:
+
+- :mod:`~volsegsync.view.load` reads a volume or a segmentation (safely: inside the
+  dataset, regular files only, memory bounded by the declared size) with its RAS
+  affine and, for segmentations, the label names and colours;
+- :mod:`~volsegsync.view.align` maps a segmentation onto a volume's grid in world
+  space (voxel for voxel, by a whole-voxel offset, or by nearest neighbour);
+- :mod:`~volsegsync.view.render` draws three orthogonal slices with the overlay;
+- :mod:`~volsegsync.view.metrics` counts, Dice and Hausdorff distances;
+- :mod:`~volsegsync.view.sources` finds the files of ``PAIR@vN``;
+- :mod:`~volsegsync.view.report` writes the static HTML report.
+
+Pillow is an extra (``volsegsync[view]``); :func:`require_pillow` names it when missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from volsegsync.errors import VolsegsyncError
+
+EXTRA_HINT = "pip install 'volsegsync[view]'"
+
+
+def require_pillow() -> Any:
+    """The ``PIL.Image`` module, or a one-line error naming the extra to install."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise VolsegsyncError(
+            f"pictures need Pillow, which is not installed: {EXTRA_HINT}"
+        ) from None
+    return Image

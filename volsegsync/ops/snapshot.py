@@ -49,8 +49,10 @@ from volsegsync.index import (
     case_key_of,
     format_entry,
     format_index,
+    from_plain,
     parse_index,
     pins,
+    to_plain,
 )
 from volsegsync.memo import forget_memo, load_memo, save_memo
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
@@ -117,43 +119,12 @@ def _written(entry: Entry | None) -> str:
 # -- plain data for the memos -------------------------------------------------------------
 
 
-def _rec_plain(r: FileRecord | None) -> tuple[str, int, str] | None:
-    return (r.path, r.size, r.digest) if r is not None else None
-
-
-def _rec(r: Any) -> FileRecord | None:
-    return FileRecord(*r) if r is not None else None
-
-
 def entry_to_plain(e: Entry | None) -> Any:
-    if e is None:
-        return None
-    return (
-        _rec_plain(e.volume),
-        _rec_plain(e.segmentation),
-        e.version,
-        tuple((v.version, _rec_plain(v.record), _rec_plain(v.data)) for v in e.older),
-        e.pinned,
-        _rec_plain(e.seg_data),
-        tuple((c, _rec_plain(r)) for c, r in e.channels),
-        e.key,
-    )
+    return to_plain([e])[0] if e is not None else None
 
 
 def entry_from_plain(p: Any) -> Entry | None:
-    if p is None:
-        return None
-    vol, seg, version, older, pinned, seg_data, channels, key = p
-    return Entry(
-        _rec(vol),
-        _rec(seg),
-        version,
-        tuple(SegVersion(v, FileRecord(*r), _rec(d)) for v, r, d in older),
-        pinned,
-        _rec(seg_data),
-        tuple((c, FileRecord(*r)) for c, r in channels),
-        key,
-    )
+    return from_plain([p])[0] if p is not None else None
 
 
 def _case_to_plain(c: Case) -> Any:

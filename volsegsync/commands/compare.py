@@ -72,7 +72,10 @@ def compare_command(
         "changed_voxels": numbers["changed_voxels"],
         "output": written,
     }
-    lines = [f"A {result.a.segmentation}", f"B {result.b.segmentation} ({result.alignment.note})"]
+    lines = [
+        f"A {result.a.segmentation} ({result.a.source})",
+        f"B {result.b.segmentation} ({result.b.source}; {result.alignment.note})",
+    ]
     for r in result.labels:
         dice = "-" if r.dice is None else f"{r.dice:.4f}"
         hd = "-" if r.hausdorff_mm is None else f"{r.hausdorff_mm:.2f} mm"

@@ -190,18 +190,23 @@ def test_two_files_for_one_pair_are_ambiguous(tmp_path: Path, dataset: Path) -> 
 
 def test_another_dataset_keeps_names_and_versions(tmp_path: Path, dataset: Path) -> None:
     other = init_with_git_binary(tmp_path / "collaborator")
-    write_pair(other, NAME1, versions=(1, 2, 3))  # v1 is identical (same seed)
+    write_pair(other, NAME1, versions=(1, 2, 3))
+    shutil.copyfile(dataset / f"{NAME1}-v1.nrrd", other / f"{NAME1}-v1.nrrd")  # identical
+    write_pair(other, NAME2, versions=(1,))
+    write_nrrd(other / f"{NAME2}-v1.nrrd", seed="theirs")  # our v1 holds other content
     assert invoke(["-C", str(other), "pair"]).exit_code == 0
     before = folder_digest(other)
     code, doc = run(dataset, str(other))
-    assert code == 0, doc
+    assert code == 1
     assert doc["from_dataset"] is True
     files = by_source(doc)
     assert files[f"{NAME1}-v1.nrrd"]["status"] == "unchanged"
     assert files[f"{NAME1}-v2.nrrd"]["target"] == f"{NAME1}-v2.nrrd"
-    assert files[f"{NAME1}-v3.nrrd"]["version"] == 3
+    assert (files[f"{NAME1}-v3.nrrd"]["status"], files[f"{NAME1}-v3.nrrd"]["version"]) == ("new", 3)
+    assert files[f"{NAME2}-v1.nrrd"]["status"] == "conflict"
     assert (dataset / f"{NAME1}-v3.nrrd").read_bytes() == (other / f"{NAME1}-v3.nrrd").read_bytes()
     assert folder_digest(other) == before
+    assert run(dataset, str(other))[1]["summary"].get("new", 0) == 0
 
 
 def test_folder_inside_the_dataset_is_refused(dataset: Path) -> None:

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import atomic_write_text, read_small
-from volsegsync.index import check_relative_path
+from volsegsync.index import FileRecord, check_relative_path
 
 PROVENANCE_FILE = "provenance.tsv"
 MAGIC = "volsegsync-provenance 1"
@@ -79,6 +79,12 @@ def read_provenance(meta_dir: Path) -> tuple[dict[str, Provenance], list[str]]:
             continue
         rows[fields[0]] = Provenance(*(fields[:2] + [clean(f) for f in fields[2:]]))
     return rows, notes
+
+
+def provenance_of(rows: dict[str, Provenance], record: FileRecord) -> Provenance | None:
+    """The provenance of a recorded file, if its path and content were ingested."""
+    row = rows.get(record.path)
+    return row if row is not None and row.digest == record.digest else None
 
 
 def format_provenance(rows: dict[str, Provenance]) -> str:

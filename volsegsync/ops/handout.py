@@ -27,7 +27,7 @@ from volsegsync.dataset import Dataset
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import atomic_write_text, inside, open_in_dataset, source_in_dataset
 from volsegsync.index import Entry, FileRecord
-from volsegsync.ops.ingest import MANIFEST, MANIFEST_SCHEMA
+from volsegsync.ops.ingest import MANIFEST, MANIFEST_SCHEMA, outside_dataset
 
 _FICLONE = 0x40049409  # Linux ioctl: share the blocks of another file (btrfs, xfs)
 
@@ -118,12 +118,7 @@ def _selects(selector: str, names: list[str]) -> bool:
 
 
 def _check_out(ds: Dataset, out: Path) -> Path:
-    real = Path(os.path.realpath(out))
-    root = Path(os.path.realpath(ds.root))
-    if real == root or root in real.parents:
-        raise VolsegsyncError(f"{out}: inside the dataset; write the work package elsewhere")
-    if real in root.parents:
-        raise VolsegsyncError(f"{out}: holds the dataset; write the work package elsewhere")
+    real = outside_dataset(ds, out, "write the work package elsewhere")
     if os.path.lexists(out) and (not real.is_dir() or any(real.iterdir())):
         raise VolsegsyncError(f"{out}: exists and is not an empty folder; nothing is overwritten")
     real.mkdir(parents=True, exist_ok=True)

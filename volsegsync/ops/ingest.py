@@ -162,7 +162,10 @@ def run_ingest(
     found = [f for f in found if f.source in digests]
     matched, rejected = _match(ds, folder, here, found, by)
     items.extend(rejected)
-    items.extend(_plan(ds, folder, here, matched, digests, from_dataset, accept_problems, workers))
+    plan = _plan(
+        ds, folder, here, matched, digests, from_dataset, accept_problems, workers, progress
+    )
+    items.extend(plan)
     _outdated(folder, here, items, warnings)
     items.sort(key=lambda i: i.source)
     new = [i for i in items if i.status == "new"]
@@ -182,12 +185,17 @@ def run_ingest(
 def _check_folder(ds: Dataset, folder: Path) -> Path:
     if not folder.is_dir():
         raise VolsegsyncError(f"{folder}: not a folder")
+    return outside_dataset(ds, folder, "deliver into a folder outside it")
+
+
+def outside_dataset(ds: Dataset, folder: Path, advice: str) -> Path:
+    """``folder`` resolved; refused (exit 2) when it is in the dataset or holds it."""
     real = Path(os.path.realpath(folder))
     root = Path(os.path.realpath(ds.root))
     if real == root or root in real.parents:
-        raise VolsegsyncError(f"{folder}: inside the dataset; deliver into a folder outside it")
+        raise VolsegsyncError(f"{folder}: inside the dataset; {advice}")
     if real in root.parents:
-        raise VolsegsyncError(f"{folder}: holds the dataset itself; give the delivery folder")
+        raise VolsegsyncError(f"{folder}: holds the dataset; {advice}")
     return real
 
 
@@ -310,49 +318,67 @@ def _match(
 def _match_metadata(
     ds: Dataset, folder: Path, here: _Here, rest: list[_Found]
 ) -> tuple[list[_Match], list[Item]]:
-    """Header matching through pairing.pair_by_metadata: delivered files are named
-    ``/PATH`` there (a dataset path never starts with ``/``)."""
+    """Header matching through pairing.pair_by_metadata, one delivered file at a time
+    (named ``/PATH`` there: a dataset path never starts with ``/``) against the volumes
+    that can share its grid (:func:`_may_share_grid`: a cheap, conservative filter, so
+    500 files against 500 volumes are not 250,000 full comparisons); all volumes when
+    a reference field may name one."""
     from volsegsync.headers import read_geometry
 
-    def read(path: str) -> Any:
-        if path.startswith("/"):
-            return read_geometry(folder / path[1:], folder)
-        return read_geometry(ds.root / path, ds.root)
-
-    volumes = sorted(here.key_of_volume)
-    pairs = [Pair(v, None, None, "") for v in volumes]
-    pairs += [Pair(None, "/" + f.source, None, "") for f in rest]
-    v = ds.config.verify
-    result = pair_by_metadata(
-        Pairing(pairs, []), read, ds.config.pairing.reference_keys,
-        v.position_tolerance, v.direction_tolerance,
-    )  # fmt: skip
-    by_source = {"/" + f.source: f for f in rest}
+    geometries: dict[str, Any] = {}
+    rejected: list[Item] = []
+    for vol in sorted(here.key_of_volume):
+        with contextlib.suppress(FileProblem):  # verify reports an unreadable volume
+            geometries[vol] = read_geometry(ds.root / vol, ds.root)
+    for f in rest:
+        try:
+            geometries["/" + f.source] = read_geometry(folder / f.source, folder)
+        except FileProblem as e:
+            rejected.append(Item(f.source, "skipped", e.reason))
+    volumes = [v for v in sorted(here.key_of_volume) if v in geometries]
+    keys = ds.config.pairing.reference_keys
+    tol = ds.config.verify
+    claims: dict[str, list[_Found]] = defaultdict(list)
+    for f in rest:
+        geo = geometries.get("/" + f.source)
+        if geo is None:
+            continue
+        named = any(geo.fields.get(k) for k in keys)
+        candidates = [v for v in volumes if named or _may_share_grid(geometries[v], geo)]
+        pairs = [Pair(v, None, None, "") for v in candidates]
+        result = pair_by_metadata(
+            Pairing([*pairs, Pair(None, "/" + f.source, None, "")], []),
+            geometries.__getitem__, keys, tol.position_tolerance, tol.direction_tolerance,
+        )  # fmt: skip
+        hit = [p.volume for p in result.pairs if p.how == "metadata" and p.volume]
+        ambiguous = [p for p in result.problems if p.category == "ambiguous"]
+        if hit:
+            claims[hit[0]].append(f)
+        elif ambiguous:
+            vols = tuple(x for x in ambiguous[0].files if not x.startswith("/"))
+            reason = f"matches {len(vols)} volumes by geometry"
+            rejected.append(Item(f.source, "ambiguous", reason, candidates=vols))
+        else:
+            reason = "no volume has its key, a reference field naming it, or its voxel grid"
+            rejected.append(Item(f.source, "unmatched", reason, f.key))
     matched = []
-    for p in result.pairs:
-        if p.how == "metadata" and p.volume and p.segmentation in by_source:
-            f = by_source.pop(p.segmentation)
-            matched.append(_Match(f, here.key_of_volume[p.volume], p.volume, "metadata"))
-    rejected = []
-    for problem in result.problems:
-        delivered = [x for x in problem.files if x in by_source]
-        candidates = tuple(x for x in problem.files if not x.startswith("/"))
-        for x in delivered:
-            f = by_source.pop(x)
-            if problem.category == "ambiguous":
-                reason = (
-                    f"matches {len(candidates)} volumes by geometry"
-                    if len(delivered) == 1
-                    else f"{len(delivered)} delivered files match the same volume by header"
-                )
-                rejected.append(Item(f.source, "ambiguous", reason, candidates=candidates))
-            else:
-                reason = problem.message.split(": ", 1)[-1]
-                rejected.append(Item(f.source, "skipped", reason))
-    for _, f in sorted(by_source.items()):
-        reason = "no volume has its key, a reference field naming it, or its voxel grid"
-        rejected.append(Item(f.source, "unmatched", reason, f.key))
+    for vol, found in sorted(claims.items()):
+        if len(found) == 1:
+            matched.append(_Match(found[0], here.key_of_volume[vol], vol, "metadata"))
+            continue
+        sources = tuple(sorted(f.source for f in found))
+        for f in found:
+            reason = f"{len(found)} delivered files match volume {vol} by header"
+            rejected.append(Item(f.source, "ambiguous", reason, candidates=(vol, *sources)))
     return matched, rejected
+
+
+def _may_share_grid(a: Any, b: Any) -> bool:
+    """False only when :func:`volsegsync.geometry.same_grid` is surely false: another
+    shape, or a spacing more than 1 % apart (far beyond its tolerances)."""
+    if a.shape != b.shape:
+        return False
+    return all(abs(x - y) <= 0.01 * max(x, y) for x, y in zip(a.spacing, b.spacing, strict=True))
 
 
 # -- planning: versions, names, checks ----------------------------------------------------
@@ -367,6 +393,7 @@ def _plan(
     from_dataset: bool,
     accept_problems: bool,
     workers: int,
+    progress: ProgressFactory | None,
 ) -> list[Item]:
     items: list[Item] = []
     by_key: dict[str, list[_Match]] = defaultdict(list)
@@ -405,7 +432,8 @@ def _plan(
             if wanted is None:
                 version += 1
             todo.append((m, digests[m.found.source], wanted if wanted is not None else version))
-    items.extend(_checked(ds, folder, here, todo, accept_problems, workers))
+    tick = progress("checking", len(todo)) if progress and todo else None
+    items.extend(_checked(ds, folder, here, todo, accept_problems, workers, tick))
     return items
 
 
@@ -420,6 +448,7 @@ def _checked(
     todo: list[tuple[_Match, str, int | None]],
     accept_problems: bool,
     workers: int,
+    tick: ProgressTick | None,
 ) -> list[Item]:
     def one(job: tuple[_Match, str, int | None]) -> Item:
         m, digest, version = job
@@ -438,8 +467,15 @@ def _checked(
             reason += f"; added with {len(errors)} problems (--accept-problems)"
         return base._replace(target=target, reason=reason, problems=tuple(problems))
 
+    def ticking(job: tuple[_Match, str, int | None]) -> Item:
+        try:
+            return one(job)
+        finally:
+            if tick:
+                tick(1)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        items = list(pool.map(one, todo))
+        items = list(pool.map(ticking, todo))
     claimed: set[str] = set()
     out = []
     for item in items:  # two targets on one name would overwrite each other

@@ -401,18 +401,6 @@ def test_compare_across_grids_resamples_b(ds_root: Path) -> None:
     assert row["dice"] == pytest.approx(1.0) and row["hausdorff_mm"] == pytest.approx(0.0)
 
 
-def test_revisions_say_what_is_missing(pair: Path) -> None:
-    """PAIR@REV and report --rev need the history support and the content store."""
-    from volsegsync.dataset import Dataset
-
-    if hasattr(Dataset, "index_at"):
-        pytest.skip("history support present: revisions are tested with it")
-    for args in (["compare", f"{NAME}@HEAD", f"{NAME}@v1"], ["report", "--rev", "HEAD~1..HEAD"]):
-        result = invoke(["-C", str(pair), *args])
-        assert result.exit_code == 2, result.output
-        assert result.output.count("\n") == 1 and "index_at" in result.output
-
-
 def _ras_seg(
     root: Path,
     version: int,

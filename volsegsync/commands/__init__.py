@@ -11,12 +11,14 @@ from volsegsync.commands.export import export_command
 from volsegsync.commands.fetch import fetch_command
 from volsegsync.commands.fsck import fsck_command
 from volsegsync.commands.gc import gc_command
+from volsegsync.commands.handout import handout_command
 from volsegsync.commands.hooks import (
     hook_group,
     install_hooks_command,
     merge_driver_command,
     uninstall_hooks_command,
 )
+from volsegsync.commands.ingest import ingest_command
 from volsegsync.commands.init import init_command
 from volsegsync.commands.log import log_command
 from volsegsync.commands.pair import pair_command
@@ -37,6 +39,8 @@ COMMANDS = [
     rm_command,
     verify_command,
     checkout_command,
+    ingest_command,
+    handout_command,
     fsck_command,
     gc_command,
     remote_command,

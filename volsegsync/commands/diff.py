@@ -29,10 +29,22 @@ DIFF_FORMATS = (*FORMATS, "markdown")
 @click.option(
     "--exit-code", is_flag=True, help="Exit 1 when there is a change (as git diff --exit-code)."
 )
+@click.option(
+    "--images",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    default=None,
+    help="Draw a compare picture of each re-annotated pair into DIR (numbers in the output).",
+)
 @jobs_option("Parallel readers for changed files, work tree side (default: all cores).")
 @functools.partial(common_options, formats=DIFF_FORMATS)
 def diff_command(
-    revs: tuple[str, ...], exit_code: bool, jobs: int | None, fmt: str, quiet: bool
+    revs: tuple[str, ...],
+    exit_code: bool,
+    images: str | None,
+    jobs: int | None,
+    fmt: str,
+    quiet: bool,
 ) -> None:
     """Show pairing changes between two revisions, or a revision and the work tree.
 
@@ -42,7 +54,10 @@ def diff_command(
     ids, HEAD~N. Lists pairs added and removed, re-pairings, version bumps,
     renames and moves, and content changed without a version bump (a warning:
     training data edited in place). --format markdown prints a pull-request
-    comment: counts first, then a table per kind.
+    comment: counts first, then a table per kind. --images DIR adds, for each
+    re-annotated pair (version bump or content changed in place), a compare
+    picture in DIR and its numbers (Dice, Hausdorff, mL per label), linked
+    from the markdown.
 
     \b
     Example:
@@ -58,6 +73,12 @@ def diff_command(
     with progress_factory(quiet or fmt != "text") as progress:
         old, new = (*revs, None, None)[:2]
         report = run_diff(ds, old, new, jobs=jobs, progress=progress)
+        if images is not None:
+            from pathlib import Path
+
+            from volsegsync.ops.revcompare import compare_changes
+
+            pictures = compare_changes(ds, report.changes, Path(images))
     found = counts(report.changes)
     warnings = found.get("modified", 0)
     title = f"{report.old} → {report.new}"
@@ -87,6 +108,12 @@ def diff_command(
         for c in report.changes
     ]
     md = markdown(f"volsegsync diff `{report.old}` → `{report.new}`", report.changes, report.notes)
+    if images is not None:
+        from volsegsync.commands.compare import comparison_lines, comparison_markdown
+
+        document["images"] = [c.to_json() for c in pictures]
+        lines.extend(comparison_lines(pictures))
+        md.extend(comparison_markdown(pictures))
     emit(Rendered(lines, document, rows, ["kind", "paths", "message", "warning"], md), fmt, quiet)
     if exit_code and report.changes:
         raise Outcome(EXIT_PROBLEMS)

@@ -118,6 +118,9 @@ def _version_lines(v: VersionRecord) -> list[str]:
         f"{version}: {v.segmentation.path} ({v.volume or 'no volume'})",
         f"    {c.short} {_date(c)[:10]} {_name(c.author)}: {c.subject} [{v.kind}]",
     ]
+    if v.provenance is not None:
+        p = v.provenance
+        lines.append(f"    from {p.source} by {p.annotator or '?'} on {p.date}: {p.message}")
     for event in v.later:
         ec = event.commit
         lines.append(
@@ -156,6 +159,7 @@ def _version_json(v: VersionRecord) -> dict[str, Any]:
             "hash": v.segmentation.digest,
         },
         "volume": v.volume,
+        "provenance": None if v.provenance is None else v.provenance._asdict(),
         "introduced": _commit_fields(v.commit),
         "kind": v.kind,
         "later": [

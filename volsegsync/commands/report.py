@@ -36,11 +36,16 @@ def report_command(
     orientation and shape distributions as small plots), then one row per pair
     with a thumbnail and its problems, filterable by category. Thumbnails are
     cached by content hash in .volsegsync/state/thumbs/, so a re-run after a
-    small change redraws only what changed. Needs the 'view' extra (Pillow).
+    small change redraws only what changed. With --rev A..B, every pair whose
+    segmentation changed between A and B (version bump or edit in place) gets
+    a comparison: Dice, Hausdorff and mL per label and a picture (DIR/compare/),
+    from the content store, cached by content hash. Needs the 'view' extra
+    (Pillow).
 
     \b
     Example:
       volsegsync report -o review && xdg-open review/index.html
+      volsegsync report -o review --rev origin/main..HEAD
     """
     from volsegsync.ops.report import run_report
 
@@ -53,10 +58,14 @@ def report_command(
         "pairs": result.pairs,
         "thumbnails": {"drawn": result.drawn, "cached": result.cached, "failed": result.failed},
         "problems": result.problems,
-        "comparisons": result.comparisons,
+        "comparisons": [c.to_json() for c in result.comparisons],
     }
     lines = [
         f"{result.html}: {result.pairs} pairs, {result.problems} problems; thumbnails "
         f"{result.drawn} drawn, {result.cached} cached, {result.failed} failed"
     ]
+    if rev is not None:
+        failed = [c.error for c in result.comparisons if c.error]
+        lines.append(f"{rev}: {len(result.comparisons)} re-annotated pairs compared")
+        lines.extend(f"error: {line}" for line in failed)
     emit(Rendered(lines, document, [], []), fmt, quiet)

@@ -13,7 +13,7 @@ from volsegsync.view.align import Alignment, align, resample, sample
 from volsegsync.view.load import Image, load_segmentation, load_volume
 from volsegsync.view.metrics import LabelComparison, compare_labels, label_counts
 from volsegsync.view.render import Figure, auto_window, outline, parse_window, render
-from volsegsync.view.sources import PairFiles, find_pair
+from volsegsync.view.sources import PairFiles, Workspace
 
 NDArray = np.ndarray[Any, Any]
 ADDED = (40, 220, 60)  # voxels B labels and A does not (or labels otherwise)
@@ -35,9 +35,20 @@ class CompareResult(NamedTuple):
 def run_compare(
     ds: Dataset, spec_a: str, spec_b: str, picture: bool = False, window: str | None = None
 ) -> CompareResult:
+    """``spec_a`` against ``spec_b`` (``PAIR``, ``PAIR@vN``, ``PAIR@REV``, ``PAIR@vN@REV``):
+    versions from the working tree, the content store or a git revision."""
     if picture:
         require_pillow()
-    a, b = find_pair(ds, spec_a), find_pair(ds, spec_b)
+    with Workspace(ds) as ws:
+        a = ws.find(spec_a, with_volume=picture)
+        b = ws.find(spec_b, with_volume=False)
+        return compare_files(ds, a, b, picture, window)
+
+
+def compare_files(
+    ds: Dataset, a: PairFiles, b: PairFiles, picture: bool = False, window: str | None = None
+) -> CompareResult:
+    """The numbers (and, with ``picture``, the slices) of two located versions."""
     labels = ds.config.verify.labels
     seg_a = load_segmentation(a.root, a.segmentation, labels)
     seg_b = load_segmentation(b.root, b.segmentation, labels)
@@ -73,6 +84,19 @@ def run_compare(
         b_on_a_grid,
         figure,
     )
+
+
+def result_json(result: CompareResult) -> dict[str, Any]:
+    """Every figure of a comparison (the ``compare`` JSON document without its schema)."""
+    return {
+        "a": result.a.to_json(),
+        "b": result.b.to_json(),
+        "alignment": result.alignment.to_json(),
+        "labels": [row.to_json() for row in result.labels],
+        "added": result.added,
+        "removed": result.removed,
+        "changed_voxels": result.changed_voxels,
+    }
 
 
 def _figure(

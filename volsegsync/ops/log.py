@@ -35,6 +35,7 @@ from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import atomic_write_bytes
 from volsegsync.history import CommitInfo, GitHistory, Step
 from volsegsync.index import FileRecord, check_relative_path, parse_index
+from volsegsync.provenance import Provenance, provenance_of, read_provenance
 
 CACHE_FORMAT = 1
 CACHE_LIMIT = 512 << 20  # a bigger cache file is ignored, never loaded
@@ -105,6 +106,7 @@ class VersionRecord(NamedTuple):
     commit: CommitInfo
     kind: str  # the change that introduced it: new_pair, new_version, pairing_changed...
     later: list[VersionEvent]  # later edits in place, renames, re-pairings, removal
+    provenance: Provenance | None = None  # where it came from (ingest: provenance.tsv)
 
 
 class LogReport(NamedTuple):
@@ -172,6 +174,9 @@ def run_log(
         finally:
             engine.save()
     versions = _versions(entries) if selectors else None
+    if versions:  # where ingested versions came from (.volsegsync/provenance.tsv)
+        known, _ = read_provenance(ds.meta_dir)
+        versions = [v._replace(provenance=provenance_of(known, v.segmentation)) for v in versions]
     if selectors and not entries:
         notes.append(f"no commit changed {', '.join(selectors)}")
     return LogReport(entries, versions, notes)

@@ -14,16 +14,20 @@ from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
 
+from volsegsync.changes import diff
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import atomic_write_text
+from volsegsync.ops.revcompare import VersionComparison, compare_changes, reannotations
 from volsegsync.ops.snapshot import ProgressFactory, take_snapshot
 from volsegsync.ops.verify import run_verify
 from volsegsync.view import require_pillow
-from volsegsync.view.report import Row, draw_thumbnail, page, thumbnail_key
+from volsegsync.view.report import Row, comparison_row, draw_thumbnail, page, thumbnail_key
+from volsegsync.view.sources import index_at
 from volsegsync.workers import parallel_map
 
 THUMBS = "thumbs"
+COMPARE_DIR = "compare"  # the version comparisons' pictures (--rev)
 
 
 class ReportResult(NamedTuple):
@@ -33,7 +37,7 @@ class ReportResult(NamedTuple):
     drawn: int
     cached: int
     failed: int
-    comparisons: int
+    comparisons: list[VersionComparison]  # with --rev: every re-annotated pair
 
 
 def run_report(
@@ -45,12 +49,12 @@ def run_report(
     progress: ProgressFactory | None = None,
 ) -> ReportResult:
     require_pillow()
-    if rev is not None:
-        _check_rev(ds, rev)
+    revs = _parse_rev(rev) if rev is not None else None
     out = Path(output)
     for folder in (out, out / THUMBS):
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise VolsegsyncError(f"{folder}: not a folder (a symbolic link is not followed)")
+    comparisons = _comparisons(ds, revs, out, progress) if revs is not None else []
     report = run_verify(ds, fast=not full, jobs=jobs, progress=progress)
     # every pair and unpaired file (all_pairs holds only those that problems touch)
     all_pairs = take_snapshot(ds, jobs=jobs).pairing.pairs
@@ -121,12 +125,14 @@ def run_report(
         [p.to_json() for p in report.problems],
         distributions,
         rows,
+        [comparison_row(c.to_json(), out) for c in comparisons],
+        f"{revs[0]}..{revs[1]}" if revs else "",
     )
     index = out / "index.html"
     atomic_write_text(index, text)
     drawn = len(todo) - failed
     cached = sum(1 for r in rows if r.thumbnail) - drawn
-    return ReportResult(str(index), pairs, len(report.problems), drawn, cached, failed, 0)
+    return ReportResult(str(index), pairs, len(report.problems), drawn, cached, failed, comparisons)
 
 
 def _publish(cached: Path, target: Path) -> None:
@@ -166,11 +172,19 @@ def _distributions(ds: Dataset, volumes: list[str]) -> dict[str, Counter[str]]:
     return {"orientation": orientation, "spacing (mm)": spacing, "shape": shape}
 
 
-def _check_rev(ds: Dataset, rev: str) -> None:
-    if ".." not in rev:
+def _parse_rev(rev: str) -> tuple[str, str]:
+    a, dots, b = rev.partition("..")
+    if not dots or not a or not b or b.startswith("."):
         raise VolsegsyncError(f"--rev {rev}: expected A..B (two revisions)")
-    if not hasattr(ds, "index_at"):
-        raise VolsegsyncError(
-            f"--rev {rev}: comparing revisions needs the history support (Dataset.index_at) "
-            "and the content store, which this version lacks"
-        )
+    return a, b
+
+
+def _comparisons(
+    ds: Dataset, revs: tuple[str, str], out: Path, progress: ProgressFactory | None
+) -> list[VersionComparison]:
+    """The version comparisons of every pair re-annotated between the two revisions."""
+    old, new = index_at(ds, revs[0]), index_at(ds, revs[1])
+    changes = diff(old.entries, new.entries)
+    count = len(reannotations(changes))
+    tick = progress("comparing versions", count) if progress and count else None
+    return compare_changes(ds, changes, out / COMPARE_DIR, (old.algorithm, new.algorithm), tick)

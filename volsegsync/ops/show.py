@@ -22,7 +22,7 @@ from volsegsync.view.render import (
     segmentation_painter,
     volume_voxel,
 )
-from volsegsync.view.sources import PairFiles, find_pair
+from volsegsync.view.sources import PairFiles, Workspace
 
 
 class ShowResult(NamedTuple):
@@ -38,7 +38,11 @@ def run_show(
     ds: Dataset, spec: str, slices: str | None = None, window: str | None = None
 ) -> ShowResult:
     require_pillow()  # before any decoding: a missing extra is said at once
-    pair = find_pair(ds, spec)
+    with Workspace(ds) as ws:  # a version from the store or a revision is read there
+        return _show(ds, ws.find(spec), slices, window)
+
+
+def _show(ds: Dataset, pair: PairFiles, slices: str | None, window: str | None) -> ShowResult:
     chosen_window = parse_window(window)
     if pair.volume is None:
         raise VolsegsyncError(f"{pair.segmentation}: has no volume to draw it on")

@@ -85,6 +85,8 @@ vertical-align:top;text-align:left}
 border:1px solid #ddd}.error{color:#b00}.warning{color:#a60}.info{color:#468}
 .ok{color:#272}img.thumb{image-rendering:pixelated;background:#111;display:block}
 .cat{font-family:monospace}.hidden{display:none}
+.comparison{background:#fff;border:1px solid #ddd;padding:.5em 1em;margin:1em 0}
+img.change{max-width:100%;background:#111;display:block;margin:.5em 0}
 """
 
 _SCRIPT = """
@@ -109,7 +111,8 @@ def page(
     problems: Sequence[Mapping[str, Any]],
     distributions: Mapping[str, Counter[str]],
     rows: Sequence[Row],
-    comparisons: Sequence[str] = (),
+    comparisons: Sequence[Mapping[str, Any]] = (),
+    revs: str = "",
 ) -> str:
     e = html.escape
     by_cat = Counter((p["category"], p["severity"]) for p in problems)
@@ -136,10 +139,16 @@ def page(
         ),
         "</div>",
     ]
-    if comparisons:
-        parts += ["<h2>Version comparisons</h2><ul>"]
-        parts += [f"<li>{e(c)}</li>" for c in comparisons]
-        parts += ["</ul>"]
+    if revs:
+        parts += [
+            f"<h2>Version comparisons {e(revs)}</h2>",
+            f"<p>{len(comparisons)} re-annotated pairs (version bumps and content changed "
+            "in place). Green: voxels the new version adds or relabels; red: voxels it "
+            "removes; white outline: unchanged.</p>",
+            "<div id='comparisons'>",
+            *(_comparison(c) for c in comparisons),
+            "</div>",
+        ]
     options = "".join(f"<option value='{e(c)}'>{e(c)}</option>" for c in categories)
     parts += [
         "<h2>Pairs</h2>",
@@ -153,6 +162,50 @@ def page(
         f"<script>{_SCRIPT}</script></body></html>",
     ]
     return "\n".join(parts) + "\n"
+
+
+def comparison_row(doc: Mapping[str, Any], out: Path) -> dict[str, Any]:
+    """A :class:`~volsegsync.ops.revcompare.VersionComparison` JSON document with its
+    picture made relative to the report folder ``out``."""
+    row = dict(doc)
+    if row.get("picture"):
+        row["picture"] = Path(row["picture"]).relative_to(out).as_posix()
+    return row
+
+
+def _v(version: object) -> str:
+    return "-" if version is None else f"v{version}"
+
+
+def _comparison(c: Mapping[str, Any]) -> str:
+    e = html.escape
+    kind = "version bump" if c["kind"] == "new_version" else "content changed in place"
+    head = (
+        f"<h3>{e(str(c['key']))}: {_v(c['old']['version'])} → {_v(c['new']['version'])} "
+        f"<small>({e(kind)})</small></h3><div><small class='cat'>"
+        f"{e(c['old']['segmentation'])} → {e(c['new']['segmentation'])}</small></div>"
+    )
+    if c.get("error"):
+        return f"<div class='comparison'>{head}<p class='error'>{e(c['error'])}</p></div>"
+    picture = (
+        f"<img class='change' src='{e(c['picture'])}' alt='{e(str(c['key']))}'>"
+        if c.get("picture")
+        else ""
+    )
+    cells = "".join(
+        f"<tr><td>{r['value']}</td><td>{e(str(r['name']))}</td><td>{r['voxels_a']} → "
+        f"{r['voxels_b']}</td><td>{r['ml_a']:.3f} → {r['ml_b']:.3f}</td>"
+        f"<td>{'-' if r['dice'] is None else format(r['dice'], '.4f')}</td>"
+        f"<td>{'-' if r['hausdorff_mm'] is None else format(r['hausdorff_mm'], '.2f')}</td>"
+        f"<td>{e(r['status'])}</td></tr>"
+        for r in c.get("labels") or []
+    )
+    table = (
+        "<table class='numbers'><tr><th>value</th><th>label</th><th>voxels</th><th>mL</th>"
+        f"<th>Dice</th><th>Hausdorff (mm)</th><th>status</th></tr>{cells}</table>"
+        f"<div><small>{c.get('changed_voxels')} voxels changed label</small></div>"
+    )
+    return f"<div class='comparison'>{head}{picture}{table}</div>"
 
 
 def _row(row: Row) -> str:

@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import xxhash
 
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import open_regular
+from volsegsync.fsutil import new_file_mode, open_regular
 
 MANIFEST = ".volsegsync-export.json"
 MANIFEST_SCHEMA = "volsegsync.export-manifest/1"
@@ -128,14 +128,8 @@ class Target:
 
 
 def _publish(tmp: str, path: Path) -> None:
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, new_file_mode())
     os.replace(tmp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_owned(path: Path, limit: int = 64 * 1024 * 1024) -> bytes | None:

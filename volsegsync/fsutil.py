@@ -155,10 +155,11 @@ def source_in_dataset(root: Path, rel: str) -> Path:
 # --------------------------------------------------------------------------- writes
 
 
-def _umask() -> int:
+def new_file_mode() -> int:
+    """The mode a plain ``open`` gives a new file: 0666 less the umask."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -174,7 +175,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None
         keep = statmod.S_IMODE(st.st_mode) if statmod.S_ISREG(st.st_mode) else None
     except FileNotFoundError:
         keep = None
-    final = keep if keep is not None else (mode if mode is not None else 0o666 & ~_umask())
+    final = keep if keep is not None else (mode if mode is not None else new_file_mode())
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -24,7 +24,7 @@ from typing import NamedTuple
 from volsegsync import history
 from volsegsync.dataset import INDEX_FILE, Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes, open_regular, source_in_dataset
+from volsegsync.fsutil import atomic_write_bytes, new_file_mode, open_regular, source_in_dataset
 from volsegsync.hashing import CacheRow, Hashed, StatCache, settle_mtime
 from volsegsync.index import (
     Entry,
@@ -344,12 +344,6 @@ def _store_first(
     return stored
 
 
-def _umask_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def _apply(
     ds: Dataset,
     db: ObjectDB,
@@ -361,7 +355,7 @@ def _apply(
 ) -> list[FileChange]:
     links = store_settings(ds).config.link
     tick = progress("checkout", len(changes)) if progress and changes else None
-    default_mode = _umask_mode()
+    default_mode = new_file_mode()
 
     def one(change: FileChange) -> tuple[FileChange, Hashed | None]:
         """The change done (and the file's stat-cache row), or a problem."""

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 from volsegsync.dataset import INDEX_FILE, META_DIR, Dataset, default_jobs
 from volsegsync.errors import FileProblem, VolsegsyncError
-from volsegsync.fsutil import INDEX_LIMIT, _umask, inside, open_in_dataset, read_small
+from volsegsync.fsutil import INDEX_LIMIT, inside, new_file_mode, open_in_dataset, read_small
 from volsegsync.hashing import CHUNK, hash_file, new_hasher
 from volsegsync.index import Entry, SegVersion, parse_index
 from volsegsync.naming import SEGMENTATION, VOLUME
@@ -623,7 +623,7 @@ def _outdated(folder: Path, here: _Here, items: list[Item], warnings: list[str])
 def _copy_in(ds: Dataset, folder: Path, new: list[Item]) -> dict[str, Item]:
     """Copy each new file into the dataset (no file overwritten), under the lock."""
     out: dict[str, Item] = {}
-    mode = 0o666 & ~_umask()
+    mode = new_file_mode()
     algorithm = ds.config.store.hash
     with ds.lock():
         for item in new:

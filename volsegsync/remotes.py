@@ -108,6 +108,8 @@ class FsspecFS:
         self._present: set[str] = set()
         self._made: set[str] = set()
         self._dirty = False  # a folder remote got objects not yet synced to disk
+        # fsspec's local filesystem: bytes move with the kernel's copy, names with rename
+        self.local = bool(getattr(fs, "local_file", False)) and not atomic_put
 
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}" if path else self.root
@@ -146,7 +148,10 @@ class FsspecFS:
                 self._makedirs(self._full(src).rsplit("/", 1)[0])
                 self.fs.put_file(str(local), self._full(src))
             self._makedirs(final.rsplit("/", 1)[0])
-            self.fs.mv(self._full(src), final)
+            if self.local:
+                os.replace(self._full(src), final)  # atomic; no fsspec bookkeeping
+            else:
+                self.fs.mv(self._full(src), final)
             self._dirty = True
         with self._lock:
             self._written.discard(src)
@@ -204,6 +209,16 @@ class FsspecFS:
 
     def local_path(self, path: str) -> Path | None:
         return None  # never link a remote's file into the local store
+
+    def local_file(self, path: str) -> Path | None:
+        """A folder remote's file, to copy bytes from or into (never to link): a
+        temporary handed out here is one of this run's (removed if it fails)."""
+        if not self.local:
+            return None
+        if path.startswith(f"{TMP_DIR}/"):
+            with self._lock:
+                self._written.add(path)
+        return Path(self._full(path))
 
     def _makedirs(self, folder: str) -> None:
         if self.atomic_put:

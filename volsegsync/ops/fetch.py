@@ -21,7 +21,7 @@ from volsegsync.remotes import (
     open_remote,
     parallel,
 )
-from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem, hash_local
+from volsegsync.store import TMP_DIR, ObjectDB, WrongContent
 
 
 def run_fetch(
@@ -63,21 +63,26 @@ def run_fetch(
 
 
 def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: Path) -> None:
-    """Download one object into the store's ``tmp/``, then add it to the store, which
-    hashes it on the way in: content that does not match its name is rejected
-    (:class:`HashMismatch`)."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
+    """Bring one object into the store, hashing what was written before it gets its
+    name: content that does not match its name is rejected (:class:`HashMismatch`).
+
+    A folder remote's object is copied by the kernel straight into a temporary name
+    of the store (one write, one read back from the page cache to hash it); other
+    backends download into the store's ``tmp/``, which the store hard-links and hashes."""
+    source = remote.fs.local_file(remote.db.object_path(ref.algorithm, ref.digest))
     try:
-        remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)
+        if source is not None:
+            store.add_copy(source, ref.algorithm, ref.digest)
+            return
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
         try:
+            remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)
             store.add(tmp, ref.algorithm, ref.digest, links=("hardlink", "copy"))
-        except ObjectProblem:
-            found = hash_local(tmp, ref.algorithm)
-            raise HashMismatch(
-                f"content on the remote does not match its name (it hashes to {found}, "
-                f"{tmp.stat().st_size} bytes): rejected"
-            ) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    except WrongContent as e:
+        raise HashMismatch(
+            f"content on the remote does not match its name (it hashes to {e.found}): rejected"
+        ) from None

@@ -33,5 +33,7 @@ def run_pull(
     checkout_progress: CheckoutProgress | None = None,
 ) -> PullReport:
     fetched = run_fetch(ds, remote_name, None, jobs, progress=progress)
-    checked = run_checkout(ds, None, force=force, progress=checkout_progress)
+    # the objects just fetched were hashed on their way into the store: not again
+    verified = {r.digest for r in fetched.moved}
+    checked = run_checkout(ds, None, force=force, progress=checkout_progress, verified=verified)
     return PullReport(fetched, checked)

@@ -134,7 +134,10 @@ def run_push(
             remote.fs.remove(final)
         src = store.fs.local_path(store.object_path(ref.algorithm, ref.digest))
         assert src is not None  # the local store is a folder
-        remote.db.add(src, ref.algorithm, ref.digest, links=("reflink",))
+        if remote.fs.local:  # a folder: copied by the kernel, hashed as written, renamed
+            remote.db.add_copy(src, ref.algorithm, ref.digest)
+        else:  # S3: hashed, then one atomic PUT to the final key
+            remote.db.add(src, ref.algorithm, ref.digest, links=("reflink",))
 
     tick = progress(len(todo), sum(r.size for r in todo)) if progress and todo else None
     failed = parallel(jobs or DEFAULT_JOBS, todo, upload, tick)

@@ -31,6 +31,13 @@ from volsegsync.fsutil import open_regular
 from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem
 
 S3_EXTRA = "pip install 'volsegsync[s3]'"
+# No CRC32 of every upload and download by the client library (nor by the server, which is
+# then not asked for one): every object is hashed by volsegsync itself (xxh3/sha256/blake3)
+# before it enters a store or leaves one, and SigV4 signs the payload over plain HTTP.
+S3_CLIENT_CONFIG = {
+    "request_checksum_calculation": "when_required",
+    "response_checksum_validation": "when_required",
+}
 
 # (files done, bytes done): called from worker threads, under a lock
 Progress = Callable[[int, int], None]
@@ -278,7 +285,9 @@ def open_remote(name: str, spec: RemoteConfig, dataset_root: Path) -> Remote:
             ) from None
         endpoint = spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         fs = FsspecFS(
-            s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True),
+            s3fs.S3FileSystem(
+                endpoint_url=endpoint, skip_instance_cache=True, config_kwargs=S3_CLIENT_CONFIG
+            ),
             url.split("://", 1)[1],
             atomic_put=True,
         )

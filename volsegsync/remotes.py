@@ -176,6 +176,13 @@ class FsspecFS:
     def walk(self, path: str) -> Iterator[tuple[str, int, float]]:
         """Every file below ``path`` with size and mtime: one recursive listing (S3: one
         request per 1,000 keys). On a folder an unreadable shard is an error, not skipped."""
+        out = _scan_folder(self._full(path), path) if self.local else self._find(path)
+        with self._lock:
+            self._listed.append(path.rstrip("/") + "/")
+            self._present.update(rel for rel, _s, _m in out)
+        return iter(out)
+
+    def _find(self, path: str) -> list[tuple[str, int, float]]:
         strict = {} if self.atomic_put else {"on_error": "raise"}
         try:
             found = self.fs.find(self._full(path), detail=True, **strict)
@@ -189,10 +196,7 @@ class FsspecFS:
                 out.append(
                     (f"{path}/{rest}" if path else rest, int(info.get("size") or 0), _mtime(info))
                 )
-        with self._lock:
-            self._listed.append(path.rstrip("/") + "/")
-            self._present.update(rel for rel, _s, _m in out)
-        return iter(out)
+        return out
 
     def get_file(self, path: str, dest: Path) -> None:
         """Download ``path`` to the local file ``dest`` (streamed by the backend)."""
@@ -236,6 +240,32 @@ class FsspecFS:
         self.fs.makedirs(folder, exist_ok=True)
         with self._lock:
             self._made.add(folder)
+
+
+def _scan_folder(base: str, rel: str) -> list[tuple[str, int, float]]:
+    """Every entry below the folder ``base`` that is not a folder, with its own size and
+    mtime (a symbolic link or a FIFO is listed as itself, never followed: fetching it is
+    then refused by name): ``os.scandir``, about three times cheaper than fsspec's
+    ``find`` on a folder remote of 10,000 objects. An unreadable folder is an error."""
+    out: list[tuple[str, int, float]] = []
+    stack = [(base, rel)]
+    while stack:
+        folder, name = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except FileNotFoundError:
+            if folder == base:
+                return []
+            raise
+        with entries:
+            for e in entries:
+                child = f"{name}/{e.name}" if name else e.name
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, child))
+                else:
+                    st = e.stat(follow_symlinks=False)
+                    out.append((child, st.st_size, st.st_mtime))
+    return out
 
 
 def _mtime(info: dict[str, Any]) -> float:

@@ -162,7 +162,7 @@ class ObjectDB:
     @staticmethod
     def key(algorithm: str, digest: str) -> str:
         n = DIGEST_HEX.get(algorithm)
-        if n is None or len(digest) != n or any(c not in "0123456789abcdef" for c in digest):
+        if n is None or len(digest) != n or digest.strip("0123456789abcdef"):  # not only hex
             raise ObjectProblem(f"not a {algorithm} digest: {digest!r}")
         return f"{algorithm}/{digest[:2]}/{digest[2:]}"
 

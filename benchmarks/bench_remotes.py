@@ -204,7 +204,10 @@ def line(what: str, t: Timing, nbytes: int = 0, *baselines: tuple[str, Timing | 
         if base is None:
             continue
         if name.startswith("dvc"):
-            text += f"   {name} {base.wall:.2f} s: {base.wall / t.wall:.2f}x faster"
+            text += (
+                f"   {name} {base.wall:.2f} s: {base.wall / t.wall:.2f}x faster"
+                f" (cpu {base.cpu:.2f} s: {base.cpu / max(t.cpu, 1e-9):.2f}x less)"
+            )
         else:
             text += f"   {name} {base.wall:.2f} s: {t.wall / base.wall:.2f}x its time"
     return text

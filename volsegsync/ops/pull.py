@@ -33,7 +33,8 @@ def run_pull(
     checkout_progress: CheckoutProgress | None = None,
 ) -> PullReport:
     fetched = run_fetch(ds, remote_name, None, jobs, progress=progress)
-    # the objects just fetched were hashed on their way into the store: not again
-    verified = {r.digest for r in fetched.moved}
-    checked = run_checkout(ds, None, force=force, progress=checkout_progress, verified=verified)
+    # the objects this fetch stored were hashed on their way in: not again on the way out
+    checked = run_checkout(
+        ds, None, force=force, progress=checkout_progress, verified=fetched.hashed
+    )
     return PullReport(fetched, checked)

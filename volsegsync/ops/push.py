@@ -40,6 +40,7 @@ class TransferReport(NamedTuple):
     bytes_moved: int
     failed: list[Failure]  # tried and failed (network, permission, hash mismatch)
     missing: list[ObjectRef]  # push: not in the local store; fetch: not on the remote
+    hashed: frozenset[str] = frozenset()  # fetch: digests this run stored, hashing them
 
     @property
     def ok(self) -> bool:

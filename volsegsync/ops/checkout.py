@@ -80,13 +80,15 @@ def run_checkout(
     progress: ProgressFactory | None = None,
     previous: str | None = None,
     verified: Collection[str] = (),
+    jobs: int | None = None,
 ) -> CheckoutReport:
     """``previous``: the git revision whose index the working files followed before
     (a post-checkout hook knows it): files it records and the target does not are
     removed, as git removes the files of the branch it leaves.
 
     ``verified``: digests of objects whose hash this run checked as they entered the
-    store (``pull``'s fetch); their copies are not hashed a second time."""
+    store (``pull``'s fetch); their copies are not hashed a second time. ``jobs``: files
+    written at once (default: one per core)."""
     with ds.lock():
         current = read_index_file(ds.index_path)
         plan = _plan(ds, current, target)
@@ -100,7 +102,7 @@ def run_checkout(
         if dry_run or refused:
             return CheckoutReport(target or "index", changes, problems, False, dry_run, 0)
         stored = _store_first(ds, db, to_store, algorithm, problems)
-        done = _apply(ds, db, changes, algorithm, problems, progress, verified=verified)
+        done = _apply(ds, db, changes, algorithm, problems, progress, jobs, verified)
         written = False
         if plan.index_bytes is not None:
             try:

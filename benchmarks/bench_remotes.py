@@ -327,23 +327,10 @@ def main() -> None:
     ]
     t = interleaved(cases, args.runs)
     noop = timed(lambda: None, lambda: vs(src, "push"), args.runs)
-    out += [
-        line(
-            "push, folder remote",
-            t["push"],
-            nbytes,
-            ("cp -r", t["cp push"]),
-            ("dvc push", t.get("dvc push (folder)")),
-        ),
-        line(
-            "pull (fetch + checkout), folder remote",
-            t["pull"],
-            nbytes,
-            ("cp -r", t["cp pull"]),
-            ("dvc pull", t.get("dvc pull (folder)")),
-        ),
-        line("no-op push, folder remote", noop),
-    ]
+    for verb, what in (("push", "push"), ("pull", "pull (fetch + checkout)")):
+        base = ("cp -r", t[f"cp {verb}"]), (f"dvc {verb}", t.get(f"dvc {verb} (folder)"))
+        out.append(line(f"{what}, folder remote", t[verb], nbytes, *base))
+    out.append(line("no-op push, folder remote", noop))
     print(f"after the folder remote: {load()}", flush=True)
 
     # S3 (moto)

@@ -60,6 +60,39 @@ def label_counts(labels: NDArray) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(values, counts, strict=True) if v != 0}
 
 
+def label_profiles(labels: NDArray) -> tuple[dict[int, int], list[NDArray]]:
+    """Voxels of each non-zero value, and per axis the labelled voxels in each slice.
+
+    One pass, a slab of planes at a time (planes without a label cost one count).
+    """
+    shape = labels.shape
+    profiles = [np.zeros(n, dtype=np.int64) for n in shape]
+    small = labels.dtype.kind in "ub" and labels.dtype.itemsize <= 2
+    histogram = np.zeros(1 << (8 * labels.dtype.itemsize) if small else 0, dtype=np.int64)
+    found: dict[int, int] = {}
+    plane = max(1, shape[0] * shape[1])
+    step = max(1, STEP // plane)
+    for k0 in range(0, shape[2], step):
+        slab = labels[:, :, k0 : k0 + step]
+        per_plane = [np.count_nonzero(slab[:, :, k]) for k in range(slab.shape[2])]
+        if not any(per_plane):
+            continue
+        profiles[2][k0 : k0 + slab.shape[2]] = per_plane
+        mask = slab != 0
+        profiles[0] += np.count_nonzero(mask, axis=(1, 2))
+        profiles[1] += np.count_nonzero(mask, axis=(0, 2))
+        values = slab[mask]
+        if small:
+            histogram += np.bincount(values.view(np.uint8) if values.dtype.kind == "b"
+                                     else values, minlength=histogram.size)  # fmt: skip
+        else:
+            for v, n in zip(*np.unique(values, return_counts=True), strict=True):
+                found[int(v)] = found.get(int(v), 0) + int(n)
+    if small:
+        found = {int(v): int(histogram[v]) for v in np.flatnonzero(histogram)}
+    return dict(sorted(found.items())), profiles
+
+
 def dice(a: NDArray, b: NDArray) -> float | None:
     """2|A∩B| / (|A|+|B|) of two boolean masks; None when both are empty."""
     total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))

@@ -66,11 +66,7 @@ def draw_thumbnail(task: tuple[str, str, str, list[tuple[int, str]], str]) -> st
     except Exception as e:  # one pair that cannot be drawn must not stop the report
         text = " ".join(str(e).split())[:200] or type(e).__name__
         return f"{seg_path}: cannot draw: {text}"
-    import io
-
-    buf = io.BytesIO()
-    figure.picture.save(buf, format="PNG", compress_level=6)
-    atomic_write_bytes(Path(dest), buf.getvalue())
+    atomic_write_bytes(Path(dest), figure.png())
     return None
 
 

@@ -10,8 +10,10 @@ is known, :meth:`VolumeStream.planes` keeps, plane by plane of the file, the
 three voxel planes through it and every ``step``-th voxel along each axis. The
 decoded volume is never held whole: inflated pieces wait in a queue only until
 the centre is known (at most the declared size, the bound of
-:mod:`volsegsync.decode`), and reading stops once the last needed plane is in
-(the rest of a 4D file is never inflated).
+:mod:`volsegsync.decode`). Reading stops at the last value of the first 3D
+volume, as the old whole-volume read did: the rest of a 4D file is never
+inflated, and a gzip bomb costs the declared size and no more (a picture is not
+a check: ``verify --full`` checks the whole stream).
 
 The picture is the one the whole volume gives, pixel for pixel: the planes hold
 the very voxels :func:`~volsegsync.view.render.render` samples, and the
@@ -166,15 +168,22 @@ class VolumeStream:
         self._dtype = decoded.dtype
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=(decoded.chunks,), daemon=True)
+        needed = math.prod(self.image.shape) * self._factor  # values up to the first volume's end
+        self._thread = threading.Thread(
+            target=self._produce, args=(decoded.chunks, needed), daemon=True
+        )
         self._thread.start()
 
-    def _produce(self, chunks: Any) -> None:
+    def _produce(self, chunks: Any, needed: int) -> None:
         try:
             for chunk in chunks:
                 if self._stop.is_set():
                     break
+                if chunk.size >= needed:
+                    self._queue.put(chunk[:needed])
+                    break
                 self._queue.put(chunk)
+                needed -= chunk.size
         except BaseException as e:  # handed to the consumer, raised there
             self._queue.put(e)
         finally:
@@ -199,7 +208,6 @@ class VolumeStream:
             if isinstance(item, BaseException):
                 raise item
             collector.feed(item)
-        self._stop.set()  # the rest (of a 4D file, say) is not needed
         if not collector.done:
             raise ViewError(f"{self.image.path}: the data ends before its header's size")
         self.image.planes = planes
@@ -207,9 +215,7 @@ class VolumeStream:
 
     def close(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            while self._thread.is_alive():  # unblock a full queue and wait for the end
-                self._thread.join(0.05)
+        self._thread.join()
         if self._fh is not None:
             self._fh.close()
             self._fh = None

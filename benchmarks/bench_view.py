@@ -10,8 +10,12 @@
 
 Wall times count waiting for a core on a shared machine: the machine's load
 average is printed before and after each part, and the CPU time beside each.
+``--realtime`` runs the timed commands at real-time priority (``chrt -f``, as
+root): the machine's other jobs wait meanwhile, which approximates an unloaded
+machine (use it for the short ``show`` runs; it starves the others while it runs).
 
     python benchmarks/bench_view.py [--pairs 1000] [--runs 3] [--shape 512,512,300]
+                                    [--skip-show] [--skip-report] [--realtime]
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ EXE = str(Path(sys.executable).parent / "volsegsync")
 
 
 CPU: list[float] = []  # CPU seconds (user + system) of each timed command, in order
+PREFIX: list[str] = []  # ["chrt", "-f", "10"] with --realtime
 
 
 def timed(args: list[str]) -> float:
@@ -45,7 +50,7 @@ def timed(args: list[str]) -> float:
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    r = subprocess.run(args, check=False, capture_output=True)
+    r = subprocess.run([*PREFIX, *args], check=False, capture_output=True)
     elapsed = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -144,7 +149,10 @@ def main() -> None:
     parser.add_argument("--shape", default="512,512,300")
     parser.add_argument("--skip-show", action="store_true")
     parser.add_argument("--skip-report", action="store_true")
+    parser.add_argument("--realtime", action="store_true", help="time at chrt -f priority")
     args = parser.parse_args()
+    if args.realtime:
+        PREFIX.extend(["chrt", "-f", "10"])
     shape = tuple(int(n) for n in args.shape.split(","))
     assert len(shape) == 3
     with tempfile.TemporaryDirectory() as tmp:

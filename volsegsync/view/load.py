@@ -263,7 +263,9 @@ def _nifti_data(path: Path, rel: str) -> tuple[NDArray, tuple[float, float]]:
         raw = path.read_bytes()
     except OSError as e:
         raise ViewError(f"{rel}: cannot read: {e.strerror or e}") from None
-    inflater = _inflater() if raw[:2] == b"\x1f\x8b" else None
+    from volsegsync.decode import inflater as make_inflater
+
+    inflater = make_inflater(fast=True) if raw[:2] == b"\x1f\x8b" else None
     try:
         head = inflater.decompress(raw, 348) if inflater is not None else raw[:540]
         if inflater is not None and int.from_bytes(head[:4], "little") not in (348, 348 << 24):
@@ -302,17 +304,6 @@ def _nifti_data(path: Path, rel: str) -> tuple[NDArray, tuple[float, float]]:
         0.0 if inter is None or not np.isfinite(inter) else float(inter),
     )
     return data.reshape(shape, order="F"), scale
-
-
-def _inflater() -> Any:
-    try:
-        from isal import isal_zlib  # type: ignore[import-not-found,unused-ignore]
-
-        return isal_zlib.decompressobj(31)
-    except ImportError:
-        import zlib
-
-        return zlib.decompressobj(31)
 
 
 class _Decoded(NamedTuple):

@@ -19,15 +19,15 @@ import bz2
 import io
 import math
 import os
+import threading
 import zlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import nibabel as nib
 import numpy as np
-from nibabel.volumeutils import apply_read_scaling
 
 from volsegsync.config import DEFAULT_MAX_IMAGE_BYTES
 from volsegsync.fsutil import open_in_dataset, open_regular
@@ -52,6 +52,7 @@ MARGIN = 16 * 1024 * 1024  # decoded bytes past the declared size still counted 
 _READ_CHUNK = 1 << 20  # bytes read from disk at a time
 _FAST_READ = 1 << 18  # ... by the fast inflate (its output stays in the CPU's caches)
 _INFLATE_MAX = 1 << 22  # bytes inflated per call (bounds memory on a bomb)
+_AHEAD = 64 << 20  # bytes a threaded inflate may hold ready for its reader
 _GZIP_MAGIC = b"\x1f\x8b"
 _SPATIAL_KINDS = {"domain", "space", "time"}
 
@@ -91,6 +92,7 @@ def open_image(
     max_bytes: int = DEFAULT_MAX_BYTES,
     fast: bool = False,
     scaled: bool = True,
+    threaded: bool = False,
 ) -> tuple[IO[bytes], Image]:
     """Open ``path`` (dataset-relative when ``root`` is given) and start decoding it.
 
@@ -99,7 +101,9 @@ def open_image(
     ``fast``: inflate gzip with ISA-L when the ``isal`` package is installed (the
     same bounds and checks; a damaged stream's reason may be worded differently).
     ``scaled=False``: NIfTI values as stored, their slope and intercept in
-    :attr:`Image.scale`.
+    :attr:`Image.scale`. ``threaded``: a gzip NIfTI stream is inflated in a thread
+    from the first byte on (see :func:`ahead`), while its header is parsed and
+    the data consumed.
     """
     if root is None:
         root, rel = path.parent, path.name
@@ -116,7 +120,7 @@ def open_image(
         nrrd_name = name.endswith((".nrrd", ".nhdr"))
         if nrrd_name or (not name.endswith((".nii", ".nii.gz")) and head[:4] == b"NRRD"):
             return fh, _open_nrrd(root, rel, fh, head, max_bytes, fast)
-        return fh, _open_nifti(name, fh, head, max_bytes, fast, scaled)
+        return fh, _open_nifti(name, fh, head, max_bytes, fast, scaled, threaded)
     except BaseException:
         fh.close()
         raise
@@ -251,6 +255,55 @@ def _gzip_error(e: Exception, members: int, pos: int, good_end: int, fh: IO[byte
     return Bad("corrupt", f"corrupt gzip stream ({msg}) within the first {pos} bytes")
 
 
+def ahead(pieces: Iterator[bytes], budget: int = _AHEAD) -> Iterator[bytes]:
+    """``pieces``, made in a thread while the reader works on the earlier ones; at
+    most ``budget`` bytes wait (memory stays bounded whatever the stream holds).
+    An error of ``pieces`` is raised to the reader after the pieces before it;
+    closing the reader stops the thread."""
+    ready: deque[bytes] = deque()
+    cond = threading.Condition()
+    state: dict[str, Any] = {"held": 0, "done": False, "error": None, "stop": False}
+
+    def make() -> None:
+        try:
+            for piece in pieces:
+                with cond:
+                    while state["held"] >= budget and not state["stop"]:
+                        cond.wait()
+                    if state["stop"]:
+                        return
+                    ready.append(piece)
+                    state["held"] += len(piece)
+                    cond.notify_all()
+        except BaseException as e:  # handed to the reader
+            state["error"] = e
+        finally:
+            with cond:
+                state["done"] = True
+                cond.notify_all()
+
+    thread = threading.Thread(target=make, daemon=True)
+    thread.start()
+    try:
+        while True:
+            with cond:
+                while not ready and not state["done"]:
+                    cond.wait()
+                if not ready:
+                    if state["error"] is not None:
+                        raise state["error"]
+                    return
+                piece = ready.popleft()
+                state["held"] -= len(piece)
+                cond.notify_all()
+            yield piece
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
+        thread.join()
+
+
 def bunzip(fh: IO[bytes]) -> Iterator[bytes]:
     """Decompress a bzip2 stream (one or more streams), a bounded piece at a time."""
     d = bz2.BZ2Decompressor()
@@ -337,7 +390,13 @@ def values(pieces: Iterator[bytes], dtype: np.dtype[Any], counter: Counter) -> I
 
 
 def _open_nifti(
-    name: str, fh: IO[bytes], head: bytes, max_bytes: int, fast: bool = False, scaled: bool = True
+    name: str,
+    fh: IO[bytes],
+    head: bytes,
+    max_bytes: int,
+    fast: bool = False,
+    scaled: bool = True,
+    threaded: bool = False,
 ) -> Image:
     is_gz = head.startswith(_GZIP_MAGIC)
     gz_name = name.endswith(".gz")
@@ -346,42 +405,51 @@ def _open_nifti(
     if is_gz and not gz_name:
         raise Bad("not_an_image", f"gzip-compressed data, but {name} does not end in .gz")
     stream = gunzip(fh, fast) if is_gz else raw_chunks(fh)
-    buf = bytearray()
-    for piece in stream:  # the header: at most NIFTI2_SIZE bytes are kept
-        buf += piece
-        if len(buf) >= NIFTI2_SIZE:
-            break
-    header_bytes = bytes(buf[:NIFTI2_SIZE])
-    hdr, offset, shape, dtype = _nifti_layout(header_bytes)
-    count = math.prod(shape)
-    declared = _check_declared(count, dtype, shape, max_bytes)
-    if offset > max_bytes:
-        raise Bad("corrupt", f"NIfTI data offset {offset} is beyond the size limit")
-    known = None if is_gz else max(os.fstat(fh.fileno()).st_size - offset, 0)
-    counter = Counter(declared, describe(shape, dtype), known)
+    if is_gz and threaded:
+        stream = ahead(stream)
+    try:
+        buf = bytearray()
+        for piece in stream:  # the header: at most NIFTI2_SIZE bytes are kept
+            buf += piece
+            if len(buf) >= NIFTI2_SIZE:
+                break
+        header_bytes = bytes(buf[:NIFTI2_SIZE])
+        hdr, offset, shape, dtype = _nifti_layout(header_bytes)
+        count = math.prod(shape)
+        declared = _check_declared(count, dtype, shape, max_bytes)
+        if offset > max_bytes:
+            raise Bad("corrupt", f"NIfTI data offset {offset} is beyond the size limit")
+        known = None if is_gz else max(os.fstat(fh.fileno()).st_size - offset, 0)
+        counter = Counter(declared, describe(shape, dtype), known)
 
-    def data() -> Iterator[bytes]:
-        skip = offset
-        for piece in _chain(bytes(buf), stream):
-            if skip >= len(piece):
-                skip -= len(piece)
-                continue
-            yield piece[skip:] if skip else piece
-            skip = 0
+        def data() -> Iterator[bytes]:
+            skip = offset
+            for piece in _chain(bytes(buf), stream):
+                if skip >= len(piece):
+                    skip -= len(piece)
+                    continue
+                yield piece[skip:] if skip else piece
+                skip = 0
 
-    chunks = values(data(), dtype, counter)
-    slope, inter = hdr.get_slope_inter()
-    if (slope is None or slope == 1.0) and (inter is None or inter == 0.0):
-        return Image(dtype, shape, [], None, chunks)
-    if not scaled:
-        scale = (
-            1.0 if slope is None or not np.isfinite(slope) else float(slope),
-            0.0 if inter is None or not np.isfinite(inter) else float(inter),
-        )
-        return Image(dtype, shape, [], None, chunks, scale=scale)
-    scaled_dtype = apply_read_scaling(np.zeros(1, dtype), slope, inter).dtype
-    scaled_chunks = (apply_read_scaling(c, slope, inter) for c in chunks)
-    return Image(scaled_dtype, shape, [], None, scaled_chunks)
+        chunks = values(data(), dtype, counter)
+        slope, inter = hdr.get_slope_inter()
+        if (slope is None or slope == 1.0) and (inter is None or inter == 0.0):
+            return Image(dtype, shape, [], None, chunks)
+        if not scaled:
+            scale = (
+                1.0 if slope is None or not np.isfinite(slope) else float(slope),
+                0.0 if inter is None or not np.isfinite(inter) else float(inter),
+            )
+            return Image(dtype, shape, [], None, chunks, scale=scale)
+        from nibabel.volumeutils import apply_read_scaling
+
+        scaled_dtype = apply_read_scaling(np.zeros(1, dtype), slope, inter).dtype
+        scaled_chunks = (apply_read_scaling(c, slope, inter) for c in chunks)
+        return Image(scaled_dtype, shape, [], None, scaled_chunks)
+    except BaseException:
+        if isinstance(stream, Generator):
+            stream.close()  # a threaded read-ahead stops now
+        raise
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -400,7 +468,9 @@ def _nifti_layout(raw: bytes) -> tuple[Any, int, tuple[int, ...], np.dtype[Any]]
     problem = nifti_magic_problem(raw, size)
     if problem:
         raise Bad("not_an_image", problem)
-    klass: Any = nib.Nifti1Header if size == 348 else nib.Nifti2Header
+    from nibabel import Nifti1Header, Nifti2Header
+
+    klass: Any = Nifti1Header if size == 348 else Nifti2Header
     try:
         hdr = klass.from_fileobj(io.BytesIO(raw[:size]))
         dims = hdr["dim"]

@@ -5,7 +5,9 @@ A picture of a pair needs three planes of the volume (through the centre of the
 segmented region) and a sparse subsample for the intensity window, not the
 volume itself. :class:`VolumeStream` inflates the volume in a thread (ISA-L's
 inflate when the ``isal`` package is installed, zlib's otherwise; both release
-the GIL) while the caller reads and measures the segmentation; once the centre
+the GIL) from the first byte on (:func:`volsegsync.decode.ahead`: while the
+header is parsed, a bounded read-ahead) and while the caller reads and measures
+the segmentation; once the centre
 is known, :meth:`VolumeStream.planes` keeps, plane by plane of the file, the
 three voxel planes through it and every ``step``-th voxel along each axis. The
 decoded volume is never held whole: inflated pieces wait in a queue only until
@@ -33,7 +35,7 @@ from typing import IO, Any, NamedTuple
 import numpy as np
 
 from volsegsync.view.align import Alignment
-from volsegsync.view.load import Image, ViewError, checked_geometry, geometry_image
+from volsegsync.view.load import Image, ViewError, checked_geometry, geometry_image, safe_path
 
 NDArray = np.ndarray[Any, Any]
 _END = object()
@@ -154,22 +156,36 @@ class VolumeStream:
     def __init__(self, root: Path, rel: str) -> None:
         from volsegsync.decode import Bad, open_image
 
-        path, geometry = checked_geometry(root, rel)
-        self.image: Image = geometry_image(rel, geometry)
+        # a gzip stream starts inflating at once (a bounded read-ahead), while the
+        # header is parsed (nibabel is imported then) and checked
+        self._fh: IO[bytes] | None = None
+        self._stop = threading.Event()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         try:
-            self._fh: IO[bytes] | None
-            self._fh, decoded = open_image(path, fast=True, scaled=False)
+            self._fh, decoded = open_image(
+                safe_path(root, rel), fast=True, scaled=False, threaded=True
+            )
+            self._chunks = decoded.chunks
+            _, geometry = checked_geometry(root, rel)
         except Bad as e:
+            self.close()
             raise ViewError(f"{rel}: {e.reason}") from None
         except OSError as e:
+            self.close()
             raise ViewError(f"{rel}: cannot read: {e.strerror or e}") from None
+        except BaseException:
+            self.close()
+            raise
+        self.image: Image = geometry_image(rel, geometry)
         self.image.scale = decoded.scale
-        self._factor = _factor(rel, decoded.shape, self.image.shape)
+        try:
+            self._factor = _factor(rel, decoded.shape, self.image.shape)
+        except ViewError:
+            self.close()
+            raise
         self._dtype = decoded.dtype
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._stop = threading.Event()
         needed = math.prod(self.image.shape) * self._factor  # values up to the first volume's end
-        self._thread = threading.Thread(
+        self._thread: threading.Thread | None = threading.Thread(
             target=self._produce, args=(decoded.chunks, needed), daemon=True
         )
         self._thread.start()
@@ -215,7 +231,13 @@ class VolumeStream:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join()
+        thread = getattr(self, "_thread", None)
+        if thread is not None:
+            thread.join()
+        else:  # never handed to a thread: closing it stops the read-ahead's
+            stop = getattr(getattr(self, "_chunks", None), "close", None)
+            if stop is not None:
+                stop()
         if self._fh is not None:
             self._fh.close()
             self._fh = None

@@ -8,6 +8,7 @@ import gzip
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -303,6 +304,35 @@ def test_gzip_damage_is_named_with_either_inflate(tmp_path: Path, fast: bool) ->
     path.write_bytes(good + gzip.compress(b"more") + b"\0\0")
     with path.open("rb") as fh:
         assert len(b"".join(decode.gunzip(fh, fast))) == 200_004
+
+
+def test_read_ahead_is_bounded_passes_errors_and_stops_when_closed() -> None:
+    made: list[int] = []
+
+    def pieces() -> Any:
+        for i in range(1000):
+            made.append(i)
+            yield b"x" * 1000
+
+    reader = decode.ahead(pieces(), budget=10_000)
+    assert next(reader) == b"x" * 1000
+    time.sleep(0.3)  # the thread runs ahead as far as it may
+    assert 2 <= len(made) <= 12  # the budget's ten pieces, the one read, one in hand
+    reader.close()  # joins the thread
+    stopped = len(made)
+    time.sleep(0.1)
+    assert len(made) == stopped < 1000
+
+    def failing() -> Any:
+        yield b"a"
+        yield b"b"
+        raise decode.Bad("corrupt", "damaged")
+
+    got: list[bytes] = []
+    with pytest.raises(decode.Bad, match="damaged"):
+        for piece in decode.ahead(failing()):
+            got.append(piece)
+    assert got == [b"a", b"b"]
 
 
 # --------------------------------------------------------------------------- hostile input

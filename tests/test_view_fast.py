@@ -39,19 +39,16 @@ NAME = "C01-LowerBack_FSE_T2w_V001-D22061998"
 
 
 def reference_centre(labels: np.ndarray) -> tuple[float, float, float] | None:
-    """The label centre as the whole-array code computed it before the slab pass."""
-    mask = labels != 0
-    counts = [
-        np.count_nonzero(mask, axis=tuple(a for a in range(3) if a != axis)) for axis in range(3)
-    ]
-    total = int(counts[0].sum())
-    if total == 0:
+    """Per axis, the labelled slice nearest the labelled voxels' centroid (the first on a
+    tie), from their coordinates in integers: an oracle independent of the slab pass."""
+    where = np.argwhere(labels != 0)
+    if not len(where):
         return None
+    total, sums = len(where), where.sum(axis=0)
     centre = []
-    for c in counts:
-        mean = float((np.arange(c.size) * c).sum()) / total
-        filled = np.flatnonzero(c)
-        centre.append(float(filled[np.argmin(np.abs(filled - mean))]))
+    for axis in range(3):
+        filled = np.unique(where[:, axis])
+        centre.append(float(filled[np.argmin(np.abs(filled * total - sums[axis]))]))
     return centre[0], centre[1], centre[2]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -395,3 +396,19 @@ def test_report_rerun_reads_its_memo(shown_pair: Path, tmp_path: Path) -> None:
     assert json.loads(result.stdout)["thumbnails"] == {"drawn": 0, "cached": 1, "failed": 0}
     assert result.stderr.decode().strip() == "[]"
     assert (out / "index.html").read_text().count("<img class='thumb'") == 1
+
+
+def test_report_memo_is_not_trusted_after_the_pipeline_starts_afresh(
+    shown_pair: Path, tmp_path: Path
+) -> None:
+    """The pipeline's generations restart when its memo is made anew: the report's own
+    memo must not take the old digests for the new files."""
+    out = tmp_path / "r"
+    args = ["-C", str(shown_pair), "report", "-o", str(out), "--format", "json"]
+    assert json.loads(invoke(args).output)["thumbnails"]["drawn"] == 1
+    shutil.rmtree(shown_pair / ".volsegsync" / "state" / "pipeline")
+    seg = shown_pair / "segmentations" / f"{NAME}-v1.seg.nrrd"
+    data, header = nrrd.read(str(seg))
+    data[data == 2] = 1
+    nrrd.write(str(seg), data, header)
+    assert json.loads(invoke(args).output)["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}

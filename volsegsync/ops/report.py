@@ -138,7 +138,7 @@ def run_report(
 
 
 INLINE_THUMBNAILS = 16  # fewer thumbnails than this are drawn in-process
-MEMO_FORMAT = 1
+MEMO_FORMAT = 2
 
 
 def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
@@ -148,9 +148,13 @@ def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
     key = ds.state_key("report", str(MEMO_FORMAT), ds.config.pairing.by)
     path = ds.state_dir / "report.marshal"
     memo = load_memo(path, key)
+    fp = snap.top["fp"]  # names and stats of every folder ("" when not known)
+    moved = memo is None or not fp or memo["fp"] != fp
+    if memo is not None and moved and memo["gen"] >= snap.generation:
+        memo = None  # files changed but no generation since: the pipeline started afresh
     todo = None if memo is None else snap.changed_since(memo["gen"])
     by_key: dict[str, Any] = {} if memo is None or todo is None else memo["cases"]
-    if todo is None or todo:
+    if todo is None or todo or moved:
         for k in todo or ():
             by_key.pop(k, None)
         for case in snap.cases(None if todo is None else sorted(todo)):
@@ -159,7 +163,7 @@ def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
                 (tuple(p), known.get(p.volume or ""), known.get(p.segmentation or ""))
                 for p in case.pairs
             ]
-        save_memo(path, {"key": key, "gen": snap.generation, "cases": by_key})
+        save_memo(path, {"key": key, "fp": fp, "gen": snap.generation, "cases": by_key})
     pairs: dict[Pair, None] = {}
     digests: dict[str, str] = {}
     for k in sorted(by_key):

@@ -17,10 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, NamedTuple
 
-import nrrd
 import numpy as np
-from nibabel.nifti1 import Nifti1Header
-from nibabel.nifti2 import Nifti2Header
 
 from volsegsync.errors import FileProblem
 from volsegsync.fsutil import NotRegularFile, open_in_dataset, open_regular
@@ -277,6 +274,9 @@ def _nifti_geometry(path: Path, block: bytes, size: int) -> Geometry:
     problem = nifti_magic_problem(block, size)
     if problem:
         raise HeaderProblem(str(path), problem, "not_an_image")
+    from nibabel.nifti1 import Nifti1Header  # nibabel and pynrrd: imported when used
+    from nibabel.nifti2 import Nifti2Header
+
     header_class: Any = Nifti1Header if size == NIFTI1_SIZE else Nifti2Header
     header: Any = header_class(block[:size], check=False)
     dims = header["dim"]
@@ -362,6 +362,8 @@ def read_nrrd_header(path: Path | str, head: bytes, fh: IO[bytes]) -> NrrdHeader
                     str(path),
                     f"NRRD dimension {dim[:20]!r} is not between 1 and {NRRD_MAX_DIMENSION}",
                 )
+    import nrrd
+
     fields = dict(nrrd.read_header([lines[0], *field_lines]))
     if not ended and detached_data_name(fields) is None:
         raise HeaderProblem(str(path), "truncated NRRD header: no blank line before end of file")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as statmod
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 import xxhash
 
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import open_cache_db, open_in_dataset, open_regular
+from volsegsync.fsutil import READ_FLAGS, open_cache_db, open_in_dataset, open_regular
 from volsegsync.magic import HEAD_BYTES, sniff
 
 CHUNK = 1 << 20
@@ -81,6 +82,9 @@ def hash_file(
     With ``root``, ``path`` is relative to it and opened under the dataset's link
     policy (:func:`open_in_dataset`); else only a regular file, not a link, is read.
     """
+    small = _hash_small(os.path.join(root, path) if root else path, algorithm)
+    if small is not None:
+        return small
     h = new_hasher(algorithm)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -94,6 +98,31 @@ def hash_file(
             total += n
         st = os.fstat(f.fileno())
     return str(h.hexdigest()), Stat(st.st_size, st.st_mtime_ns, st.st_ino), head
+
+
+_ONE_SHOT = {"xxh3-128": xxhash.xxh3_128_hexdigest}
+
+
+def _hash_small(path: str | os.PathLike[str], algorithm: str) -> tuple[str, Stat, bytes] | None:
+    """A regular file smaller than one chunk in three system calls (open, read, fstat)
+    and no Python loop; None for anything else (a link, a FIFO, a larger or growing
+    file, an error), which :func:`hash_file`'s general path then handles."""
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, CHUNK)  # O_NONBLOCK: a FIFO or device gives EAGAIN, no hang
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not statmod.S_ISREG(st.st_mode) or st.st_size != len(data) or len(data) >= CHUNK:
+        return None
+    one_shot = _ONE_SHOT.get(algorithm)
+    digest = one_shot(data) if one_shot is not None else hash_bytes(data, algorithm)
+    return digest, Stat(st.st_size, st.st_mtime_ns, st.st_ino), data[:HEAD_BYTES]
 
 
 BATCH = 64  # files per task: a task per tiny file costs more than hashing it

@@ -43,6 +43,7 @@ RESERVED_DIRS = frozenset({".git", ".volsegsync"})
 _HEX = {n: re.compile(f"[0-9a-f]{{{n}}}") for n in set(DIGEST_HEX.values())}
 _CHANNEL = re.compile(r"[0-9]{1,9}")
 _VERSION = re.compile(r"(-|[0-9]{1,9})([*!]?)")
+_new = tuple.__new__  # a NamedTuple from a tuple without a Python-level __new__ call
 
 
 class FileRecord(NamedTuple):
@@ -88,7 +89,13 @@ class Entry(NamedTuple):
 
     def lines(self) -> list[tuple[str, str, FileRecord]]:
         """``(role, version column, record)`` of each of its index lines, in index order."""
-        out: list[tuple[str, str, FileRecord]] = []
+        if not (self.older or self.channels or self.seg_data):  # most cases: no sorting
+            out = [("volume", "-", self.volume)] if self.volume else []
+            if self.segmentation:
+                v = "-" if self.version is None else str(self.version)
+                out.append(("seg", v + ("!" if self.pinned else "*"), self.segmentation))
+            return out
+        out = []
         if self.channels:
             out.extend((f"volume:{c}", "-", rec) for c, rec in self.channels)
         elif self.volume:
@@ -165,7 +172,7 @@ class IndexFile(NamedTuple):
 
 
 def _plain_rec(r: FileRecord | None) -> tuple[str, int, str] | None:
-    return (r.path, r.size, r.digest) if r is not None else None
+    return tuple(r) if r is not None else None  # type: ignore[return-value]
 
 
 def to_plain(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
@@ -175,10 +182,12 @@ def to_plain(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
             _plain_rec(e.volume),
             _plain_rec(e.segmentation),
             e.version,
-            tuple((v.version, _plain_rec(v.record), _plain_rec(v.data)) for v in e.older),
+            tuple((v.version, _plain_rec(v.record), _plain_rec(v.data)) for v in e.older)
+            if e.older
+            else (),
             e.pinned,
             _plain_rec(e.seg_data),
-            tuple((c, _plain_rec(r)) for c, r in e.channels),
+            tuple((c, _plain_rec(r)) for c, r in e.channels) if e.channels else (),
             e.key,
         )
         for e in entries
@@ -186,7 +195,7 @@ def to_plain(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
 
 
 def _rec(t: Any) -> FileRecord | None:
-    return FileRecord(*t) if t else None
+    return _new(FileRecord, t) if t else None
 
 
 def from_plain(rows: Iterable[tuple[Any, ...]]) -> list[Entry]:
@@ -195,15 +204,20 @@ def from_plain(rows: Iterable[tuple[Any, ...]]) -> list[Entry]:
         vol, seg, number, *rest = row
         older, pinned, data, channels, key = rest if rest else ((), False, None, (), "")
         out.append(
-            Entry(
-                _rec(vol),
-                _rec(seg),
-                number,
-                tuple(SegVersion(v, FileRecord(*r), _rec(d)) for v, r, d in older),
-                pinned,
-                _rec(data),
-                tuple((c, FileRecord(*r)) for c, r in channels),
-                key,
+            _new(
+                Entry,
+                (
+                    _rec(vol),
+                    _rec(seg),
+                    number,
+                    tuple(SegVersion(v, FileRecord(*r), _rec(d)) for v, r, d in older)
+                    if older
+                    else (),
+                    pinned,
+                    _rec(data),
+                    tuple((c, FileRecord(*r)) for c, r in channels) if channels else (),
+                    key,
+                ),
             )
         )
     return out
@@ -406,7 +420,6 @@ _BAD_IN_PATHS = ("\\", "//", "\n/", "/\n", "\n\n")  # in "\n" + paths joined by 
 _DOT_PARTS = ("/./", "/.\n", "/../", "/..\n", "\n./", "\n.\n", "\n../", "\n..\n")
 _RESERVED = tuple(f"\n{d}{end}" for d in sorted(RESERVED_DIRS) for end in ("/", "\n"))
 _CONFLICT_STARTS = tuple(f"\n{m}" for m in CONFLICT_MARKERS)
-_new = tuple.__new__  # a NamedTuple from a tuple without a Python-level __new__ call
 
 
 class _Slow(Exception):

@@ -1128,16 +1128,26 @@ def as_indexed(entry: Entry | None, algorithm: str) -> Entry | None:
     return back
 
 
+def as_indexed_all(entries: list[Entry | None], algorithm: str) -> list[Entry | None]:
+    """:func:`as_indexed` of each entry, by one format and one parse of them all (a
+    per-entry round trip costs more than the rest of a tiny file's pairing)."""
+    present = sorted((e for e in entries if e is not None), key=lambda e: e.sort_key)
+    back = parse_index(format_index(present, algorithm))
+    if [b.key for b in back] != [e.key or case_key_of(e) for e in present]:
+        return [as_indexed(e, algorithm) for e in entries]  # two entries of one key
+    by_entry = {id(e): b for e, b in zip(present, back, strict=True)}
+    return [by_entry[id(e)] if e is not None else None for e in entries]
+
+
 def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: str | None) -> None:
     """After ``pair`` wrote the index: the given cases' entries are what it records now."""
     top = snap.top
     pipeline._top = top
     dirty = set(top["dirty"])
     leftovers = set(top["leftovers"])
-    for case in cases:
-        pipeline._store(
-            case._replace(indexed=as_indexed(case.entry, pipeline.algorithm)), dirty, leftovers
-        )
+    indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
+    for case, entry in zip(cases, indexed, strict=True):
+        pipeline._store(case._replace(indexed=entry), dirty, leftovers)
     snap.replace([])
     if cases:  # what consumers memoised for these cases (verify: drift) is out of date
         top["gen"] += 1

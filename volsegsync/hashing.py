@@ -69,6 +69,8 @@ def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Any:
 
 
 def hash_bytes(data: bytes, algorithm: str = DEFAULT_ALGORITHM) -> str:
+    if algorithm == "xxh3-128":
+        return str(xxhash.xxh3_128_hexdigest(data))  # one call, no hasher object
     h = new_hasher(algorithm)
     h.update(data)
     return str(h.hexdigest())
@@ -100,13 +102,10 @@ def hash_file(
     return str(h.hexdigest()), Stat(st.st_size, st.st_mtime_ns, st.st_ino), head
 
 
-_ONE_SHOT = {"xxh3-128": xxhash.xxh3_128_hexdigest}
-
-
-def _hash_small(path: str | os.PathLike[str], algorithm: str) -> tuple[str, Stat, bytes] | None:
-    """A regular file smaller than one chunk in three system calls (open, read, fstat)
-    and no Python loop; None for anything else (a link, a FIFO, a larger or growing
-    file, an error), which :func:`hash_file`'s general path then handles."""
+def read_small_file(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result] | None:
+    """Content and stat of a regular file smaller than one chunk, in three system calls
+    (open, read, fstat) and no Python loop; None for anything else (a link, a FIFO, a
+    larger or growing file, an error): the caller's general path handles it."""
     try:
         fd = os.open(path, READ_FLAGS)
     except OSError:
@@ -120,9 +119,19 @@ def _hash_small(path: str | os.PathLike[str], algorithm: str) -> tuple[str, Stat
         os.close(fd)
     if not statmod.S_ISREG(st.st_mode) or st.st_size != len(data) or len(data) >= CHUNK:
         return None
-    one_shot = _ONE_SHOT.get(algorithm)
-    digest = one_shot(data) if one_shot is not None else hash_bytes(data, algorithm)
-    return digest, Stat(st.st_size, st.st_mtime_ns, st.st_ino), data[:HEAD_BYTES]
+    return data, st
+
+
+def _hash_small(path: str | os.PathLike[str], algorithm: str) -> tuple[str, Stat, bytes] | None:
+    small = read_small_file(path)
+    if small is None:
+        return None
+    data, st = small
+    return (
+        hash_bytes(data, algorithm),
+        Stat(st.st_size, st.st_mtime_ns, st.st_ino),
+        data[:HEAD_BYTES],
+    )
 
 
 BATCH = 64  # files per task: a task per tiny file costs more than hashing it

@@ -109,7 +109,9 @@ class Case(NamedTuple):
     @property
     def dirty(self) -> bool:
         """The index does not record this case as it is now."""
-        return bool(self.kept) or _written(self.entry) != _written(self.indexed)
+        if self.kept:
+            return True
+        return self.entry != self.indexed and _written(self.entry) != _written(self.indexed)
 
 
 def _written(entry: Entry | None) -> str:

@@ -197,3 +197,48 @@ def test_fast_path_is_not_fooled_by_block_bounds(
     dup = "\n".join([*lines[:-1], "ZZZ" + lines[4][lines[4].index("\t") :], ""])
     assert "already listed on line 5" in str(assert_same(dup))
     assert HEADER2.startswith(text[:20])
+
+
+def test_cut_to_changes_compares_like_the_whole_indexes() -> None:
+    """``diff A B`` parses only the changed cases: its changes and pair counts equal
+    those of the whole indexes, for random edits (bumps, renames, moves between
+    cases, copies, silent edits, removals, additions)."""
+    from volsegsync.changes import diff
+    from volsegsync.index import cut_to_changes, parse_index
+
+    rng = random.Random(99)
+    for _round in range(60):
+        old = sample(rng, 30)
+        entries = parse_index(old)
+        new_entries = list(entries)
+        for _k in range(rng.randrange(1, 6)):
+            i = rng.randrange(len(new_entries))
+            e = new_entries[i]
+            op = rng.randrange(5)
+            if op == 0 and e.segmentation is not None:  # a silent edit
+                seg = e.segmentation._replace(digest=rng.choice(H))
+                new_entries[i] = e._replace(segmentation=seg)
+            elif op == 1 and e.volume is not None and not e.channels:  # a rename
+                new_entries[i] = e._replace(volume=e.volume._replace(path=f"moved/{i}.nii.gz"))
+            elif op == 2:  # removed
+                del new_entries[i]
+            elif op == 3:  # content moves to another case (a rename across cases)
+                j = rng.randrange(len(new_entries))
+                other = new_entries[j]
+                if e.volume and other.volume and i != j and not (e.channels or other.channels):
+                    new_entries[j] = other._replace(
+                        volume=other.volume._replace(digest=e.volume.digest)
+                    )
+                    new_entries[i] = e._replace(volume=None, channels=())
+            else:  # a new case
+                rec = FileRecord(f"new/{_round}-{_k}.nii.gz", 1, rng.choice(H))
+                new_entries.append(Entry(rec, None, None, key=f"Z{_round}-{_k}"))
+        new = format_index([e for e in new_entries if e.volume or e.segmentation])
+        cut = cut_to_changes(old, new)
+        assert cut is not None
+        whole_old, whole_new = parse_index(old), parse_index(new)
+        assert diff(parse_index(cut.old), parse_index(cut.new)) == diff(whole_old, whole_new)
+        pairs = [sum(1 for e in x if e.volume and e.segmentation) for x in (whole_old, whole_new)]
+        assert [cut.old_pairs, cut.new_pairs] == pairs
+        assert len(cut.new) <= len(new)
+    assert cut_to_changes(old, old.replace("xxh3-128", "sha256", 1)) is None

@@ -403,6 +403,50 @@ def _parse_v2(lines: list[str], name: str) -> IndexFile:
     return IndexFile(algorithm, entries, 2)
 
 
+# -- comparing two indexes -----------------------------------------------------------
+
+
+class Cut(NamedTuple):
+    """Two index texts cut to the cases where they differ, and their pair counts."""
+
+    old: str
+    new: str
+    old_pairs: int
+    new_pairs: int
+
+
+def cut_to_changes(old: str, new: str) -> Cut | None:
+    """``old`` and ``new`` (format 2, one header) cut to their header and the lines of
+    every case that a differing line belongs to, so that comparing two revisions
+    parses what changed, not the whole index (as ``log`` does); None for anything
+    else (compare the whole texts). A case's lines are all kept, wherever they are."""
+    old_lines, new_lines = old.split("\n"), new.split("\n")
+    if old_lines[:2] != new_lines[:2] or old_lines[0] != f"{MAGIC} {VERSION}":
+        return None
+    changed = set(old_lines).symmetric_difference(new_lines)
+    keys = {x.partition("\t")[0] for x in changed if "\t" in x and not x.startswith("#")}
+    old_cut, old_pairs = _cut(old_lines, keys)
+    new_cut, new_pairs = _cut(new_lines, keys)
+    return Cut(old_cut, new_cut, old_pairs, new_pairs)
+
+
+def _cut(lines: list[str], keys: set[str]) -> tuple[str, int]:
+    """The header and the lines of ``keys``; the number of cases with a volume and an
+    active segmentation (one pass, no parse)."""
+    picked = lines[:2]
+    volumes: set[str] = set()
+    active: set[str] = set()
+    for line in lines[2:]:
+        key, _, rest = line.partition("\t")
+        if key in keys:
+            picked.append(line)
+        if rest.startswith("volume"):
+            volumes.add(key)
+        elif rest.startswith("seg\t") and rest[4 : rest.find("\t", 4)].endswith(("*", "!")):
+            active.add(key)
+    return "\n".join(picked) + "\n", len(volumes & active)
+
+
 # -- the fast path ----------------------------------------------------------------------
 #
 # An index of a million pairs has two million lines: checking them one by one in

@@ -19,7 +19,6 @@ runs, page cache warm:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -28,21 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import datasets
-import xxhash
+from bench_incremental import hash_alone  # read + xxh3-128, one thread
 
 EXE = str(Path(sys.executable).parent / "volsegsync")
-FOLDERS = ("volumes", "segmentations")
-
-
-def hash_alone(root: Path) -> int:
-    n = 0
-    for folder in FOLDERS:
-        with os.scandir(root / folder) as it:
-            for entry in it:
-                with open(entry.path, "rb") as f:
-                    xxhash.xxh3_128_hexdigest(f.read())
-                n += 1
-    return n
+FOLDERS = ("volumes", "segmentations")  # where hash_alone reads
 
 
 def reset(root: Path) -> None:

@@ -458,10 +458,12 @@ class Pipeline:
         plain = self._shard(shard_of(key), False).get(key)
         return _case_from_plain(key, plain) if plain is not None else None
 
-    def all_cases(self) -> Iterator[Case]:
+    def all_cases(self, known: dict[str, Case] | None = None) -> Iterator[Case]:
+        """Every case; those of ``known`` as given there (not decoded again)."""
         for shard in range(SHARDS):
             for key, plain in self._shard(shard, False).items():
-                yield _case_from_plain(key, plain)
+                case = known.get(key) if known else None
+                yield case if case is not None else _case_from_plain(key, plain)
 
     # -- a run -------------------------------------------------------------------------
 
@@ -1048,7 +1050,7 @@ class Snapshot:
     def cases(self, keys: Iterable[str] | None = None) -> list[Case]:
         if keys is None:
             if self._cases is None:
-                self._cases = [self._replaced.get(c.key, c) for c in self.pipeline.all_cases()]
+                self._cases = list(self.pipeline.all_cases(self._replaced))
             return self._cases
         return [
             c for k in keys if (c := self._replaced.get(k) or self.pipeline.case(k)) is not None

@@ -109,7 +109,9 @@ class Case(NamedTuple):
     @property
     def dirty(self) -> bool:
         """The index does not record this case as it is now."""
-        return bool(self.kept) or _written(self.entry) != _written(self.indexed)
+        if self.kept:
+            return True
+        return self.entry != self.indexed and _written(self.entry) != _written(self.indexed)
 
 
 def _written(entry: Entry | None) -> str:
@@ -456,10 +458,12 @@ class Pipeline:
         plain = self._shard(shard_of(key), False).get(key)
         return _case_from_plain(key, plain) if plain is not None else None
 
-    def all_cases(self) -> Iterator[Case]:
+    def all_cases(self, known: dict[str, Case] | None = None) -> Iterator[Case]:
+        """Every case; those of ``known`` as given there (not decoded again)."""
         for shard in range(SHARDS):
             for key, plain in self._shard(shard, False).items():
-                yield _case_from_plain(key, plain)
+                case = known.get(key) if known else None
+                yield case if case is not None else _case_from_plain(key, plain)
 
     # -- a run -------------------------------------------------------------------------
 
@@ -1046,7 +1050,7 @@ class Snapshot:
     def cases(self, keys: Iterable[str] | None = None) -> list[Case]:
         if keys is None:
             if self._cases is None:
-                self._cases = [self._replaced.get(c.key, c) for c in self.pipeline.all_cases()]
+                self._cases = list(self.pipeline.all_cases(self._replaced))
             return self._cases
         return [
             c for k in keys if (c := self._replaced.get(k) or self.pipeline.case(k)) is not None
@@ -1128,16 +1132,26 @@ def as_indexed(entry: Entry | None, algorithm: str) -> Entry | None:
     return back
 
 
+def as_indexed_all(entries: list[Entry | None], algorithm: str) -> list[Entry | None]:
+    """:func:`as_indexed` of each entry, by one format and one parse of them all (a
+    per-entry round trip costs more than the rest of a tiny file's pairing)."""
+    present = sorted((e for e in entries if e is not None), key=lambda e: e.sort_key)
+    back = parse_index(format_index(present, algorithm))
+    if [b.key for b in back] != [e.key or case_key_of(e) for e in present]:
+        return [as_indexed(e, algorithm) for e in entries]  # two entries of one key
+    by_entry = {id(e): b for e, b in zip(present, back, strict=True)}
+    return [by_entry[id(e)] if e is not None else None for e in entries]
+
+
 def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: str | None) -> None:
     """After ``pair`` wrote the index: the given cases' entries are what it records now."""
     top = snap.top
     pipeline._top = top
     dirty = set(top["dirty"])
     leftovers = set(top["leftovers"])
-    for case in cases:
-        pipeline._store(
-            case._replace(indexed=as_indexed(case.entry, pipeline.algorithm)), dirty, leftovers
-        )
+    indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
+    for case, entry in zip(cases, indexed, strict=True):
+        pipeline._store(case._replace(indexed=entry), dirty, leftovers)
     snap.replace([])
     if cases:  # what consumers memoised for these cases (verify: drift) is out of date
         top["gen"] += 1

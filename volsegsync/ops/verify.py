@@ -8,7 +8,8 @@ headers (a few hundred bytes, cached by stat), unless ``fast`` the content
 headers, channels of multi-channel cases, and drift from the index (or from the
 entries of another revision: ``verify --rev``). Verdicts are memoised per case and
 redone only for the cases the pipeline changed since the last run; the
-dataset-level checks (:mod:`volsegsync.dataset_checks`) run when any case changed.
+dataset-level checks (:mod:`volsegsync.dataset_checks`) gather the facts of those
+cases only, and recompute their problems only when those facts differ.
 """
 
 from __future__ import annotations

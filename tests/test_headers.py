@@ -6,6 +6,8 @@ import gzip
 import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -601,16 +603,62 @@ _PLAIN = {"as written", "comment", "none axis", "spacings", "space dimension"} |
 }
 
 
-def test_reading_a_nrrd_header_imports_no_numpy(tmp_path: Path) -> None:
-    path = tmp_path / "x.nrrd"
-    path.write_bytes(("\n".join(_BASE) + "\n\n").encode())
+def test_reading_plain_headers_imports_no_numpy(tmp_path: Path) -> None:
+    """What verify --fast reads after an edit (a Slicer NRRD, a NIfTI placed by its
+    sform) and the comparison of a pair on one grid need neither numpy nor nibabel."""
+    seg = tmp_path / "x.nrrd"
+    seg.write_bytes(("\n".join(_BASE) + "\n\n").encode())
+    vol = write_nifti(tmp_path / "x.nii.gz", OBLIQUE)
     code = (
         "import sys; from pathlib import Path; from volsegsync.headers import read_geometry; "
         "from volsegsync.geometry import compare; "
-        f"g = read_geometry(Path({str(path)!r})); assert not compare(g, g); "
-        "assert 'numpy' not in sys.modules, 'numpy'; assert 'nrrd' not in sys.modules"
+        f"g = read_geometry(Path({str(seg)!r})); assert not compare(g, g); "
+        f"v = read_geometry(Path({str(vol)!r})); assert not compare(v, v); "
+        "assert not {'numpy', 'nrrd', 'nibabel'} & set(sys.modules), 'imported'"
     )
-    import subprocess
-    import sys
-
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _nifti_variants() -> list[tuple[str, bytes]]:
+    out = []
+    for name, shape, dtype, sform, qform, order in [
+        ("sform", (4, 5, 6), "int16", 1, 1, "<"),
+        ("sform only", (4, 5, 6), "uint8", 2, 0, "<"),
+        ("negative sform code", (4, 5, 6), "float32", -1, 0, "<"),
+        ("qform only", (4, 5, 6), "int16", 0, 1, "<"),
+        ("no transform", (4, 5, 6), "int16", 0, 0, "<"),
+        ("4D", (4, 5, 6, 3), "float64", 1, 1, "<"),
+        ("2D", (4, 5), "int32", 1, 0, "<"),
+        ("big-endian", (4, 5, 6), "int16", 1, 1, ">"),
+        ("odd dtype", (4, 5, 6), "complex64", 1, 1, "<"),
+        ("ico7", (27307, 1, 6), "float32", 1, 1, "<"),
+    ]:
+        header = nib.Nifti1Header(endianness=order)  # type: ignore[no-untyped-call]
+        header.set_data_shape(shape)
+        header.set_data_dtype(dtype)
+        header.set_sform(OBLIQUE, code=max(sform, 0))
+        header.set_qform(OBLIQUE @ np.diag([1.0, -1.0, 1.0, 1.0]), code=qform)
+        block = bytearray(header.binaryblock)
+        if sform < 0:
+            block[254:256] = sform.to_bytes(2, "little" if order == "<" else "big", signed=True)
+        out.append((name, bytes(block)))
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n, _ in _nifti_variants()])
+def test_plain_nifti_header_equals_nibabel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A NIfTI-1 header placed by its sform, read without nibabel, gives what nibabel
+    gives; any other header is left to nibabel."""
+    import volsegsync.headers as headers
+
+    block = dict(_nifti_variants())[name]
+    path = tmp_path / "x.nii"
+    path.write_bytes(block + b"\0" * 4)
+    plain = _outcome(path)
+    taken = headers._plain_nifti1_geometry(block) is not None
+    monkeypatch.setattr(headers, "_plain_nifti1_geometry", lambda block: None)
+    assert plain == _outcome(path)
+    sform_placed = {"sform", "sform only", "negative sform code", "4D", "2D", "big-endian"}
+    assert taken == (name in sform_placed), taken

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import posixpath
 import re
+import struct
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -279,7 +280,11 @@ def _nifti_geometry(path: Path, block: bytes, size: int) -> Geometry:
     problem = nifti_magic_problem(block, size)
     if problem:
         raise HeaderProblem(str(path), problem, "not_an_image")
-    from nibabel.nifti1 import Nifti1Header  # nibabel (and numpy): only for a NIfTI
+    plain = _plain_nifti1_geometry(block) if size == NIFTI1_SIZE else None
+    if plain is not None:
+        _check_finite(path, plain.affine)
+        return plain
+    from nibabel.nifti1 import Nifti1Header  # nibabel (and numpy): only when needed
     from nibabel.nifti2 import Nifti2Header
 
     header_class: Any = Nifti1Header if size == NIFTI1_SIZE else Nifti2Header
@@ -299,6 +304,42 @@ def _nifti_geometry(path: Path, block: bytes, size: int) -> Geometry:
         frame="RAS" if known else "unknown",
         anatomical=known,
         dtype=header.get_data_dtype().name,
+        extra_axes=shape[3:],
+        fields={},
+    )
+
+
+# NIfTI datatype codes of plain numeric types -> numpy's names (others: nibabel decides)
+_NIFTI_DTYPES = {
+    2: "uint8", 4: "int16", 8: "int32", 16: "float32", 64: "float64", 256: "int8",
+    512: "uint16", 768: "uint32", 1024: "int64", 1280: "uint64",
+}  # fmt: skip
+
+
+def _plain_nifti1_geometry(block: bytes) -> Geometry | None:
+    """The geometry of a NIfTI-1 header that places its voxels by the sform (what
+    nibabel's ``get_best_affine`` then returns: the sform rows, float32 widened),
+    read without nibabel and numpy; None for anything else (nibabel decides)."""
+    order = "<" if int.from_bytes(block[:4], "little") == NIFTI1_SIZE else ">"
+    dims = struct.unpack_from(order + "8h", block, 40)
+    (datatype,) = struct.unpack_from(order + "h", block, 70)
+    qform_code, sform_code = struct.unpack_from(order + "2h", block, 252)
+    ndim = dims[0]
+    dtype = _NIFTI_DTYPES.get(datatype)
+    if sform_code == 0 or dtype is None or not 1 <= ndim <= NIFTI_MAX_DIMENSION:
+        return None
+    shape = dims[1 : ndim + 1]
+    if any(d < 0 for d in shape) or shape[:3] == (27307, 1, 6):  # nibabel: FreeSurfer ico7
+        return None
+    rows = struct.unpack_from(order + "12f", block, 280)
+    affine = (rows[0:4], rows[4:8], rows[8:12], (0.0, 0.0, 0.0, 1.0))
+    known = sform_code > 0 or qform_code > 0
+    return Geometry(
+        shape=(*shape[:3], *(1,) * (3 - len(shape))),
+        affine=affine,
+        frame="RAS" if known else "unknown",
+        anatomical=known,
+        dtype=dtype,
         extra_axes=shape[3:],
         fields={},
     )

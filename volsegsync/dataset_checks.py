@@ -23,6 +23,7 @@ Empty segmentations are the content pass's ``only_background``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import marshal
 import math
 import re
@@ -307,11 +308,18 @@ def _counted(facts: Facts | None) -> Any:
     return facts and tuple((r[0], r[3]) for r in facts[1] if r[2] is not None)
 
 
+def _first(row: tuple[str, Any]) -> str:
+    return row[0]
+
+
 def _summaries(facts: Mapping[str, Facts]) -> tuple[dict[str, Summary], dict[str, Summary]]:
     """The summaries of volumes and of segmentations, by path (in path order)."""
-    vols = {r[0]: Summary(*r[2]) for f in facts.values() for r in f[0] if r[2] is not None}
-    segs = {r[0]: Summary(*r[2]) for f in facts.values() for r in f[1] if r[2] is not None}
-    return dict(sorted(vols.items())), dict(sorted(segs.items()))
+    make = Summary._make
+    vols = [(r[0], r[2]) for f in facts.values() for r in f[0] if r[2] is not None]
+    segs = [(r[0], r[2]) for f in facts.values() for r in f[1] if r[2] is not None]
+    vols.sort(key=_first)
+    segs.sort(key=_first)
+    return {p: make(s) for p, s in vols}, {p: make(s) for p, s in segs}
 
 
 def summarise(geometry: Geometry) -> Summary:
@@ -354,11 +362,12 @@ def outlier_problems(volumes: Mapping[str, Summary]) -> list[Problem]:
         )
     for kind, values in (
         ("spacing", {p: s.spacing for p, s in volumes.items() if s.spacing}),
-        ("shape", {p: tuple(float(n) for n in s.shape) for p, s in volumes.items() if s.shape}),
+        ("shape", {p: _floats(s.shape) for p, s in volumes.items() if s.shape}),
     ):
         # two significant digits are plenty against a factor of 2, and keep the number
         # of distinct values (compared pairwise) small
-        coarse = {p: tuple(float(f"{v:.2g}") for v in value) for p, value in values.items()}
+        rounded = {v: tuple(float(f"{x:.2g}") for x in v) for v in set(values.values())}
+        coarse = {p: rounded[value] for p, value in values.items()}
         for path, (support, common) in _rare(coarse, _within_factor).items():
             unit = " mm" if kind == "spacing" else ""
             problems.append(
@@ -374,6 +383,11 @@ def outlier_problems(volumes: Mapping[str, Summary]) -> list[Problem]:
     return problems
 
 
+@functools.lru_cache(maxsize=4096)
+def _floats(shape: tuple[int, ...]) -> tuple[float, ...]:
+    return tuple(float(n) for n in shape)
+
+
 Support = Callable[[list[Any], list[int]], list[int]]
 
 
@@ -384,12 +398,24 @@ def _equal(distinct: list[Any], counts: list[int]) -> list[int]:
 
 def _within_factor(distinct: list[Any], counts: list[int]) -> list[int]:
     """Per distinct tuple: how many tuples are within SIMILAR_FACTOR of it on every axis
-    (numpy, a block of rows at a time)."""
+    (few distinct values: plain Python; many: numpy, a block of rows at a time). The
+    values have two significant digits, so their log ratios are 0 or far from the
+    limit: the last bit of a logarithm never decides."""
+    limit = math.log(SIMILAR_FACTOR) + 1e-9
+    if len(distinct) <= 64:
+        rows = [[math.log(max(x, 1e-300)) for x in d] for d in distinct]
+        return [
+            sum(
+                n
+                for other, n in zip(rows, counts, strict=True)
+                if all(abs(a - b) <= limit for a, b in zip(row, other, strict=True))
+            )
+            for row in rows
+        ]
     import numpy as np
 
     logs = np.log(np.maximum(np.array(distinct, dtype=np.float64), 1e-300))
     weights = np.array(counts, dtype=np.int64)
-    limit = math.log(SIMILAR_FACTOR) + 1e-9
     out: list[int] = []
     for start in range(0, len(distinct), 64):
         block = logs[start : start + 64]
@@ -411,6 +437,8 @@ def _rare(values: Mapping[str, Any], support_of: Support) -> dict[str, tuple[int
         return {}
     limit = max(1, math.floor(OUTLIER_SHARE * n))
     rare = {v for v in distinct if support[v] <= limit}
+    if not rare:
+        return {}
     return {p: (n - support[v], common) for p, v in sorted(values.items()) if v in rare}
 
 

@@ -273,11 +273,12 @@ def _facts(
     headers: HeaderLookup,
 ) -> dict[str, Facts]:
     """The facts of the candidates' keys; a file's summary is reused while its stat
-    is unchanged, else its header is asked for."""
+    and content hash are unchanged (a file rewritten within its mtime's tick keeps
+    its stat), else its header is asked for."""
 
     def stale(c: Candidate) -> bool:
         old = known.get(c.path)
-        return old is None or tuple(old[1]) != tuple(c.stat)
+        return old is None or tuple(old[1]) != tuple(c.stat) or old[3] != c.digest
 
     files = [c for vols, segs in candidates.values() for c in (*vols, *segs)]
     todo = sorted({c.path for c in files if stale(c)})

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -461,3 +462,28 @@ def test_incremental_dataset_checks_equal_a_full_run(ds_root: Path, seed: int) -
             assert a == b, (fast, " | ".join(history), a - b, b - a)
     levels = {p.category for p in full.problems}
     assert levels & {"outlier_orientation", "outlier_spacing", "label_name_conflict"}, levels
+
+
+def test_header_rewritten_within_one_mtime_tick_is_read_again(ds_root: Path) -> None:
+    """A segmentation rewritten in place with the same size and mtime (a racy stat):
+    the pipeline hashes it again, and the dataset-level checks read its header again
+    instead of trusting the summary memoised under that stat."""
+    from test_dataset_checks import _name, _seg
+
+    for i in range(4):
+        write_nii(ds_root / f"{_name(i)}.nii.gz", affine=make_affine((1.0, 1.0, 2.0)))
+        _seg(ds_root / f"{_name(i)}-v1.seg.nrrd", make_affine((1.0, 1.0, 2.0)))
+    seg = ds_root / f"{_name(0)}-v1.seg.nrrd"
+    now = time.time_ns()
+    os.utime(seg, ns=(now, now))
+    stat = seg.stat()
+
+    def conflicts() -> list[str]:
+        found = run_verify(Dataset.open(ds_root), fast=True, jobs=1).problems
+        return [p.files[0] for p in found if p.category == "label_name_conflict"]
+
+    assert conflicts() == []
+    _seg(seg, make_affine((1.0, 1.0, 2.0)), {1: "vertebrX", 2: "disc"})  # same size
+    os.utime(seg, ns=(now, now))
+    assert (seg.stat().st_size, seg.stat().st_ino) == (stat.st_size, stat.st_ino)
+    assert conflicts() == [seg.name]

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import os
 import re
-import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -54,7 +53,7 @@ from volsegsync.index import (
     pins,
     to_plain,
 )
-from volsegsync.memo import forget_memo, load_memo, save_memo
+from volsegsync.memo import SHARDS, forget_memo, load_memo, save_memo, shard_of
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming, pairing_scope
 from volsegsync.problems import (
@@ -71,8 +70,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
-MEMO_FORMAT = 5
-SHARDS = 256
+MEMO_FORMAT = 6
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 
@@ -371,10 +369,6 @@ def unpaired_problems(pairing: Pairing) -> list[Problem]:
 # -- the pipeline -------------------------------------------------------------------------
 
 
-def shard_of(key: str) -> int:
-    return zlib.crc32(key.encode("utf-8", "surrogateescape")) & (SHARDS - 1)
-
-
 def _fresh_top(key: str) -> dict[str, Any]:
     return {
         "key": key,
@@ -388,6 +382,7 @@ def _fresh_top(key: str) -> dict[str, Any]:
         "counts": {},  # shard -> [pairs, unpaired vols, unpaired segs, problems, indexed pairs]
         "kept": {},  # key -> {path: "missing" or "untracked"}: indexed files not on disk
         "foreign": {},  # key -> paths of other keys that its index entry records
+        "epoch": os.urandom(8).hex(),  # a memo started afresh counts generations anew
         "gen": 0,
         "log": [],  # [generation, changed keys or None (all)]
     }
@@ -1032,13 +1027,25 @@ class Snapshot:
     def dirty_keys(self) -> list[str]:
         return list(self.top["dirty"])
 
-    def changed_since(self, generation: int) -> set[str] | None:
-        """Keys whose case changed after ``generation``; None when not known (all)."""
+    @property
+    def stamp(self) -> str:
+        """This generation of this memo, for consumers to ask :meth:`changed_since`: a
+        memo started afresh (another config, a damaged file) counts generations anew,
+        so a number alone could name a generation of another memo."""
+        return f"{self.top['epoch']}/{self.top['gen']}"
+
+    def changed_since(self, stamp: str) -> set[str] | None:
+        """Keys whose case changed after the generation ``stamp`` names; None when not
+        known (all)."""
+        epoch, _, number = str(stamp).partition("/")
+        if epoch != self.top["epoch"] or not number.isdigit():
+            return None
+        generation = int(number)
         if generation == self.generation:
             return set()
         out: set[str] = set()
         log = self.top["log"]
-        if not log or log[0][0] > generation + 1:
+        if not log or log[0][0] > generation + 1 or generation > self.generation:
             return None
         for gen, keys in log:
             if gen > generation:

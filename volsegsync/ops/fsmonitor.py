@@ -75,6 +75,9 @@ class Monitor:
         self.why = ""  # why the last run walked everything
         self.changed: frozenset[str] | None = None  # folders looked at again
 
+    def vouches(self, prefix: str) -> bool:
+        return self.changed is not None and prefix not in self.changed
+
     def scope(self) -> str:
         return scope_of(self.ds.config.exclude, self.ds.convention.extensions)
 
@@ -92,6 +95,8 @@ class Monitor:
         if answer.changed is None or top is None:
             self.why = answer.why or "no memo to start from"
             return None
+        if not answer.changed:
+            self.token = None  # the memo's token stays as good: no need to write it
         folders: dict[str, list[Any]] = top["folders"]
         changed = set(answer.changed)
         changed.update(p for p, state in folders.items() if not state[0])  # too recent

@@ -347,3 +347,32 @@ def test_config_enables_and_starts_the_monitor(ds_root: Path) -> None:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+class Racing(Monitor):
+    """A monitor whose run is overtaken: a file changes after the daemon answered,
+    while the run looks at the folders it reported."""
+
+    def __init__(self, ds: Dataset, change: Path) -> None:
+        super().__init__(ds, timeout=5.0)
+        self.change = change
+
+    def scan(self, pipeline: Any, top: dict[str, Any] | None) -> Any:
+        partial = super().scan(pipeline, top)
+        aged(write_nii(self.change, seed="changed while the run looked"), 2)
+        return partial
+
+
+def test_a_change_during_a_run_is_seen_by_the_next(ds_root: Path) -> None:
+    tree(ds_root, 3)
+    run_pair(Dataset.open(ds_root), jobs=1)
+    with daemon(ds_root) as ds:
+        monitored(ds_root)
+        aged(write_nii(ds_root / "f0" / f"{case(0, NAME1)}.nii.gz", seed="before"), 1)
+        racing = Racing(ds, ds_root / "f2" / f"{case(2, NAME2)}.nii.gz")
+        report(ds, racing)
+        assert racing.changed == {"f0/"}  # f2 changed after the answer: not looked at
+        got, mon = monitored(ds_root)
+        assert mon.changed is not None and "f2/" in mon.changed
+        assert got == walked(ds_root)
+        assert any(case(2, NAME2) in c.message for c in got[0])

@@ -26,7 +26,7 @@ from test_pipeline import BASE_MTIME, Editor, fresh
 
 from volsegsync.dataset import Dataset
 from volsegsync.fsmonitor import SOCKET, MonitorError, query
-from volsegsync.ops.fsmonitor import Monitor, spawn, start, status, stop
+from volsegsync.ops.fsmonitor import Monitor, start, status, stop
 from volsegsync.ops.pair import run_pair
 from volsegsync.ops.status import run_status
 
@@ -293,11 +293,16 @@ def test_hostile_socket_is_never_used(ds_root: Path) -> None:
         os.chmod(state / SOCKET, 0o666)
         with pytest.raises(MonitorError, match="open to other users"):
             query(state, None, "x")
-    # a daemon refuses to replace what is not its socket
+    # a daemon refuses to replace what is not its socket (run bounded: time, memory)
     (state / SOCKET).unlink()
     (state / SOCKET).symlink_to(elsewhere)
-    proc = spawn(ds)
-    assert proc.wait(timeout=30) != 0
+    r = subprocess.run(
+        ["bash", "-c", f"ulimit -v 4000000; exec {VOLSEGSYNC} fsmonitor run"],
+        cwd=ds_root,
+        capture_output=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and b"not a socket" in r.stderr, r
     assert (state / SOCKET).is_symlink()
 
 
@@ -376,3 +381,26 @@ def test_a_change_during_a_run_is_seen_by_the_next(ds_root: Path) -> None:
         assert mon.changed is not None and "f2/" in mon.changed
         assert got == walked(ds_root)
         assert any(case(2, NAME2) in c.message for c in got[0])
+
+
+def test_daemon_stops_on_sigterm_and_when_its_socket_goes(ds_root: Path) -> None:
+    tree(ds_root, 1)
+    ds = Dataset.open(ds_root)
+    for how in ("sigterm", "socket removed"):
+        s = start(ds, timeout=30)
+        assert s.pid is not None
+        try:
+            if how == "sigterm":
+                os.kill(s.pid, signal.SIGTERM)
+            else:
+                (ds.state_dir / SOCKET).unlink()
+            deadline = time.monotonic() + 15  # it looks at least every 5 seconds
+            while Path(f"/proc/{s.pid}").exists() and time.monotonic() < deadline:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(s.pid, os.WNOHANG)
+                time.sleep(0.05)
+            assert not Path(f"/proc/{s.pid}").exists(), how
+            assert not (ds.state_dir / SOCKET).exists()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(s.pid, signal.SIGKILL)

@@ -621,7 +621,7 @@ class Daemon:
         assert self.ino is not None
         while self.running:
             ino_fd = self.ino.fd
-            ready, _, _ = select.select([ino_fd, listener.fileno()], [], [], 5.0)
+            ready, _, _ = select.select([ino_fd, listener.fileno()], [], [], 1.0)
             if ino_fd in ready:
                 self.pump()
             if listener.fileno() in ready:

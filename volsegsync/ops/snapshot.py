@@ -29,7 +29,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import xxhash
 
@@ -73,6 +73,21 @@ ProgressFactory = Callable[[str, int], Progress]
 MEMO_FORMAT = 6
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
+
+
+class Monitor(Protocol):
+    """A file-system monitor, as the pipeline uses one (volsegsync/ops/fsmonitor.py)."""
+
+    token: str | None  # its token for this run, taken before anything was looked at
+
+    def scan(self, pipeline: Pipeline, top: dict[str, Any] | None) -> ScanResult | None:
+        """The folders changed since ``top`` was made (the others in ``unchanged``);
+        None when the monitor cannot vouch for that: then the whole dataset is walked."""
+        ...
+
+    def vouches(self, prefix: str) -> bool:
+        """Whether nothing in folder ``prefix`` changed since ``top`` was made."""
+        ...
 
 
 class Member(NamedTuple):
@@ -404,6 +419,7 @@ class Pipeline:
         self._shards: dict[int, dict[str, Any]] = {}
         self._changed_shards: set[int] = set()
         self.scan: ScanResult | None = None
+        self.token: str | None = None  # a file-system monitor's token for this run
         self._top: dict[str, Any] = _fresh_top(self.key)
 
     # -- memo files --------------------------------------------------------------------
@@ -467,14 +483,24 @@ class Pipeline:
         jobs: int | None = None,
         progress: ProgressFactory | None = None,
         scan: ScanResult | None = None,
+        monitor: Monitor | None = None,
     ) -> Snapshot:
-        """Bring the memo up to date with the dataset and the index; the snapshot."""
-        scan = scan if scan is not None else self.ds.scan()
-        self.scan = scan
-        fps = folder_fingerprints(scan)
-        fp = fingerprint(scan, fps)
-        index = digest_of(self.ds.index_path)
+        """Bring the memo up to date with the dataset and the index; the snapshot.
+
+        With a file-system ``monitor``, only the folders it reports changed are looked
+        at (when it can vouch for the rest; see volsegsync/ops/fsmonitor.py)."""
         top = load_memo(self.top_path, self.key)
+        if scan is None and monitor is not None:
+            scan = monitor.scan(self, top)
+        scan = scan if scan is not None else self.ds.scan()
+        self.token = monitor.token if monitor is not None else None
+        self.scan = scan
+        fps = {**scan.unchanged, **folder_fingerprints(scan)}
+        fp = fingerprint(scan, fps)
+        if top is not None and monitor is not None and monitor.vouches(""):
+            index = top["index"]  # its folder did not change: nor did the index
+        else:
+            index = digest_of(self.ds.index_path)
         moved: set[str] = set()
         if top is not None:
             # indexed files not on disk: their state ("missing" or "untracked") is
@@ -483,12 +509,19 @@ class Pipeline:
                 if any(self.locate(p) != why for p, why in absent.items()):
                     moved.add(key)
             if top["fp"] == fp and fp and top["index"] == index and not moved:
+                if self.token and top.get("fsmonitor") != self.token:
+                    top["fsmonitor"] = self.token
+                    save_memo(self.top_path, top)
                 return Snapshot(self, top, scan)
         try:
             return self._update(scan, fps, fp, index, top, moved, jobs, progress)
         except _Inconsistent:  # a memo file is damaged or missing: start afresh
             self._shards.clear()
             self._changed_shards.clear()
+            if scan.unchanged:  # a full run needs every folder
+                self.scan = scan = self.ds.scan()
+                fps = folder_fingerprints(scan)
+                fp = fingerprint(scan, fps)
             return self._update(scan, fps, fp, index, None, set(), jobs, progress)
 
     def _update(
@@ -569,6 +602,8 @@ class Pipeline:
         top["folders"] = folders
         top["unreadable"] = dict(scan.unreadable)
         top["index"] = index
+        if self.token:  # the monitor's token, taken before the scan
+            top["fsmonitor"] = self.token
         self._save(top, folder_memos, full)
         return Snapshot(self, top, scan)
 
@@ -683,9 +718,8 @@ class Pipeline:
         pending: dict[str, _FolderWork] = {}
         old_folders: dict[str, list[Any]] = top["folders"]
         for prefix in sorted(fps.keys() | old_folders.keys()):
-            folder = scan.folders.get(prefix)
             old = old_folders.get(prefix)
-            if folder is None:  # the folder is gone, or holds no candidate any more
+            if prefix not in fps:  # the folder is gone, or holds no candidate any more
                 memo = load_memo(self._folder_path(prefix), self.files_key)
                 if memo is None or memo["prefix"] != prefix:
                     if not full:
@@ -702,7 +736,7 @@ class Pipeline:
                 memo = None
             if memo is None and old is not None and not full:
                 raise _Inconsistent
-            work = _FolderWork(prefix, folder, memo, full, self.width)
+            work = _FolderWork(prefix, scan.folders[prefix], memo, full, self.width)
             changes.update(work.removed())
             todo.extend(work.todo)
             pending[prefix] = work
@@ -1090,9 +1124,10 @@ def take_snapshot(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
     scan: ScanResult | None = None,
+    monitor: Monitor | None = None,
 ) -> Snapshot:
     """Scan, hash and pair the dataset (incrementally: see the module's docstring)."""
-    return Pipeline(ds, by).update(jobs=jobs, progress=progress, scan=scan)
+    return Pipeline(ds, by).update(jobs=jobs, progress=progress, scan=scan, monitor=monitor)
 
 
 def settle(pipeline: Pipeline, cases: list[Case], prune: bool = False) -> list[Case]:

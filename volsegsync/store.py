@@ -40,6 +40,14 @@ class ObjectProblem(Exception):
     """One object is missing or damaged: batches report it and go on."""
 
 
+class WrongContent(ObjectProblem):
+    """Content that does not hash to the name it was to get (``found``: its hash)."""
+
+    def __init__(self, message: str, found: str) -> None:
+        super().__init__(message)
+        self.found = found
+
+
 class FileSystem(Protocol):
     """What :class:`ObjectDB` needs of a storage backend (paths use ``/``)."""
 
@@ -52,6 +60,7 @@ class FileSystem(Protocol):
     def seal(self, path: str) -> None: ...  # make read-only
     def link_from_local(self, src: Path, dst: str, kind: str) -> bool: ...  # False: unsupported
     def local_path(self, path: str) -> Path | None: ...  # a path on this machine, if any
+    def local_file(self, path: str) -> Path | None: ...  # to copy bytes from/into, never to link
 
 
 class LocalFS:
@@ -103,6 +112,9 @@ class LocalFS:
         return place_link(src, full, kind)
 
     def local_path(self, path: str) -> Path | None:
+        return self._p(path)
+
+    def local_file(self, path: str) -> Path | None:
         return self._p(path)
 
 
@@ -263,6 +275,27 @@ class ObjectDB:
             lambda _f: f"{source}: content does not match its hash; rejected",
         )
 
+    def add_copy(self, src: Path, algorithm: str, digest: str) -> bool:
+        """Store a copy of the local file ``src`` (a folder remote's object, or a local
+        object sent to a folder remote). The bytes move in the kernel (no trip through
+        Python), then what was *written* is hashed (read back from the page cache): content
+        that does not match its name is rejected and gets no final name. Backends with no
+        local file (S3) take the generic :meth:`add`. False when the object was here."""
+
+        def write(tmp: str) -> str:
+            target = self.fs.local_file(tmp)
+            if target is None:
+                return self._copy_in(src, tmp, algorithm)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return copy_verified(src, target, algorithm, OBJECT_MODE)
+
+        return self._store(
+            algorithm,
+            digest,
+            write,
+            lambda found: f"{src}: content does not match its hash (it hashes to {found})",
+        )
+
     def _store(
         self,
         algorithm: str,
@@ -279,7 +312,7 @@ class ObjectDB:
         try:
             found = write(tmp)
             if found != digest:
-                raise ObjectProblem(mismatch(found))
+                raise WrongContent(mismatch(found), found)
             self.fs.seal(tmp)
             self.fs.rename(tmp, final)
         finally:
@@ -332,11 +365,20 @@ class ObjectDB:
             return False
 
     def place(
-        self, algorithm: str, digest: str, dest: Path, links: Sequence[str], mode: int
+        self,
+        algorithm: str,
+        digest: str,
+        dest: Path,
+        links: Sequence[str],
+        mode: int,
+        verified: bool = False,
     ) -> str:
         """Write the object to ``dest`` atomically (temporary file in its folder, then
         rename), by the first link type that works; returns the type used. The content
-        is checked on the way: a damaged object never reaches ``dest``."""
+        is checked on the way: a damaged object never reaches ``dest``.
+
+        ``verified``: this run checked the object's hash when it entered the store (a
+        fetch); a copy or reflink is then not hashed a second time."""
         obj = self.object_path(algorithm, digest)
         if not self.fs.exists(obj):
             raise ObjectProblem("not in the store")
@@ -353,10 +395,10 @@ class ObjectDB:
                     used = kind
                     break
             if used == "copy":
-                found = self._copy_out(obj, tmp, algorithm, mode)
+                found = self._copy_out(obj, tmp, algorithm, mode, digest if verified else None)
             elif used == "reflink":
                 os.chmod(tmp, mode)
-                found = hash_local(tmp, algorithm)
+                found = digest if verified else hash_local(tmp, algorithm)
             else:
                 found = digest  # checked above
             if found != digest:
@@ -367,7 +409,17 @@ class ObjectDB:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def _copy_out(self, obj: str, tmp: Path, algorithm: str, mode: int) -> str:
+    def _copy_out(
+        self, obj: str, tmp: Path, algorithm: str, mode: int, verified: str | None
+    ) -> str:
+        """Copy the object to ``tmp``; the hash of what was written, or ``verified`` (the
+        object's digest, checked by this run) when the copy is not to be hashed again."""
+        local = self.fs.local_file(obj)
+        if local is not None and verified is not None:
+            copy_trusted(local, tmp, mode)
+            return verified
+        if local is not None:
+            return copy_verified(local, tmp, algorithm, mode)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         os.fchmod(fd, mode)
         with self.fs.open_read(obj) as f, os.fdopen(fd, "wb", buffering=0) as out:
@@ -431,6 +483,85 @@ def hash_local(path: Path, algorithm: str) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return str(h.hexdigest())
+
+
+def hash_open(f: BinaryIO, algorithm: str) -> str:
+    """The hash of what ``f`` holds from its current offset on (one buffer, reused)."""
+    h = new_hasher(algorithm)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := f.readinto(buf):  # type: ignore[attr-defined]
+        h.update(view[:n])
+    return str(h.hexdigest())
+
+
+OBJECT_MODE = 0o644  # a new object before it is sealed (the umask applies)
+_KERNEL_COPY_FALLBACK = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+def copy_verified(src: Path, dst: Path, algorithm: str, mode: int) -> str:
+    """Copy the regular file ``src`` to the new file ``dst`` (created with ``mode``, never
+    through a link) in the kernel, and return the hash of what ``dst`` holds.
+
+    The bytes do not pass through Python: ``copy_file_range`` (a reflink on filesystems
+    that share extents), else ``sendfile``, else read/write. What was written is read back
+    (from the page cache) to be hashed, so the digest vouches for ``dst`` itself, even if
+    ``src`` changed meanwhile."""
+    return str(_copy_new(src, dst, mode, algorithm))
+
+
+def copy_trusted(src: Path, dst: Path, mode: int) -> None:
+    """:func:`copy_verified` without the hash: for an object this run just verified."""
+    _copy_new(src, dst, mode, None)
+
+
+def _copy_new(src: Path, dst: Path, mode: int, algorithm: str | None) -> str | None:
+    fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        with open_regular(src) as f:
+            kernel_copy(f.fileno(), fd, os.fstat(f.fileno()).st_size)
+        if algorithm is None:
+            return None
+        os.lseek(fd, 0, os.SEEK_SET)
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as back:
+            return hash_open(back, algorithm)
+    finally:
+        os.close(fd)
+
+
+def kernel_copy(src: int, dst: int, size: int) -> None:
+    """Copy ``src`` (from offset 0) to the end of ``dst``; a file that shrinks meanwhile
+    stops the copy early (the caller's hash check catches it), one that grows is cut at
+    ``size``."""
+    offset = 0
+    use_range = hasattr(os, "copy_file_range")
+    while offset < size:
+        try:
+            if use_range:
+                n = os.copy_file_range(src, dst, size - offset, offset)
+            else:
+                n = os.sendfile(dst, src, offset, size - offset)
+        except OSError as e:
+            if e.errno not in _KERNEL_COPY_FALLBACK or offset:
+                raise
+            if use_range:
+                use_range = False  # e.g. another filesystem on an old kernel: sendfile
+                continue
+            _read_write(src, dst, size)
+            return
+        if n == 0:
+            return
+        offset += n
+
+
+def _read_write(src: int, dst: int, size: int) -> None:
+    offset = 0
+    while offset < size and (chunk := os.pread(src, min(CHUNK, size - offset), offset)):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view) :]
+        offset += len(chunk)
 
 
 def supported_links(folder: Path) -> dict[str, bool]:

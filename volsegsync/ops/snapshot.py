@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import os
 import re
-import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import xxhash
 
@@ -54,7 +53,7 @@ from volsegsync.index import (
     pins,
     to_plain,
 )
-from volsegsync.memo import forget_memo, load_memo, save_memo
+from volsegsync.memo import SHARDS, forget_memo, load_memo, save_memo, shard_of
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming, pairing_scope
 from volsegsync.problems import (
@@ -71,10 +70,24 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
-MEMO_FORMAT = 5
-SHARDS = 256
+MEMO_FORMAT = 6
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
+
+
+class Monitor(Protocol):
+    """A file-system monitor, as the pipeline uses one (volsegsync/ops/fsmonitor.py)."""
+
+    token: str | None  # its token for this run, taken before anything was looked at
+
+    def scan(self, pipeline: Pipeline, top: dict[str, Any] | None) -> ScanResult | None:
+        """The folders changed since ``top`` was made (the others in ``unchanged``);
+        None when the monitor cannot vouch for that: then the whole dataset is walked."""
+        ...
+
+    def vouches(self, prefix: str) -> bool:
+        """Whether nothing in folder ``prefix`` changed since ``top`` was made."""
+        ...
 
 
 class Member(NamedTuple):
@@ -371,10 +384,6 @@ def unpaired_problems(pairing: Pairing) -> list[Problem]:
 # -- the pipeline -------------------------------------------------------------------------
 
 
-def shard_of(key: str) -> int:
-    return zlib.crc32(key.encode("utf-8", "surrogateescape")) & (SHARDS - 1)
-
-
 def _fresh_top(key: str) -> dict[str, Any]:
     return {
         "key": key,
@@ -388,6 +397,7 @@ def _fresh_top(key: str) -> dict[str, Any]:
         "counts": {},  # shard -> [pairs, unpaired vols, unpaired segs, problems, indexed pairs]
         "kept": {},  # key -> {path: "missing" or "untracked"}: indexed files not on disk
         "foreign": {},  # key -> paths of other keys that its index entry records
+        "epoch": os.urandom(8).hex(),  # a memo started afresh counts generations anew
         "gen": 0,
         "log": [],  # [generation, changed keys or None (all)]
     }
@@ -409,6 +419,7 @@ class Pipeline:
         self._shards: dict[int, dict[str, Any]] = {}
         self._changed_shards: set[int] = set()
         self.scan: ScanResult | None = None
+        self.token: str | None = None  # a file-system monitor's token for this run
         self._top: dict[str, Any] = _fresh_top(self.key)
 
     # -- memo files --------------------------------------------------------------------
@@ -472,14 +483,24 @@ class Pipeline:
         jobs: int | None = None,
         progress: ProgressFactory | None = None,
         scan: ScanResult | None = None,
+        monitor: Monitor | None = None,
     ) -> Snapshot:
-        """Bring the memo up to date with the dataset and the index; the snapshot."""
-        scan = scan if scan is not None else self.ds.scan()
-        self.scan = scan
-        fps = folder_fingerprints(scan)
-        fp = fingerprint(scan, fps)
-        index = digest_of(self.ds.index_path)
+        """Bring the memo up to date with the dataset and the index; the snapshot.
+
+        With a file-system ``monitor``, only the folders it reports changed are looked
+        at (when it can vouch for the rest; see volsegsync/ops/fsmonitor.py)."""
         top = load_memo(self.top_path, self.key)
+        if scan is None and monitor is not None:
+            scan = monitor.scan(self, top)
+        scan = scan if scan is not None else self.ds.scan()
+        self.token = monitor.token if monitor is not None else None
+        self.scan = scan
+        fps = {**scan.unchanged, **folder_fingerprints(scan)}
+        fp = fingerprint(scan, fps)
+        if top is not None and monitor is not None and monitor.vouches(""):
+            index = top["index"]  # its folder did not change: nor did the index
+        else:
+            index = digest_of(self.ds.index_path)
         moved: set[str] = set()
         if top is not None:
             # indexed files not on disk: their state ("missing" or "untracked") is
@@ -488,12 +509,19 @@ class Pipeline:
                 if any(self.locate(p) != why for p, why in absent.items()):
                     moved.add(key)
             if top["fp"] == fp and fp and top["index"] == index and not moved:
+                if self.token and top.get("fsmonitor") != self.token:
+                    top["fsmonitor"] = self.token
+                    save_memo(self.top_path, top)
                 return Snapshot(self, top, scan)
         try:
             return self._update(scan, fps, fp, index, top, moved, jobs, progress)
         except _Inconsistent:  # a memo file is damaged or missing: start afresh
             self._shards.clear()
             self._changed_shards.clear()
+            if scan.unchanged:  # a full run needs every folder
+                self.scan = scan = self.ds.scan()
+                fps = folder_fingerprints(scan)
+                fp = fingerprint(scan, fps)
             return self._update(scan, fps, fp, index, None, set(), jobs, progress)
 
     def _update(
@@ -574,6 +602,8 @@ class Pipeline:
         top["folders"] = folders
         top["unreadable"] = dict(scan.unreadable)
         top["index"] = index
+        if self.token:  # the monitor's token, taken before the scan
+            top["fsmonitor"] = self.token
         self._save(top, folder_memos, full)
         return Snapshot(self, top, scan)
 
@@ -688,9 +718,8 @@ class Pipeline:
         pending: dict[str, _FolderWork] = {}
         old_folders: dict[str, list[Any]] = top["folders"]
         for prefix in sorted(fps.keys() | old_folders.keys()):
-            folder = scan.folders.get(prefix)
             old = old_folders.get(prefix)
-            if folder is None:  # the folder is gone, or holds no candidate any more
+            if prefix not in fps:  # the folder is gone, or holds no candidate any more
                 memo = load_memo(self._folder_path(prefix), self.files_key)
                 if memo is None or memo["prefix"] != prefix:
                     if not full:
@@ -707,7 +736,7 @@ class Pipeline:
                 memo = None
             if memo is None and old is not None and not full:
                 raise _Inconsistent
-            work = _FolderWork(prefix, folder, memo, full, self.width)
+            work = _FolderWork(prefix, scan.folders[prefix], memo, full, self.width)
             changes.update(work.removed())
             todo.extend(work.todo)
             pending[prefix] = work
@@ -1032,13 +1061,25 @@ class Snapshot:
     def dirty_keys(self) -> list[str]:
         return list(self.top["dirty"])
 
-    def changed_since(self, generation: int) -> set[str] | None:
-        """Keys whose case changed after ``generation``; None when not known (all)."""
+    @property
+    def stamp(self) -> str:
+        """This generation of this memo, for consumers to ask :meth:`changed_since`: a
+        memo started afresh (another config, a damaged file) counts generations anew,
+        so a number alone could name a generation of another memo."""
+        return f"{self.top['epoch']}/{self.top['gen']}"
+
+    def changed_since(self, stamp: str) -> set[str] | None:
+        """Keys whose case changed after the generation ``stamp`` names; None when not
+        known (all)."""
+        epoch, _, number = str(stamp).partition("/")
+        if epoch != self.top["epoch"] or not number.isdigit():
+            return None
+        generation = int(number)
         if generation == self.generation:
             return set()
         out: set[str] = set()
         log = self.top["log"]
-        if not log or log[0][0] > generation + 1:
+        if not log or log[0][0] > generation + 1 or generation > self.generation:
             return None
         for gen, keys in log:
             if gen > generation:
@@ -1083,9 +1124,10 @@ def take_snapshot(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
     scan: ScanResult | None = None,
+    monitor: Monitor | None = None,
 ) -> Snapshot:
     """Scan, hash and pair the dataset (incrementally: see the module's docstring)."""
-    return Pipeline(ds, by).update(jobs=jobs, progress=progress, scan=scan)
+    return Pipeline(ds, by).update(jobs=jobs, progress=progress, scan=scan, monitor=monitor)
 
 
 def settle(pipeline: Pipeline, cases: list[Case], prune: bool = False) -> list[Case]:

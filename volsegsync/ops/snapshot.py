@@ -29,7 +29,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import xxhash
 
@@ -75,6 +75,21 @@ LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (v
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 
 
+class Monitor(Protocol):
+    """A file-system monitor, as the pipeline uses one (volsegsync/ops/fsmonitor.py)."""
+
+    token: str | None  # its token for this run, taken before anything was looked at
+
+    def scan(self, pipeline: Pipeline, top: dict[str, Any] | None) -> ScanResult | None:
+        """The folders changed since ``top`` was made (the others in ``unchanged``);
+        None when the monitor cannot vouch for that: then the whole dataset is walked."""
+        ...
+
+    def vouches(self, prefix: str) -> bool:
+        """Whether nothing in folder ``prefix`` changed since ``top`` was made."""
+        ...
+
+
 class Member(NamedTuple):
     """One file of a case, as the pipeline saw it."""
 
@@ -107,7 +122,9 @@ class Case(NamedTuple):
     @property
     def dirty(self) -> bool:
         """The index does not record this case as it is now."""
-        return bool(self.kept) or _written(self.entry) != _written(self.indexed)
+        if self.kept:
+            return True
+        return self.entry != self.indexed and _written(self.entry) != _written(self.indexed)
 
 
 def _written(entry: Entry | None) -> str:
@@ -402,6 +419,7 @@ class Pipeline:
         self._shards: dict[int, dict[str, Any]] = {}
         self._changed_shards: set[int] = set()
         self.scan: ScanResult | None = None
+        self.token: str | None = None  # a file-system monitor's token for this run
         self._top: dict[str, Any] = _fresh_top(self.key)
 
     # -- memo files --------------------------------------------------------------------
@@ -451,10 +469,12 @@ class Pipeline:
         plain = self._shard(shard_of(key), False).get(key)
         return _case_from_plain(key, plain) if plain is not None else None
 
-    def all_cases(self) -> Iterator[Case]:
+    def all_cases(self, known: dict[str, Case] | None = None) -> Iterator[Case]:
+        """Every case; those of ``known`` as given there (not decoded again)."""
         for shard in range(SHARDS):
             for key, plain in self._shard(shard, False).items():
-                yield _case_from_plain(key, plain)
+                case = known.get(key) if known else None
+                yield case if case is not None else _case_from_plain(key, plain)
 
     # -- a run -------------------------------------------------------------------------
 
@@ -463,14 +483,24 @@ class Pipeline:
         jobs: int | None = None,
         progress: ProgressFactory | None = None,
         scan: ScanResult | None = None,
+        monitor: Monitor | None = None,
     ) -> Snapshot:
-        """Bring the memo up to date with the dataset and the index; the snapshot."""
-        scan = scan if scan is not None else self.ds.scan()
-        self.scan = scan
-        fps = folder_fingerprints(scan)
-        fp = fingerprint(scan, fps)
-        index = digest_of(self.ds.index_path)
+        """Bring the memo up to date with the dataset and the index; the snapshot.
+
+        With a file-system ``monitor``, only the folders it reports changed are looked
+        at (when it can vouch for the rest; see volsegsync/ops/fsmonitor.py)."""
         top = load_memo(self.top_path, self.key)
+        if scan is None and monitor is not None:
+            scan = monitor.scan(self, top)
+        scan = scan if scan is not None else self.ds.scan()
+        self.token = monitor.token if monitor is not None else None
+        self.scan = scan
+        fps = {**scan.unchanged, **folder_fingerprints(scan)}
+        fp = fingerprint(scan, fps)
+        if top is not None and monitor is not None and monitor.vouches(""):
+            index = top["index"]  # its folder did not change: nor did the index
+        else:
+            index = digest_of(self.ds.index_path)
         moved: set[str] = set()
         if top is not None:
             # indexed files not on disk: their state ("missing" or "untracked") is
@@ -479,12 +509,19 @@ class Pipeline:
                 if any(self.locate(p) != why for p, why in absent.items()):
                     moved.add(key)
             if top["fp"] == fp and fp and top["index"] == index and not moved:
+                if self.token and top.get("fsmonitor") != self.token:
+                    top["fsmonitor"] = self.token
+                    save_memo(self.top_path, top)
                 return Snapshot(self, top, scan)
         try:
             return self._update(scan, fps, fp, index, top, moved, jobs, progress)
         except _Inconsistent:  # a memo file is damaged or missing: start afresh
             self._shards.clear()
             self._changed_shards.clear()
+            if scan.unchanged:  # a full run needs every folder
+                self.scan = scan = self.ds.scan()
+                fps = folder_fingerprints(scan)
+                fp = fingerprint(scan, fps)
             return self._update(scan, fps, fp, index, None, set(), jobs, progress)
 
     def _update(
@@ -565,6 +602,8 @@ class Pipeline:
         top["folders"] = folders
         top["unreadable"] = dict(scan.unreadable)
         top["index"] = index
+        if self.token:  # the monitor's token, taken before the scan
+            top["fsmonitor"] = self.token
         self._save(top, folder_memos, full)
         return Snapshot(self, top, scan)
 
@@ -679,9 +718,8 @@ class Pipeline:
         pending: dict[str, _FolderWork] = {}
         old_folders: dict[str, list[Any]] = top["folders"]
         for prefix in sorted(fps.keys() | old_folders.keys()):
-            folder = scan.folders.get(prefix)
             old = old_folders.get(prefix)
-            if folder is None:  # the folder is gone, or holds no candidate any more
+            if prefix not in fps:  # the folder is gone, or holds no candidate any more
                 memo = load_memo(self._folder_path(prefix), self.files_key)
                 if memo is None or memo["prefix"] != prefix:
                     if not full:
@@ -698,7 +736,7 @@ class Pipeline:
                 memo = None
             if memo is None and old is not None and not full:
                 raise _Inconsistent
-            work = _FolderWork(prefix, folder, memo, full, self.width)
+            work = _FolderWork(prefix, scan.folders[prefix], memo, full, self.width)
             changes.update(work.removed())
             todo.extend(work.todo)
             pending[prefix] = work
@@ -1053,7 +1091,7 @@ class Snapshot:
     def cases(self, keys: Iterable[str] | None = None) -> list[Case]:
         if keys is None:
             if self._cases is None:
-                self._cases = [self._replaced.get(c.key, c) for c in self.pipeline.all_cases()]
+                self._cases = list(self.pipeline.all_cases(self._replaced))
             return self._cases
         return [
             c for k in keys if (c := self._replaced.get(k) or self.pipeline.case(k)) is not None
@@ -1086,9 +1124,10 @@ def take_snapshot(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
     scan: ScanResult | None = None,
+    monitor: Monitor | None = None,
 ) -> Snapshot:
     """Scan, hash and pair the dataset (incrementally: see the module's docstring)."""
-    return Pipeline(ds, by).update(jobs=jobs, progress=progress, scan=scan)
+    return Pipeline(ds, by).update(jobs=jobs, progress=progress, scan=scan, monitor=monitor)
 
 
 def settle(pipeline: Pipeline, cases: list[Case], prune: bool = False) -> list[Case]:
@@ -1135,16 +1174,26 @@ def as_indexed(entry: Entry | None, algorithm: str) -> Entry | None:
     return back
 
 
+def as_indexed_all(entries: list[Entry | None], algorithm: str) -> list[Entry | None]:
+    """:func:`as_indexed` of each entry, by one format and one parse of them all (a
+    per-entry round trip costs more than the rest of a tiny file's pairing)."""
+    present = sorted((e for e in entries if e is not None), key=lambda e: e.sort_key)
+    back = parse_index(format_index(present, algorithm))
+    if [b.key for b in back] != [e.key or case_key_of(e) for e in present]:
+        return [as_indexed(e, algorithm) for e in entries]  # two entries of one key
+    by_entry = {id(e): b for e, b in zip(present, back, strict=True)}
+    return [by_entry[id(e)] if e is not None else None for e in entries]
+
+
 def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: str | None) -> None:
     """After ``pair`` wrote the index: the given cases' entries are what it records now."""
     top = snap.top
     pipeline._top = top
     dirty = set(top["dirty"])
     leftovers = set(top["leftovers"])
-    for case in cases:
-        pipeline._store(
-            case._replace(indexed=as_indexed(case.entry, pipeline.algorithm)), dirty, leftovers
-        )
+    indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
+    for case, entry in zip(cases, indexed, strict=True):
+        pipeline._store(case._replace(indexed=entry), dirty, leftovers)
     snap.replace([])
     if cases:  # what consumers memoised for these cases (verify: drift) is out of date
         top["gen"] += 1

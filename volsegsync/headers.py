@@ -413,8 +413,6 @@ def _parse_nrrd_header(path: Path | str, text: bytes, offset: int, ended: bool) 
                     str(path),
                     f"NRRD dimension {dim[:20]!r} is not between 1 and {NRRD_MAX_DIMENSION}",
                 )
-    import nrrd
-
     fields = dict(nrrd.read_header([lines[0], *field_lines]))
     if not ended and detached_data_name(fields) is None:
         raise HeaderProblem(str(path), "truncated NRRD header: no blank line before end of file")

@@ -54,6 +54,7 @@ from volsegsync.index import (
     parse_index,
     pins,
     to_plain,
+    with_data,
 )
 from volsegsync.memo import forget_memo, load_memo, save_memo
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
@@ -305,7 +306,8 @@ def pair_case(
         pin = _pin_of(indexed)
         pair = _honour_pin(pair, pin, infos)
         versions = {i.path: i.version for i in infos}
-        entry = _with_data(_entry(key, pair, records, versions, pin), data)
+        entry = _entry(key, pair, records, versions, pin)
+        entry = with_data(entry, data) if entry is not None and data else entry
         group = groups.channels.get(pair.volume) if entry is not None and pair.volume else None
         if entry is not None and group:
             entry = entry._replace(
@@ -345,16 +347,6 @@ def _data_kept(
         return False
     kept.append(absent[-1])
     return True
-
-
-def _with_data(entry: Entry | None, data: dict[int | None, FileRecord]) -> Entry | None:
-    """``entry`` with the detached data file of each recorded version."""
-    if entry is None or not data:
-        return entry
-    return entry._replace(
-        seg_data=data.get(entry.version) if entry.segmentation is not None else None,
-        older=tuple(v._replace(data=data.get(v.version)) for v in entry.older),
-    )
 
 
 def _sides(pair: Pair) -> set[str]:

@@ -202,15 +202,20 @@ def test_a_header_naming_another_data_file_records_it(ds: Path) -> None:
     shutil.copy(ds / RAW2, other)
     other.write_bytes(other.read_bytes()[::-1])
     header = ds / V2
-    header.write_text(
-        header.read_text().replace(f"data file: {NAME1}-v2.raw", "data file: other.raw")
-    )
+    rename_data(header, "other.raw")
     cli(ds, "pair")
     lines = data_lines(ds)
     assert RAW2 not in lines and lines["seg ü/other.raw"] == ("2", digest(other))
 
 
 # --------------------------------------------------------------------------- hostile / broken
+
+
+def rename_data(header: Path, name: str) -> None:
+    """Make ``header`` name another data file."""
+    text = header.read_text()
+    old = next(ln for ln in text.splitlines() if ln.startswith("data file: "))
+    header.write_text(text.replace(old, f"data file: {name}"))
 
 
 def make_bad(ds: Path, kind: str, secret: Path) -> str:
@@ -231,9 +236,7 @@ def make_bad(ds: Path, kind: str, secret: Path) -> str:
         data.symlink_to("/dev/zero")
         return "leading out of the dataset"
     name = {"outside": "../vol s/x.raw", "absolute": str(secret)}[kind]
-    header.write_text(
-        header.read_text().replace(f"data file: {NAME1}-v2.raw", f"data file: {name}")
-    )
+    rename_data(header, name)
     return "only a single file in the header's own folder"
 
 

@@ -35,6 +35,7 @@ from volsegsync.index import check_relative_path
 from volsegsync.memo import forget_memo, load_memo, save_memo
 
 RACY = (-1, -1, -1)  # a stat never seen on disk: look again next run
+ABSENT = (-2, -2, -2)  # no such file (a fresh clone): looked at again when one appears
 StatTuple = tuple[int, int, int]
 
 
@@ -56,9 +57,12 @@ Changed = dict[str, "tuple[Data | None, Data | None]"]  # header -> (before, now
 
 
 def _stat(root: Path, rel: str) -> StatTuple:
-    """The data file's stat (through a link: its target's), RACY when there is none."""
+    """The data file's stat (through a link: its target's); ABSENT when there is no
+    file, RACY when it cannot be taken."""
     try:
         st = os.stat(root / rel)
+    except FileNotFoundError:
+        return ABSENT
     except (OSError, ValueError):
         return RACY
     return (st.st_size, st.st_mtime_ns, st.st_ino)
@@ -111,11 +115,15 @@ class DataStage:
         """Bring the memo up to date.
 
         ``changed``: headers whose file changed in this run (their stat; None when gone
-        or unreadable); ``detached``: those whose content may name a data file (the
-        others hold their data). Returns ``header -> (before, now)`` for each header
-        whose data changed (each header, when ``full``)."""
+        or unreadable; with ``full``, every header scanned); ``detached``: those whose
+        content may name a data file (the others hold their data). Returns
+        ``header -> (before, now)`` for each header whose data changed (each header,
+        when ``full``)."""
         heads = self.heads
         before = dict(heads)
+        if full:  # every scanned header is in ``changed``: the others are gone or excluded
+            for path in heads.keys() - changed.keys():
+                del heads[path]
         for path, st in changed.items():
             old = heads.get(path)
             if st is not None and old is not None and old.header == tuple(st):
@@ -161,9 +169,11 @@ class DataStage:
             try:
                 check_data_file(self.root, header, posixpath.basename(path))
             except HeaderProblem as e:
+                # a missing file stays so until one appears; anything else is looked at again
+                stat = ABSENT if _stat(self.root, path) == ABSENT else RACY
                 for h in headers:
                     problem = (e.category, f"{h}: {e.reason}")
-                    heads[h] = heads[h]._replace(stat=RACY, digest="", problem=problem)
+                    heads[h] = heads[h]._replace(stat=stat, digest="", problem=problem)
                 continue
             ok.append((path, Stat(*_stat(self.root, path))))
         for result in hash_many(self.root, ok, jobs, None, self.algorithm):

@@ -297,6 +297,8 @@ def pair_case(
     unreadable = {m.path for m in members if m.problem and m.problem[0] == "unreadable"}
     lone = pair is not None and not pair.older and _sides(pair) <= unreadable
     pairs: tuple[Pair, ...] = ()
+    if (pair is None or lone) and prune is not None and len(kept) != len(absent):
+        return pair_case(rules, key, members, indexed, locate)  # as if nothing was pruned
     if pair is None or lone:
         # ambiguous: nothing decided, so the index keeps what it has (nothing is
         # pruned); or a lone file that cannot be read: its problem says all

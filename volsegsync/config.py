@@ -157,7 +157,7 @@ class LimitsConfig:
 class RemoteConfig:
     """A ``[remotes.NAME]`` table: where a copy of the content store lives (docs/remotes.md)."""
 
-    url: str  # a folder path, file://PATH or s3://BUCKET/PREFIX; never credentials
+    url: str  # a folder, file://PATH, s3://BUCKET/PREFIX or ssh://HOST/PATH; never credentials
     endpoint_url: str = ""  # S3-compatible servers (MinIO, Ceph): http(s)://HOST[:PORT]
 
 
@@ -564,7 +564,7 @@ def _verify(r: _Reader) -> VerifyConfig:
 # -- remotes (docs/remotes.md) ----------------------------------------------------------
 
 REMOTE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-REMOTE_SCHEMES = ("file", "s3")
+REMOTE_SCHEMES = ("file", "s3", "ssh", "sftp")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _URL_MAX = 1024
@@ -601,6 +601,11 @@ def remote_url_problem(url: str, endpoint: bool = False) -> str | None:
     except ValueError as e:
         return f"not a valid URL ({e})"
     if "@" in parts.netloc or parts.username or parts.password:
+        if m.group(1).lower() in ("ssh", "sftp"):
+            return (
+                "holds a user name before '@': every clone shares this config, so the "
+                "user belongs in ~/.ssh/config (Host ... User ...), as for ssh itself"
+            )
         return _CREDENTIALS
     if parts.query or parts.fragment or "?" in url or "#" in url:
         return "holds a query or fragment ('?', '#'), which may carry credentials: not allowed"
@@ -610,7 +615,7 @@ def remote_url_problem(url: str, endpoint: bool = False) -> str | None:
     if not endpoint and scheme not in REMOTE_SCHEMES:
         return (
             f"{url!r}: unsupported scheme {scheme!r} (offered: a folder path, "
-            "file://PATH, s3://BUCKET/PREFIX)"
+            "file://PATH, s3://BUCKET/PREFIX, ssh://HOST[:PORT]/PATH)"
         )
     if endpoint:
         return None if parts.hostname else f"{url!r}: no host"
@@ -620,6 +625,13 @@ def remote_url_problem(url: str, endpoint: bool = False) -> str | None:
         return f"{url!r}: {parts.netloc!r} is not a valid S3 bucket name"
     if scheme == "s3" and any(p in (".", "..") for p in parts.path.split("/")):
         return f"{url!r}: '.' and '..' are not allowed in a key prefix"
+    if scheme in ("ssh", "sftp"):
+        if not parts.hostname:
+            return f"{url!r}: no host"
+        if len(parts.path) < 2 or any(p in (".", "..") for p in parts.path.split("/")):
+            return (
+                f"{url!r}: an ssh:// URL names an absolute folder (ssh://HOST/PATH), no '.' or '..'"
+            )
     return None
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, cast
+from urllib.parse import urlsplit
 
 from volsegsync.config import Config, RemoteConfig
 from volsegsync.errors import VolsegsyncError
@@ -31,6 +32,8 @@ from volsegsync.fsutil import open_regular
 from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem
 
 S3_EXTRA = "pip install 'volsegsync[s3]'"
+SSH_EXTRA = "pip install 'volsegsync[ssh]'"
+SSH_CONNECT_TIMEOUT = 30  # seconds: an unreachable host is an error, not a hang
 
 # (files done, bytes done): called from worker threads, under a lock
 Progress = Callable[[int, int], None]
@@ -108,6 +111,8 @@ class FsspecFS:
         self._present: set[str] = set()
         self._made: set[str] = set()
         self._dirty = False  # a folder remote got objects not yet synced to disk
+        protocol = getattr(fs, "protocol", "")
+        self._local = "file" in ((protocol,) if isinstance(protocol, str) else protocol)
 
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}" if path else self.root
@@ -147,7 +152,7 @@ class FsspecFS:
                 self.fs.put_file(str(local), self._full(src))
             self._makedirs(final.rsplit("/", 1)[0])
             self.fs.mv(self._full(src), final)
-            self._dirty = True
+            self._dirty = self._local
         with self._lock:
             self._written.discard(src)
             self._present.add(dst)
@@ -267,6 +272,8 @@ def open_remote(name: str, spec: RemoteConfig, dataset_root: Path) -> Remote:
             url.split("://", 1)[1],
             atomic_put=True,
         )
+    elif scheme in ("ssh", "sftp"):
+        fs = FsspecFS(_ssh_filesystem(name, url), urlsplit(url).path, atomic_put=False)
     else:
         import fsspec
 
@@ -276,6 +283,26 @@ def open_remote(name: str, spec: RemoteConfig, dataset_root: Path) -> Remote:
         root = Path(path) if os.path.isabs(path) else dataset_root / path
         fs = FsspecFS(fsspec.filesystem("file"), os.path.abspath(root), atomic_put=False)
     return Remote(name, url, ObjectDB(fs), fs)
+
+
+def _ssh_filesystem(name: str, url: str) -> Any:
+    """An SFTP connection through sshfs (asyncssh) configured as ``ssh`` would be: user,
+    port, keys and agent from ``~/.ssh/config`` and the usual key files, and the host key
+    checked against ``~/.ssh/known_hosts`` (sshfs turns that check off unless told)."""
+    try:
+        import sshfs
+    except ImportError:
+        raise VolsegsyncError(
+            f"remote {name} ({url}): the SSH backend is not installed: {SSH_EXTRA}"
+        ) from None
+    parts = urlsplit(url)
+    options: dict[str, Any] = {"known_hosts": (), "connect_timeout": SSH_CONNECT_TIMEOUT}
+    if parts.port:
+        options["port"] = parts.port
+    try:
+        return sshfs.SSHFileSystem(parts.hostname, skip_instance_cache=True, **options)
+    except Exception as e:  # asyncssh's and the network's errors: one line, exit 1
+        raise RemoteError(f"remote {name} ({url}): cannot connect: {_reason(e)}") from e
 
 
 def parallel(

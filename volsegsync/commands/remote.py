@@ -51,7 +51,8 @@ def remote_add_command(
     fmt: str,
     quiet: bool,
 ) -> None:
-    """Add a remote NAME at URL: a folder path, file:///PATH or s3://BUCKET/PREFIX.
+    """Add a remote NAME at URL: a folder path, file:///PATH, s3://BUCKET/PREFIX
+    or ssh://HOST[:PORT]/PATH.
 
     A URL holding credentials (s3://KEY:SECRET@..., a query string) is refused.
 
@@ -59,6 +60,7 @@ def remote_add_command(
     Example:
       volsegsync remote add nas /mnt/nas/spine-data --default
       volsegsync remote add minio s3://spine/data --endpoint-url http://minio:9000
+      volsegsync remote add lab ssh://lab.example.org/srv/spine-data
     """
     from volsegsync.ops.remote import add_remote
 

@@ -25,14 +25,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from volsegsync.hashing import Hashed, Stat, hash_many, racy_limit
-from volsegsync.headers import (
-    HeaderProblem,
-    check_data_file,
-    data_file_target,
-    detached_data_name_at,
-)
 from volsegsync.index import check_relative_path
 from volsegsync.memo import forget_memo, load_memo, save_memo
+
+# volsegsync.headers (numpy, pynrrd) is imported only when a header is read: a run
+# without detached headers, or with nothing changed, never loads it
 
 RACY = (-1, -1, -1)  # a stat never seen on disk: look again next run
 ABSENT = (-2, -2, -2)  # no such file (a fresh clone): looked at again when one appears
@@ -148,6 +145,8 @@ class DataStage:
 
     def _read(self, header: str, st: StatTuple) -> Data:
         """Which data file the header names (header only), not yet hashed."""
+        from volsegsync.headers import HeaderProblem, data_file_target, detached_data_name_at
+
         try:
             name = detached_data_name_at(self.root, header)
         except HeaderProblem:  # a broken header has its own problem (verify)
@@ -162,6 +161,8 @@ class DataStage:
 
     def _hash(self, todo: dict[str, list[str]], jobs: int) -> None:
         """Check and hash the data files of ``todo``; record the result per header."""
+        from volsegsync.headers import HeaderProblem, check_data_file
+
         heads = self.heads
         ok: list[tuple[str, Stat]] = []
         for path, headers in todo.items():

@@ -3,21 +3,32 @@
 For each size, a dataset of tiny real NIfTI/NRRD pairs made of hard links of a few
 sources (quick to make; an edit replaces one link by a copy with new content, since
 changing a hard link in place would change every link). Each figure is a median of
-``--runs`` runs of the real command (a whole process, as a user runs it), against a
-baseline measured in the same invocation:
+``--runs`` runs of the real command (a whole process, as a user runs it, with its
+bytecode compiled as an installed package has it), against a baseline measured in
+the same invocation:
 
 - bare walk: ``os.scandir`` + ``lstat`` of every entry, in-process (the floor);
 - status, nothing changed; first status after one file edited; status again;
+  status after a ``touch`` of one hard link (which changes the stat of every link
+  of the same source: about 60,000 files);
 - verify --fast, nothing changed; first verify --fast after one file edited;
 - pair of unseen files (state and index removed) against hashing them alone
   (read + xxh3-128 of every file, in-process, one thread);
 - peak memory (max RSS) of status;
-- dvc status (``--dvc``, at sizes up to 100k only), when ``dvc`` is on PATH.
+- ``dvc status`` (``--dvc PATH``: the dvc executable; at sizes up to 100k only) on
+  the same files after ``dvc add`` of both folders.
+
+The load average of the machine is printed with each size: on a shared machine
+the absolute times mean little, the ratios (each against its baseline run just
+before) a bit more.
 
     python benchmarks/bench_incremental.py --sizes 100000,400000 [--runs 3] [--dir /tmp/vss-inc]
-    python benchmarks/bench_incremental.py --sizes 1000000 --runs 1
+    python benchmarks/bench_incremental.py --sizes 100000 --dvc /path/to/venv/bin/dvc
 
-Prints one markdown table row per size (and the raw figures before it).
+SLOW: 100k files take about 3 minutes (10 with ``--dvc``), 400k about 12, 1M about
+35 on a quiet 2-core machine (mostly ``pair`` of the unseen files and the first
+``verify --fast``, which reads every header once); 1M needs ~2 GB of free disk for
+the state and index. Prints one markdown table row per size (raw figures before).
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ import xxhash
 
 EXE = str(Path(sys.executable).parent / "volsegsync")
 LINKS = 60_000
+# the commands run as installed: with their bytecode compiled once, not each run
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
 def bare_walk(root: str) -> int:
@@ -105,7 +118,7 @@ def edit(root: Path, i: int) -> None:
 
 def run(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> float:
     t = time.perf_counter()
-    proc = subprocess.run([EXE, "-C", str(root), *args, "-q"], check=False)
+    proc = subprocess.run([EXE, "-C", str(root), *args, "-q"], check=False, env=ENV)
     elapsed = time.perf_counter() - t
     if proc.returncode not in ok:
         raise SystemExit(f"volsegsync {' '.join(args)} exited {proc.returncode}")
@@ -113,7 +126,7 @@ def run(root: Path, *args: str, ok: tuple[int, ...] = (0,)) -> float:
 
 
 def max_rss_mb(root: Path, *args: str) -> float:
-    proc = subprocess.Popen([EXE, "-C", str(root), *args, "-q"])
+    proc = subprocess.Popen([EXE, "-C", str(root), *args, "-q"], env=ENV)
     _, _, usage = os.wait4(proc.pid, 0)
     return usage.ru_maxrss / 1024
 
@@ -127,24 +140,31 @@ def timed(func: Callable[[], object], runs: int) -> float:
     return datasets.median(out)
 
 
-def bench(root: Path, files: int, runs: int, dvc: bool) -> dict[str, float]:
+def bench(root: Path, files: int, runs: int, dvc: str | None) -> dict[str, float]:
     t = time.perf_counter()
     make(root, files)
     print(f"[{files}] made in {time.perf_counter() - t:.1f} s", flush=True)
-    r: dict[str, float] = {}
+    r: dict[str, float] = {"load_before": os.getloadavg()[0]}
     r["hash_alone"] = timed(lambda: hash_alone(root), 1)
     r["pair_unseen"] = run(root, "pair")
     print(f"[{files}] pair of unseen files {r['pair_unseen']:.2f} s", flush=True)
     run(root, "status")  # warm the page cache of the state files
     run(root, "verify", "--fast")
-    r["walk"] = timed(lambda: bare_walk(str(root)), runs)
-    r["status"] = timed(lambda: run(root, "status"), runs)
-    r["verify_fast"] = timed(lambda: run(root, "verify", "--fast"), runs)
-    firsts, agains, vfirsts, vagains = [], [], [], []
+    walks, statuses, verifies = [], [], []
+    for _ in range(runs):  # interleaved: a change of the machine's load hits all alike
+        walks.append(timed(lambda: bare_walk(str(root)), 1))
+        statuses.append(run(root, "status"))
+        verifies.append(run(root, "verify", "--fast"))
+    r["walk"] = datasets.median(walks)
+    r["status"] = datasets.median(statuses)
+    r["verify_fast"] = datasets.median(verifies)
+    firsts, agains, vfirsts, vagains, vbases = [], [], [], [], []
     for k in range(runs):  # each edit of a different file; time the first run after it
         edit(root, 7 + 1000 * k)
         firsts.append(run(root, "status", ok=(1,)))
         agains.append(run(root, "status", ok=(1,)))
+        run(root, "verify", "--fast", ok=(0, 1))  # catches up with that edit
+        vbases.append(run(root, "verify", "--fast", ok=(0, 1)))  # unchanged, this state
         edit(root, 11 + 1000 * k)
         vfirsts.append(run(root, "verify", "--fast", ok=(0, 1)))
         vagains.append(run(root, "verify", "--fast", ok=(0, 1)))
@@ -152,28 +172,44 @@ def bench(root: Path, files: int, runs: int, dvc: bool) -> dict[str, float]:
         run(root, "status")
     r["status_edit"] = datasets.median(firsts)
     r["status_again"] = datasets.median(agains)
+    r["verify_base"] = datasets.median(vbases)
     r["verify_edit"] = datasets.median(vfirsts)
     r["verify_again"] = datasets.median(vagains)
     # touch one hard link: its stat changes (and that of every link of the same source)
     touch = root / "segmentations" / f"{datasets.name(3)}-v1.nrrd"
     os.utime(touch, (datasets.OLD + 5, datasets.OLD + 5))
     r["status_touch"] = run(root, "status", ok=(0, 1))
+    run(root, "pair")
     r["rss_mb"] = max_rss_mb(root, "status")
-    if dvc and files <= 100_000 and shutil.which("dvc"):
-        r["dvc_status"] = dvc_status(root, runs)
+    r["load_after"] = os.getloadavg()[0]
+    if dvc and files <= 100_000:
+        r["dvc_status"] = dvc_status(dvc, root, runs)
+        r["dvc_walk"] = timed(lambda: bare_walk(str(root)), runs)
     return r
 
 
-def dvc_status(root: Path, runs: int) -> float:
+def dvc_status(dvc: str, root: Path, runs: int) -> float:
+    """``dvc status`` on the same files (after ``dvc add`` of both folders, untimed)."""
+    env = {**ENV, "DVC_NO_ANALYTICS": "1"}
+
+    def call(*args: str) -> None:
+        subprocess.run([dvc, *args], cwd=root, check=True, env=env, stdout=subprocess.DEVNULL)
+
     subprocess.run(["git", "init", "-q", str(root)], check=True)
-    subprocess.run(["dvc", "init", "-q"], cwd=root, check=True)
-    subprocess.run(["dvc", "add", "-q", "volumes", "segmentations"], cwd=root, check=True)
+    call("init", "-q")
+    call("config", "core.analytics", "false")
+    t = time.perf_counter()
+    call("add", "-q", "volumes", "segmentations")
+    print(f"dvc add took {time.perf_counter() - t:.1f} s", flush=True)
 
     def status() -> None:
-        subprocess.run(["dvc", "status", "-q"], cwd=root, check=False)
+        subprocess.run([dvc, "status", "-q"], cwd=root, check=False, env=env)
 
     status()
     return timed(status, runs)
+
+
+GOALS = "goals: status unchanged <= 1.5x walk; after an edit <= 1.3x unchanged (both commands)"
 
 
 def main() -> None:
@@ -181,7 +217,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="100000,400000", help="file counts, comma-separated")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default="/tmp/vss-bench-incremental")
-    ap.add_argument("--dvc", action="store_true", help="also time dvc status (up to 100k)")
+    ap.add_argument("--dvc", metavar="PATH", help="dvc executable: also time dvc status (<=100k)")
     args = ap.parse_args()
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
@@ -189,24 +225,31 @@ def main() -> None:
         print(f"[{size}] {r}", flush=True)
         rows.append((size, r))
         shutil.rmtree(Path(args.dir) / str(size), ignore_errors=True)
+        shutil.rmtree(Path(args.dir) / f"{size}-sources", ignore_errors=True)
     print()
+    print(GOALS)
     print(
         "| files | bare walk | status unchanged | first status after one edit | status again "
         "| after a touch | verify --fast unchanged | after the edit | pair unseen vs hash alone "
-        "| status max RSS | dvc status |"
+        "| status max RSS | dvc status | load avg |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size, r in rows:
-        w, s = r["walk"], r["status"]
-        dvc = f"{r['dvc_status']:.2f} s" if "dvc_status" in r else "-"
+        w, s, v = r["walk"], r["status"], r["verify_base"]
+        dvc = (
+            f"{r['dvc_status']:.2f} s ({r['dvc_status'] / r['dvc_walk']:.1f}x walk)"
+            if "dvc_status" in r
+            else "-"
+        )
         print(
             f"| {size:,} | {w:.2f} s | {s:.2f} s ({s / w:.2f}x walk) "
             f"| {r['status_edit']:.2f} s ({r['status_edit'] / s:.2f}x unchanged) "
             f"| {r['status_again']:.2f} s | {r['status_touch']:.2f} s "
             f"| {r['verify_fast']:.2f} s ({r['verify_fast'] / s:.2f}x status) "
-            f"| {r['verify_edit']:.2f} s ({r['verify_edit'] / r['verify_fast']:.2f}x) "
+            f"| {r['verify_edit']:.2f} s ({r['verify_edit'] / v:.2f}x unchanged) "
             f"| {r['pair_unseen']:.1f} s vs {r['hash_alone']:.1f} s "
-            f"({r['pair_unseen'] / r['hash_alone']:.2f}x) | {r['rss_mb']:.0f} MB | {dvc} |"
+            f"({r['pair_unseen'] / r['hash_alone']:.2f}x) | {r['rss_mb']:.0f} MB | {dvc} "
+            f"| {r['load_before']:.1f} / {r['load_after']:.1f} |"
         )
 
 

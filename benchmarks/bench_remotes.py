@@ -14,12 +14,17 @@ them (which fills the content store), then times, each as the median of
 - with ``--dvc`` and DVC installed (``pip install dvc dvc-s3``): ``dvc push`` and
   ``dvc pull`` of the same files to the same kinds of remote.
 
-    python benchmarks/bench_remotes.py [--size 1G] [--files 1000] [--runs 3] [--dvc]
+Each round runs volsegsync, ``cp -r`` and DVC one after the other, so all see the same
+machine load; the load average is printed at the start, between the parts and at the
+end. Ratios: to ``cp -r``, how many times its time; to DVC, how many times faster.
+
+    python benchmarks/bench_remotes.py [--size 1G] [--files 1000] [--runs 3] [--dvc [PATH]]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import gzip
 import os
 import resource
@@ -93,20 +98,43 @@ class Timing(NamedTuple):
     cpu: float  # median CPU seconds (user + system) of the child processes
 
 
-def timed(setup: Callable[[], None], run: Callable[[], None], runs: int) -> Timing:
-    """Medians of ``run`` (``setup``, untimed, before each). The CPU time is reported
-    too: on a shared machine the wall clock also counts other people's work."""
-    walls, cpus = [], []
+class Case(NamedTuple):
+    name: str
+    setup: Callable[[], None]  # untimed, before each run
+    run: Callable[[], None]
+
+
+def timed_once(case: Case) -> tuple[float, float]:
+    """Wall and CPU seconds of one run of ``case`` (its setup untimed). The CPU time of
+    the child processes is reported too: on a shared machine the wall clock also counts
+    other people's work."""
+    case.setup()
+    subprocess.run(["sync"], check=False)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    case.run()
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+
+
+def interleaved(cases: list[Case], runs: int) -> dict[str, Timing]:
+    """Medians over ``runs`` rounds; each round runs every case once, in order, so that
+    a tool and its baselines see the same machine load (a case may rely on the one
+    before it in the round: a pull on the push that filled the remote)."""
+    samples: dict[str, list[tuple[float, float]]] = {c.name: [] for c in cases}
     for _ in range(runs):
-        setup()
-        subprocess.run(["sync"], check=False)
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t = time.perf_counter()
-        run()
-        walls.append(time.perf_counter() - t)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return Timing(datasets.median(walls), datasets.median(cpus))
+        for case in cases:
+            samples[case.name].append(timed_once(case))
+    return {
+        name: Timing(datasets.median([w for w, _ in v]), datasets.median([c for _, c in v]))
+        for name, v in samples.items()
+    }
+
+
+def timed(setup: Callable[[], None], run: Callable[[], None], runs: int) -> Timing:
+    """Medians of ``run`` alone (``setup``, untimed, before each)."""
+    return interleaved([Case("", setup, run)], runs)[""]
 
 
 def fresh_clone(src: Path, dst: Path, remote_args: list[str]) -> None:
@@ -160,25 +188,42 @@ def _boto_kw() -> dict[str, str]:
     }
 
 
-def empty_bucket(endpoint: str) -> None:
+def empty_bucket(endpoint: str, prefix: str = "") -> None:
     import boto3
 
     bucket = boto3.resource("s3", endpoint_url=endpoint, **_boto_kw()).Bucket("bench")
-    bucket.objects.all().delete()
+    bucket.objects.filter(Prefix=prefix).delete()
 
 
-def line(what: str, t: Timing, nbytes: int = 0, base: Timing | None = None, name: str = "") -> str:
-    """One result: wall time, throughput, CPU time, and the ratio to a baseline."""
+def line(what: str, t: Timing, nbytes: int = 0, *baselines: tuple[str, Timing | None]) -> str:
+    """One result: wall time, throughput, CPU time, and the ratio to each baseline
+    (``cp -r``: how many times its time; DVC: how many times faster than it)."""
     rate = f"{nbytes / t.wall / (1 << 20):8.1f} MiB/s" if nbytes and t.wall > 0 else " " * 13
-    ratio = f"   {name} {base.wall:.2f} s, ratio {t.wall / base.wall:.2f}x" if base else ""
-    return f"{what:<40} {t.wall:7.2f} s {rate}  (cpu {t.cpu:5.2f} s){ratio}"
+    text = f"{what:<40} {t.wall:7.2f} s {rate}  (cpu {t.cpu:5.2f} s)"
+    for name, base in baselines:
+        if base is None:
+            continue
+        if name.startswith("dvc"):
+            text += (
+                f"   {name} {base.wall:.2f} s: {base.wall / t.wall:.2f}x faster"
+                f" (cpu {base.cpu:.2f} s: {base.cpu / max(t.cpu, 1e-9):.2f}x less)"
+            )
+        else:
+            text += f"   {name} {base.wall:.2f} s: {t.wall / base.wall:.2f}x its time"
+    return text
 
 
-def bench_dvc(exe: str, work: Path, data: Path, remote: str, env: dict[str, str], runs: int) -> str:
-    """``dvc push`` / ``dvc pull`` of the same files; '' when DVC is not installed."""
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} cores"
+
+
+def dvc_cases(exe: str, work: Path, data: Path, remote: str, env: dict[str, str]) -> list[Case]:
+    """``dvc push`` / ``dvc pull`` of the same files to the same kind of remote (a repo
+    made here, ``dvc add`` untimed); [] when DVC is not installed."""
     dvc = shutil.which(exe)
     if dvc is None:
-        return ""
+        return []
     kind = "s3" if remote.startswith("s3://") else "folder"
     repo = work / f"dvc-repo-{kind}"
     shutil.rmtree(repo, ignore_errors=True)
@@ -196,24 +241,21 @@ def bench_dvc(exe: str, work: Path, data: Path, remote: str, env: dict[str, str]
     run("remote", "add", "-d", "bench", remote)
     if remote.startswith("s3://"):
         run("remote", "modify", "bench", "endpointurl", env["AWS_ENDPOINT_URL"])
-    else:
-        shutil.rmtree(remote, ignore_errors=True)
-    total = sum(p.stat().st_size for p in (repo / "data").rglob("*") if p.is_file())
 
     def clean_remote() -> None:
         if remote.startswith("s3://"):
-            empty_bucket(env["AWS_ENDPOINT_URL"])
+            empty_bucket(env["AWS_ENDPOINT_URL"], "dvc/")
         else:
             shutil.rmtree(remote, ignore_errors=True)
-
-    push = timed(clean_remote, lambda: run("push", "-q"), runs)
 
     def clean_local() -> None:
         shutil.rmtree(repo / ".dvc" / "cache", ignore_errors=True)
         shutil.rmtree(repo / "data", ignore_errors=True)
 
-    pull = timed(clean_local, lambda: run("pull", "-q"), runs)
-    return line(f"dvc push ({kind})", push, total) + "\n" + line(f"dvc pull ({kind})", pull, total)
+    return [
+        Case(f"dvc push ({kind})", clean_remote, lambda: run("push", "-q")),
+        Case(f"dvc pull ({kind})", clean_local, lambda: run("pull", "-q")),
+    ]
 
 
 class Report(list[str]):
@@ -230,7 +272,17 @@ class Report(list[str]):
         return self
 
 
+def byte_compile() -> None:
+    """Byte-compile volsegsync, as pip does when it installs a package: an editable
+    install run with PYTHONDONTWRITEBYTECODE=1 would compile every module again on every
+    command (about 0.3 s each time), which DVC, installed normally, does not pay."""
+    import volsegsync
+
+    compileall.compile_dir(Path(volsegsync.__file__).parent, quiet=1)
+
+
 def main() -> None:
+    byte_compile()
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="1G", help="total size of the files (e.g. 100M, 1G)")
     ap.add_argument("--files", type=int, default=1000)
@@ -255,24 +307,31 @@ def main() -> None:
     objects = [p for p in cache.glob("*/*") if p.is_file()]
     nbytes = sum(p.stat().st_size for p in objects)
     print(f"{len(objects)} objects, {nbytes / (1 << 20):.0f} MiB; medians of {args.runs} runs")
+    print(f"start: {load()}", flush=True)
     out = Report()
 
-    # folder remote
+    # folder remote: volsegsync, cp -r and DVC in turn, in each round
     remote = work / "remote"
     vs(src, "remote", "add", "bench", str(remote), "--default")
-    cp_push = timed(rm(work / "cp"), cp_r(cache, work / "cp"), args.runs)
-    push = timed(rm(remote), lambda: vs(src, "push"), args.runs)
-    noop = timed(lambda: None, lambda: vs(src, "push"), args.runs)
     clone = work / "clone"
-    cp_pull = timed(rm(work / "cp"), cp_r(remote / "xxh3-128", work / "cp"), args.runs)
-    pull = timed(
-        lambda: fresh_clone(src, clone, [str(remote)]), lambda: vs(clone, "pull"), args.runs
-    )
-    out += [
-        line("push, folder remote", push, nbytes, cp_push, "cp -r"),
-        line("pull (fetch + checkout), folder remote", pull, nbytes, cp_pull, "cp -r"),
-        line("no-op push, folder remote", noop),
+    dvc = dvc_cases(args.dvc, work, src, str(work / "dvc-remote"), {}) if args.dvc else []
+    if args.dvc and not dvc:
+        out.append(f"dvc: {args.dvc} not found")
+    cases = [
+        Case("cp push", rm(work / "cp"), cp_r(cache, work / "cp")),
+        Case("push", rm(remote), lambda: vs(src, "push")),
+        *dvc[:1],
+        Case("cp pull", rm(work / "cp"), cp_r(remote / "xxh3-128", work / "cp")),
+        Case("pull", lambda: fresh_clone(src, clone, [str(remote)]), lambda: vs(clone, "pull")),
+        *dvc[1:],
     ]
+    t = interleaved(cases, args.runs)
+    noop = timed(lambda: None, lambda: vs(src, "push"), args.runs)
+    for verb, what in (("push", "push"), ("pull", "pull (fetch + checkout)")):
+        base = ("cp -r", t[f"cp {verb}"]), (f"dvc {verb}", t.get(f"dvc {verb} (folder)"))
+        out.append(line(f"{what}, folder remote", t[verb], nbytes, *base))
+    out.append(line("no-op push, folder remote", noop))
+    print(f"after the folder remote: {load()}", flush=True)
 
     # S3 (moto)
     moto = start_moto(work)
@@ -283,31 +342,44 @@ def main() -> None:
         env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
         try:
             vs(src, "remote", "add", "s3", "s3://bench/ds", "--force")
-            s3_push = timed(
-                lambda: empty_bucket(endpoint),
-                lambda: vs(src, "push", "--remote", "s3", env=env),
-                args.runs,
-            )
+            dvc = dvc_cases(args.dvc, work, src, "s3://bench/dvc", env) if args.dvc else []
+            cases = [
+                Case(
+                    "push",
+                    lambda: empty_bucket(endpoint, "ds/"),
+                    lambda: vs(src, "push", "--remote", "s3", env=env),
+                ),
+                *dvc[:1],
+                Case(
+                    "pull",
+                    lambda: fresh_clone(src, clone, ["s3://bench/ds"]),
+                    lambda: vs(clone, "pull", env=env),
+                ),
+                *dvc[1:],
+            ]
+            t = interleaved(cases, args.runs)
             s3_noop = timed(
                 lambda: None, lambda: vs(src, "push", "--remote", "s3", env=env), args.runs
             )
-            s3_pull = timed(
-                lambda: fresh_clone(src, clone, ["s3://bench/ds"]),
-                lambda: vs(clone, "pull", env=env),
-                args.runs,
-            )
             out += [
-                line("push, S3 (moto on 127.0.0.1)", s3_push, nbytes),
-                line("pull, S3 (moto on 127.0.0.1)", s3_pull, nbytes),
+                line(
+                    "push, S3 (moto on 127.0.0.1)",
+                    t["push"],
+                    nbytes,
+                    ("dvc push", t.get("dvc push (s3)")),
+                ),
+                line(
+                    "pull, S3 (moto on 127.0.0.1)",
+                    t["pull"],
+                    nbytes,
+                    ("dvc pull", t.get("dvc pull (s3)")),
+                ),
                 line("no-op push, S3", s3_noop),
             ]
-            if args.dvc:
-                folder = bench_dvc(args.dvc, work, src, str(work / "dvc-remote"), {}, args.runs)
-                out.append(folder or f"dvc: {args.dvc} not found")
-                out.append(bench_dvc(args.dvc, work, src, "s3://bench/dvc", env, args.runs))
         finally:
             proc.terminate()
             proc.wait()
+    print(f"after S3: {load()}", flush=True)
 
     # a no-op push of many objects
     many = work / "many"
@@ -317,6 +389,7 @@ def main() -> None:
     vs(many, "push")
     noop_many = timed(lambda: None, lambda: vs(many, "push"), max(3, args.runs))
     out.append(line(f"no-op push, {args.noop_objects} objects, folder", noop_many) + " goal < 1 s")
+    print(f"end: {load()}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
 

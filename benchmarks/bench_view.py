@@ -5,9 +5,17 @@
    against a baseline in the same invocation: nibabel reading the volume's voxels
    alone (``np.asarray(img.dataobj)``). Goal: under 1 s.
 2. ``report`` of N pairs (default 1,000; 64x64x24 volumes): cold (caches and
-   output removed), after changing 1% of the segmentations, and unchanged.
+   output removed), after changing 1% of the segmentations, and unchanged; the
+   cost of the change is (1% change - unchanged) / cold.
+
+Wall times count waiting for a core on a shared machine: the machine's load
+average is printed before and after each part, and the CPU time beside each.
+``--realtime`` runs the timed commands at real-time priority (``chrt -f``, as
+root): the machine's other jobs wait meanwhile, which approximates an unloaded
+machine (use it for the short ``show`` runs; it starves the others while it runs).
 
     python benchmarks/bench_view.py [--pairs 1000] [--runs 3] [--shape 512,512,300]
+                                    [--skip-show] [--skip-report] [--realtime]
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ EXE = str(Path(sys.executable).parent / "volsegsync")
 
 
 CPU: list[float] = []  # CPU seconds (user + system) of each timed command, in order
+PREFIX: list[str] = []  # ["chrt", "-f", "10"] with --realtime
 
 
 def timed(args: list[str]) -> float:
@@ -41,13 +50,17 @@ def timed(args: list[str]) -> float:
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    r = subprocess.run(args, check=False, capture_output=True)
+    r = subprocess.run([*PREFIX, *args], check=False, capture_output=True)
     elapsed = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     if r.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(args)} exited {r.returncode}: {r.stderr.decode()}")
     return elapsed
+
+
+def load() -> str:
+    return "machine load average (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def bench_show(base: Path, shape: tuple[int, int, int], runs: int) -> None:
@@ -64,6 +77,7 @@ def bench_show(base: Path, shape: tuple[int, int, int], runs: int) -> None:
     )
     baseline, show = [], []
     start = len(CPU)
+    print(f"  {load()}")
     for _ in range(runs):
         baseline.append(timed([sys.executable, "-c", baseline_code, str(volume)]))
         show.append(timed([EXE, "-C", str(root), "show", key, "-o", str(base / "ct.png")]))
@@ -75,6 +89,7 @@ def bench_show(base: Path, shape: tuple[int, int, int], runs: int) -> None:
         f"  volsegsync show, whole command, PNG written:      {s:.3f} s ({sc:.3f} s CPU), "
         f"{s / b:.2f}x wall, {sc / bc:.2f}x CPU"
     )
+    print(f"  {load()}")
 
 
 def change_one_percent(root: Path, pairs: int, round_: int, shape: tuple[int, int, int]) -> int:
@@ -100,6 +115,7 @@ def bench_report(base: Path, pairs: int, runs: int) -> None:
     report = [EXE, "-C", str(root), "report", "-q", "-o", str(out)]
     cold, changed, unchanged = [], [], []
     start = len(CPU)
+    print(f"  {load()}")
     for r in range(runs):
         shutil.rmtree(root / ".volsegsync" / "state", ignore_errors=True)
         shutil.rmtree(out, ignore_errors=True)
@@ -119,6 +135,11 @@ def bench_report(base: Path, pairs: int, runs: int) -> None:
         f"  unchanged re-run (fixed cost):       {u:.2f} s wall ({u / c:.1%}), "
         f"{uc:.2f} s CPU ({uc / cc:.1%} of cold)"
     )
+    print(
+        f"  cost of the 1% change, (change - unchanged) / cold: {(d - u) / c:.1%} wall, "
+        f"{(dc - uc) / cc:.1%} CPU"
+    )
+    print(f"  {load()}")
 
 
 def main() -> None:
@@ -128,7 +149,10 @@ def main() -> None:
     parser.add_argument("--shape", default="512,512,300")
     parser.add_argument("--skip-show", action="store_true")
     parser.add_argument("--skip-report", action="store_true")
+    parser.add_argument("--realtime", action="store_true", help="time at chrt -f priority")
     args = parser.parse_args()
+    if args.realtime:
+        PREFIX.extend(["chrt", "-f", "10"])
     shape = tuple(int(n) for n in args.shape.split(","))
     assert len(shape) == 3
     with tempfile.TemporaryDirectory() as tmp:

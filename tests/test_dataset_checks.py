@@ -135,3 +135,26 @@ def test_segment_fields() -> None:
         (0, "a", 3, (255, 128, 0)),
         (1, "b", -1, None),
     ]
+
+
+def test_similarity_in_plain_python_equals_numpy() -> None:
+    """Few distinct spacings/shapes are compared in plain Python (no numpy import),
+    many with numpy: both count the same neighbours, factor-2 ties included."""
+    import math
+    import random
+
+    from volsegsync.dataset_checks import SIMILAR_FACTOR, _within_factor
+
+    rng = random.Random(1)
+    steps = [0.0, 0.1, 0.4, 0.5, 0.8, 1.0, 1.6, 2.0, 3.0, 4.0, 6.0]
+    for _ in range(200):
+        values = {
+            tuple(float(f"{rng.choice(steps) * rng.choice([1, 2, 0.5]):.2g}") for _ in range(3))
+            for _ in range(rng.randint(1, 64))
+        }
+        distinct = sorted(values)
+        counts = [rng.randint(1, 9) for _ in distinct]
+        logs = np.log(np.maximum(np.array(distinct, dtype=np.float64), 1e-300))
+        limit = math.log(SIMILAR_FACTOR) + 1e-9
+        near = np.all(np.abs(logs[:, None, :] - logs[None, :, :]) <= limit, axis=2)
+        assert _within_factor(distinct, counts) == [int(v) for v in near @ np.array(counts)]

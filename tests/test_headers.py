@@ -6,6 +6,8 @@ import gzip
 import json
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -513,3 +515,150 @@ def test_nrrd_zero_size(tmp_path: Path) -> None:
         b"NRRD0004\ntype: uint8\ndimension: 3\nencoding: raw\nsizes: 2 0 2\n\n"
     )
     assert problem(tmp_path / "z.nrrd").reason == "NRRD sizes [2, 0, 2] must all be positive"
+
+
+# ------------------------------------------------- plain NRRD headers without pynrrd/numpy
+
+_BASE = [
+    "NRRD0004",
+    "type: unsigned char",
+    "dimension: 3",
+    "space: left-posterior-superior",
+    "sizes: 8 8 6",
+    "space directions: (-1,0,0) (0,-1.5,0) (0,0,2.25)",
+    "kinds: domain domain domain",
+    "endian: little",
+    "encoding: raw",
+    "space origin: (10.5,-3,7e-1)",
+    "Segment0_Name:=vertebra",
+]
+_VARIANTS: list[tuple[str, list[str]]] = [
+    ("as written", _BASE),
+    ("comment", [*_BASE[:2], "# a comment", *_BASE[2:]]),
+    ("none axis", [
+        "NRRD0005", "type: float", "dimension: 4", "space: right-anterior-superior",
+        "sizes: 3 8 8 6", "space directions: none (1,0,0) (0,1,0) (0,0,1)",
+        "kinds: vector domain domain domain", "endian: little", "encoding: gzip",
+    ]),
+    ("spacings", ["NRRD0004", "type: short", "dimension: 3", "sizes: 4 5 6",
+                  "spacings: 0.5 0.5 3", "kinds: domain domain domain", "encoding: raw",
+                  "endian: big"]),
+    ("space dimension", ["NRRD0004", "type: int", "dimension: 2", "space dimension: 2",
+                         "sizes: 4 5", "space directions: (1,0) (0,2)", "encoding: raw",
+                         "endian: little"]),
+    ("duplicate", [*_BASE, "sizes: 8 8 7"]),
+    ("dimension 17", [_BASE[0], _BASE[1], "dimension: 17", *_BASE[3:]]),
+    ("dimension 003", [_BASE[0], _BASE[1], "dimension: 003", *_BASE[3:]]),
+    ("dimension 0003", [_BASE[0], _BASE[1], "dimension: 0003", *_BASE[3:]]),
+    ("dimension 00003", [_BASE[0], _BASE[1], "dimension: 00003", *_BASE[3:]]),
+    ("sizes float", [*_BASE[:4], "sizes: 8 8.7 6", *_BASE[5:]]),
+    ("sizes mismatch", [*_BASE[:4], "sizes: 8 8", *_BASE[5:]]),
+    ("ragged directions", [*_BASE[:5], "space directions: (1,0,0) (0,1) (0,0,1)", *_BASE[6:]]),
+    ("spaced directions", [*_BASE[:5], "space directions: (1, 0,0) (0,1,0) (0,0,1)", *_BASE[6:]]),
+    ("nan direction", [*_BASE[:5], "space directions: (nan,nan,nan) (0,1,0) (0,0,1)", *_BASE[6:]]),
+    ("inf origin", [*_BASE[:9], "space origin: (inf,0,0)"]),
+    ("origin no parens", [*_BASE[:9], "space origin: 1,2,3"]),
+    ("unknown field", [*_BASE, "measurement frame: (1,0,0) (0,1,0) (0,0,1)"]),
+    ("no type", [_BASE[0], *_BASE[2:]]),
+    ("magic 6", ["NRRD0006", *_BASE[1:]]),
+    ("blank-ish line", [*_BASE[:3], "   ", *_BASE[3:]]),
+    ("no colon", [*_BASE, "garbage"]),
+    ("odd type", [_BASE[0], "type: complex", *_BASE[2:]]),
+    ("capital Dimension", [_BASE[0], _BASE[1], "Dimension: 3", *_BASE[3:]]),
+    ("colon-equals field", [_BASE[0], "type:= uchar", *_BASE[2:]]),
+]  # fmt: skip
+
+
+def _outcome(path: Path) -> Any:
+    try:
+        return read_geometry(path)
+    except HeaderProblem as e:
+        return (e.category, e.reason)
+
+
+@pytest.mark.parametrize("name", [n for n, _ in _VARIANTS])
+def test_plain_nrrd_parse_equals_pynrrd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A NRRD header read without pynrrd (and numpy) gives what pynrrd's parse gives:
+    the same geometry, or the same problem (then pynrrd decides)."""
+    import volsegsync.headers as headers
+
+    lines = dict(_VARIANTS)[name]
+    path = tmp_path / "x.nrrd"
+    path.write_bytes(("\n".join(lines) + "\n\n").encode() + bytes(8 * 8 * 6 * 4))
+    plain = _outcome(path)
+    taken = headers._plain_nrrd_header(("\n".join(lines)).encode(), 0, True) is not None
+    monkeypatch.setattr(headers, "_plain_nrrd_header", lambda *a: None)
+    assert plain == _outcome(path)
+    # the plain parse takes the well-formed ones (their problems, if any, come later)
+    assert taken == (name in _PLAIN), taken
+
+
+_PLAIN = {"as written", "comment", "none axis", "spacings", "space dimension"} | {
+    "sizes mismatch",
+    "nan direction",
+    "inf origin",
+    "odd type",
+}
+
+
+def test_reading_plain_headers_imports_no_numpy(tmp_path: Path) -> None:
+    """What verify --fast reads after an edit (a Slicer NRRD, a NIfTI placed by its
+    sform) and the comparison of a pair on one grid need neither numpy nor nibabel."""
+    seg = tmp_path / "x.nrrd"
+    seg.write_bytes(("\n".join(_BASE) + "\n\n").encode())
+    vol = write_nifti(tmp_path / "x.nii.gz", OBLIQUE)
+    code = (
+        "import sys; from pathlib import Path; from volsegsync.headers import read_geometry; "
+        "from volsegsync.geometry import compare; "
+        f"g = read_geometry(Path({str(seg)!r})); assert not compare(g, g); "
+        f"v = read_geometry(Path({str(vol)!r})); assert not compare(v, v); "
+        "assert not {'numpy', 'nrrd', 'nibabel'} & set(sys.modules), 'imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _nifti_variants() -> list[tuple[str, bytes]]:
+    out = []
+    for name, shape, dtype, sform, qform, order in [
+        ("sform", (4, 5, 6), "int16", 1, 1, "<"),
+        ("sform only", (4, 5, 6), "uint8", 2, 0, "<"),
+        ("negative sform code", (4, 5, 6), "float32", -1, 0, "<"),
+        ("qform only", (4, 5, 6), "int16", 0, 1, "<"),
+        ("no transform", (4, 5, 6), "int16", 0, 0, "<"),
+        ("4D", (4, 5, 6, 3), "float64", 1, 1, "<"),
+        ("2D", (4, 5), "int32", 1, 0, "<"),
+        ("big-endian", (4, 5, 6), "int16", 1, 1, ">"),
+        ("odd dtype", (4, 5, 6), "complex64", 1, 1, "<"),
+        ("ico7", (27307, 1, 6), "float32", 1, 1, "<"),
+    ]:
+        header = nib.Nifti1Header(endianness=order)  # type: ignore[no-untyped-call]
+        header.set_data_shape(shape)
+        header.set_data_dtype(dtype)
+        header.set_sform(OBLIQUE, code=max(sform, 0))
+        header.set_qform(OBLIQUE @ np.diag([1.0, -1.0, 1.0, 1.0]), code=qform)
+        block = bytearray(header.binaryblock)
+        if sform < 0:
+            block[254:256] = sform.to_bytes(2, "little" if order == "<" else "big", signed=True)
+        out.append((name, bytes(block)))
+    return out
+
+
+@pytest.mark.parametrize("name", [n for n, _ in _nifti_variants()])
+def test_plain_nifti_header_equals_nibabel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """A NIfTI-1 header placed by its sform, read without nibabel, gives what nibabel
+    gives; any other header is left to nibabel."""
+    import volsegsync.headers as headers
+
+    block = dict(_nifti_variants())[name]
+    path = tmp_path / "x.nii"
+    path.write_bytes(block + b"\0" * 4)
+    plain = _outcome(path)
+    taken = headers._plain_nifti1_geometry(block) is not None
+    monkeypatch.setattr(headers, "_plain_nifti1_geometry", lambda block: None)
+    assert plain == _outcome(path)
+    sform_placed = {"sform", "sform only", "negative sform code", "4D", "2D", "big-endian"}
+    assert taken == (name in sform_placed), taken

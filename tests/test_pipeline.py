@@ -13,13 +13,14 @@ import json
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import nrrd
 import numpy as np
 import pytest
-from conftest import NAME1, NAME2, invoke, write_nii, write_nrrd
+from conftest import LPS, NAME1, NAME2, invoke, make_affine, write_nii, write_nrrd
 
 from volsegsync.dataset import Dataset
 from volsegsync.index import format_entry
@@ -250,7 +251,7 @@ def test_unchanged_run_hashes_and_pairs_nothing(ds_root: Path) -> None:
     os.utime(ds_root / f"{NAME1}-v1.nrrd", ns=(BASE_MTIME + 10**9, BASE_MTIME + 10**9))
     touched = Pipeline(ds).update()
     assert touched.generation == first.generation + 1
-    assert touched.changed_since(first.generation) == {NAME1}  # one key, not all
+    assert touched.changed_since(first.stamp) == {NAME1}  # one key, not all
 
 
 # --------------------------------------------------------------------------- issue 7
@@ -430,3 +431,87 @@ def paired_files(ds_root: Path) -> Path:
     for p in ds_root.glob("C0*"):
         os.utime(p, ns=(BASE_MTIME, BASE_MTIME))
     return ds_root
+
+
+# --------------------------------------------------------------------------- dataset level
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_incremental_dataset_checks_equal_a_full_run(ds_root: Path, seed: int) -> None:
+    """Dataset-level problems (outliers, label names, tiny labels) of verify, kept up
+    to date from the memo of their per-file facts, equal those of a run from nothing,
+    after random edits that change, keep or remove what they read."""
+    from test_dataset_checks import SHAPE, _name, _seg
+
+    rng = random.Random(seed)
+    editor = Editor(ds_root, rng)
+    lps = make_affine((1.0, 1.0, 2.0))
+    lps[:3, :3] = LPS @ lps[:3, :3]
+    affines = [make_affine((1.0, 1.0, 2.0)), lps, make_affine((4.0, 4.0, 6.0))]
+    names = [{1: "vertebra", 2: "disc"}, {1: "Liver", 2: "disc"}, {1: "vertebra", 3: "x"}]
+
+    def write(i: int, affine: Any, labels: dict[int, str], shape: tuple[int, ...] = SHAPE) -> None:
+        vol = ds_root / f"{_name(i)}.nii.gz"
+        seg = ds_root / f"{_name(i)}-v1.seg.nrrd"
+        write_nii(vol, seed=f"{i}{editor.tick}", affine=affine, shape=shape)
+        _seg(seg, affine, labels, shape, tiny=rng.random() < 0.2)
+        editor.age(vol)
+        editor.age(seg)
+
+    for i in range(24):
+        write(i, affines[0], names[0])
+    history = []
+    for step in range(14):
+        i = rng.randrange(26)
+        action = rng.choice(["geometry", "names", "same", "remove", "touch", "pair", "config"])
+        vol = ds_root / f"{_name(i)}.nii.gz"
+        if action == "geometry" or not vol.exists():
+            write(i, rng.choice(affines), names[0], rng.choice([SHAPE, (12, 12, 6)]))
+        elif action == "names":
+            write(i, affines[0], rng.choice(names))
+        elif action == "same":  # new content, the same header
+            write(i, affines[0], names[0])
+        elif action == "remove":
+            rng.choice([vol, ds_root / f"{_name(i)}-v1.seg.nrrd"]).unlink(missing_ok=True)
+        elif action == "touch":
+            editor.age(vol)
+        elif action == "pair":
+            run_pair(Dataset.open(ds_root), jobs=1)
+        else:
+            labels = rng.choice(["", '\n[verify.labels]\n1 = "vertebra"\n2 = "disc"\n'])
+            config = ds_root / ".volsegsync" / "config.toml"
+            text = config.read_text().split("\n[verify.labels]")[0]
+            config.write_text(text + labels)
+        history.append(f"{action} {i}")
+        for fast in (True, False) if step % 4 == 3 else (True,):
+            incremental = run_verify(Dataset.open(ds_root), fast=fast, jobs=1)
+            full = run_verify(fresh(ds_root), fast=fast, jobs=1)
+            a, b = set(map(repr, incremental.problems)), set(map(repr, full.problems))
+            assert a == b, (fast, " | ".join(history), a - b, b - a)
+    levels = {p.category for p in full.problems}
+    assert levels & {"outlier_orientation", "outlier_spacing", "label_name_conflict"}, levels
+
+
+def test_header_rewritten_within_one_mtime_tick_is_read_again(ds_root: Path) -> None:
+    """A segmentation rewritten in place with the same size and mtime (a racy stat):
+    the pipeline hashes it again, and the dataset-level checks read its header again
+    instead of trusting the summary memoised under that stat."""
+    from test_dataset_checks import _name, _seg
+
+    for i in range(4):
+        write_nii(ds_root / f"{_name(i)}.nii.gz", affine=make_affine((1.0, 1.0, 2.0)))
+        _seg(ds_root / f"{_name(i)}-v1.seg.nrrd", make_affine((1.0, 1.0, 2.0)))
+    seg = ds_root / f"{_name(0)}-v1.seg.nrrd"
+    now = time.time_ns()
+    os.utime(seg, ns=(now, now))
+    stat = seg.stat()
+
+    def conflicts() -> list[str]:
+        found = run_verify(Dataset.open(ds_root), fast=True, jobs=1).problems
+        return [p.files[0] for p in found if p.category == "label_name_conflict"]
+
+    assert conflicts() == []
+    _seg(seg, make_affine((1.0, 1.0, 2.0)), {1: "vertebrX", 2: "disc"})  # same size
+    os.utime(seg, ns=(now, now))
+    assert (seg.stat().st_size, seg.stat().st_ino) == (stat.st_size, stat.st_ino)
+    assert conflicts() == [seg.name]

@@ -179,6 +179,7 @@ class Config:
     default_remote: str | None = None  # [core] remote
     hooks: HooksConfig = field(default_factory=HooksConfig)
     channels: ChannelConfig = field(default_factory=ChannelConfig)  # volsegsync.channels
+    fsmonitor: bool = False  # [fsmonitor] enabled, local config only (docs/fsmonitor.md)
 
 
 DEFAULT_CONFIG_TEXT = """\
@@ -327,9 +328,14 @@ def load_local_config(path: Path, base: Config) -> Config:
 
 def parse_local_config(path: Path, data: Mapping[str, Any], base: Config) -> Config:
     top = _Reader(path, data, "")
-    top.check_keys({"remotes", "core", "store"})  # [store] is read by ops.storing
+    top.check_keys({"remotes", "core", "store", "fsmonitor"})  # [store]: ops.storing
     remotes, default_remote = parse_remotes(top, base.remotes, base.default_remote)
-    return replace(base, remotes=remotes, default_remote=default_remote)
+    monitor = top.sub("fsmonitor")
+    monitor.check_keys({"enabled"})
+    enabled = monitor.table.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise monitor.fail("enabled", f"must be true or false, found {enabled!r}")
+    return replace(base, remotes=remotes, default_remote=default_remote, fsmonitor=enabled)
 
 
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:

@@ -23,6 +23,7 @@ Empty segmentations are the content pass's ``only_background``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import marshal
 import math
 import re
@@ -31,18 +32,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import xxhash
-
 from volsegsync.fsutil import atomic_write_bytes
+from volsegsync.memo import SHARDS, forget_memo, load_memo, save_memo, shard_of
 from volsegsync.problems import Problem, make_problem, problems_from_plain, problems_to_plain
 from volsegsync.workers import parallel_map
 
 if TYPE_CHECKING:
     from volsegsync.dataset import Dataset
-    from volsegsync.hashing import Hashed, Stat
     from volsegsync.header_cache import HeaderResult
     from volsegsync.headers import Geometry
-    from volsegsync.pairing import Pair
 
 MIN_VOLUMES = 20  # outliers: fewer volumes say little about what is usual
 MIN_FILES = 5  # tiny labels: files holding a label before its median counts
@@ -51,7 +49,7 @@ SIMILAR_FACTOR = 2.0
 TINY_VOXELS = 10
 TINY_FRACTION = 0.05
 COUNTS_FORMAT = 1
-MEMO_FORMAT = 1
+MEMO_FORMAT = 2
 
 
 class SegmentField(NamedTuple):
@@ -124,50 +122,205 @@ class Summary(NamedTuple):
 HeaderLookup = Callable[[list[str]], Mapping[str, "HeaderResult"]]
 
 
-def check_dataset(
-    ds: Dataset,
-    pairs: Sequence[Pair],
-    files: Mapping[str, Stat],
-    headers: HeaderLookup,
-    hashed: Mapping[str, Hashed],
-    jobs: int = 1,
-) -> list[Problem]:
-    """Every dataset-level problem. ``hashed`` empty (``--fast``): header checks only.
+class Candidate(NamedTuple):
+    """A file of a complete pair that the checks look at (readable as its role)."""
 
-    ``headers`` gives the header results of the paths it is asked for; it is asked
-    only for files whose summary is not in the memo under their current stat. The
-    header-level verdicts are memoised too, keyed by every summary they read.
-    """
-    volumes = [p.volume for p in pairs if p.volume and p.segmentation and p.volume in files]
-    segs = [
-        p.segmentation for p in pairs if p.volume and p.segmentation and p.segmentation in files
-    ]
-    memo = _load_memo(ds)
-    summaries = _summaries(memo, sorted({*volumes, *segs}), files, headers)
-    declared = dict(ds.config.verify.labels)
-    vol_summaries = {v: summaries[v] for v in volumes if v in summaries}
-    seg_summaries = {s: summaries[s] for s in segs if s in summaries}
-    key = xxhash.xxh3_128_hexdigest(
-        marshal.dumps(
-            [
-                sorted((p, tuple(s)) for p, s in part.items())
-                for part in (vol_summaries, seg_summaries)
-            ]
+    path: str
+    stat: tuple[int, int, int]
+    digest: str
+
+
+# Per case key: (volumes, segmentations) of its complete pairs, each row
+# (path, stat, summary or None when the header is broken, digest).
+Row = tuple[str, tuple[int, int, int], "tuple[Any, ...] | None", str]
+Facts = tuple[tuple[Row, ...], tuple[Row, ...]]
+
+
+class StaleFacts(Exception):
+    """A facts file that the memo lists is missing or damaged: rebuild them all."""
+
+
+class DatasetChecks:
+    """The dataset-level checks, incremental.
+
+    The facts they read (a header summary per file of a complete pair) are kept per
+    case key in :data:`SHARDS` memo files, so that a run after a few changes loads
+    and updates only the shards of the changed keys. The problems are a function of
+    all facts (and the config, in the memo's key): when the changed keys' facts are
+    what they were, the stored problems are the answer; otherwise they are computed
+    again from the stored facts, reading only the headers of changed files. Either
+    way the result is that of a run from nothing (tests/test_pipeline.py)."""
+
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        self.dir = ds.state_dir / "dataset-checks"
+        self.key = ds.state_key("dataset-checks", str(MEMO_FORMAT))
+        self.top = load_memo(self.dir / "top.marshal", self.key)
+        self._shards: dict[int, dict[str, Facts]] = {}
+
+    @property
+    def generation(self) -> str | None:
+        """The pipeline generation (its stamp) the facts reflect; None: no usable memo."""
+        return None if self.top is None else str(self.top["gen"])
+
+    def _shard_path(self, shard: int) -> Path:
+        return self.dir / f"k-{shard:02x}"
+
+    def _shard(self, shard: int) -> dict[str, Facts]:
+        facts = self._shards.get(shard)
+        if facts is None:
+            facts = {}
+            if self.top is not None and shard in self.top["shards"]:
+                memo = load_memo(self._shard_path(shard), self.key)
+                if memo is None:
+                    raise StaleFacts
+                facts = memo["facts"]
+            self._shards[shard] = facts
+        return facts
+
+    def _all(self) -> dict[str, Facts]:
+        return {k: f for s in range(SHARDS) for k, f in self._shard(s).items()}
+
+    def update(
+        self,
+        gen: str,
+        candidates: Mapping[str, tuple[Sequence[Candidate], Sequence[Candidate]]],
+        complete: bool,
+        headers: HeaderLookup,
+        fast: bool,
+        jobs: int = 1,
+    ) -> list[Problem]:
+        """Every dataset-level problem. ``candidates``: the files of the complete pairs
+        of each changed case key (no entry: the key has none now); ``complete``: they
+        are every key's. ``fast``: header checks only (no ``tiny_label``)."""
+        complete = complete or self.top is None
+        if complete:  # the summaries of files whose stat is unchanged are reused
+            try:
+                old = self._all()
+            except StaleFacts:
+                old = {}
+            self.top, self._shards = None, {s: {} for s in range(SHARDS)}
+        else:
+            old = {k: f for k in candidates if (f := self._shard(shard_of(k)).get(k))}
+        known = {r[0]: r for f in old.values() for rows in f for r in rows}
+        fresh = _facts(candidates, known, headers)
+        # what decides the header checks (paths, summaries), and tiny labels (digests)
+        changed = complete or any(_headed(old.get(k)) != _headed(fresh.get(k)) for k in candidates)
+        counted = complete or any(
+            _counted(old.get(k)) != _counted(fresh.get(k)) for k in candidates
         )
-    )
-    result = memo.get("result")
-    if isinstance(result, tuple) and len(result) == 2 and result[0] == key:
-        problems = problems_from_plain(result[1])
-    else:
-        problems = outlier_problems(vol_summaries)
-        problems += label_name_problems(seg_summaries, declared)
-    rows = {p: (tuple(files[p]), tuple(s)) for p, s in summaries.items()}
-    if rows != memo.get("files") or not isinstance(result, tuple) or result[0] != key:
-        _save_memo(ds, {"files": rows, "result": (key, problems_to_plain(problems))})
-    if hashed:
-        digests = {p: hashed[p].digest for p in segs if p in hashed and p in summaries}
-        problems += tiny_label_problems(_label_counts(ds, digests, declared, jobs))
-    return problems
+        top = self.top or {"key": self.key, "gen": gen, "result": None, "tiny": None}
+        top["gen"] = gen
+        touched = set(range(SHARDS)) if complete else set()
+        for key in candidates:
+            shard = shard_of(key)
+            facts = self._shard(shard)
+            if fresh.get(key) != facts.get(key):
+                touched.add(shard)
+                if key in fresh:
+                    facts[key] = fresh[key]
+                else:
+                    facts.pop(key, None)
+        if changed or top["result"] is None:
+            everything = self._all()
+            vols, segs = _summaries(everything)
+            problems = outlier_problems(vols) + label_name_problems(
+                segs, dict(self.ds.config.verify.labels)
+            )
+            top["result"] = problems_to_plain(problems)
+        if counted:
+            top["tiny"] = None
+        problems = problems_from_plain(top["result"])
+        if not fast:
+            if top["tiny"] is None:
+                digests = {
+                    r[0]: r[3]
+                    for f in self._all().values()
+                    for r in f[1]
+                    if r[2] is not None and r[3]
+                }
+                declared = dict(self.ds.config.verify.labels)
+                tiny = tiny_label_problems(_label_counts(self.ds, digests, declared, jobs))
+                top["tiny"] = problems_to_plain(tiny)
+            problems += problems_from_plain(top["tiny"])
+        self._save(top, touched)
+        return problems
+
+    def _save(self, top: dict[str, Any], touched: set[int]) -> None:
+        before = set(self.top["shards"]) if self.top is not None else set()
+        top["shards"] = [
+            s
+            for s in range(SHARDS)
+            if (bool(self._shards[s]) if s in self._shards else s in before)
+        ]
+        ok = True
+        for shard in sorted(touched):
+            facts = self._shards[shard]
+            if facts:
+                ok &= save_memo(self._shard_path(shard), {"key": self.key, "facts": facts})
+            else:
+                forget_memo(self._shard_path(shard))
+        if ok:
+            save_memo(self.dir / "top.marshal", top)
+        else:
+            forget_memo(self.dir / "top.marshal")
+        self.top = top
+
+
+def _facts(
+    candidates: Mapping[str, tuple[Sequence[Candidate], Sequence[Candidate]]],
+    known: Mapping[str, Row],
+    headers: HeaderLookup,
+) -> dict[str, Facts]:
+    """The facts of the candidates' keys; a file's summary is reused while its stat
+    and content hash are unchanged (a file rewritten within its mtime's tick keeps
+    its stat), else its header is asked for."""
+
+    def stale(c: Candidate) -> bool:
+        old = known.get(c.path)
+        return old is None or tuple(old[1]) != tuple(c.stat) or old[3] != c.digest
+
+    files = [c for vols, segs in candidates.values() for c in (*vols, *segs)]
+    todo = sorted({c.path for c in files if stale(c)})
+    summaries: dict[str, Any] = {}
+    if todo:
+        for path, result in headers(todo).items():
+            if result.geometry is not None:
+                summaries[path] = tuple(summarise(result.geometry))
+
+    def row(c: Candidate) -> Row:
+        summary = summaries.get(c.path) if stale(c) else known[c.path][2]
+        return (c.path, c.stat, summary, c.digest)
+
+    out: dict[str, Facts] = {}
+    for key, (vols, segs) in candidates.items():
+        if vols or segs:
+            out[key] = (tuple(row(c) for c in vols), tuple(row(c) for c in segs))
+    return out
+
+
+def _headed(facts: Facts | None) -> Any:
+    """What of a key's facts the header checks read: paths and summaries."""
+    return facts and tuple(tuple((r[0], r[2]) for r in rows) for rows in facts)
+
+
+def _counted(facts: Facts | None) -> Any:
+    """What of a key's facts the tiny-label check reads: its segmentations' contents."""
+    return facts and tuple((r[0], r[3]) for r in facts[1] if r[2] is not None)
+
+
+def _first(row: tuple[str, Any]) -> str:
+    return row[0]
+
+
+def _summaries(facts: Mapping[str, Facts]) -> tuple[dict[str, Summary], dict[str, Summary]]:
+    """The summaries of volumes and of segmentations, by path (in path order)."""
+    make = Summary._make
+    vols = [(r[0], r[2]) for f in facts.values() for r in f[0] if r[2] is not None]
+    segs = [(r[0], r[2]) for f in facts.values() for r in f[1] if r[2] is not None]
+    vols.sort(key=_first)
+    segs.sort(key=_first)
+    return {p: make(s) for p, s in vols}, {p: make(s) for p, s in segs}
 
 
 def summarise(geometry: Geometry) -> Summary:
@@ -185,52 +338,11 @@ def summarise(geometry: Geometry) -> Summary:
 
 def summaries_memo(ds: Dataset) -> dict[str, Summary]:
     """The summaries the last check left in the state folder (for the report's plots)."""
-    return {path: Summary(*row[1]) for path, row in _load_memo(ds).get("files", {}).items()}
-
-
-def _memo_path(ds: Dataset) -> Path:
-    return ds.state_dir / "dataset-checks.marshal"
-
-
-def _memo_key(ds: Dataset) -> str:
-    return ds.state_key("dataset-checks", str(MEMO_FORMAT))
-
-
-def _load_memo(ds: Dataset) -> dict[str, Any]:
-    with contextlib.suppress(OSError, EOFError, ValueError, TypeError, KeyError):
-        data = marshal.loads(_memo_path(ds).read_bytes())
-        if isinstance(data, dict) and data["key"] == _memo_key(ds):
-            return data
-    return {}
-
-
-def _save_memo(ds: Dataset, data: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        atomic_write_bytes(_memo_path(ds), marshal.dumps({"key": _memo_key(ds), **data}))
-
-
-def _summaries(
-    memo: Mapping[str, Any], paths: list[str], files: Mapping[str, Stat], headers: HeaderLookup
-) -> dict[str, Summary]:
-    """Per-file summaries, from the memo where the file's stat is unchanged."""
-    known = memo.get("files")
-    known = known if isinstance(known, dict) else {}
-    out: dict[str, Summary] = {}
-    todo = []
-    for path in paths:
-        row = known.get(path)
-        try:
-            if row is not None and tuple(row[0]) == tuple(files[path]):
-                out[path] = Summary(*row[1])
-                continue
-        except (TypeError, IndexError):
-            pass
-        todo.append(path)
-    if todo:
-        for path, result in headers(todo).items():
-            if result.geometry is not None:
-                out[path] = summarise(result.geometry)
-    return out
+    try:
+        vols, segs = _summaries(DatasetChecks(ds)._all())
+    except StaleFacts:
+        return {}
+    return {**vols, **segs}
 
 
 # --------------------------------------------------------------------------- outliers
@@ -251,11 +363,12 @@ def outlier_problems(volumes: Mapping[str, Summary]) -> list[Problem]:
         )
     for kind, values in (
         ("spacing", {p: s.spacing for p, s in volumes.items() if s.spacing}),
-        ("shape", {p: tuple(float(n) for n in s.shape) for p, s in volumes.items() if s.shape}),
+        ("shape", {p: _floats(s.shape) for p, s in volumes.items() if s.shape}),
     ):
         # two significant digits are plenty against a factor of 2, and keep the number
         # of distinct values (compared pairwise) small
-        coarse = {p: tuple(float(f"{v:.2g}") for v in value) for p, value in values.items()}
+        rounded = {v: tuple(float(f"{x:.2g}") for x in v) for v in set(values.values())}
+        coarse = {p: rounded[value] for p, value in values.items()}
         for path, (support, common) in _rare(coarse, _within_factor).items():
             unit = " mm" if kind == "spacing" else ""
             problems.append(
@@ -271,6 +384,11 @@ def outlier_problems(volumes: Mapping[str, Summary]) -> list[Problem]:
     return problems
 
 
+@functools.lru_cache(maxsize=4096)
+def _floats(shape: tuple[int, ...]) -> tuple[float, ...]:
+    return tuple(float(n) for n in shape)
+
+
 Support = Callable[[list[Any], list[int]], list[int]]
 
 
@@ -281,12 +399,24 @@ def _equal(distinct: list[Any], counts: list[int]) -> list[int]:
 
 def _within_factor(distinct: list[Any], counts: list[int]) -> list[int]:
     """Per distinct tuple: how many tuples are within SIMILAR_FACTOR of it on every axis
-    (numpy, a block of rows at a time)."""
+    (few distinct values: plain Python; many: numpy, a block of rows at a time). The
+    values have two significant digits, so their log ratios are 0 or far from the
+    limit: the last bit of a logarithm never decides."""
+    limit = math.log(SIMILAR_FACTOR) + 1e-9
+    if len(distinct) <= 64:
+        rows = [[math.log(max(x, 1e-300)) for x in d] for d in distinct]
+        return [
+            sum(
+                n
+                for other, n in zip(rows, counts, strict=True)
+                if all(abs(a - b) <= limit for a, b in zip(row, other, strict=True))
+            )
+            for row in rows
+        ]
     import numpy as np
 
     logs = np.log(np.maximum(np.array(distinct, dtype=np.float64), 1e-300))
     weights = np.array(counts, dtype=np.int64)
-    limit = math.log(SIMILAR_FACTOR) + 1e-9
     out: list[int] = []
     for start in range(0, len(distinct), 64):
         block = logs[start : start + 64]
@@ -308,6 +438,8 @@ def _rare(values: Mapping[str, Any], support_of: Support) -> dict[str, tuple[int
         return {}
     limit = max(1, math.floor(OUTLIER_SHARE * n))
     rare = {v for v in distinct if support[v] <= limit}
+    if not rare:
+        return {}
     return {p: (n - support[v], common) for p, v in sorted(values.items()) if v in rare}
 
 

@@ -35,6 +35,9 @@ MEMO_LIMIT = 512 * 1024 * 1024  # memos in the state folder
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+# read-only, never blocking (FIFO), the final component not followed (a link): the
+# flags of open_fd; who opens without it checks the opened file's type itself
+READ_FLAGS = os.O_RDONLY | _NONBLOCK | _CLOEXEC | _NOFOLLOW
 
 
 class NotRegularFile(OSError):
@@ -63,7 +66,7 @@ def open_fd(path: str | os.PathLike[str], follow: bool = False) -> int:
     never blocks (FIFO); the type is checked on the opened file, so a file
     swapped after a check is caught too.
     """
-    flags = os.O_RDONLY | _NONBLOCK | _CLOEXEC | (0 if follow else _NOFOLLOW)
+    flags = READ_FLAGS & ~_NOFOLLOW if follow else READ_FLAGS
     try:
         fd = os.open(path, flags)
     except OSError as e:

@@ -10,17 +10,18 @@ never disagrees with the float64 numbers of a NRRD describing the same grid.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from volsegsync.headers import Geometry
+
+if TYPE_CHECKING:  # numpy loads only when a pair differs (compare's common case needs none)
+    import numpy as np
+
+    Array = np.ndarray[Any, np.dtype[np.float64]]
 
 _F32_SLACK = 2.0**-22  # relative; float32 rounding is at most 2**-24
 _DIRECTION_SLACK = 2.0**-20  # absolute, on unit direction cosines
 _ORDER = {"shape": 0, "extent": 0, "spacing": 1, "origin": 2, "direction": 3, "frame": 4}
-
-Array = np.ndarray[Any, np.dtype[np.float64]]
 
 
 class Difference(NamedTuple):
@@ -98,11 +99,15 @@ def _plainly_equal(
 
 def _slack(a: Array, b: Array) -> Array:
     """Per-component float32 rounding allowance for values ``a`` and ``b``."""
+    import numpy as np
+
     result: Array = _F32_SLACK * np.maximum(np.abs(a), np.abs(b))
     return result
 
 
 def _spacing(v: Geometry, s: Geometry, tol: float) -> list[Difference]:
+    import numpy as np
+
     a, b = np.array(v.spacing), np.array(s.spacing)
     deviation = np.abs(a - b)
     if np.all(deviation <= tol + _slack(a, b)):
@@ -118,6 +123,8 @@ def _spacing(v: Geometry, s: Geometry, tol: float) -> list[Difference]:
 
 
 def _direction(v: Geometry, s: Geometry, tolerance: float) -> list[Difference]:
+    import numpy as np
+
     a, b = np.array(v.directions), np.array(s.directions)
     deviation = float(np.abs(a - b).max(initial=0.0))
     if deviation <= tolerance + _DIRECTION_SLACK:
@@ -149,13 +156,15 @@ def _codes(g: Geometry) -> str:
     """The world direction each axis points to most, e.g. "LPS"."""
     codes = []
     for d in g.directions:
-        axis = int(np.argmax(np.abs(d)))
+        axis = max(range(len(d)), key=lambda i: abs(d[i]))  # the first largest, as argmax
         codes.append("LPI"[axis] if d[axis] < 0 else "RAS"[axis])
     return "".join(codes)
 
 
 def _placement(v: Geometry, s: Geometry, tol: float, same_axes: bool) -> list[Difference]:
     """Origin and shape, or one "extent" difference when only whole voxels differ."""
+    import numpy as np
+
     vo, so = np.array(v.origin), np.array(s.origin)
     limit = tol + _slack(vo, so)
     offset: Array | None = None

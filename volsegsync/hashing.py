@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat as statmod
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 import xxhash
 
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import open_cache_db, open_in_dataset, open_regular
+from volsegsync.fsutil import READ_FLAGS, open_cache_db, open_in_dataset, open_regular
 from volsegsync.magic import HEAD_BYTES, names_data_file, sniff
 
 CHUNK = 1 << 20
@@ -69,6 +70,8 @@ def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Any:
 
 
 def hash_bytes(data: bytes, algorithm: str = DEFAULT_ALGORITHM) -> str:
+    if algorithm == "xxh3-128":
+        return str(xxhash.xxh3_128_hexdigest(data))  # one call, no hasher object
     h = new_hasher(algorithm)
     h.update(data)
     return str(h.hexdigest())
@@ -82,6 +85,9 @@ def hash_file(
     With ``root``, ``path`` is relative to it and opened under the dataset's link
     policy (:func:`open_in_dataset`); else only a regular file, not a link, is read.
     """
+    small = _hash_small(os.path.join(root, path) if root else path, algorithm)
+    if small is not None:
+        return small
     h = new_hasher(algorithm)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -95,6 +101,38 @@ def hash_file(
             total += n
         st = os.fstat(f.fileno())
     return str(h.hexdigest()), Stat(st.st_size, st.st_mtime_ns, st.st_ino), head
+
+
+def read_small_file(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result] | None:
+    """Content and stat of a regular file smaller than one chunk, in three system calls
+    (open, read, fstat) and no Python loop; None for anything else (a link, a FIFO, a
+    larger or growing file, an error): the caller's general path handles it."""
+    try:
+        fd = os.open(path, READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, CHUNK)  # O_NONBLOCK: a FIFO or device gives EAGAIN, no hang
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    if not statmod.S_ISREG(st.st_mode) or st.st_size != len(data) or len(data) >= CHUNK:
+        return None
+    return data, st
+
+
+def _hash_small(path: str | os.PathLike[str], algorithm: str) -> tuple[str, Stat, bytes] | None:
+    small = read_small_file(path)
+    if small is None:
+        return None
+    data, st = small
+    return (
+        hash_bytes(data, algorithm),
+        Stat(st.st_size, st.st_mtime_ns, st.st_ino),
+        data[:HEAD_BYTES],
+    )
 
 
 BATCH = 64  # files per task: a task per tiny file costs more than hashing it

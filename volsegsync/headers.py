@@ -11,16 +11,12 @@ from __future__ import annotations
 import math
 import posixpath
 import re
+import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, NamedTuple
-
-import nrrd
-import numpy as np
-from nibabel.nifti1 import Nifti1Header
-from nibabel.nifti2 import Nifti2Header
 
 from volsegsync.errors import FileProblem
 from volsegsync.fsutil import NotRegularFile, open_in_dataset, open_regular
@@ -73,6 +69,13 @@ for _names, _code in (
     ("block", "block"),
 ):  # fmt: skip
     NRRD_TYPES.update(dict.fromkeys(_names.split("|"), _code))
+
+
+# numpy's names of the codes (without importing numpy: a header read needs none of it)
+_DTYPE_NAMES = {
+    "i1": "int8", "u1": "uint8", "i2": "int16", "u2": "uint16", "i4": "int32",
+    "u4": "uint32", "i8": "int64", "u8": "uint64", "f4": "float32", "f8": "float64",
+}  # fmt: skip
 
 
 def nrrd_type_code(name: object) -> str | None:
@@ -277,6 +280,13 @@ def _nifti_geometry(path: Path, block: bytes, size: int) -> Geometry:
     problem = nifti_magic_problem(block, size)
     if problem:
         raise HeaderProblem(str(path), problem, "not_an_image")
+    plain = _plain_nifti1_geometry(block) if size == NIFTI1_SIZE else None
+    if plain is not None:
+        _check_finite(path, plain.affine)
+        return plain
+    from nibabel.nifti1 import Nifti1Header  # nibabel (and numpy): only when needed
+    from nibabel.nifti2 import Nifti2Header
+
     header_class: Any = Nifti1Header if size == NIFTI1_SIZE else Nifti2Header
     header: Any = header_class(block[:size], check=False)
     dims = header["dim"]
@@ -294,6 +304,42 @@ def _nifti_geometry(path: Path, block: bytes, size: int) -> Geometry:
         frame="RAS" if known else "unknown",
         anatomical=known,
         dtype=header.get_data_dtype().name,
+        extra_axes=shape[3:],
+        fields={},
+    )
+
+
+# NIfTI datatype codes of plain numeric types -> numpy's names (others: nibabel decides)
+_NIFTI_DTYPES = {
+    2: "uint8", 4: "int16", 8: "int32", 16: "float32", 64: "float64", 256: "int8",
+    512: "uint16", 768: "uint32", 1024: "int64", 1280: "uint64",
+}  # fmt: skip
+
+
+def _plain_nifti1_geometry(block: bytes) -> Geometry | None:
+    """The geometry of a NIfTI-1 header that places its voxels by the sform (what
+    nibabel's ``get_best_affine`` then returns: the sform rows, float32 widened),
+    read without nibabel and numpy; None for anything else (nibabel decides)."""
+    order = "<" if int.from_bytes(block[:4], "little") == NIFTI1_SIZE else ">"
+    dims = struct.unpack_from(order + "8h", block, 40)
+    (datatype,) = struct.unpack_from(order + "h", block, 70)
+    qform_code, sform_code = struct.unpack_from(order + "2h", block, 252)
+    ndim = dims[0]
+    dtype = _NIFTI_DTYPES.get(datatype)
+    if sform_code == 0 or dtype is None or not 1 <= ndim <= NIFTI_MAX_DIMENSION:
+        return None
+    shape = dims[1 : ndim + 1]
+    if any(d < 0 for d in shape) or shape[:3] == (27307, 1, 6):  # nibabel: FreeSurfer ico7
+        return None
+    rows = struct.unpack_from(order + "12f", block, 280)
+    affine = (rows[0:4], rows[4:8], rows[8:12], (0.0, 0.0, 0.0, 1.0))
+    known = sform_code > 0 or qform_code > 0
+    return Geometry(
+        shape=(*shape[:3], *(1,) * (3 - len(shape))),
+        affine=affine,
+        frame="RAS" if known else "unknown",
+        anatomical=known,
+        dtype=dtype,
         extra_axes=shape[3:],
         fields={},
     )
@@ -348,7 +394,12 @@ def read_nrrd_header(path: Path | str, head: bytes, fh: IO[bytes]) -> NrrdHeader
     """Parse the NRRD header that starts with ``head`` (the file's first bytes, read
     from ``fh``, which is left anywhere). Raises HeaderProblem when it is malformed,
     holds more than NRRD_MAX_DIMENSION axes or lacks a required field."""
-    text, offset, ended = _nrrd_header_text(path, head, fh)
+    return _parse_nrrd_header(path, *_nrrd_header_text(path, head, fh))
+
+
+def _parse_nrrd_header(path: Path | str, text: bytes, offset: int, ended: bool) -> NrrdHeader:
+    import nrrd  # numpy: see _plain_nrrd_header for the common case without it
+
     if b"\x00" in text:
         raise HeaderProblem(str(path), "NRRD header holds binary bytes (truncated or garbage)")
     lines = text.decode("utf-8", "replace").replace("\r", "").split("\n")
@@ -362,12 +413,86 @@ def read_nrrd_header(path: Path | str, head: bytes, fh: IO[bytes]) -> NrrdHeader
                     str(path),
                     f"NRRD dimension {dim[:20]!r} is not between 1 and {NRRD_MAX_DIMENSION}",
                 )
+
     fields = dict(nrrd.read_header([lines[0], *field_lines]))
     if not ended and detached_data_name(fields) is None:
         raise HeaderProblem(str(path), "truncated NRRD header: no blank line before end of file")
-    for name in ("dimension", "type", "encoding", "sizes"):
+    for name in _REQUIRED_NRRD_FIELDS:
         if name not in fields:
             raise HeaderProblem(str(path), f"NRRD header lacks required field '{name}'")
+    return NrrdHeader(fields, key_values, offset, ended)
+
+
+_REQUIRED_NRRD_FIELDS = ("dimension", "type", "encoding", "sizes")
+
+
+def _plain_int(value: str) -> int:
+    if not (value.isascii() and value.isdigit() and len(value) <= 15):
+        raise ValueError(value)  # pynrrd's float-then-int would round beyond 2**53
+    return int(value)
+
+
+def _plain_vector(value: str) -> list[float]:
+    if len(value) < 2 or value[0] != "(" or value[-1] != ")":
+        raise ValueError(value)
+    return [float(v) for v in value[1:-1].split(",")]
+
+
+def _plain_directions(value: str) -> list[list[float] | None]:
+    rows = [None if r == "none" else _plain_vector(r) for r in value.split()]
+    if not rows or len({len(r) for r in rows if r is not None}) > 1:
+        raise ValueError(value)
+    return rows
+
+
+# The fields of a NRRD header that geometry reads, each parsed as pynrrd parses it
+# (tests/test_headers.py compares both on many headers).
+_PLAIN_NRRD_FIELDS: dict[str, Callable[[str], Any]] = {
+    "dimension": lambda v: _plain_int(v) if v[:1] != "0" else int("x"),  # as pynrrd: "03"
+    "space dimension": _plain_int,
+    "type": str,
+    "encoding": str,
+    "endian": str,
+    "content": str,
+    "space": str,
+    "sizes": lambda v: [_plain_int(n) for n in v.split()],
+    "spacings": lambda v: [float(n) for n in v.split()],
+    "kinds": str.split,
+    "space origin": _plain_vector,
+    "space directions": _plain_directions,
+}
+_PLAIN_MAGIC = re.compile(r"NRRD000[1-5]")
+_FIELD_SPLIT = re.compile(r":=?")
+
+
+def _plain_nrrd_header(text: bytes, offset: int, ended: bool) -> NrrdHeader | None:
+    """The header parsed without pynrrd (and numpy) when it is in the plain form that
+    3D Slicer and most tools write: only the fields of :data:`_PLAIN_NRRD_FIELDS`,
+    each once and well formed, a blank line at its end. None otherwise: then
+    :func:`_parse_nrrd_header` decides, and words any problem."""
+    if not ended or b"\x00" in text:
+        return None
+    lines = text.decode("utf-8", "replace").replace("\r", "").split("\n")
+    if not _PLAIN_MAGIC.fullmatch(lines[0]):
+        return None
+    field_lines, key_values = _split_key_values(lines[1:])
+    fields: dict[str, Any] = {}
+    try:
+        for line in field_lines:
+            parts = _FIELD_SPLIT.split(line.rstrip(), maxsplit=1)
+            if len(parts) != 2:
+                return None  # pynrrd: a malformed line (or its end, when blank)
+            name, value = parts[0].strip(), parts[1].strip()
+            parse = _PLAIN_NRRD_FIELDS.get(name)
+            if parse is None or name in fields:
+                return None
+            fields[name] = parse(value)
+    except ValueError:
+        return None
+    if not all(n in fields for n in _REQUIRED_NRRD_FIELDS):
+        return None
+    if not 1 <= fields["dimension"] <= NRRD_MAX_DIMENSION:
+        return None
     return NrrdHeader(fields, key_values, offset, ended)
 
 
@@ -450,7 +575,10 @@ def _one_line(e: BaseException) -> str:
 
 
 def _nrrd_geometry(path: Path, head: bytes, fh: BinaryIO, root: Path | None) -> Geometry:
-    parsed = read_nrrd_header(path, head, fh)
+    text, offset, ended = _nrrd_header_text(path, head, fh)
+    parsed = _plain_nrrd_header(text, offset, ended) or _parse_nrrd_header(
+        path, text, offset, ended
+    )
     header, fields = parsed.fields, parsed.key_values
     name = detached_data_name(header)
     if name is not None:  # its name is checked here too: the header-only pass (hooks)
@@ -461,7 +589,7 @@ def _nrrd_geometry(path: Path, head: bytes, fh: BinaryIO, root: Path | None) -> 
     code = nrrd_type_code(header["type"])
     if code is None:
         raise HeaderProblem(str(path), f"unknown NRRD type {header['type']!r}")
-    dtype = code if code == "block" else np.dtype(code).name
+    dtype = _DTYPE_NAMES.get(code, code)
     sizes = [int(n) for n in header["sizes"]]
     if len(sizes) != int(header["dimension"]):
         reason = f"NRRD sizes {sizes} do not match dimension {header['dimension']}"

@@ -20,8 +20,11 @@ parsed as untrusted input.
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterable, Iterator
+from itertools import compress, pairwise, repeat
+from operator import attrgetter, ne
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -40,6 +43,7 @@ RESERVED_DIRS = frozenset({".git", ".volsegsync"})
 _HEX = {n: re.compile(f"[0-9a-f]{{{n}}}") for n in set(DIGEST_HEX.values())}
 _CHANNEL = re.compile(r"[0-9]{1,9}")
 _VERSION = re.compile(r"(-|[0-9]{1,9})([*!]?)")
+_new = tuple.__new__  # a NamedTuple from a tuple without a Python-level __new__ call
 
 
 class FileRecord(NamedTuple):
@@ -85,7 +89,13 @@ class Entry(NamedTuple):
 
     def lines(self) -> list[tuple[str, str, FileRecord]]:
         """``(role, version column, record)`` of each of its index lines, in index order."""
-        out: list[tuple[str, str, FileRecord]] = []
+        if not (self.older or self.channels or self.seg_data):  # most cases: no sorting
+            out = [("volume", "-", self.volume)] if self.volume else []
+            if self.segmentation:
+                v = "-" if self.version is None else str(self.version)
+                out.append(("seg", v + ("!" if self.pinned else "*"), self.segmentation))
+            return out
+        out = []
         if self.channels:
             out.extend((f"volume:{c}", "-", rec) for c, rec in self.channels)
         elif self.volume:
@@ -179,7 +189,7 @@ class IndexFile(NamedTuple):
 
 
 def _plain_rec(r: FileRecord | None) -> tuple[str, int, str] | None:
-    return (r.path, r.size, r.digest) if r is not None else None
+    return tuple(r) if r is not None else None  # type: ignore[return-value]
 
 
 def to_plain(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
@@ -189,10 +199,12 @@ def to_plain(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
             _plain_rec(e.volume),
             _plain_rec(e.segmentation),
             e.version,
-            tuple((v.version, _plain_rec(v.record), _plain_rec(v.data)) for v in e.older),
+            tuple((v.version, _plain_rec(v.record), _plain_rec(v.data)) for v in e.older)
+            if e.older
+            else (),
             e.pinned,
             _plain_rec(e.seg_data),
-            tuple((c, _plain_rec(r)) for c, r in e.channels),
+            tuple((c, _plain_rec(r)) for c, r in e.channels) if e.channels else (),
             e.key,
         )
         for e in entries
@@ -200,7 +212,7 @@ def to_plain(entries: Iterable[Entry]) -> list[tuple[Any, ...]]:
 
 
 def _rec(t: Any) -> FileRecord | None:
-    return FileRecord(*t) if t else None
+    return _new(FileRecord, t) if t else None
 
 
 def from_plain(rows: Iterable[tuple[Any, ...]]) -> list[Entry]:
@@ -209,15 +221,20 @@ def from_plain(rows: Iterable[tuple[Any, ...]]) -> list[Entry]:
         vol, seg, number, *rest = row
         older, pinned, data, channels, key = rest if rest else ((), False, None, (), "")
         out.append(
-            Entry(
-                _rec(vol),
-                _rec(seg),
-                number,
-                tuple(SegVersion(v, FileRecord(*r), _rec(d)) for v, r, d in older),
-                pinned,
-                _rec(data),
-                tuple((c, FileRecord(*r)) for c, r in channels),
-                key,
+            _new(
+                Entry,
+                (
+                    _rec(vol),
+                    _rec(seg),
+                    number,
+                    tuple(SegVersion(v, FileRecord(*r), _rec(d)) for v, r, d in older)
+                    if older
+                    else (),
+                    pinned,
+                    _rec(data),
+                    tuple((c, FileRecord(*r)) for c, r in channels) if channels else (),
+                    key,
+                ),
             )
         )
     return out
@@ -298,6 +315,12 @@ def parse_index(text: str, name: str = "index") -> list[Entry]:
 
 
 def parse_index_file(text: str, name: str = "index") -> IndexFile:
+    fast = _parse_v2_fast(text, name)
+    return fast if fast is not None else parse_index_lines(text, name)
+
+
+def parse_index_lines(text: str, name: str = "index") -> IndexFile:
+    """The line-by-line parser: every format, and the first bad line named."""
     lines = [ln.removesuffix("\r") for ln in text.split("\n")]  # CRLF checkouts read the same
     if lines and lines[-1] == "":
         lines.pop()
@@ -395,6 +418,197 @@ def _parse_v2(lines: list[str], name: str) -> IndexFile:
     entries = [_entry(key, case, name) for key, case in cases.items()]
     entries.sort(key=lambda e: e.sort_key)
     return IndexFile(algorithm, entries, 2)
+
+
+# -- comparing two indexes -----------------------------------------------------------
+
+
+class Cut(NamedTuple):
+    """Two index texts cut to the cases where they differ, and their pair counts."""
+
+    old: str
+    new: str
+    old_pairs: int
+    new_pairs: int
+
+
+def cut_to_changes(old: str, new: str) -> Cut | None:
+    """``old`` and ``new`` (format 2, one header) cut to their header and the lines of
+    every case that a differing line belongs to, so that comparing two revisions
+    parses what changed, not the whole index (as ``log`` does); None for anything
+    else (compare the whole texts). A case's lines are all kept, wherever they are."""
+    old_lines, new_lines = old.split("\n"), new.split("\n")
+    if old_lines[:2] != new_lines[:2] or old_lines[0] != f"{MAGIC} {VERSION}":
+        return None
+    changed = set(old_lines).symmetric_difference(new_lines)
+    keys = {x.partition("\t")[0] for x in changed if "\t" in x and not x.startswith("#")}
+    old_cut, old_pairs = _cut(old_lines, keys)
+    new_cut, new_pairs = _cut(new_lines, keys)
+    return Cut(old_cut, new_cut, old_pairs, new_pairs)
+
+
+def _cut(lines: list[str], keys: set[str]) -> tuple[str, int]:
+    """The header and the lines of ``keys``; the number of cases with a volume and an
+    active segmentation (one pass, no parse)."""
+    picked = lines[:2]
+    volumes: set[str] = set()
+    active: set[str] = set()
+    for line in lines[2:]:
+        key, _, rest = line.partition("\t")
+        if key in keys:
+            picked.append(line)
+        if rest.startswith("volume"):
+            volumes.add(key)
+        elif rest.startswith("seg\t") and rest[4 : rest.find("\t", 4)].endswith(("*", "!")):
+            active.add(key)
+    return "\n".join(picked) + "\n", len(volumes & active)
+
+
+# -- the fast path ----------------------------------------------------------------------
+#
+# An index of a million pairs has two million lines: checking them one by one in
+# Python costs seconds. The fast path checks a block of lines per column, in C
+# (string searches over all paths joined, set operations over all roles), and builds
+# the common case shapes directly. It accepts a subset of what the line-by-line
+# parser accepts and never more: anything it does not vouch for (a bad line, CRLF,
+# comments, an unsorted or unusual file) goes to the line-by-line parser, which names
+# the first bad line. tests/test_index_fast.py checks both agree on hostile samples.
+
+_BLOCK_CHARS = 1 << 22  # lines checked together (about 20,000 lines of today's length)
+_DRIVE = re.compile(r"\n.:")
+_HEX_RUN = re.compile("[0-9a-f]*")
+_BAD_IN_PATHS = ("\\", "//", "\n/", "/\n", "\n\n")  # in "\n" + paths joined by "\n" + "\n"
+_DOT_PARTS = ("/./", "/.\n", "/../", "/..\n", "\n./", "\n.\n", "\n../", "\n..\n")
+_RESERVED = tuple(f"\n{d}{end}" for d in sorted(RESERVED_DIRS) for end in ("/", "\n"))
+_CONFLICT_STARTS = tuple(f"\n{m}" for m in CONFLICT_MARKERS)
+
+
+class _Slow(Exception):
+    """The fast path does not vouch for this text: parse it line by line."""
+
+
+def _parse_v2_fast(text: str, name: str) -> IndexFile | None:
+    head = f"{MAGIC} {VERSION}\nhash "
+    if not text.startswith(head) or "\r" in text:
+        return None
+    end = text.find("\n", len(head))
+    algorithm = text[len(head) : end]
+    if end < 0 or algorithm not in DIGEST_HEX:
+        return None
+    start = end + 1
+    if text.startswith(f"# {COLUMNS}\n", start):
+        start += len(COLUMNS) + 3
+    if not text.endswith("\n") or "\n\n" in text or text.find("\n#", start - 1) >= 0:
+        return None  # comments, empty lines, no final LF: the line-by-line parser
+    enabled = gc.isenabled()
+    gc.disable()  # millions of new tuples and no cycle: the collector would only rescan them
+    try:
+        entries = _fast_entries(text, start, DIGEST_HEX[algorithm], name)
+    except (_Slow, IndexFormatError):
+        return None
+    finally:
+        if enabled:
+            gc.enable()
+    if len({e.key for e in entries}) != len(entries):
+        return None  # a case's lines are not together: the line-by-line parser merges them
+    entries.sort(key=attrgetter("key"))  # unique keys: the order of Entry.sort_key
+    return IndexFile(algorithm, entries, 2)
+
+
+_Columns = tuple[list[str], list[str], list[str], list[FileRecord]]
+
+
+def _fast_entries(text: str, start: int, digits: int, name: str) -> list[Entry]:
+    out: list[Entry] = []
+    seen: set[str] = set()  # every path, to find one listed twice
+    checked: set[tuple[str, str]] = set()  # (role, version) combinations found valid
+    carry: _Columns = ([], [], [], [])  # the last case of a block may go on in the next
+    while start < len(text):
+        end = text.find("\n", start + _BLOCK_CHARS)
+        last = end < 0 or end == len(text) - 1
+        end = len(text) - 1 if last else end
+        cols = _fast_block(text[start:end], digits, checked, seen)
+        start = end + 1
+        keys, roles, versions = carry[0] + cols[0], carry[1] + cols[1], carry[2] + cols[2]
+        recs = carry[3] + cols[3]
+        if len(carry[0]) > _BLOCK_CHARS // 64:
+            raise _Slow  # one case of thousands of lines: not a shape to build fast
+        bounds = [0, *compress(range(1, len(keys)), map(ne, keys[1:], keys[:-1]))]
+        if last:
+            bounds.append(len(keys))
+        else:
+            carry = (
+                keys[bounds[-1] :],
+                roles[bounds[-1] :],
+                versions[bounds[-1] :],
+                recs[bounds[-1] :],
+            )
+        for a, b in pairwise(bounds):
+            if b - a == 2 and roles[a] == "volume" and roles[a + 1] == "seg":
+                v = versions[a + 1]
+                if v[-1] == "*":
+                    n = None if v == "-*" else int(v[:-1])
+                    out.append(_new(Entry, (recs[a], recs[a + 1], n, (), False, None, (), keys[a])))
+                    continue
+            elif b - a == 1 and roles[a] == "volume":
+                out.append(_new(Entry, (recs[a], None, None, (), False, None, (), keys[a])))
+                continue
+            case = _Case()  # any other shape: the general rules (line numbers: the slow path)
+            for i in range(a, b):
+                _add_line(case, keys[a], roles[i], versions[i], recs[i], name)
+            out.append(_entry(keys[a], case, name))
+    return out
+
+
+def _fast_block(block: str, digits: int, checked: set[tuple[str, str]], seen: set[str]) -> _Columns:
+    """The columns of a block of lines, every value checked (:class:`_Slow` if any
+    is not plainly valid)."""
+    lines = block.split("\n")
+    if set(map(str.count, lines, repeat("\t"))) != {5}:
+        raise _Slow  # a line without exactly 6 columns
+    fields = block.replace("\n", "\t").split("\t")
+    keys, roles, versions, sizes, digests = (fields[i::6] for i in range(5))
+    paths = fields[5::6]
+    joined_keys = "\n" + "\n".join(keys)
+    sizes_text = "".join(sizes)
+    joined = "\n" + "\n".join(paths) + "\n"
+    if (
+        "" in keys
+        or not "".join(keys).isprintable()
+        or any(m in joined_keys for m in _CONFLICT_STARTS)
+        or not (sizes_text.isascii() and sizes_text.isdigit())
+        or min(map(len, sizes)) < 1
+        or max(map(len, sizes)) > 18
+        or set(map(len, digests)) != {digits}
+        or not _HEX_RUN.fullmatch("".join(digests))
+        or not "".join(paths).isprintable()  # no control character, no lone surrogate
+        or any(m in joined for m in _BAD_IN_PATHS)
+        or (
+            ("/." in joined or "\n." in joined) and any(m in joined for m in _DOT_PARTS + _RESERVED)
+        )
+        or (":" in joined and _DRIVE.search(joined))
+    ):
+        raise _Slow
+    kinds = set(zip(roles, versions, strict=True)) - checked
+    if not all(_role_version_ok(role, version) for role, version in kinds):
+        raise _Slow
+    checked |= kinds
+    before = len(seen)
+    seen.update(paths)
+    if len(seen) - before != len(paths):
+        raise _Slow  # a path listed twice
+    recs = list(map(_new, repeat(FileRecord), zip(paths, map(int, sizes), digests, strict=True)))
+    return keys, roles, versions, recs
+
+
+def _role_version_ok(role: str, version: str) -> bool:
+    """What the line-by-line parser checks of a line's role and version together."""
+    m = _VERSION.fullmatch(version)
+    if m is None or (m.group(2) and role != "seg"):
+        return False
+    if role == "volume" or (role.startswith("volume:") and _CHANNEL.fullmatch(role[7:])):
+        return version == "-"
+    return role in ("seg", "data")
 
 
 def _add_line(case: _Case, key: str, role: str, version: str, rec: FileRecord, where: str) -> None:

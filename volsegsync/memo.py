@@ -13,11 +13,19 @@ import contextlib
 import marshal
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import MEMO_LIMIT, check_state_dir, read_small
+
+SHARDS = 256  # memos kept per case key are split in this many files by key
+
+
+def shard_of(key: str) -> int:
+    """The shard of a case key (see :data:`SHARDS`)."""
+    return zlib.crc32(key.encode("utf-8", "surrogateescape")) & (SHARDS - 1)
 
 
 def load_memo(path: Path, key: str) -> dict[str, Any] | None:

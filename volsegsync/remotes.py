@@ -34,6 +34,13 @@ from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem
 S3_EXTRA = "pip install 'volsegsync[s3]'"
 SSH_EXTRA = "pip install 'volsegsync[ssh]'"
 SSH_CONNECT_TIMEOUT = 30  # seconds: an unreachable host is an error, not a hang
+# No CRC32 of every upload and download by the client library (nor by the server, which is
+# then not asked for one): every object is hashed by volsegsync itself (xxh3/sha256/blake3)
+# before it enters a store or leaves one, and SigV4 signs the payload over plain HTTP.
+S3_CLIENT_CONFIG = {
+    "request_checksum_calculation": "when_required",
+    "response_checksum_validation": "when_required",
+}
 
 # (files done, bytes done): called from worker threads, under a lock
 Progress = Callable[[int, int], None]
@@ -111,8 +118,9 @@ class FsspecFS:
         self._present: set[str] = set()
         self._made: set[str] = set()
         self._dirty = False  # a folder remote got objects not yet synced to disk
-        protocol = getattr(fs, "protocol", "")
-        self._local = "file" in ((protocol,) if isinstance(protocol, str) else protocol)
+        # fsspec's local filesystem (not SFTP, not S3): bytes move with the kernel's
+        # copy, names with os.replace, and a push ends with one sync of the disk
+        self.local = bool(getattr(fs, "local_file", False)) and not atomic_put
 
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}" if path else self.root
@@ -151,8 +159,11 @@ class FsspecFS:
                 self._makedirs(self._full(src).rsplit("/", 1)[0])
                 self.fs.put_file(str(local), self._full(src))
             self._makedirs(final.rsplit("/", 1)[0])
-            self.fs.mv(self._full(src), final)
-            self._dirty = self._local
+            if self.local:
+                os.replace(self._full(src), final)  # atomic; no fsspec bookkeeping
+            else:
+                self.fs.mv(self._full(src), final)  # SFTP: posix-rename
+            self._dirty = self.local
         with self._lock:
             self._written.discard(src)
             self._present.add(dst)
@@ -169,6 +180,13 @@ class FsspecFS:
     def walk(self, path: str) -> Iterator[tuple[str, int, float]]:
         """Every file below ``path`` with size and mtime: one recursive listing (S3: one
         request per 1,000 keys). On a folder an unreadable shard is an error, not skipped."""
+        out = _scan_folder(self._full(path), path) if self.local else self._find(path)
+        with self._lock:
+            self._listed.append(path.rstrip("/") + "/")
+            self._present.update(rel for rel, _s, _m in out)
+        return iter(out)
+
+    def _find(self, path: str) -> list[tuple[str, int, float]]:
         strict = {} if self.atomic_put else {"on_error": "raise"}
         try:
             found = self.fs.find(self._full(path), detail=True, **strict)
@@ -182,10 +200,7 @@ class FsspecFS:
                 out.append(
                     (f"{path}/{rest}" if path else rest, int(info.get("size") or 0), _mtime(info))
                 )
-        with self._lock:
-            self._listed.append(path.rstrip("/") + "/")
-            self._present.update(rel for rel, _s, _m in out)
-        return iter(out)
+        return out
 
     def get_file(self, path: str, dest: Path) -> None:
         """Download ``path`` to the local file ``dest`` (streamed by the backend)."""
@@ -210,6 +225,16 @@ class FsspecFS:
     def local_path(self, path: str) -> Path | None:
         return None  # never link a remote's file into the local store
 
+    def local_file(self, path: str) -> Path | None:
+        """A folder remote's file, to copy bytes from or into (never to link): a
+        temporary handed out here is one of this run's (removed if it fails)."""
+        if not self.local:
+            return None
+        if path.startswith(f"{TMP_DIR}/"):
+            with self._lock:
+                self._written.add(path)
+        return Path(self._full(path))
+
     def _makedirs(self, folder: str) -> None:
         if self.atomic_put:
             return  # object stores have no folders
@@ -219,6 +244,32 @@ class FsspecFS:
         self.fs.makedirs(folder, exist_ok=True)
         with self._lock:
             self._made.add(folder)
+
+
+def _scan_folder(base: str, rel: str) -> list[tuple[str, int, float]]:
+    """Every entry below the folder ``base`` that is not a folder, with its own size and
+    mtime (a symbolic link or a FIFO is listed as itself, never followed: fetching it is
+    then refused by name): ``os.scandir``, about three times cheaper than fsspec's
+    ``find`` on a folder remote of 10,000 objects. An unreadable folder is an error."""
+    out: list[tuple[str, int, float]] = []
+    stack = [(base, rel)]
+    while stack:
+        folder, name = stack.pop()
+        try:
+            entries = os.scandir(folder)
+        except FileNotFoundError:
+            if folder == base:
+                return []
+            raise
+        with entries:
+            for e in entries:
+                child = f"{name}/{e.name}" if name else e.name
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((e.path, child))
+                else:
+                    st = e.stat(follow_symlinks=False)
+                    out.append((child, st.st_size, st.st_mtime))
+    return out
 
 
 def _mtime(info: dict[str, Any]) -> float:
@@ -268,7 +319,9 @@ def open_remote(name: str, spec: RemoteConfig, dataset_root: Path) -> Remote:
             ) from None
         endpoint = spec.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
         fs = FsspecFS(
-            s3fs.S3FileSystem(endpoint_url=endpoint, skip_instance_cache=True),
+            s3fs.S3FileSystem(
+                endpoint_url=endpoint, skip_instance_cache=True, config_kwargs=S3_CLIENT_CONFIG
+            ),
             url.split("://", 1)[1],
             atomic_put=True,
         )

@@ -40,11 +40,14 @@ class Folder(NamedTuple):
 class ScanResult:
     """Every candidate file, per folder (``""`` is the root, others end in ``/``)."""
 
-    __slots__ = ("_files", "_positions", "folders", "unreadable")
+    __slots__ = ("_files", "_positions", "folders", "unchanged", "unreadable")
 
     def __init__(self, folders: dict[str, Folder], unreadable: dict[str, str]) -> None:
         self.folders = folders
         self.unreadable = unreadable  # path -> reason
+        # folders not looked at, which a file-system monitor vouches are as the pipeline
+        # recorded them: prefix -> fingerprint (volsegsync/ops/fsmonitor.py)
+        self.unchanged: dict[str, str] = {}
         self._files: dict[str, Stat] | None = None
         self._positions: dict[str, dict[str, int]] = {}
 
@@ -79,8 +82,17 @@ class ScanResult:
         return sum(len(f.names) for f in self.folders.values())
 
 
-def walk(root: Path, convention: Convention, exclude: Iterable[str] = ()) -> ScanResult:
+def walk(
+    root: Path,
+    convention: Convention,
+    exclude: Iterable[str] = (),
+    only: Iterable[str] | None = None,
+) -> ScanResult:
     """All candidate files below ``root`` (by extension), with their stat.
+
+    With ``only`` (folder prefixes, as a file-system monitor reports them), just those
+    folders, each without its subfolders; one the walk would not enter (gone, excluded,
+    behind a link) is left out.
 
     This loop is the floor of every command's run time on a large dataset: one
     ``stat`` per file and as little Python around it as possible.
@@ -89,12 +101,19 @@ def walk(root: Path, convention: Convention, exclude: Iterable[str] = ()) -> Sca
     unreadable: dict[str, str] = {}
     patterns = tuple(exclude)
     extensions = convention.extensions
-    stack = [(os.fspath(root), "")]
+    top = os.fspath(root)
+    descend = only is None
+    if only is None:
+        stack = [(top, "")]
+    else:
+        stack = [(f"{top}/{p}", p) for p in only if _entered(top, p, patterns)]
     while stack:
         folder, prefix = stack.pop()
         try:
             entries = os.scandir(folder)  # iterated lazily: a list of 50k entries costs more
         except OSError as e:
+            if not descend and e.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue  # gone since the monitor saw it change
             unreadable[prefix.rstrip("/") or "."] = f"cannot list folder: {e.strerror}"
             continue
         names: list[str] = []
@@ -104,10 +123,10 @@ def walk(root: Path, convention: Convention, exclude: Iterable[str] = ()) -> Sca
         with entries:
             for entry in entries:
                 name = entry.name
-                if patterns and _excluded(prefix + name, patterns):
+                if patterns and excluded(prefix + name, patterns):
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    if name not in SKIP_DIRS:
+                    if descend and name not in SKIP_DIRS:
                         stack.append((entry.path, prefix + name + "/"))
                     continue
                 if not name.endswith(extensions):
@@ -171,5 +190,27 @@ def _stat_failure(entry: os.DirEntry[str], e: OSError) -> str:
     return f"cannot stat: {e.strerror}"
 
 
-def _excluded(rel: str, patterns: tuple[str, ...]) -> bool:
+def excluded(rel: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel + "/", p) for p in patterns)
+
+
+_excluded = excluded  # the name other modules import
+
+
+def _entered(top: str, prefix: str, patterns: tuple[str, ...]) -> bool:
+    """Whether the walk enters folder ``prefix``: every folder on the way a real folder
+    (no link), none skipped or excluded."""
+    if prefix and not prefix.endswith("/"):
+        return False
+    rel = ""
+    for part in prefix.split("/")[:-1]:
+        rel += part
+        if part in SKIP_DIRS or part in ("", ".", "..") or (patterns and excluded(rel, patterns)):
+            return False
+        try:
+            if not statmod.S_ISDIR(os.lstat(f"{top}/{rel}").st_mode):
+                return False
+        except OSError:
+            return False
+        rel += "/"
+    return True

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,11 +23,12 @@ from typing import BinaryIO, Protocol
 
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import open_regular
-from volsegsync.hashing import CHUNK, new_hasher
+from volsegsync.hashing import CHUNK, hash_bytes, new_hasher, read_small_file
 from volsegsync.index import DIGEST_HEX
 
 TMP_DIR = "tmp"  # incomplete objects, named at random; gc removes old ones
 CORRUPT_DIR = "corrupt"  # objects fsck found damaged, moved aside
+_HEX_DIGITS = re.compile("[0-9a-f]*")
 FICLONE = 0x40049409  # linux ioctl: share the extents of another file (reflink)
 
 
@@ -36,6 +38,14 @@ class StoreError(VolsegsyncError):
 
 class ObjectProblem(Exception):
     """One object is missing or damaged: batches report it and go on."""
+
+
+class WrongContent(ObjectProblem):
+    """Content that does not hash to the name it was to get (``found``: its hash)."""
+
+    def __init__(self, message: str, found: str) -> None:
+        super().__init__(message)
+        self.found = found
 
 
 class FileSystem(Protocol):
@@ -50,6 +60,7 @@ class FileSystem(Protocol):
     def seal(self, path: str) -> None: ...  # make read-only
     def link_from_local(self, src: Path, dst: str, kind: str) -> bool: ...  # False: unsupported
     def local_path(self, path: str) -> Path | None: ...  # a path on this machine, if any
+    def local_file(self, path: str) -> Path | None: ...  # to copy bytes from/into, never to link
 
 
 class LocalFS:
@@ -103,6 +114,9 @@ class LocalFS:
     def local_path(self, path: str) -> Path | None:
         return self._p(path)
 
+    def local_file(self, path: str) -> Path | None:
+        return self._p(path)
+
 
 def place_link(src: Path, dst: Path, kind: str) -> bool:
     """Make ``dst`` (which must not exist) share ``src``'s content by ``kind``; False when
@@ -143,6 +157,7 @@ class ObjectDB:
         self.fs = fs
         self.path = path.strip("/")
         self._unsupported: set[str] = set()  # link types that failed here once
+        self._folders: set[Path] = set()  # local folders known to exist
 
     def _join(self, rel: str) -> str:
         return f"{self.path}/{rel}" if self.path else rel
@@ -150,7 +165,7 @@ class ObjectDB:
     @staticmethod
     def key(algorithm: str, digest: str) -> str:
         n = DIGEST_HEX.get(algorithm)
-        if n is None or len(digest) != n or any(c not in "0123456789abcdef" for c in digest):
+        if n is None or len(digest) != n or not _HEX_DIGITS.fullmatch(digest):
             raise ObjectProblem(f"not a {algorithm} digest: {digest!r}")
         return f"{algorithm}/{digest[:2]}/{digest[2:]}"
 
@@ -179,6 +194,11 @@ class ObjectDB:
         ``hashed_stat``: the (size, mtime_ns, inode) ``src`` had when it was hashed; a
         hard link to that very inode, unchanged, is then not read again."""
 
+        if links and links[0] in ("reflink", "copy"):  # a tiny file: a copy is as good
+            small = self._add_small(src, algorithm, digest)
+            if small is not None:
+                return small
+
         def write(tmp: str) -> str:
             for kind in links:
                 if kind == "copy":
@@ -193,11 +213,50 @@ class ObjectDB:
             algorithm,
             digest,
             write,
-            lambda found: (
-                f"{src}: changed while being stored (hash {found}, expected "
-                f"{digest}); run 'volsegsync pair' again"
-            ),
+            lambda found: _changed_message(src, found, digest),
         )
+
+    def _add_small(self, src: Path, algorithm: str, digest: str) -> bool | None:
+        """A regular file smaller than one chunk, on this machine: one read, the hash of
+        those very bytes checked, one write to a temporary file created read-only, one
+        rename (no second read, no Python loop). None when ``src`` is not such a file
+        or the store is not local: :meth:`add`'s general path does it."""
+        tmp_dir = self.fs.local_path(self._join(TMP_DIR))
+        final = self.fs.local_path(self.object_path(algorithm, digest))
+        if tmp_dir is None or final is None:
+            return None
+        small = read_small_file(src)
+        if small is None:
+            return None
+        if os.path.lexists(final):
+            return False
+        for folder in (tmp_dir, final.parent):
+            if folder not in self._folders:  # made once per run, not once per object
+                folder.mkdir(parents=True, exist_ok=True)
+                self._folders.add(folder)
+        data = small[0]
+        found = hash_bytes(data, algorithm)
+        if found != digest:
+            raise ObjectProblem(_changed_message(src, found, digest))
+        tmp = tmp_dir / uuid.uuid4().hex
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+        try:
+            try:
+                os.fchmod(out, 0o444)  # sealed whatever the umask: the object is read-only
+                view = memoryview(data)
+                while view:
+                    written = os.write(out, view)
+                    if not written:
+                        raise OSError(errno.EIO, "write failed")
+                    view = view[written:]
+            finally:
+                os.close(out)
+            os.replace(tmp, final)  # the commit point: complete and checked, or absent
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return True
 
     def copy_from(self, other: ObjectDB, algorithm: str, digest: str) -> bool:
         """Copy an object from another database (a remote, another store), checking its
@@ -216,6 +275,27 @@ class ObjectDB:
             lambda _f: f"{source}: content does not match its hash; rejected",
         )
 
+    def add_copy(self, src: Path, algorithm: str, digest: str) -> bool:
+        """Store a copy of the local file ``src`` (a folder remote's object, or a local
+        object sent to a folder remote). The bytes move in the kernel (no trip through
+        Python), then what was *written* is hashed (read back from the page cache): content
+        that does not match its name is rejected and gets no final name. Backends with no
+        local file (S3) take the generic :meth:`add`. False when the object was here."""
+
+        def write(tmp: str) -> str:
+            target = self.fs.local_file(tmp)
+            if target is None:
+                return self._copy_in(src, tmp, algorithm)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return copy_verified(src, target, algorithm, OBJECT_MODE)
+
+        return self._store(
+            algorithm,
+            digest,
+            write,
+            lambda found: f"{src}: content does not match its hash (it hashes to {found})",
+        )
+
     def _store(
         self,
         algorithm: str,
@@ -232,7 +312,7 @@ class ObjectDB:
         try:
             found = write(tmp)
             if found != digest:
-                raise ObjectProblem(mismatch(found))
+                raise WrongContent(mismatch(found), found)
             self.fs.seal(tmp)
             self.fs.rename(tmp, final)
         finally:
@@ -285,11 +365,20 @@ class ObjectDB:
             return False
 
     def place(
-        self, algorithm: str, digest: str, dest: Path, links: Sequence[str], mode: int
+        self,
+        algorithm: str,
+        digest: str,
+        dest: Path,
+        links: Sequence[str],
+        mode: int,
+        verified: bool = False,
     ) -> str:
         """Write the object to ``dest`` atomically (temporary file in its folder, then
         rename), by the first link type that works; returns the type used. The content
-        is checked on the way: a damaged object never reaches ``dest``."""
+        is checked on the way: a damaged object never reaches ``dest``.
+
+        ``verified``: this run checked the object's hash when it entered the store (a
+        fetch); a copy or reflink is then not hashed a second time."""
         obj = self.object_path(algorithm, digest)
         if not self.fs.exists(obj):
             raise ObjectProblem("not in the store")
@@ -306,10 +395,10 @@ class ObjectDB:
                     used = kind
                     break
             if used == "copy":
-                found = self._copy_out(obj, tmp, algorithm, mode)
+                found = self._copy_out(obj, tmp, algorithm, mode, digest if verified else None)
             elif used == "reflink":
                 os.chmod(tmp, mode)
-                found = hash_local(tmp, algorithm)
+                found = digest if verified else hash_local(tmp, algorithm)
             else:
                 found = digest  # checked above
             if found != digest:
@@ -320,7 +409,17 @@ class ObjectDB:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def _copy_out(self, obj: str, tmp: Path, algorithm: str, mode: int) -> str:
+    def _copy_out(
+        self, obj: str, tmp: Path, algorithm: str, mode: int, verified: str | None
+    ) -> str:
+        """Copy the object to ``tmp``; the hash of what was written, or ``verified`` (the
+        object's digest, checked by this run) when the copy is not to be hashed again."""
+        local = self.fs.local_file(obj)
+        if local is not None and verified is not None:
+            copy_trusted(local, tmp, mode)
+            return verified
+        if local is not None:
+            return copy_verified(local, tmp, algorithm, mode)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         os.fchmod(fd, mode)
         with self.fs.open_read(obj) as f, os.fdopen(fd, "wb", buffering=0) as out:
@@ -355,6 +454,13 @@ class ObjectDB:
         ]
 
 
+def _changed_message(src: Path, found: str, digest: str) -> str:
+    return (
+        f"{src}: changed while being stored (hash {found}, expected {digest}); "
+        "run 'volsegsync pair' again"
+    )
+
+
 def copy_hashing(src: BinaryIO, dst: BinaryIO, algorithm: str) -> str:
     """Copy ``src`` to ``dst`` and return the hash of what was copied (one read)."""
     h = new_hasher(algorithm)
@@ -377,6 +483,85 @@ def hash_local(path: Path, algorithm: str) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return str(h.hexdigest())
+
+
+def hash_open(f: BinaryIO, algorithm: str) -> str:
+    """The hash of what ``f`` holds from its current offset on (one buffer, reused)."""
+    h = new_hasher(algorithm)
+    buf = bytearray(CHUNK)
+    view = memoryview(buf)
+    while n := f.readinto(buf):  # type: ignore[attr-defined]
+        h.update(view[:n])
+    return str(h.hexdigest())
+
+
+OBJECT_MODE = 0o644  # a new object before it is sealed (the umask applies)
+_KERNEL_COPY_FALLBACK = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
+
+
+def copy_verified(src: Path, dst: Path, algorithm: str, mode: int) -> str:
+    """Copy the regular file ``src`` to the new file ``dst`` (created with ``mode``, never
+    through a link) in the kernel, and return the hash of what ``dst`` holds.
+
+    The bytes do not pass through Python: ``copy_file_range`` (a reflink on filesystems
+    that share extents), else ``sendfile``, else read/write. What was written is read back
+    (from the page cache) to be hashed, so the digest vouches for ``dst`` itself, even if
+    ``src`` changed meanwhile."""
+    return str(_copy_new(src, dst, mode, algorithm))
+
+
+def copy_trusted(src: Path, dst: Path, mode: int) -> None:
+    """:func:`copy_verified` without the hash: for an object this run just verified."""
+    _copy_new(src, dst, mode, None)
+
+
+def _copy_new(src: Path, dst: Path, mode: int, algorithm: str | None) -> str | None:
+    fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        with open_regular(src) as f:
+            kernel_copy(f.fileno(), fd, os.fstat(f.fileno()).st_size)
+        if algorithm is None:
+            return None
+        os.lseek(fd, 0, os.SEEK_SET)
+        with os.fdopen(os.dup(fd), "rb", buffering=0) as back:
+            return hash_open(back, algorithm)
+    finally:
+        os.close(fd)
+
+
+def kernel_copy(src: int, dst: int, size: int) -> None:
+    """Copy ``src`` (from offset 0) to the end of ``dst``; a file that shrinks meanwhile
+    stops the copy early (the caller's hash check catches it), one that grows is cut at
+    ``size``."""
+    offset = 0
+    use_range = hasattr(os, "copy_file_range")
+    while offset < size:
+        try:
+            if use_range:
+                n = os.copy_file_range(src, dst, size - offset, offset)
+            else:
+                n = os.sendfile(dst, src, offset, size - offset)
+        except OSError as e:
+            if e.errno not in _KERNEL_COPY_FALLBACK or offset:
+                raise
+            if use_range:
+                use_range = False  # e.g. another filesystem on an old kernel: sendfile
+                continue
+            _read_write(src, dst, size)
+            return
+        if n == 0:
+            return
+        offset += n
+
+
+def _read_write(src: int, dst: int, size: int) -> None:
+    offset = 0
+    while offset < size and (chunk := os.pread(src, min(CHUNK, size - offset), offset)):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(dst, view) :]
+        offset += len(chunk)
 
 
 def supported_links(folder: Path) -> dict[str, bool]:

@@ -10,6 +10,7 @@ from volsegsync.commands.example import example_command
 from volsegsync.commands.export import export_command
 from volsegsync.commands.fetch import fetch_command
 from volsegsync.commands.fsck import fsck_command
+from volsegsync.commands.fsmonitor import fsmonitor_group
 from volsegsync.commands.gc import gc_command
 from volsegsync.commands.handout import handout_command
 from volsegsync.commands.hooks import (
@@ -58,4 +59,5 @@ COMMANDS = [
     merge_driver_command,
     hook_group,
     export_command,
+    fsmonitor_group,
 ]

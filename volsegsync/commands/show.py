@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from volsegsync.commands.common import common_options, open_dataset
 from volsegsync.fsutil import atomic_write_bytes
 from volsegsync.output import Rendered, emit
+
+if TYPE_CHECKING:
+    from volsegsync.view.render import Figure
 
 F = TypeVar("F", bound=Callable[..., Any])
 SLICE_HELP = "Voxel indices I,J,K of the volume to cut through ('-' keeps the centre for an axis)."
@@ -21,12 +23,10 @@ WINDOW_HELP = (
 )
 
 
-def save_png(figure: object, output: str) -> str:
+def save_png(figure: Figure, output: str) -> str:
     """Write the picture atomically (never through a symbolic link); the path written."""
-    buf = io.BytesIO()
-    figure.picture.save(buf, format="PNG")  # type: ignore[attr-defined]
     path = Path(output)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, figure.png())
     return str(path)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -81,10 +81,16 @@ def run_checkout(
     dry_run: bool = False,
     progress: ProgressFactory | None = None,
     previous: str | None = None,
+    verified: Collection[str] = (),
+    jobs: int | None = None,
 ) -> CheckoutReport:
     """``previous``: the git revision whose index the working files followed before
     (a post-checkout hook knows it): files it records and the target does not are
-    removed, as git removes the files of the branch it leaves."""
+    removed, as git removes the files of the branch it leaves.
+
+    ``verified``: digests of objects whose hash this run checked as they entered the
+    store (``pull``'s fetch); their copies are not hashed a second time. ``jobs``: files
+    written at once (default: one per core)."""
     with ds.lock():
         current = read_index_file(ds.index_path)
         plan = _plan(ds, current, target)
@@ -98,7 +104,7 @@ def run_checkout(
         if dry_run or refused:
             return CheckoutReport(target or "index", changes, problems, False, dry_run, 0)
         stored = _store_first(ds, db, to_store, algorithm, problems)
-        done = _apply(ds, db, changes, algorithm, problems, progress)
+        done = _apply(ds, db, changes, algorithm, problems, progress, jobs, verified)
         written = False
         if plan.index_bytes is not None:
             try:
@@ -354,6 +360,7 @@ def _apply(
     problems: list[FileChange],
     progress: ProgressFactory | None,
     jobs: int | None = None,
+    verified: Collection[str] = (),
 ) -> list[FileChange]:
     links = store_settings(ds).config.link
     tick = progress("checkout", len(changes)) if progress and changes else None
@@ -362,7 +369,7 @@ def _apply(
     def one(change: FileChange) -> tuple[FileChange, Hashed | None]:
         """The change done (and the file's stat-cache row), or a problem."""
         try:
-            return _place(ds, db, change, algorithm, links, default_mode)
+            return _place(ds, db, change, algorithm, links, default_mode, verified)
         except Unsafe as e:
             return change._replace(action=UNSAFE, message=str(e)), None
         except ObjectProblem as e:
@@ -399,6 +406,7 @@ def _place(
     algorithm: str,
     links: tuple[str, ...],
     default_mode: int,
+    verified: Collection[str] = (),
 ) -> tuple[FileChange, Hashed | None]:
     dest = ds.root / change.path
     safe_target(ds.root, change.path)  # again: a folder may have become a link
@@ -410,7 +418,7 @@ def _place(
         mode = stat.S_IMODE(os.lstat(dest).st_mode) | 0o200
     except FileNotFoundError:
         mode = default_mode
-    used = db.place(algorithm, change.digest, dest, links, mode)
+    used = db.place(algorithm, change.digest, dest, links, mode, change.digest in verified)
     if used in ("symlink", "hardlink"):
         return change, None  # the object's own stat: not cached as a working file
     st = settle_mtime(dest)

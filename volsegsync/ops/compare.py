@@ -10,10 +10,11 @@ from volsegsync.dataset import Dataset
 from volsegsync.errors import VolsegsyncError
 from volsegsync.view import require_pillow
 from volsegsync.view.align import Alignment, align, resample, sample
-from volsegsync.view.load import Image, load_segmentation, load_volume
+from volsegsync.view.load import Image, load_segmentation
 from volsegsync.view.metrics import LabelComparison, compare_labels, label_counts
 from volsegsync.view.render import Figure, auto_window, outline, parse_window, render
 from volsegsync.view.sources import PairFiles, Workspace
+from volsegsync.view.stream import VolumeStream
 
 NDArray = np.ndarray[Any, Any]
 ADDED = (40, 220, 60)  # voxels B labels and A does not (or labels otherwise)
@@ -104,8 +105,11 @@ def _figure(
 ) -> Figure:
     if pair.volume is None:
         raise VolsegsyncError(f"{pair.segmentation}: has no volume to draw on")
-    volume = load_volume(pair.root, pair.volume)
-    on_a, on_b = align(volume, seg_a), align(volume, seg_b)
+    with VolumeStream(pair.root, pair.volume) as stream:  # only the planes drawn are kept
+        on_a, on_b = align(stream.image, seg_a), align(stream.image, seg_b)
+        region = changed if changed.any() else (seg_a.data != 0)
+        centre = _centre(stream.image, seg_a, region, on_a)
+        volume = stream.planes((centre[0], centre[1], centre[2]))
 
     def paint(ijk: NDArray) -> tuple[NDArray, NDArray]:
         la, lb = sample(seg_a.data, on_a.matrix, ijk), sample(seg_b.data, on_b.matrix, ijk)
@@ -119,8 +123,6 @@ def _figure(
         rgb[removed], alpha[removed] = REMOVED, 0.7
         return rgb, alpha
 
-    region = changed if changed.any() else (seg_a.data != 0)
-    centre = _centre(volume, seg_a, region, on_a)
     title = f"{pair.key}: {seg_a.path}\n-> {seg_b.path}"
     legend = [(ADDED, "added"), (REMOVED, "removed"), (KEPT, "unchanged (outline)")]
     return render(volume, paint, centre, parse_window(window) or auto_window(volume), title, legend)

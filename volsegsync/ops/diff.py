@@ -15,7 +15,7 @@ from volsegsync.changes import Change, diff
 from volsegsync.dataset import Dataset
 from volsegsync.errors import VolsegsyncError
 from volsegsync.history import GitHistory
-from volsegsync.index import Entry, parse_index
+from volsegsync.index import Entry, cut_to_changes, parse_index
 from volsegsync.ops.snapshot import ProgressFactory, pair_entries, take_snapshot
 from volsegsync.problems import Problem
 
@@ -49,11 +49,27 @@ def run_diff(
     old = old or "HEAD"
     notes: list[str] = []
     with GitHistory(ds.root) as git:
-        before = _index_at(git, old, notes)
-        after = _index_at(git, new, notes) if new is not None else None
+        old_text = _index_at(git, old, notes)
+        new_text = _index_at(git, new, notes) if new is not None else None
+    old_name, new_name = f"{old}:{git.path}", f"{new}:{git.path}"
+    if old_text is not None and new_text is not None:
+        cut = cut_to_changes(old_text, new_text)  # two revisions: parse what changed
+        if cut is not None:
+            return DiffReport(
+                old,
+                str(new),
+                diff(parse_index(cut.old, old_name), parse_index(cut.new, new_name)),
+                [],
+                notes,
+                cut.old_pairs,
+                cut.new_pairs,
+            )
+    before = parse_index(old_text, old_name) if old_text is not None else []
     problems: list[Problem] = []
     present: Collection[str] = ()  # files still on disk: never the source of a rename
-    if after is None:
+    if new is not None:
+        after = parse_index(new_text, new_name) if new_text is not None else []
+    else:
         scan = ds.scan()
         snap = take_snapshot(ds, jobs=jobs, progress=progress, scan=scan)
         after, problems, present = pair_entries(snap), snap.problems, scan.files.keys()
@@ -68,12 +84,11 @@ def run_diff(
     )
 
 
-def _index_at(git: GitHistory, rev: str, notes: list[str]) -> list[Entry]:
+def _index_at(git: GitHistory, rev: str, notes: list[str]) -> str | None:
     text = git.index_text(rev)
     if text is None:
         notes.append(f"{rev} has no {git.path}: every pair counts as added")
-        return []
-    return parse_index(text, f"{rev}:{git.path}")
+    return text
 
 
 def _pairs(entries: list[Entry]) -> int:

@@ -21,7 +21,7 @@ from volsegsync.remotes import (
     open_remote,
     parallel,
 )
-from volsegsync.store import TMP_DIR, ObjectDB, ObjectProblem, hash_local
+from volsegsync.store import TMP_DIR, ObjectDB, WrongContent
 
 
 def run_fetch(
@@ -44,8 +44,11 @@ def run_fetch(
     todo = [r for r in wanted if sizes[r] is not None]  # a wrong size is caught by the check
     tick = progress(len(todo), sum(r.size for r in todo)) if progress and todo else None
 
+    hashed: set[str] = set()  # stored by this run, so hashed by it (set.add is atomic)
+
     def move(ref: ObjectRef) -> None:
-        download_verified(remote, ref, store, tmp_dir)
+        if download_verified(remote, ref, store, tmp_dir):
+            hashed.add(ref.digest)
 
     failed = parallel(jobs or DEFAULT_JOBS, todo, move, tick)
     bad = {f.ref for f in failed}
@@ -59,25 +62,31 @@ def run_fetch(
         sum(r.size for r in moved),
         failed,
         absent,
+        frozenset(hashed),
     )
 
 
-def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: Path) -> None:
-    """Download one object into the store's ``tmp/``, then add it to the store, which
-    hashes it on the way in: content that does not match its name is rejected
-    (:class:`HashMismatch`)."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
+def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: Path) -> bool:
+    """Bring one object into the store, hashing what was written before it gets its
+    name: content that does not match its name is rejected (:class:`HashMismatch`).
+
+    A folder remote's object is copied by the kernel straight into a temporary name
+    of the store (one write, one read back from the page cache to hash it); other
+    backends download into the store's ``tmp/``, which the store hard-links and hashes.
+    False when the object reached the store meanwhile (another run stored it)."""
+    source = remote.fs.local_file(remote.db.object_path(ref.algorithm, ref.digest))
     try:
-        remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)
+        if source is not None:
+            return store.add_copy(source, ref.algorithm, ref.digest)
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
         try:
-            store.add(tmp, ref.algorithm, ref.digest, links=("hardlink", "copy"))
-        except ObjectProblem:
-            found = hash_local(tmp, ref.algorithm)
-            raise HashMismatch(
-                f"content on the remote does not match its name (it hashes to {found}, "
-                f"{tmp.stat().st_size} bytes): rejected"
-            ) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+            remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)
+            return store.add(tmp, ref.algorithm, ref.digest, links=("hardlink", "copy"))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    except WrongContent as e:
+        raise HashMismatch(
+            f"content on the remote does not match its name (it hashes to {e.found}): rejected"
+        ) from None

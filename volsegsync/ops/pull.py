@@ -13,6 +13,7 @@ from volsegsync.ops.checkout import CheckoutReport, run_checkout
 from volsegsync.ops.checkout import ProgressFactory as CheckoutProgress
 from volsegsync.ops.fetch import run_fetch
 from volsegsync.ops.push import ProgressFactory, TransferReport
+from volsegsync.remotes import DEFAULT_JOBS
 
 
 class PullReport(NamedTuple):
@@ -33,5 +34,14 @@ def run_pull(
     checkout_progress: CheckoutProgress | None = None,
 ) -> PullReport:
     fetched = run_fetch(ds, remote_name, None, jobs, progress=progress)
-    checked = run_checkout(ds, None, force=force, progress=checkout_progress)
+    # the objects this fetch stored were hashed on their way in: not again on the way out;
+    # writing the working files is I/O like the transfers: as many at once
+    checked = run_checkout(
+        ds,
+        None,
+        force=force,
+        progress=checkout_progress,
+        verified=fetched.hashed,
+        jobs=jobs or DEFAULT_JOBS,
+    )
     return PullReport(fetched, checked)

@@ -40,6 +40,7 @@ class TransferReport(NamedTuple):
     bytes_moved: int
     failed: list[Failure]  # tried and failed (network, permission, hash mismatch)
     missing: list[ObjectRef]  # push: not in the local store; fetch: not on the remote
+    hashed: frozenset[str] = frozenset()  # fetch: digests this run stored, hashing them
 
     @property
     def ok(self) -> bool:
@@ -134,7 +135,10 @@ def run_push(
             remote.fs.remove(final)
         src = store.fs.local_path(store.object_path(ref.algorithm, ref.digest))
         assert src is not None  # the local store is a folder
-        remote.db.add(src, ref.algorithm, ref.digest, links=("reflink",))
+        if remote.fs.local:  # a folder: copied by the kernel, hashed as written, renamed
+            remote.db.add_copy(src, ref.algorithm, ref.digest)
+        else:  # S3: hashed, then one atomic PUT to the final key
+            remote.db.add(src, ref.algorithm, ref.digest, links=("reflink",))
 
     tick = progress(len(todo), sum(r.size for r in todo)) if progress and todo else None
     failed = parallel(jobs or DEFAULT_JOBS, todo, upload, tick)

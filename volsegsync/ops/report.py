@@ -12,19 +12,21 @@ import os
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from volsegsync.changes import diff
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import atomic_write_text
-from volsegsync.ops.revcompare import VersionComparison, compare_changes, reannotations
-from volsegsync.ops.snapshot import ProgressFactory, take_snapshot
+from volsegsync.memo import load_memo, save_memo
+from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
 from volsegsync.ops.verify import run_verify
-from volsegsync.view import require_pillow
+from volsegsync.pairing import Pair
+from volsegsync.view import check_pillow
 from volsegsync.view.report import Row, comparison_row, draw_thumbnail, page, thumbnail_key
-from volsegsync.view.sources import index_at
 from volsegsync.workers import parallel_map
+
+if TYPE_CHECKING:
+    from volsegsync.ops.revcompare import VersionComparison
 
 THUMBS = "thumbs"
 COMPARE_DIR = "compare"  # the version comparisons' pictures (--rev)
@@ -48,7 +50,10 @@ def run_report(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
 ) -> ReportResult:
-    require_pillow()
+    """The report's cost follows what changed: pairs and digests come from the
+    pipeline's memo (no re-scan, no re-hash), thumbnails are drawn only for new
+    content, and numpy, Pillow and the decoders are imported only to draw one."""
+    check_pillow()
     revs = _parse_rev(rev) if rev is not None else None
     out = Path(output)
     for folder in (out, out / THUMBS):
@@ -56,14 +61,12 @@ def run_report(
             raise VolsegsyncError(f"{folder}: not a folder (a symbolic link is not followed)")
     comparisons = _comparisons(ds, revs, out, progress) if revs is not None else []
     report = run_verify(ds, fast=not full, jobs=jobs, progress=progress)
-    # every pair and unpaired file (all_pairs holds only those that problems touch)
-    all_pairs = take_snapshot(ds, jobs=jobs).pairing.pairs
-    scan = ds.scan()
-    hashed, _ = ds.hashes(scan.files, jobs=jobs)
+    all_pairs, digests = _pairs(ds, take_snapshot(ds, jobs=jobs))
     labels = dict(ds.config.verify.labels)
     cache = ds.state_dir / THUMBS
     cache.mkdir(parents=True, exist_ok=True)
     (out / THUMBS).mkdir(parents=True, exist_ok=True)
+    cached_names = _names(cache)
     by_file: dict[str, list[dict[str, object]]] = {}
     for p in report.problems:
         for f in dict.fromkeys(p.files):
@@ -76,16 +79,9 @@ def run_report(
         problems = list({(q["category"], q["message"]): q for q in problems}.values())
         title = f"{pair.volume or '(no volume)'} -> {pair.segmentation or '(no segmentation)'}"
         key = ""
-        if (
-            pair.volume
-            and pair.segmentation
-            and pair.volume in hashed
-            and pair.segmentation in hashed
-        ):
-            key = thumbnail_key(
-                hashed[pair.volume].digest, hashed[pair.segmentation].digest, labels
-            )
-            if not (cache / f"{key}.png").is_file():
+        if pair.volume in digests and pair.segmentation in digests:
+            key = thumbnail_key(digests[pair.volume], digests[pair.segmentation], labels)
+            if f"{key}.png" not in cached_names:
                 todo.append((len(rows), key))
         rows.append(Row(title, pair.volume or pair.segmentation or "", key or None, "", problems))
     tasks = [
@@ -100,15 +96,21 @@ def run_report(
     ]
     tick = progress("drawing thumbnails", len(tasks)) if progress and tasks else None
     failed = 0
-    results = parallel_map(draw_thumbnail, tasks, jobs or default_jobs(), tick, inline_limit=16)
+    workers = jobs or default_jobs()
+    if len(tasks) >= INLINE_THUMBNAILS and workers > 1:
+        _preload()  # forked workers share the parent's modules instead of importing them
+    results = parallel_map(draw_thumbnail, tasks, workers, tick, inline_limit=INLINE_THUMBNAILS)
     for (i, _), error in zip(todo, results, strict=True):
         if error is not None:
             failed += 1
             rows[i] = rows[i]._replace(thumbnail=None, note=error)
+    published = _names(out / THUMBS)
     for i, row in enumerate(rows):
         if row.thumbnail:
             name = f"{row.thumbnail}.png"
-            _publish(cache / name, out / THUMBS / name)
+            if name not in published:  # named by content: one there is the same picture
+                _publish(cache / name, out / THUMBS / name)
+                published.add(name)
             rows[i] = row._replace(thumbnail=name)
     distributions = _distributions(ds, [p.volume for p in all_pairs if p.volume])
     pairs = sum(1 for p in all_pairs if p.volume and p.segmentation)
@@ -133,6 +135,62 @@ def run_report(
     drawn = len(todo) - failed
     cached = sum(1 for r in rows if r.thumbnail) - drawn
     return ReportResult(str(index), pairs, len(report.problems), drawn, cached, failed, comparisons)
+
+
+INLINE_THUMBNAILS = 16  # fewer thumbnails than this are drawn in-process
+MEMO_FORMAT = 2
+
+
+def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
+    """Every pair and unpaired file (a verify report holds only those that problems
+    touch) and the digests of their files, from the pipeline's memo. The report's
+    memo keeps them per case, so a re-run loads only the cases that changed since."""
+    key = ds.state_key("report", str(MEMO_FORMAT), ds.config.pairing.by)
+    path = ds.state_dir / "report.marshal"
+    memo = load_memo(path, key)
+    fp = snap.top["fp"]  # names and stats of every folder ("" when not known)
+    moved = memo is None or not fp or memo["fp"] != fp
+    if memo is not None and moved and memo["gen"] >= snap.generation:
+        memo = None  # files changed but no generation since: the pipeline started afresh
+    todo = None if memo is None else snap.changed_since(memo["gen"])
+    by_key: dict[str, Any] = {} if memo is None or todo is None else memo["cases"]
+    if todo is None or todo or moved:
+        for k in todo or ():
+            by_key.pop(k, None)
+        for case in snap.cases(None if todo is None else sorted(todo)):
+            known = {m.path: m.digest for m in case.members if m.digest}
+            by_key[case.key] = [
+                (tuple(p), known.get(p.volume or ""), known.get(p.segmentation or ""))
+                for p in case.pairs
+            ]
+        save_memo(path, {"key": key, "fp": fp, "gen": snap.generation, "cases": by_key})
+    pairs: dict[Pair, None] = {}
+    digests: dict[str, str] = {}
+    for k in sorted(by_key):
+        for plain, vol_digest, seg_digest in by_key[k]:
+            pair = Pair(*plain)
+            pairs[pair] = None
+            if vol_digest and pair.volume:
+                digests[pair.volume] = vol_digest
+            if seg_digest and pair.segmentation:
+                digests[pair.segmentation] = seg_digest
+    return list(pairs), digests
+
+
+def _preload() -> None:
+    import volsegsync.decode
+    import volsegsync.view.render
+    import volsegsync.view.stream  # noqa: F401  (numpy, nibabel, pynrrd, the renderer)
+    from volsegsync.view import require_pillow
+
+    require_pillow()
+    from PIL import ImageDraw, ImageFont  # noqa: F401
+
+
+def _names(folder: Path) -> set[str]:
+    """The regular files' names in ``folder`` (one directory read instead of a stat each)."""
+    with os.scandir(folder) as entries:
+        return {e.name for e in entries if e.is_file(follow_symlinks=False)}
 
 
 def _publish(cached: Path, target: Path) -> None:
@@ -183,6 +241,10 @@ def _comparisons(
     ds: Dataset, revs: tuple[str, str], out: Path, progress: ProgressFactory | None
 ) -> list[VersionComparison]:
     """The version comparisons of every pair re-annotated between the two revisions."""
+    from volsegsync.changes import diff
+    from volsegsync.ops.revcompare import compare_changes, reannotations
+    from volsegsync.view.sources import index_at
+
     old, new = index_at(ds, revs[0]), index_at(ds, revs[1])
     changes = diff(old.entries, new.entries)
     count = len(reannotations(changes))

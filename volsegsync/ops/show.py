@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from volsegsync.dataset import Dataset
 from volsegsync.errors import VolsegsyncError
 from volsegsync.view import require_pillow
-from volsegsync.view.align import Alignment, align
-from volsegsync.view.load import load_segmentation, load_volume
-from volsegsync.view.metrics import label_counts
-from volsegsync.view.render import (
-    Figure,
-    auto_window,
-    label_centre,
-    label_legend,
-    parse_slice,
-    parse_window,
-    render,
-    segmentation_painter,
-    volume_voxel,
-)
+from volsegsync.view.align import Alignment
+from volsegsync.view.render import Figure, parse_window
 from volsegsync.view.sources import PairFiles, Workspace
+from volsegsync.view.stream import draw_pair
 
 
 class ShowResult(NamedTuple):
@@ -46,26 +34,8 @@ def _show(ds: Dataset, pair: PairFiles, slices: str | None, window: str | None) 
     chosen_window = parse_window(window)
     if pair.volume is None:
         raise VolsegsyncError(f"{pair.segmentation}: has no volume to draw it on")
-    # inflating the volume releases the GIL: read it while the segmentation is analysed
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(load_volume, pair.root, pair.volume)
-        seg = load_segmentation(pair.root, pair.segmentation, ds.config.verify.labels)
-        counts = label_counts(seg.data)
-        seg_centre = label_centre(seg.data)
-        volume = pending.result()
-    alignment = align(volume, seg)
-    centre = list(volume_voxel(seg_centre, volume, alignment))
-    for axis, given in enumerate(parse_slice(slices, volume.data.shape)):
-        if given is not None:
-            centre[axis] = given
-    names = {v: seg.label(v).name for v in counts}
-    title = f"{pair.segmentation}\non {pair.volume}: {alignment.note}"
-    figure = render(
-        volume,
-        segmentation_painter(seg, alignment),
-        centre,
-        chosen_window or auto_window(volume),
-        title,
-        label_legend(seg, sorted(counts)),
+    drawn = draw_pair(
+        pair.root, pair.volume, pair.segmentation, ds.config.verify.labels, slices, chosen_window
     )
-    return ShowResult(pair, alignment, figure, counts, names, seg.voxel_ml)
+    names = {v: drawn.seg.label(v).name for v in drawn.counts}
+    return ShowResult(pair, drawn.alignment, drawn.figure, drawn.counts, names, drawn.seg.voxel_ml)

@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import os
 import re
-import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import xxhash
 
@@ -56,7 +55,7 @@ from volsegsync.index import (
     to_plain,
     with_data,
 )
-from volsegsync.memo import forget_memo, load_memo, save_memo
+from volsegsync.memo import SHARDS, forget_memo, load_memo, save_memo, shard_of
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming, pairing_scope
 from volsegsync.problems import (
@@ -73,11 +72,25 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
-MEMO_FORMAT = 6
-SHARDS = 256
+MEMO_FORMAT = 7
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 DATA = "data"  # the role of a detached NRRD data file (volsegsync.detached)
+
+
+class Monitor(Protocol):
+    """A file-system monitor, as the pipeline uses one (volsegsync/ops/fsmonitor.py)."""
+
+    token: str | None  # its token for this run, taken before anything was looked at
+
+    def scan(self, pipeline: Pipeline, top: dict[str, Any] | None) -> ScanResult | None:
+        """The folders changed since ``top`` was made (the others in ``unchanged``);
+        None when the monitor cannot vouch for that: then the whole dataset is walked."""
+        ...
+
+    def vouches(self, prefix: str) -> bool:
+        """Whether nothing in folder ``prefix`` changed since ``top`` was made."""
+        ...
 
 
 class Member(NamedTuple):
@@ -113,7 +126,9 @@ class Case(NamedTuple):
     @property
     def dirty(self) -> bool:
         """The index does not record this case as it is now."""
-        return bool(self.kept) or _written(self.entry) != _written(self.indexed)
+        if self.kept:
+            return True
+        return self.entry != self.indexed and _written(self.entry) != _written(self.indexed)
 
 
 def _written(entry: Entry | None) -> str:
@@ -420,10 +435,6 @@ def unpaired_problems(pairing: Pairing) -> list[Problem]:
 # -- the pipeline -------------------------------------------------------------------------
 
 
-def shard_of(key: str) -> int:
-    return zlib.crc32(key.encode("utf-8", "surrogateescape")) & (SHARDS - 1)
-
-
 def _fresh_top(key: str) -> dict[str, Any]:
     return {
         "key": key,
@@ -438,6 +449,7 @@ def _fresh_top(key: str) -> dict[str, Any]:
         "counts": {},  # shard -> [pairs, unpaired vols, unpaired segs, problems, indexed pairs]
         "kept": {},  # key -> {path: "missing" or "untracked"}: indexed files not on disk
         "foreign": {},  # key -> paths of other keys that its index entry records
+        "epoch": os.urandom(8).hex(),  # a memo started afresh counts generations anew
         "gen": 0,
         "log": [],  # [generation, changed keys or None (all)]
     }
@@ -459,6 +471,7 @@ class Pipeline:
         self._shards: dict[int, dict[str, Any]] = {}
         self._changed_shards: set[int] = set()
         self.scan: ScanResult | None = None
+        self.token: str | None = None  # a file-system monitor's token for this run
         self._top: dict[str, Any] = _fresh_top(self.key)
         self.data = DataStage(ds.root, self.dir / "data.marshal", self.files_key, self.algorithm)
         self._detached: set[str] = set()  # headers hashed in this run that may be detached
@@ -510,10 +523,12 @@ class Pipeline:
         plain = self._shard(shard_of(key), False).get(key)
         return _case_from_plain(key, plain) if plain is not None else None
 
-    def all_cases(self) -> Iterator[Case]:
+    def all_cases(self, known: dict[str, Case] | None = None) -> Iterator[Case]:
+        """Every case; those of ``known`` as given there (not decoded again)."""
         for shard in range(SHARDS):
             for key, plain in self._shard(shard, False).items():
-                yield _case_from_plain(key, plain)
+                case = known.get(key) if known else None
+                yield case if case is not None else _case_from_plain(key, plain)
 
     # -- a run -------------------------------------------------------------------------
 
@@ -522,14 +537,24 @@ class Pipeline:
         jobs: int | None = None,
         progress: ProgressFactory | None = None,
         scan: ScanResult | None = None,
+        monitor: Monitor | None = None,
     ) -> Snapshot:
-        """Bring the memo up to date with the dataset and the index; the snapshot."""
-        scan = scan if scan is not None else self.ds.scan()
-        self.scan = scan
-        fps = folder_fingerprints(scan)
-        fp = fingerprint(scan, fps)
-        index = digest_of(self.ds.index_path)
+        """Bring the memo up to date with the dataset and the index; the snapshot.
+
+        With a file-system ``monitor``, only the folders it reports changed are looked
+        at (when it can vouch for the rest; see volsegsync/ops/fsmonitor.py)."""
         top = load_memo(self.top_path, self.key)
+        if scan is None and monitor is not None:
+            scan = monitor.scan(self, top)
+        scan = scan if scan is not None else self.ds.scan()
+        self.token = monitor.token if monitor is not None else None
+        self.scan = scan
+        fps = {**scan.unchanged, **folder_fingerprints(scan)}
+        fp = fingerprint(scan, fps)
+        if top is not None and monitor is not None and monitor.vouches(""):
+            index = top["index"]  # its folder did not change: nor did the index
+        else:
+            index = digest_of(self.ds.index_path)
         moved: set[str] = set()
         if top is not None:
             # indexed files not on disk: their state ("missing" or "untracked") is
@@ -539,12 +564,19 @@ class Pipeline:
                     moved.add(key)
             same = top["fp"] == fp and fp and top["index"] == index and not moved
             if same and not (top.get("data") and self.data.stale()):  # data: volsegsync.detached
+                if self.token and top.get("fsmonitor") != self.token:
+                    top["fsmonitor"] = self.token
+                    save_memo(self.top_path, top)
                 return Snapshot(self, top, scan)
         try:
             return self._update(scan, fps, fp, index, top, moved, jobs, progress)
         except _Inconsistent:  # a memo file is damaged or missing: start afresh
             self._shards.clear()
             self._changed_shards.clear()
+            if scan.unchanged:  # a full run needs every folder
+                self.scan = scan = self.ds.scan()
+                fps = folder_fingerprints(scan)
+                fp = fingerprint(scan, fps)
             return self._update(scan, fps, fp, index, None, set(), jobs, progress)
 
     def _update(
@@ -628,6 +660,8 @@ class Pipeline:
         top["unreadable"] = dict(scan.unreadable)
         top["index"] = index
         top["data"] = len(self.data.heads) if full or top.get("data") or self._detached else 0
+        if self.token:  # the monitor's token, taken before the scan
+            top["fsmonitor"] = self.token
         self._save(top, folder_memos, full)
         return Snapshot(self, top, scan)
 
@@ -774,9 +808,8 @@ class Pipeline:
         pending: dict[str, _FolderWork] = {}
         old_folders: dict[str, list[Any]] = top["folders"]
         for prefix in sorted(fps.keys() | old_folders.keys()):
-            folder = scan.folders.get(prefix)
             old = old_folders.get(prefix)
-            if folder is None:  # the folder is gone, or holds no candidate any more
+            if prefix not in fps:  # the folder is gone, or holds no candidate any more
                 memo = load_memo(self._folder_path(prefix), self.files_key)
                 if memo is None or memo["prefix"] != prefix:
                     if not full:
@@ -793,7 +826,7 @@ class Pipeline:
                 memo = None
             if memo is None and old is not None and not full:
                 raise _Inconsistent
-            work = _FolderWork(prefix, folder, memo, full, self.width)
+            work = _FolderWork(prefix, scan.folders[prefix], memo, full, self.width)
             changes.update(work.removed())
             todo.extend(work.todo)
             pending[prefix] = work
@@ -1120,13 +1153,25 @@ class Snapshot:
     def dirty_keys(self) -> list[str]:
         return list(self.top["dirty"])
 
-    def changed_since(self, generation: int) -> set[str] | None:
-        """Keys whose case changed after ``generation``; None when not known (all)."""
+    @property
+    def stamp(self) -> str:
+        """This generation of this memo, for consumers to ask :meth:`changed_since`: a
+        memo started afresh (another config, a damaged file) counts generations anew,
+        so a number alone could name a generation of another memo."""
+        return f"{self.top['epoch']}/{self.top['gen']}"
+
+    def changed_since(self, stamp: str) -> set[str] | None:
+        """Keys whose case changed after the generation ``stamp`` names; None when not
+        known (all)."""
+        epoch, _, number = str(stamp).partition("/")
+        if epoch != self.top["epoch"] or not number.isdigit():
+            return None
+        generation = int(number)
         if generation == self.generation:
             return set()
         out: set[str] = set()
         log = self.top["log"]
-        if not log or log[0][0] > generation + 1:
+        if not log or log[0][0] > generation + 1 or generation > self.generation:
             return None
         for gen, keys in log:
             if gen > generation:
@@ -1138,7 +1183,7 @@ class Snapshot:
     def cases(self, keys: Iterable[str] | None = None) -> list[Case]:
         if keys is None:
             if self._cases is None:
-                self._cases = [self._replaced.get(c.key, c) for c in self.pipeline.all_cases()]
+                self._cases = list(self.pipeline.all_cases(self._replaced))
             return self._cases
         return [
             c for k in keys if (c := self._replaced.get(k) or self.pipeline.case(k)) is not None
@@ -1171,9 +1216,10 @@ def take_snapshot(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
     scan: ScanResult | None = None,
+    monitor: Monitor | None = None,
 ) -> Snapshot:
     """Scan, hash and pair the dataset (incrementally: see the module's docstring)."""
-    return Pipeline(ds, by).update(jobs=jobs, progress=progress, scan=scan)
+    return Pipeline(ds, by).update(jobs=jobs, progress=progress, scan=scan, monitor=monitor)
 
 
 def settle(pipeline: Pipeline, cases: list[Case], prune: bool = False) -> list[Case]:
@@ -1220,16 +1266,26 @@ def as_indexed(entry: Entry | None, algorithm: str) -> Entry | None:
     return back
 
 
+def as_indexed_all(entries: list[Entry | None], algorithm: str) -> list[Entry | None]:
+    """:func:`as_indexed` of each entry, by one format and one parse of them all (a
+    per-entry round trip costs more than the rest of a tiny file's pairing)."""
+    present = sorted((e for e in entries if e is not None), key=lambda e: e.sort_key)
+    back = parse_index(format_index(present, algorithm))
+    if [b.key for b in back] != [e.key or case_key_of(e) for e in present]:
+        return [as_indexed(e, algorithm) for e in entries]  # two entries of one key
+    by_entry = {id(e): b for e, b in zip(present, back, strict=True)}
+    return [by_entry[id(e)] if e is not None else None for e in entries]
+
+
 def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: str | None) -> None:
     """After ``pair`` wrote the index: the given cases' entries are what it records now."""
     top = snap.top
     pipeline._top = top
     dirty = set(top["dirty"])
     leftovers = set(top["leftovers"])
-    for case in cases:
-        pipeline._store(
-            case._replace(indexed=as_indexed(case.entry, pipeline.algorithm)), dirty, leftovers
-        )
+    indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
+    for case, entry in zip(cases, indexed, strict=True):
+        pipeline._store(case._replace(indexed=entry), dirty, leftovers)
     snap.replace([])
     if cases:  # what consumers memoised for these cases (verify: drift) is out of date
         top["gen"] += 1

@@ -11,6 +11,7 @@ from typing import NamedTuple
 from volsegsync.changes import KINDS, Change, diff
 from volsegsync.dataset import Dataset
 from volsegsync.index import Entry
+from volsegsync.ops.fsmonitor import Monitor, monitor_for
 from volsegsync.ops.snapshot import Kept, ProgressFactory, Snapshot, settle, take_snapshot
 from volsegsync.problems import Problem
 
@@ -37,9 +38,15 @@ class StatusReport(NamedTuple):
 
 
 def run_status(
-    ds: Dataset, jobs: int | None = None, progress: ProgressFactory | None = None
+    ds: Dataset,
+    jobs: int | None = None,
+    progress: ProgressFactory | None = None,
+    fsmonitor: bool | None = None,
+    monitor: Monitor | None = None,
 ) -> StatusReport:
-    snap = take_snapshot(ds, jobs=jobs, progress=progress)
+    """``fsmonitor``: use the file-system monitor (None: as the local config says)."""
+    monitor = monitor if monitor is not None else monitor_for(ds, fsmonitor)
+    snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor)
     # only the cases whose index entry differs, as ``pair`` would record them
     cases = settle(snap.pipeline, snap.cases(snap.dirty_keys))
     old = [c.indexed for c in cases if c.indexed is not None]

@@ -29,6 +29,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 LOCAL_CONFIG = "config.local.toml"
 CACHE_DIR = "cache"
+BATCH = 64  # files per task: a task per tiny file costs more than storing it
 
 
 class StoreSettings(NamedTuple):
@@ -112,8 +113,10 @@ def store_records(
                 progress(1)
         return None
 
-    with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:
-        results = list(pool.map(one, todo.values()))  # parallel I/O
+    todo_list = list(todo.values())
+    batches = [todo_list[i : i + BATCH] for i in range(0, len(todo_list), BATCH)]
+    with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:  # parallel I/O
+        results = [r for batch in pool.map(lambda b: [one(r) for r in b], batches) for r in batch]
     problems = [r for r in results if r]
     stored = [rec for rec, r in zip(todo.values(), results, strict=True) if not r]
     return StoreReport(len(stored), sum(r.size for r in stored), problems)

@@ -8,7 +8,8 @@ headers (a few hundred bytes, cached by stat), unless ``fast`` the content
 headers, channels of multi-channel cases, and drift from the index (or from the
 entries of another revision: ``verify --rev``). Verdicts are memoised per case and
 redone only for the cases the pipeline changed since the last run; the
-dataset-level checks (:mod:`volsegsync.dataset_checks`) run when any case changed.
+dataset-level checks (:mod:`volsegsync.dataset_checks`) gather the facts of those
+cases only, and recompute their problems only when those facts differ.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from volsegsync.channels import grid_problems
 from volsegsync.dataset import Dataset, default_jobs
+from volsegsync.dataset_checks import Candidate, DatasetChecks, StaleFacts
 from volsegsync.errors import FileProblem, VolsegsyncError
-from volsegsync.hashing import Hashed, Stat
+from volsegsync.hashing import Stat
 from volsegsync.header_cache import HeaderCache, HeaderResult
 from volsegsync.index import Entry
 from volsegsync.memo import load_memo, save_memo
@@ -72,6 +74,7 @@ class _Run(NamedTuple):
     workers: int
     progress: ProgressFactory | None
     seen: dict[str, HeaderResult]  # headers read in this run (recent files are not cached)
+    cases: list[Case]  # the cases verified in this run
 
 
 def run_verify(
@@ -98,11 +101,13 @@ def run_verify(
         if todo is not None:
             for k in todo:
                 by_key.pop(k, None)
-        by_key.update(_verify_cases(ds, snap, cases, fast, jobs, progress))
-        dataset = problems_to_plain(_dataset_problems(ds, snap, fast, jobs, progress))
-        save_memo(
-            memo_path, {"key": key, "gen": snap.generation, "cases": by_key, "dataset": dataset}
-        )
+        run = _run(ds, snap, cases, jobs, progress)
+        try:
+            by_key.update(_verify_cases(run, cases, fast))
+            dataset = problems_to_plain(_dataset_problems(run, snap, fast))
+        finally:
+            run.headers.close()
+        save_memo(memo_path, {"key": key, "gen": snap.stamp, "cases": by_key, "dataset": dataset})
     else:
         assert memo is not None
         dataset = memo["dataset"]
@@ -120,17 +125,14 @@ def run_verify(
     return VerifyReport(problems, pairs, snap.files, fast, snap.pairs)
 
 
-def _verify_cases(
+def _run(
     ds: Dataset,
     snap: Snapshot,
     cases: list[Case],
-    fast: bool,
     jobs: int | None,
     progress: ProgressFactory | None,
-) -> dict[str, Any]:
-    """``key -> (key, problems, pairs)`` (plain data) for the cases that have problems."""
-    if not cases:
-        return {}
+) -> _Run:
+    """A run over ``cases`` (their members, and the partners of their metadata pairs)."""
     members = {m.path: m for c in cases for m in c.members}
     # a metadata pair joins files of two cases: its partner's member is needed too
     for c in cases:
@@ -141,29 +143,32 @@ def _verify_cases(
                         members.update((m.path, m) for m in other.members)
     files = {p: st for p in members if (st := snap.scan.stat(p)) is not None}
     headers = HeaderCache(ds.state_dir / "headers.db")
-    run = _Run(ds, files, members, headers, jobs or default_jobs(), progress, {})
-    try:
-        per_file = _file_problems(run, [m for c in cases for m in c.members], fast)
-        out: dict[str, Any] = {}
-        severity = ds.config.verify.severity
-        for case in cases:
-            found = list(case.problems)
-            for m in case.members:
-                found.extend(per_file.get(m.path, ()))
-            # a pair is checked by the case that records it (a metadata pair is
-            # listed by its segmentation's case as well)
-            checked = case.pairs if case.entry is not None else ()
-            found.extend(apply_severities(_pair_problems(run, checked), severity))
-            found.extend(apply_severities(_channel_problems(run, case), severity))
-            found.extend(apply_severities(list(_drift(case)), severity))
-            # a detached data name the header pass refuses is the pipeline's problem too
-            found = list({(p.category, p.files, p.message): p for p in found}.values())
-            if found:
-                pairs = tuple(tuple(p) for p in case.pairs)
-                out[case.key] = (case.key, problems_to_plain(found), pairs)
-        return out
-    finally:
-        headers.close()
+    return _Run(ds, files, members, headers, jobs or default_jobs(), progress, {}, cases)
+
+
+def _verify_cases(run: _Run, cases: list[Case], fast: bool) -> dict[str, Any]:
+    """``key -> (key, problems, pairs)`` (plain data) for the cases that have problems."""
+    if not cases:
+        return {}
+    per_file = _file_problems(run, [m for c in cases for m in c.members], fast)
+    out: dict[str, Any] = {}
+    severity = run.ds.config.verify.severity
+    for case in cases:
+        found = list(case.problems)
+        for m in case.members:
+            found.extend(per_file.get(m.path, ()))
+        # a pair is checked by the case that records it (a metadata pair is
+        # listed by its segmentation's case as well)
+        checked = case.pairs if case.entry is not None else ()
+        found.extend(apply_severities(_pair_problems(run, checked), severity))
+        found.extend(apply_severities(_channel_problems(run, case), severity))
+        found.extend(apply_severities(list(_drift(case)), severity))
+        # a detached data name the header pass refuses is the pipeline's problem too
+        found = list({(p.category, p.files, p.message): p for p in found}.values())
+        if found:
+            pairs = tuple(tuple(p) for p in case.pairs)
+            out[case.key] = (case.key, problems_to_plain(found), pairs)
+    return out
 
 
 def _check_paths(ds: Dataset, paths: list[str], index: list[Entry]) -> None:
@@ -357,28 +362,62 @@ def _channel_problems(run: _Run, case: Case) -> list[Problem]:
 # -- the dataset as a whole -----------------------------------------------------------------
 
 
-def _dataset_problems(
-    ds: Dataset, snap: Snapshot, fast: bool, jobs: int | None, progress: ProgressFactory | None
-) -> list[Problem]:
-    """Dataset-level checks (outliers, label names, tiny labels) over every pair."""
-    from volsegsync.dataset_checks import check_dataset
+def _dataset_problems(run: _Run, snap: Snapshot, fast: bool) -> list[Problem]:
+    """Dataset-level checks (outliers, label names, tiny labels) over every pair,
+    incremental: only the facts of the case keys changed since their last run are
+    gathered again (every key's when that is not known, or when pairs are made by
+    metadata: a metadata pair's files belong to two keys)."""
+    checks = DatasetChecks(run.ds)
+    last = checks.generation
+    changed = None if last is None else snap.changed_since(last)
+    if changed and snap.pipeline.mode == "metadata":
+        changed = None
+    if changed is not None and not changed:
+        headers = functools.partial(_headers, run)
+        found = checks.update(snap.stamp, {}, False, headers, fast, run.workers)
+    else:
+        try:
+            found = _check_dataset(checks, run, snap, changed, fast)
+        except StaleFacts:  # a facts file is damaged or gone: from every key's
+            found = _check_dataset(checks, run, snap, None, fast)
+    return apply_severities(found, run.ds.config.verify.severity)
 
-    cases = snap.cases()
-    members = {m.path: m for c in cases for m in c.members}
-    ok = {
-        p: st
-        for p, m in members.items()
-        if m.role and m.problem is None and (st := snap.scan.stat(p)) is not None
-    }
-    pairs = [p for c in cases if c.entry is not None for p in c.pairs]
-    hashed = {} if fast else {p: Hashed(p, ok[p], members[p].digest, None) for p in ok}
-    headers = HeaderCache(ds.state_dir / "headers.db")
-    run = _Run(ds, ok, members, headers, jobs or default_jobs(), progress, {})
-    try:
-        found = check_dataset(ds, pairs, ok, functools.partial(_headers, run), hashed, run.workers)
-    finally:
-        headers.close()
-    return apply_severities(found, ds.config.verify.severity)
+
+def _check_dataset(
+    checks: DatasetChecks, run: _Run, snap: Snapshot, keys: set[str] | None, fast: bool
+) -> list[Problem]:
+    if keys is None:
+        cases = snap.cases()
+    else:
+        done = {c.key for c in run.cases}
+        cases = [c for c in run.cases if c.key in keys] + snap.cases(sorted(keys - done))
+    members = run.members
+    members.update((m.path, m) for c in cases for m in c.members if m.path not in members)
+    files = run.files
+
+    def candidate(path: str | None) -> Candidate | None:
+        m = members.get(path or "")
+        if m is None or not m.role or m.problem is not None:
+            return None
+        st = files.get(m.path) or snap.scan.stat(m.path)
+        if st is None:
+            return None
+        files[m.path] = st  # for the header lookup
+        return Candidate(m.path, (st.size, st.mtime_ns, st.ino), m.digest)
+
+    out: dict[str, tuple[list[Candidate], list[Candidate]]] = {}
+    for c in cases:
+        vols: list[Candidate] = []
+        segs: list[Candidate] = []
+        for p in c.pairs if c.entry is not None else ():
+            if p.volume and p.segmentation:
+                vols.extend(x for x in [candidate(p.volume)] if x is not None)
+                segs.extend(x for x in [candidate(p.segmentation)] if x is not None)
+        out[c.key] = (vols, segs)
+    if keys is not None:
+        out.update({k: ([], []) for k in keys if k not in out})  # a key that is gone
+    headers = functools.partial(_headers, run)
+    return checks.update(snap.stamp, out, keys is None, headers, fast, run.workers)
 
 
 # -- drift --------------------------------------------------------------------------------

@@ -24,6 +24,19 @@ from volsegsync.errors import VolsegsyncError
 EXTRA_HINT = "pip install 'volsegsync[view]'"
 
 
+def check_pillow() -> None:
+    """Fail at once (one line naming the extra) when Pillow is not installed, without
+    importing it (a report whose thumbnails are all cached never needs it)."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("PIL") is not None
+    except (ImportError, ValueError, AttributeError):  # e.g. sys.modules["PIL"] = None
+        found = False
+    if not found:
+        raise VolsegsyncError(f"pictures need Pillow, which is not installed: {EXTRA_HINT}")
+
+
 def require_pillow() -> Any:
     """The ``PIL.Image`` module, or a one-line error naming the extra to install."""
     try:

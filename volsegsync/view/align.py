@@ -40,17 +40,17 @@ def align(volume: Image, seg: Image) -> Alignment:
             f"({volume.frame} vs {seg.frame}): cannot place it, not drawn"
         )
     if volume.frame == "unknown" and seg.frame == "unknown":
-        if volume.data.shape != seg.data.shape:
+        if volume.shape != seg.shape:
             raise ViewError(
                 f"{seg.path}: neither file is placed in an anatomical frame and the shapes "
-                f"differ ({list(volume.data.shape)} vs {list(seg.data.shape)}): not drawn"
+                f"differ ({list(volume.shape)} vs {list(seg.shape)}): not drawn"
             )
         return Alignment("same grid", np.eye(4), "voxel for voxel (no anatomical frame in either)")
     try:
         matrix = np.linalg.inv(seg.affine) @ volume.affine
     except np.linalg.LinAlgError:
         raise ViewError(f"{seg.path}: its voxel-to-world matrix cannot be inverted") from None
-    if not _overlaps(matrix, volume.data.shape, seg.data.shape):
+    if not _overlaps(matrix, volume.shape, seg.shape):
         raise ViewError(f"{seg.path}: does not overlap {volume.path} in world space: not drawn")
     linear, shift = matrix[:3, :3], matrix[:3, 3]
     whole_shift = bool(np.all(np.abs(shift - np.rint(shift)) <= TOLERANCE))

@@ -19,11 +19,14 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from volsegsync.errors import FileProblem, VolsegsyncError
+
+if TYPE_CHECKING:
+    from volsegsync.view.stream import Planes
 
 MAX_BYTES = 4 << 30  # decoded voxel data one file may declare (4 GiB)
 
@@ -73,6 +76,30 @@ class Image:
     scale: tuple[float, float] = (1.0, 0.0)  # NIfTI slope, intercept for intensities
     labels: dict[int, Label] = field(default_factory=dict)  # segmentations only
     layered: bool = False  # a 4D layered Slicer file: label values are segment numbers
+    # a streamed volume (:mod:`volsegsync.view.stream`): only these voxels were kept,
+    # ``data`` is empty and ``grid`` is the shape
+    planes: Planes | None = None
+    grid: tuple[int, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The voxel grid's shape (of ``data``, or of the streamed volume)."""
+        return self.grid or self.data.shape
+
+    def voxels(self, ijk: NDArray) -> NDArray:
+        """Values (unscaled) at voxel indices ``ijk`` of shape (3, ...)."""
+        if self.planes is not None:
+            return self.planes.voxels(ijk)
+        found: NDArray = self.data[ijk[0], ijk[1], ijk[2]]
+        return found
+
+    def window_sample(self, step: int) -> NDArray:
+        """Every ``step``-th voxel along each axis (for the intensity window)."""
+        if self.planes is not None:
+            assert self.planes.step == step
+            return self.planes.sample
+        sample: NDArray = self.data[::step, ::step, ::step]
+        return sample
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -114,8 +141,11 @@ def safe_path(root: Path, rel: str) -> Path:
 
 
 def load_volume(root: Path, rel: str, max_bytes: int = MAX_BYTES) -> Image:
-    """A volume's intensities (first 3D volume of a 4D file) and placement."""
-    path, geometry = _checked(root, rel, max_bytes)
+    """A volume's intensities (first 3D volume of a 4D file) and placement.
+
+    A picture alone reads less: :class:`volsegsync.view.stream.VolumeStream`.
+    """
+    path, geometry = checked_geometry(root, rel, max_bytes)
     if _is_nrrd(rel):
         data = _nrrd_data(path, rel).data
         return _image(rel, _spatial(rel, data, geometry.shape), geometry)
@@ -135,7 +165,7 @@ def load_segmentation(
     Slicer file is flattened: each segment becomes its own value (its position
     in the header, from 1), a later segment drawn over an earlier one.
     """
-    path, geometry = _checked(root, rel, max_bytes)
+    path, geometry = checked_geometry(root, rel, max_bytes)
     declared = dict(declared or {})
     if not _is_nrrd(rel):
         data, _ = _nifti_data(path, rel)
@@ -166,7 +196,9 @@ def load_segmentation(
     return image
 
 
-def _checked(root: Path, rel: str, max_bytes: int) -> tuple[Path, Any]:
+def checked_geometry(root: Path, rel: str, max_bytes: int = MAX_BYTES) -> tuple[Path, Any]:
+    """The file's real path and its header's geometry, once every check before reading
+    data passed (inside the dataset, a regular file, a declared size within bounds)."""
     from volsegsync.headers import read_geometry
 
     path = safe_path(root, rel)
@@ -231,7 +263,9 @@ def _nifti_data(path: Path, rel: str) -> tuple[NDArray, tuple[float, float]]:
         raw = path.read_bytes()
     except OSError as e:
         raise ViewError(f"{rel}: cannot read: {e.strerror or e}") from None
-    inflater = _inflater() if raw[:2] == b"\x1f\x8b" else None
+    from volsegsync.decode import inflater as make_inflater
+
+    inflater = make_inflater(fast=True) if raw[:2] == b"\x1f\x8b" else None
     try:
         head = inflater.decompress(raw, 348) if inflater is not None else raw[:540]
         if inflater is not None and int.from_bytes(head[:4], "little") not in (348, 348 << 24):
@@ -272,17 +306,6 @@ def _nifti_data(path: Path, rel: str) -> tuple[NDArray, tuple[float, float]]:
     return data.reshape(shape, order="F"), scale
 
 
-def _inflater() -> Any:
-    try:
-        from isal import isal_zlib  # type: ignore[import-not-found,unused-ignore]
-
-        return isal_zlib.decompressobj(31)
-    except ImportError:
-        import zlib
-
-        return zlib.decompressobj(31)
-
-
 class _Decoded(NamedTuple):
     data: NDArray
     segments: list[tuple[str, int, int]]
@@ -291,11 +314,11 @@ class _Decoded(NamedTuple):
 
 def _nrrd_data(path: Path, rel: str) -> _Decoded:
     # the content pass's decoder: memory bounded by the declared size (bombs), detached
-    # data only from a regular file next to the header
+    # data only from a regular file next to the header; ISA-L's inflate when installed
     from volsegsync.decode import Bad, read_array
 
     try:
-        data, image = read_array(path)
+        data, image = read_array(path, fast=True)
     except Bad as e:
         raise ViewError(f"{rel}: {e.reason}") from None
     except OSError as e:
@@ -353,6 +376,13 @@ def _image(rel: str, data: NDArray, geometry: Any) -> Image:
     if affine.shape != (4, 4):
         raise ViewError(f"{rel}: no 3D placement in its header")
     return Image(rel, data, affine, bool(geometry.anatomical), str(geometry.frame))
+
+
+def geometry_image(rel: str, geometry: Any) -> Image:
+    """An :class:`Image` of the header's grid and placement, without data (yet)."""
+    image = _image(rel, np.empty((0, 0, 0)), geometry)
+    image.grid = tuple(int(n) for n in geometry.shape)
+    return image
 
 
 def _declared_labels(declared: Mapping[int, str]) -> dict[int, Label]:

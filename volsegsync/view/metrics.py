@@ -60,6 +60,38 @@ def label_counts(labels: NDArray) -> dict[int, int]:
     return {int(v): int(c) for v, c in zip(values, counts, strict=True) if v != 0}
 
 
+def label_profiles(labels: NDArray) -> tuple[dict[int, int], list[NDArray]]:
+    """Voxels of each non-zero value, and per axis the labelled voxels in each slice.
+
+    One pass, a slab of planes at a time; a plane without a label costs one count.
+    """
+    shape = labels.shape
+    plane_counts = np.zeros(shape[2], dtype=np.int64)
+    columns = np.zeros(shape[:2], dtype=np.int64)  # labelled voxels along the third axis
+    small = labels.dtype.kind in "ub" and labels.dtype.itemsize <= 2
+    histogram = np.zeros(1 << (8 * labels.dtype.itemsize) if small else 0, dtype=np.int64)
+    found: dict[int, int] = {}
+    step = max(1, STEP // max(1, shape[0] * shape[1]))
+    for k0 in range(0, shape[2], step):
+        slab = labels[:, :, k0 : k0 + step]
+        per_plane = [np.count_nonzero(slab[:, :, k]) for k in range(slab.shape[2])]
+        if not any(per_plane):
+            continue
+        plane_counts[k0 : k0 + slab.shape[2]] = per_plane
+        mask = slab != 0
+        columns += np.add.reduce(mask.view(np.uint8), axis=2, dtype=np.int32)
+        if small:  # bincount copies to intp: a slab at a time
+            flat = slab.view(np.uint8) if slab.dtype.kind == "b" else slab
+            histogram += np.bincount(flat.ravel(order="K"), minlength=histogram.size)
+        else:
+            for v, n in zip(*np.unique(slab[mask], return_counts=True), strict=True):
+                found[int(v)] = found.get(int(v), 0) + int(n)
+    if small:
+        found = {int(v): int(histogram[v]) for v in np.flatnonzero(histogram) if v != 0}
+    profiles = [columns.sum(axis=1), columns.sum(axis=0), plane_counts]
+    return dict(sorted(found.items())), profiles
+
+
 def dice(a: NDArray, b: NDArray) -> float | None:
     """2|A∩B| / (|A|+|B|) of two boolean masks; None when both are empty."""
     total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))

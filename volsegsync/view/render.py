@@ -40,6 +40,7 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {  # name -> (low, high)
     "ct-brain": (0.0, 80.0),
 }
 PERCENTILES = (1.0, 99.0)
+PNG_LEVEL = 1  # zlib level for pictures: 3x faster than 6, files about a third larger
 
 
 # Paints a panel: given volume voxel indices (3, H, W) -> (RGB (H, W, 3) uint8, alpha (H, W))
@@ -60,7 +61,15 @@ class Figure(NamedTuple):
     centre: tuple[int, int, int]
 
     def save(self, path: str) -> None:
-        self.picture.save(path, format="PNG", optimize=False, compress_level=6)
+        self.picture.save(path, format="PNG", optimize=False, compress_level=PNG_LEVEL)
+
+    def png(self) -> bytes:
+        """The picture as PNG bytes."""
+        import io
+
+        buf = io.BytesIO()
+        self.picture.save(buf, format="PNG", optimize=False, compress_level=PNG_LEVEL)
+        return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- orientation
@@ -107,7 +116,7 @@ def panel_sizes(
     """Per plane: (voxel rows, voxel columns) and (pixel height, pixel width), one scale."""
     axes = display_axes(image.affine)
     spacing = image.spacing
-    shape = image.data.shape
+    shape = image.shape
     extents: dict[str, tuple[int, int, float, float]] = {}
     for plane, (_, row_w, col_w) in PLANES.items():
         rv, cv = axes[row_w][0], axes[col_w][0]
@@ -146,9 +155,10 @@ def parse_window(text: str | None) -> tuple[float, float] | None:
 
 def auto_window(volume: Image) -> tuple[float, float]:
     """The 1st and 99th percentile of the intensities (a subsample of ~1M voxels)."""
-    data = volume.data
-    step = max(1, round((data.size / 1_000_000) ** (1 / 3)))
-    values = np.asarray(data[::step, ::step, ::step], dtype=np.float64).ravel()
+    from volsegsync.view.stream import window_step
+
+    sample = volume.window_sample(window_step(volume.shape))
+    values = np.asarray(sample, dtype=np.float64).ravel()
     values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0, 1.0
@@ -159,7 +169,7 @@ def auto_window(volume: Image) -> tuple[float, float]:
 
 
 def _grey(volume: Image, ijk: NDArray, window: tuple[float, float]) -> NDArray:
-    raw = volume.data[ijk[0], ijk[1], ijk[2]].astype(np.float64)
+    raw = volume.voxels(ijk).astype(np.float64)
     slope, inter = volume.scale
     low, high = window
     scaled = (raw * slope + inter - low) / (high - low)
@@ -222,10 +232,13 @@ def segmented_centre(volume: Image, seg: Image, alignment: Alignment) -> tuple[i
 def label_centre(labels: NDArray) -> tuple[float, float, float] | None:
     """Per axis, the labelled slice nearest the centroid of the labelled voxels (in the
     label map's own voxels); None when nothing is labelled."""
-    mask = labels != 0
-    counts = [
-        np.count_nonzero(mask, axis=tuple(a for a in range(3) if a != axis)) for axis in range(3)
-    ]
+    from volsegsync.view.metrics import label_profiles
+
+    return profile_centre(label_profiles(labels)[1])
+
+
+def profile_centre(counts: Sequence[NDArray]) -> tuple[float, float, float] | None:
+    """:func:`label_centre` from the labelled voxels per slice along each axis."""
     total = int(counts[0].sum())
     if total == 0:
         return None
@@ -241,11 +254,11 @@ def volume_voxel(
     centre: tuple[float, float, float] | None, volume: Image, alignment: Alignment
 ) -> tuple[int, int, int]:
     """A segmentation voxel as the nearest volume voxel (the volume's centre for None)."""
+    shape = volume.shape
     if centre is None:
-        return volume.data.shape[0] // 2, volume.data.shape[1] // 2, volume.data.shape[2] // 2
+        return shape[0] // 2, shape[1] // 2, shape[2] // 2
     back = np.linalg.inv(alignment.matrix)
     point = back[:3, :3] @ np.array(centre) + back[:3, 3]
-    shape = volume.data.shape
     i, j, k = (int(np.clip(np.rint(p), 0, n - 1)) for p, n in zip(point, shape, strict=True))
     return i, j, k
 
@@ -308,7 +321,7 @@ def render(
     for plane, (cut_w, _, _) in PLANES.items():
         voxels, (h, w) = sizes[plane]
         index = int(centre[axes[cut_w][0]])
-        ijk = plane_grid(volume.data.shape, volume.affine, plane, index, (h, w))
+        ijk = plane_grid(volume.shape, volume.affine, plane, index, (h, w))
         rgb = _grey(volume, ijk, window)
         if painter is not None:
             color, alpha = painter(ijk)

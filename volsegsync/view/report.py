@@ -39,38 +39,19 @@ def draw_thumbnail(task: tuple[str, str, str, list[tuple[int, str]], str]) -> st
     """Draw one pair's thumbnail to ``dest``; the one-line reason when it cannot."""
     from volsegsync.errors import VolsegsyncError
     from volsegsync.fsutil import atomic_write_bytes
-    from volsegsync.view.align import align
-    from volsegsync.view.load import load_segmentation, load_volume
-    from volsegsync.view.render import (
-        auto_window,
-        render,
-        segmentation_painter,
-        segmented_centre,
-    )
+    from volsegsync.view.stream import draw_pair
 
     root, vol, seg_path, labels, dest = task
     try:
-        volume = load_volume(Path(root), vol)
-        seg = load_segmentation(Path(root), seg_path, dict(labels))
-        alignment = align(volume, seg)
-        figure = render(
-            volume,
-            segmentation_painter(seg, alignment),
-            segmented_centre(volume, seg, alignment),
-            auto_window(volume),
-            pixels=THUMB_PIXELS,
-            captions=False,
+        drawn = draw_pair(
+            Path(root), vol, seg_path, dict(labels), pixels=THUMB_PIXELS, captions=False
         )
     except VolsegsyncError as e:
         return str(e)
     except Exception as e:  # one pair that cannot be drawn must not stop the report
         text = " ".join(str(e).split())[:200] or type(e).__name__
         return f"{seg_path}: cannot draw: {text}"
-    import io
-
-    buf = io.BytesIO()
-    figure.picture.save(buf, format="PNG", compress_level=6)
-    atomic_write_bytes(Path(dest), buf.getvalue())
+    atomic_write_bytes(Path(dest), drawn.figure.png())
     return None
 
 

@@ -1,0 +1,101 @@
+"""``volsegsync pair`` of unseen tiny files: the per-file overhead (issue 14 point 2).
+
+Makes ``--pairs`` tiny real pairs (NIfTI volumes of distinct content, NRRD
+segmentations; 2 files a pair), then alternates, each a median of ``--runs``
+runs, page cache warm:
+
+- hash alone: read and xxh3-128 every file, in-process, one thread (the floor of
+  ``pair``: what hashing the files costs without any bookkeeping);
+- ``cp -r`` of both folders to a scratch folder (the floor of storing: what
+  copying the same files costs);
+- ``volsegsync pair --no-store`` with state, index and store removed (goal:
+  at most 2x hash alone);
+- ``volsegsync pair`` (storing every file into the content store), state,
+  index and store removed (compared with hash alone + ``cp -r``).
+
+    python benchmarks/bench_pair_unseen.py [--pairs 50000] [--runs 3] [--dir /tmp/vss-bench-unseen]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import datasets
+from bench_incremental import hash_alone  # read + xxh3-128, one thread
+
+EXE = str(Path(sys.executable).parent / "volsegsync")
+FOLDERS = ("volumes", "segmentations")  # where hash_alone reads
+
+
+def reset(root: Path) -> None:
+    """Nothing seen: no state, no index, no store."""
+    meta = root / ".volsegsync"
+    for sub in ("state", "cache"):
+        shutil.rmtree(meta / sub, ignore_errors=True)
+    (root / "volsegsync.index").unlink(missing_ok=True)
+
+
+def timed_run(cmd: list[str], before: object = None) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, check=False)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}")
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=50_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--dir", default="/tmp/vss-bench-unseen")
+    args = ap.parse_args()
+    base = Path(args.dir)
+    root = base / f"ds{args.pairs}"
+    scratch = base / "cp-target"
+    if not (root / ".volsegsync").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        t = time.perf_counter()
+        datasets.make_small(root, args.pairs)
+        datasets.init(root)
+        print(f"made {2 * args.pairs} files in {time.perf_counter() - t:.1f} s", flush=True)
+    files = hash_alone(root)  # warms the page cache
+    pair = [EXE, "-C", str(root), "pair", "-q"]
+    cp = ["cp", "-r", *(str(root / f) for f in FOLDERS), str(scratch)]
+    out: dict[str, list[float]] = {"hash": [], "cp": [], "nostore": [], "store": []}
+    for _ in range(args.runs):
+        t = time.perf_counter()
+        hash_alone(root)
+        out["hash"].append(time.perf_counter() - t)
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        out["cp"].append(timed_run(cp))
+        shutil.rmtree(scratch)
+        reset(root)
+        out["nostore"].append(timed_run([*pair, "--no-store"]))
+        reset(root)
+        out["store"].append(timed_run(pair))
+    m = {k: datasets.median(v) for k, v in out.items()}
+    print(f"{files} unseen tiny files, page cache warm, medians of {args.runs} runs")
+    print(f"hash alone (read + xxh3-128, one thread): {m['hash']:.2f} s")
+    print(f"cp -r of the same files:                  {m['cp']:.2f} s")
+    print(
+        f"pair --no-store: {m['nostore']:.2f} s = {m['nostore'] / m['hash']:.2f}x hash alone "
+        f"(goal <= 2x)"
+    )
+    floor = m["hash"] + m["cp"]
+    print(
+        f"pair (storing):  {m['store']:.2f} s = {m['store'] / m['hash']:.2f}x hash alone, "
+        f"{m['store'] / floor:.2f}x hash alone + cp -r ({floor:.2f} s)"
+    )
+    print("raw:", {k: [round(x, 2) for x in v] for k, v in out.items()})
+
+
+if __name__ == "__main__":
+    main()

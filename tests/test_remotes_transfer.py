@@ -1,0 +1,233 @@
+"""The fast transfer paths of remotes: kernel copies to and from a folder remote, and
+pull's checkout that does not hash again what its fetch just verified.
+
+Each test checks that speed took nothing away: a damaged object is still caught and
+named, a killed pull leaves no object or working file with wrong content, objects that
+were in the store before the pull are still hashed, hostile remote contents (a link,
+a FIFO) are refused without a hang."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import xxhash
+from conftest import NAME2, VOLSEGSYNC, write_nii
+from test_remotes import (
+    _slow_dataset,
+    clone,
+    commit,
+    indexed_files,
+    make_dataset,
+    store_objects,
+    vs,
+)
+
+from volsegsync.dataset import Dataset
+from volsegsync.store import LocalFS, ObjectDB, copy_trusted, copy_verified
+
+
+def _digest_of(root: Path, path: str) -> str:
+    records = [rec for e in Dataset.open(root).read_index() for rec in e.records()]
+    return next(rec.digest for rec in records if rec.path == path)
+
+
+def _flip_last_byte(path: Path) -> None:
+    """Same size, other content: only a hash check can tell."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+
+
+def _pushed(tmp_path: Path) -> tuple[Path, Path]:
+    root = make_dataset(tmp_path / "a")
+    remote = tmp_path / "remote"
+    vs(root, "remote", "add", "origin", str(remote), "--default")
+    assert vs(root, "push").returncode == 0
+    commit(root, "dataset")
+    return root, remote
+
+
+def _no_temporaries(root: Path) -> None:
+    assert not list((root / ".volsegsync" / "cache").glob("tmp/*"))
+    assert not [p for p in root.rglob("*volsegsync-tmp*")]
+
+
+def _objects_match_names(root: Path) -> None:
+    for digest, data in store_objects(root).items():
+        assert xxhash.xxh3_128_hexdigest(data) == digest
+
+
+def test_pull_rejects_a_corrupted_object_and_writes_no_working_file(tmp_path: Path) -> None:
+    """The kernel copy from a folder remote is hashed as written: a damaged object is
+    rejected and named with its path, its working file is not written, the rest is."""
+    root, remote = _pushed(tmp_path)
+    seg = f"{NAME2}-v1.nrrd"
+    digest = _digest_of(root, seg)
+    _flip_last_byte(remote / "xxh3-128" / digest[:2] / digest[2:])
+    copy = clone(root, tmp_path / "b")
+    r = vs(copy, "pull")
+    assert r.returncode == 1
+    errors = [ln for ln in r.stdout.splitlines() if ln.startswith("error:")]
+    assert any(digest in ln and seg in ln and "does not match" in ln for ln in errors), r.stdout
+    assert digest not in store_objects(copy)
+    assert not (copy / seg).exists()
+    for path, data in indexed_files(root).items():
+        if path != seg:
+            assert (copy / path).read_bytes() == data
+    _objects_match_names(copy)
+    _no_temporaries(copy)
+
+
+def test_pull_still_hashes_objects_it_did_not_fetch(tmp_path: Path) -> None:
+    """Only what this pull fetched (and so hashed) skips the second hash: an object that
+    was already in the store, damaged since, never reaches the working tree."""
+    root, _remote = _pushed(tmp_path)
+    copy = clone(root, tmp_path / "b")
+    assert vs(copy, "fetch").returncode == 0
+    seg = f"{NAME2}-v1.nrrd"
+    digest = _digest_of(root, seg)
+    _flip_last_byte(copy / ".volsegsync" / "cache" / "xxh3-128" / digest[:2] / digest[2:])
+    r = vs(copy, "pull")
+    assert r.returncode == 1
+    assert "fetched 0 objects" in r.stdout, r.stdout
+    assert seg in r.stdout + r.stderr and "damaged" in r.stdout + r.stderr
+    assert not (copy / seg).exists()
+
+
+@pytest.mark.parametrize("phase", ["fetch", "checkout"])
+def test_pull_killed_part_way_leaves_nothing_wrong_and_resumes(tmp_path: Path, phase: str) -> None:
+    """``kill -9`` while objects enter the store (fetch) or while working files are
+    written (checkout): every object under its final name and every working file holds
+    the right content, and the next pull completes."""
+    root = _slow_dataset(tmp_path / "a", 40, 48)
+    remote = tmp_path / "remote"
+    vs(root, "remote", "add", "origin", str(remote), "--default")
+    assert vs(root, "push").returncode == 0
+    commit(root, "dataset")
+    want = indexed_files(root)
+    copy = clone(root, tmp_path / "b")
+    proc = subprocess.Popen(
+        [VOLSEGSYNC, "-C", str(copy), "pull", "--jobs", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    cache = copy / ".volsegsync" / "cache" / "xxh3-128"
+
+    def progressed() -> bool:
+        if phase == "fetch":
+            return len(list(cache.glob("*/*"))) >= 3
+        return sum((copy / p).exists() for p in want) >= 1
+
+    deadline = time.monotonic() + 60
+    while not progressed() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    present = [p for p in want if (copy / p).exists()]
+    objects = store_objects(copy)
+    assert objects, "the pull was killed before it started"
+    if phase == "fetch":
+        assert len(objects) < len(want), "the fetch was not interrupted part-way"
+    else:
+        assert len(present) < len(want), "the checkout was not interrupted part-way"
+    _objects_match_names(copy)  # nothing under a final name with wrong content
+    for p in present:
+        assert (copy / p).read_bytes() == want[p]
+    r = vs(copy, "pull")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert indexed_files(copy) == want
+    _objects_match_names(copy)
+
+
+def test_hostile_objects_on_a_folder_remote_are_refused(tmp_path: Path) -> None:
+    """An object that is a symbolic link or a FIFO on the remote is refused by name
+    (nothing is read through the link, the FIFO does not hang the run); the rest moves."""
+    root, remote = _pushed(tmp_path)
+    objects = sorted(remote.glob("xxh3-128/*/*"))
+    linked, fifo = objects[0], objects[1]
+    outside = tmp_path / "outside"
+    shutil.copy(linked, outside)  # even the right content is not read through a link
+    linked.unlink()
+    linked.symlink_to(outside)
+    fifo.unlink()
+    os.mkfifo(fifo)
+    copy = clone(root, tmp_path / "b")
+    r = vs(copy, "fetch")  # run_script's timeout: a hang fails the test
+    assert r.returncode == 1
+    failed = [ln for ln in r.stdout.splitlines() if ln.startswith("error:")]
+    for p in (linked, fifo):
+        assert any(p.parent.name + p.name in ln for ln in failed), r.stdout
+    got = store_objects(copy)
+    assert len(got) == len(objects) - 2
+    _objects_match_names(copy)
+    _no_temporaries(copy)
+
+
+def test_push_to_a_folder_hashes_what_it_wrote(tmp_path: Path) -> None:
+    """A local object damaged in the store is not sent (its copy on the remote is
+    hashed before it gets its name); the others are, each matching its name."""
+    root = make_dataset(tmp_path / "a")
+    seg = f"{NAME2}-v1.nrrd"
+    digest = _digest_of(root, seg)
+    _flip_last_byte(root / ".volsegsync" / "cache" / "xxh3-128" / digest[:2] / digest[2:])
+    remote = tmp_path / "remote"
+    vs(root, "remote", "add", "nas", str(remote), "--default")
+    r = vs(root, "push")
+    assert r.returncode == 1
+    assert any(digest in ln and "does not match" in ln for ln in r.stdout.splitlines())
+    on_remote = {p.parent.name + p.name: p.read_bytes() for p in remote.glob("xxh3-128/*/*")}
+    assert digest not in on_remote and len(on_remote) == len(store_objects(root)) - 1
+    for name, data in on_remote.items():
+        assert xxhash.xxh3_128_hexdigest(data) == name
+    assert not list(remote.glob("tmp/*"))
+
+
+def test_kernel_copy_across_filesystems(tmp_path: Path) -> None:
+    """copy_file_range may refuse two filesystems (EXDEV): the copy falls back and is
+    still whole and hashed as written. /dev/shm is a tmpfs, the test folder usually not."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK):
+        pytest.skip("no writable /dev/shm")
+    data = os.urandom(3 * (1 << 20) + 17)  # several chunks and a partial one
+    src = shm / f"volsegsync-test-{os.getpid()}"
+    src.write_bytes(data)
+    try:
+        dst = tmp_path / "copy"
+        assert copy_verified(src, dst, "xxh3-128", 0o640) == xxhash.xxh3_128_hexdigest(data)
+        assert dst.read_bytes() == data and (dst.stat().st_mode & 0o777) == 0o640
+        again = tmp_path / "again"
+        copy_trusted(src, again, 0o600)
+        assert again.read_bytes() == data
+        with pytest.raises(FileExistsError):  # never over an existing file
+            copy_trusted(src, again, 0o600)
+    finally:
+        src.unlink()
+
+
+def test_place_of_a_verified_object_and_of_a_damaged_one(tmp_path: Path) -> None:
+    """place(verified=True) copies without a second hash; without it a damaged object
+    is refused and its destination untouched."""
+    write_nii(tmp_path / "v.nii.gz")
+    src = tmp_path / "v.nii.gz"
+    digest = xxhash.xxh3_128_hexdigest(src.read_bytes())
+    db = ObjectDB(LocalFS(tmp_path / "store"))
+    assert db.add_copy(src, "xxh3-128", digest) is True
+    assert db.add_copy(src, "xxh3-128", digest) is False  # already there
+    dest = tmp_path / "out" / "v.nii.gz"
+    dest.parent.mkdir()
+    assert db.place("xxh3-128", digest, dest, ("copy",), 0o644, verified=True) == "copy"
+    assert dest.read_bytes() == src.read_bytes()
+    obj = tmp_path / "store" / db.object_path("xxh3-128", digest)
+    assert (obj.stat().st_mode & 0o777) == 0o444  # sealed
+    _flip_last_byte(obj)
+    other = tmp_path / "out" / "w.nii.gz"
+    with pytest.raises(Exception, match="damaged"):
+        db.place("xxh3-128", digest, other, ("copy",), 0o644)
+    assert not other.exists() and not list(other.parent.glob("*volsegsync-tmp*"))

@@ -398,8 +398,6 @@ def read_nrrd_header(path: Path | str, head: bytes, fh: IO[bytes]) -> NrrdHeader
 
 
 def _parse_nrrd_header(path: Path | str, text: bytes, offset: int, ended: bool) -> NrrdHeader:
-    import nrrd  # numpy: see _plain_nrrd_header for the common case without it
-
     if b"\x00" in text:
         raise HeaderProblem(str(path), "NRRD header holds binary bytes (truncated or garbage)")
     lines = text.decode("utf-8", "replace").replace("\r", "").split("\n")
@@ -413,6 +411,7 @@ def _parse_nrrd_header(path: Path | str, text: bytes, offset: int, ended: bool) 
                     str(path),
                     f"NRRD dimension {dim[:20]!r} is not between 1 and {NRRD_MAX_DIMENSION}",
                 )
+    import nrrd  # and numpy: see _plain_nrrd_header for the common case without them
 
     fields = dict(nrrd.read_header([lines[0], *field_lines]))
     if not ended and detached_data_name(fields) is None:

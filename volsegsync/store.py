@@ -279,8 +279,8 @@ class ObjectDB:
         """Store a copy of the local file ``src`` (a folder remote's object, or a local
         object sent to a folder remote). The bytes move in the kernel (no trip through
         Python), then what was *written* is hashed (read back from the page cache): content
-        that does not match its name is rejected and gets no final name. Backends with no
-        local file (S3) take the generic :meth:`add`. False when the object was here."""
+        that does not match its name is rejected and gets no final name. A backend with
+        no local file gets it streamed through Python. False when the object was here."""
 
         def write(tmp: str) -> str:
             target = self.fs.local_file(tmp)
@@ -495,7 +495,7 @@ def hash_open(f: BinaryIO, algorithm: str) -> str:
     return str(h.hexdigest())
 
 
-OBJECT_MODE = 0o644  # a new object before it is sealed (the umask applies)
+OBJECT_MODE = 0o644  # a new object: written once, never changed (the store seals its own 0444)
 _KERNEL_COPY_FALLBACK = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 

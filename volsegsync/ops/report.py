@@ -138,7 +138,7 @@ def run_report(
 
 
 INLINE_THUMBNAILS = 16  # fewer thumbnails than this are drawn in-process
-MEMO_FORMAT = 2
+MEMO_FORMAT = 3
 
 
 def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
@@ -150,8 +150,7 @@ def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
     memo = load_memo(path, key)
     fp = snap.top["fp"]  # names and stats of every folder ("" when not known)
     moved = memo is None or not fp or memo["fp"] != fp
-    if memo is not None and moved and memo["gen"] >= snap.generation:
-        memo = None  # files changed but no generation since: the pipeline started afresh
+    # a pipeline memo started afresh has another epoch in its stamp: then todo is None
     todo = None if memo is None else snap.changed_since(memo["gen"])
     by_key: dict[str, Any] = {} if memo is None or todo is None else memo["cases"]
     if todo is None or todo or moved:
@@ -163,7 +162,7 @@ def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
                 (tuple(p), known.get(p.volume or ""), known.get(p.segmentation or ""))
                 for p in case.pairs
             ]
-        save_memo(path, {"key": key, "fp": fp, "gen": snap.generation, "cases": by_key})
+        save_memo(path, {"key": key, "fp": fp, "gen": snap.stamp, "cases": by_key})
     pairs: dict[Pair, None] = {}
     digests: dict[str, str] = {}
     for k in sorted(by_key):

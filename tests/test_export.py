@@ -597,7 +597,7 @@ def test_nifti_label_maps_are_linked_when_on_the_same_header(tmp_path: Path) -> 
     text = cfg.read_text()
     text = text.replace("volume_dirs = []", 'volume_dirs = ["imagesTr"]')
     text = text.replace("segmentation_dirs = []", 'segmentation_dirs = ["labelsTr"]')
-    text = text.replace('segmentation_extensions = [".seg.nrrd", ".nrrd"]',
+    text = text.replace('segmentation_extensions = [".seg.nrrd", ".nrrd", ".seg.nhdr", ".nhdr"]',
                         'segmentation_extensions = [".nii.gz"]')  # fmt: skip
     text = text.replace(
         'volume_extensions = [".nii.gz", ".nii"]', 'volume_extensions = [".nii.gz"]'

@@ -13,7 +13,17 @@ from volsegsync.errors import VolsegsyncError
 from volsegsync.index import format_index
 from volsegsync.ops.init import BEGIN, END, init_dataset
 
-BLOCK = f"{BEGIN}\n*.nii\n*.nii.gz\n*.nrrd\n*.seg.nrrd\n{END}\n"
+PATTERNS = [
+    "*.nhdr",
+    "*.nii",
+    "*.nii.gz",
+    "*.nrrd",
+    "*.raw",
+    "*.raw.gz",
+    "*.seg.nhdr",
+    "*.seg.nrrd",
+]
+BLOCK = "\n".join([BEGIN, *PATTERNS, END]) + "\n"
 TRACKED = [
     ".volsegsync/config.toml",
     ".volsegsync/.gitignore",
@@ -48,6 +58,9 @@ def test_git_ignores_images_and_state_but_not_the_description(dataset: Path) -> 
         f"segs/{NAME1}-v1.nrrd",
         "x.seg.nrrd",
         "a/b/c.nii",
+        "segs/x-v2.nhdr",  # a detached NRRD header and its data files
+        "segs/x-v2.raw",
+        "segs/x-v2.raw.gz",
         ".volsegsync/state/stat.db",
         ".volsegsync/state/lock",
     ):
@@ -81,7 +94,8 @@ def test_rerun_follows_extension_changes_in_the_block(ds_root: Path) -> None:
     report = init_dataset(ds_root)
     assert report.created == [".gitignore"]
     assert gitignore.read_text() == (
-        f"# mine\n{BEGIN}\n*.mha\n*.nrrd\n*.seg.nrrd\n{END}\n# also mine\n"
+        f"# mine\n{BEGIN}\n*.mha\n*.nhdr\n*.nrrd\n*.raw\n*.raw.gz\n*.seg.nhdr\n*.seg.nrrd\n"
+        f"{END}\n# also mine\n"
     )
 
 

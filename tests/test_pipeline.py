@@ -1,7 +1,8 @@
 """The one pipeline: incremental results equal full runs; one truth for every command.
 
 The randomised test edits a real dataset step by step (add, remove, rename, edit,
-touch, config change, pair, prune, rm) and after every step compares what the
+touch, config change, pair, prune, rm; detached NRRD headers and their data files:
+edit, zero, remove, touch) and after every step compares what the
 incremental pipeline (its memo carried over from the steps before) answers with
 a run that starts from an empty state folder.
 """
@@ -16,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nrrd
+import numpy as np
 import pytest
 from conftest import LPS, NAME1, NAME2, invoke, make_affine, write_nii, write_nrrd
 
@@ -104,6 +107,14 @@ class Editor:
         if self.rng.random() < 0.5:
             path = self.root / f"{folder}{name}.nii.gz"
             write_nii(path, seed=f"{path}{self.tick}")
+        elif self.rng.random() < 0.4:  # a detached header and its data file
+            version = self.rng.choice(["", "-v1", "-v2"])
+            path = self.root / f"{folder}{name}{version}.nhdr"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            labels = np.random.default_rng(self.tick).integers(0, 3, (4, 4, 3)).astype(np.uint8)
+            encoding = self.rng.choice(["raw", "gzip"])
+            nrrd.write(str(path), labels, {"encoding": encoding}, detached_header=True)
+            self.age(path.with_name(str(nrrd.read_header(str(path))["data file"])))
         else:
             version = self.rng.choice(["", "-v1", "-v2", "-v3"])
             path = self.root / f"{folder}{name}{version}.nrrd"
@@ -118,6 +129,9 @@ class Editor:
         )
         if action == "add" or not files:
             return self.add()
+        data = [p for p in files if p.name.endswith((".raw", ".raw.gz"))]
+        if data and self.rng.random() < 0.3:  # a detached data file: edit, zero, remove, touch
+            return self.data_step(self.rng.choice(data))
         path = self.rng.choice(files)
         rel = path.relative_to(self.root)
         if action == "remove":
@@ -145,6 +159,19 @@ class Editor:
         else:
             return self.pair()
         return f"{action} {rel}"
+
+    def data_step(self, path: Path) -> str:
+        action = self.rng.choice(["edit", "zero", "remove", "touch"])
+        if action == "remove":
+            path.unlink()
+        else:
+            raw = path.read_bytes()
+            if action == "edit":
+                path.write_bytes(bytes(self.rng.randrange(256) for _ in raw))
+            elif action == "zero":
+                path.write_bytes(b"\0" * len(raw))
+            self.age(path)
+        return f"data {action} {path.relative_to(self.root)}"
 
     def config(self) -> str:
         config = self.root / ".volsegsync" / "config.toml"
@@ -196,7 +223,7 @@ class Editor:
         return how
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3, 7, 20, 22])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 7, 20, 22])
 def test_incremental_equals_full_on_random_edits(ds_root: Path, seed: int) -> None:
     rng = random.Random(seed)
     editor = Editor(ds_root, rng)
@@ -326,7 +353,8 @@ def test_two_nnunet_datasets_never_cross_pair(ds_root: Path) -> None:
     text = text.replace("segmentation_dirs = []", 'segmentation_dirs = ["labelsTr"]')
     text = text.replace('volume_suffix = ""', 'volume_suffix = "_0000"')
     text = text.replace(
-        'segmentation_extensions = [".seg.nrrd", ".nrrd"]', 'segmentation_extensions = [".nii.gz"]'
+        'segmentation_extensions = [".seg.nrrd", ".nrrd", ".seg.nhdr", ".nhdr"]',
+        'segmentation_extensions = [".nii.gz"]',
     )
     text = text.replace("[naming.dates]\n", "[naming.dates]\n# none\n").replace(
         'postfix = "D%d%m%Y"', ""

@@ -109,7 +109,7 @@ class RolesConfig:
     """Rules deciding which files are volumes and which are segmentations."""
 
     volume_extensions: tuple[str, ...] = (".nii.gz", ".nii")
-    segmentation_extensions: tuple[str, ...] = (".seg.nrrd", ".nrrd")
+    segmentation_extensions: tuple[str, ...] = (".seg.nrrd", ".nrrd", ".seg.nhdr", ".nhdr")
     volume_dirs: tuple[str, ...] = ()
     segmentation_dirs: tuple[str, ...] = ()
     volume_suffix: str = ""
@@ -204,7 +204,7 @@ postfix = "D%d%m%Y"
 
 [roles]
 volume_extensions = [".nii.gz", ".nii"]
-segmentation_extensions = [".seg.nrrd", ".nrrd"]
+segmentation_extensions = [".seg.nrrd", ".nrrd", ".seg.nhdr", ".nhdr"]
 # by folder, e.g. nnU-Net: volume_dirs = ["imagesTr"], segmentation_dirs = ["labelsTr"]
 volume_dirs = []
 segmentation_dirs = []

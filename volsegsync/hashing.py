@@ -24,7 +24,7 @@ import xxhash
 
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import READ_FLAGS, open_cache_db, open_in_dataset, open_regular
-from volsegsync.magic import HEAD_BYTES, sniff
+from volsegsync.magic import HEAD_BYTES, names_data_file, sniff
 
 CHUNK = 1 << 20
 RACY_NS = 2_000_000_000
@@ -46,6 +46,7 @@ class Hashed(NamedTuple):
     stat: Stat
     digest: str
     problem: str | None  # why the content is not the image its name claims, if it is not
+    detached: bool = False  # a NRRD header that may name a detached data file
 
 
 DEFAULT_ALGORITHM = "xxh3-128"
@@ -210,7 +211,7 @@ def hash_many(
             return rel, f"cannot read: {e.strerror or e}"
         # the stat taken after reading is stored: a file changed meanwhile looks recent
         # and so stays out of the cache (see RACY_NS)
-        return Hashed(rel, st, digest, sniff(rel, head))
+        return Hashed(rel, st, digest, sniff(rel, head), names_data_file(rel, head))
 
     def batch(items: list[tuple[str, Stat]]) -> list[Hashed | tuple[str, str]]:
         return [one(item) for item in items]

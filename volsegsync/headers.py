@@ -505,11 +505,18 @@ def detached_data_paths(root: Path, rel: str) -> tuple[str, ...]:
     """Dataset-relative paths of the detached data file(s) of the NRRD header at
     ``rel`` (empty when its data is attached or it is no NRRD), each checked by
     :func:`check_data_file`. Raises HeaderProblem (one line) otherwise."""
+    name = detached_data_name_at(root, rel)
+    return () if name is None else (check_data_file(root, rel, name),)
+
+
+def detached_data_name_at(root: Path, rel: str) -> str | None:
+    """The raw ``data file`` value of the NRRD header at ``rel`` (header only), None
+    when its data is attached or it is no NRRD. Raises HeaderProblem (one line)."""
     try:
         with open_in_dataset(root, rel) as fh:
             head = fh.read(_CHUNK)
             if not head.startswith(b"NRRD"):
-                return ()
+                return None
             header = read_nrrd_header(rel, head, fh)
     except OSError as e:
         raise HeaderProblem(rel, _os_reason(Path(rel), e), "unreadable") from None
@@ -517,8 +524,7 @@ def detached_data_paths(root: Path, rel: str) -> tuple[str, ...]:
         raise
     except Exception as e:
         raise HeaderProblem(rel, f"cannot parse header: {_one_line(e)}") from None
-    name = detached_data_name(header.fields)
-    return () if name is None else (check_data_file(root, rel, name),)
+    return detached_data_name(header.fields)
 
 
 def check_data_file(root: Path, rel: str, name: str) -> str:

@@ -162,6 +162,23 @@ def build_entry(
     return Entry(volume, seg, active if seg else None, older, pinned and seg is not None, key=key)
 
 
+def data_files(entry: Entry) -> dict[int | None, FileRecord]:
+    """``version -> detached data file`` of every recorded version that has one."""
+    out = {v.version: v.data for v in entry.older if v.data is not None}
+    if entry.segmentation is not None and entry.seg_data is not None:
+        out[entry.version] = entry.seg_data
+    return out
+
+
+def with_data(entry: Entry, data: dict[int | None, FileRecord]) -> Entry:
+    """``entry`` with the detached data file of each recorded version from ``data``
+    (a version without one in ``data`` has none)."""
+    return entry._replace(
+        seg_data=data.get(entry.version) if entry.segmentation is not None else None,
+        older=tuple(v._replace(data=data.get(v.version)) for v in entry.older),
+    )
+
+
 class IndexFile(NamedTuple):
     algorithm: str
     entries: list[Entry]

@@ -79,6 +79,15 @@ def sniff(name: str, head: bytes) -> str | None:
     return None
 
 
+def names_data_file(name: str, head: bytes) -> bool:
+    """Whether a NRRD may keep its voxels in another file: a ``.nhdr``, or a ``.nrrd``
+    whose first bytes (read anyway while hashing) hold a ``data file`` field. Only
+    such headers are read for their data file: an attached NRRD costs nothing more."""
+    if name.endswith(".nhdr"):
+        return True
+    return name.endswith(".nrrd") and (b"\ndata file:" in head or b"\ndatafile:" in head)
+
+
 def _nifti_reason(raw: bytes) -> str | None:
     if len(raw) < NIFTI1_SIZE:
         return f"not a NIfTI file (only {len(raw)} bytes, a header needs {NIFTI1_SIZE})"

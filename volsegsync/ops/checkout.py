@@ -32,9 +32,11 @@ from volsegsync.index import (
     IndexFile,
     build_entry,
     check_relative_path,
+    data_files,
     format_index,
     parse_index_bytes,
     read_index_file,
+    with_data,
 )
 from volsegsync.magic import HEAD_BYTES, sniff
 from volsegsync.ops.storing import open_store, store_settings
@@ -192,7 +194,7 @@ def _rollback(current: IndexFile, entry: Entry, version: int, name: str) -> _Pla
     top = max(numbers)
     pin = (version, top) if version != top else None
     new = build_entry(entry.key, entry.volume, versions, top, pin)
-    new = new._replace(channels=entry.channels)
+    new = with_data(new._replace(channels=entry.channels), data_files(entry))
     entries = [new if e is entry else e for e in current.entries]
     text = format_index(entries, current.algorithm).encode()
     keep = [r for r in (new.volume, new.segmentation, new.seg_data) if r is not None]

@@ -17,6 +17,8 @@ from volsegsync.layouts import Detected
 BEGIN = "# >>> volsegsync: data files live in the content store and on remotes, not in git"
 END = "# <<< volsegsync"
 
+DETACHED_DATA_EXTENSIONS = (".raw", ".raw.gz")  # what 3D Slicer and pynrrd name them
+
 
 class InitReport(NamedTuple):
     root: Path
@@ -68,8 +70,10 @@ def init_dataset(
     _write_if_missing(root / INDEX_FILE, format_index([]), root, created)
     config = load_config(meta / CONFIG_FILE)  # validates an existing config on re-runs
     roles = config.roles
-    extensions = sorted(set(roles.volume_extensions) | set(roles.segmentation_extensions))
-    if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in extensions]):
+    extensions = set(roles.volume_extensions) | set(roles.segmentation_extensions)
+    if any(ext.endswith(".nhdr") for ext in extensions):  # their detached data files too
+        extensions |= set(DETACHED_DATA_EXTENSIONS)
+    if _update_ignore_block(root / ".gitignore", [f"*{ext}" for ext in sorted(extensions)]):
         created.append(".gitignore")
     warnings = _tracking_warnings(root, git_root) if git_root else []
     try:  # the index merge driver, per pair

@@ -16,7 +16,16 @@ from volsegsync.config import load_config
 from volsegsync.dataset import Dataset
 from volsegsync.errors import IndexFormatError, VolsegsyncError
 from volsegsync.fsutil import CONFIG_LIMIT, INDEX_LIMIT, atomic_write_text, read_small
-from volsegsync.index import Entry, FileRecord, SegVersion, format_entry, format_index, parse_index
+from volsegsync.index import (
+    Entry,
+    FileRecord,
+    SegVersion,
+    data_files,
+    format_entry,
+    format_index,
+    parse_index,
+    with_data,
+)
 from volsegsync.ops.snapshot import (
     Case,
     Kept,
@@ -238,10 +247,14 @@ def drop_records(entry: Entry, drop: set[str]) -> Entry | None:
         active, rest = segs[-1], tuple(segs[:-1])
     else:
         return entry._replace(volume=vol, segmentation=None, version=None, older=(), pinned=False)
-    return entry._replace(
-        volume=vol,
-        segmentation=active.record,
-        version=active.version,
-        older=rest,
-        pinned=pinned,
+    data = {v: r for v, r in data_files(entry).items() if r.path not in drop}
+    return with_data(
+        entry._replace(
+            volume=vol,
+            segmentation=active.record,
+            version=active.version,
+            older=rest,
+            pinned=pinned,
+        ),
+        data,
     )

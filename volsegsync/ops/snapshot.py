@@ -35,6 +35,7 @@ import xxhash
 
 from volsegsync.channels import group_channels
 from volsegsync.dataset import Dataset, default_jobs
+from volsegsync.detached import Changed, DataStage
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import INDEX_LIMIT, StateUnusable, check_state_dir, read_small, say_once
 from volsegsync.hashing import Hashed, Stat, hash_many, racy_limit
@@ -52,6 +53,7 @@ from volsegsync.index import (
     parse_index,
     pins,
     to_plain,
+    with_data,
 )
 from volsegsync.memo import SHARDS, forget_memo, load_memo, save_memo, shard_of
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
@@ -70,9 +72,10 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
-MEMO_FORMAT = 6
+MEMO_FORMAT = 7
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
+DATA = "data"  # the role of a detached NRRD data file (volsegsync.detached)
 
 
 class Monitor(Protocol):
@@ -94,11 +97,12 @@ class Member(NamedTuple):
     """One file of a case, as the pipeline saw it."""
 
     path: str
-    role: str  # VOLUME, SEGMENTATION, or "" when the name decides no role
+    role: str  # VOLUME, SEGMENTATION, DATA, or "" when the name decides no role
     version: int | None
     size: int
     digest: str  # "" when the file could not be hashed
     problem: tuple[str, str] | None  # (category, reason): not_an_image or unreadable
+    owner: str = ""  # DATA: the header whose data file this is (the problem names it)
 
 
 class Kept(NamedTuple):
@@ -219,6 +223,11 @@ def _records(entry: Entry | None) -> Iterator[tuple[str, int | None, FileRecord]
     for _channel, rec in entry.channels:
         if entry.volume is None or rec.path != entry.volume.path:
             yield VOLUME, None, rec
+    if entry.seg_data is not None:
+        yield DATA, entry.version, entry.seg_data
+    for v in entry.older:
+        if v.data is not None:
+            yield DATA, v.version, v.data
 
 
 def entry_files(entry: Entry | None) -> list[FileRecord]:
@@ -252,7 +261,14 @@ def pair_case(
         info = rules.ds.convention.parse(path)
         return info.key if info is not None else key
 
+    data: dict[int | None, FileRecord] = {}  # version -> its detached data file
     for m in members:
+        if m.role == DATA:
+            if m.problem is not None:  # the message names the header
+                problems.append(make_problem(m.problem[0], [m.owner], m.problem[1]))
+            if m.digest:
+                data[m.version] = FileRecord(m.path, m.size, m.digest)
+            continue
         if m.problem is not None:
             category, reason = m.problem
             problems.append(make_problem(category, [m.path], f"{m.path}: {reason}"))
@@ -268,6 +284,10 @@ def pair_case(
     for role, version, rec in _records(indexed):
         member = present.get(rec.path)
         if member is not None and member.digest:
+            continue
+        if role == DATA:
+            if _data_kept(rec, version, member, present, locate, absent, kept, prune):
+                data.setdefault(version, rec)
             continue
         if member is not None:  # unreadable now: its record stays, whatever is asked
             kept.append(Kept(rec.path, "unreadable"))
@@ -292,6 +312,8 @@ def pair_case(
     unreadable = {m.path for m in members if m.problem and m.problem[0] == "unreadable"}
     lone = pair is not None and not pair.older and _sides(pair) <= unreadable
     pairs: tuple[Pair, ...] = ()
+    if (pair is None or lone) and prune is not None and len(kept) != len(absent):
+        return pair_case(rules, key, members, indexed, locate)  # as if nothing was pruned
     if pair is None or lone:
         # ambiguous: nothing decided, so the index keeps what it has (nothing is
         # pruned); or a lone file that cannot be read: its problem says all
@@ -302,6 +324,7 @@ def pair_case(
         pair = _honour_pin(pair, pin, infos)
         versions = {i.path: i.version for i in infos}
         entry = _entry(key, pair, records, versions, pin)
+        entry = with_data(entry, data) if entry is not None and data else entry
         group = groups.channels.get(pair.volume) if entry is not None and pair.volume else None
         if entry is not None and group:
             entry = entry._replace(
@@ -313,6 +336,34 @@ def pair_case(
         )
     problems = apply_severities(problems, rules.severity)
     return Case(key, members, indexed, entry, pairs, tuple(problems), tuple(kept))
+
+
+def _data_kept(
+    rec: FileRecord,
+    version: int | None,
+    member: Member | None,
+    present: dict[str, Member],
+    locate: Callable[[str], str],
+    absent: list[Kept],
+    kept: list[Kept],
+    prune: Callable[[str], bool] | None,
+) -> bool:
+    """Whether the index's record of a detached data file stays: yes while its header
+    names it but it cannot be read (missing, unreadable), or while the header itself
+    is not readably on disk; no when the header now names another file or none."""
+    if member is None:
+        header = [m for m in present.values() if m.role == SEGMENTATION and m.version == version]
+        if any(m.digest for m in header):
+            return False  # the header is read and names no such file now
+        where = locate(rec.path)
+        why = "missing" if where == "missing" else "untracked"
+    else:  # its header names it; it is not readable now (its problem says why)
+        why = "missing" if locate(rec.path) == "missing" else "unreadable"
+    absent.append(Kept(rec.path, why))
+    if why != "unreadable" and prune is not None and prune(rec.path):
+        return False
+    kept.append(absent[-1])
+    return True
 
 
 def _sides(pair: Pair) -> set[str]:
@@ -394,6 +445,7 @@ def _fresh_top(key: str) -> dict[str, Any]:
         "dirty": [],
         "leftovers": [],  # metadata mode: keys that naming leaves unpaired
         "meta_problems": [],
+        "data": 0,  # detached NRRD headers (volsegsync.detached): 0 costs nothing
         "counts": {},  # shard -> [pairs, unpaired vols, unpaired segs, problems, indexed pairs]
         "kept": {},  # key -> {path: "missing" or "untracked"}: indexed files not on disk
         "foreign": {},  # key -> paths of other keys that its index entry records
@@ -421,6 +473,8 @@ class Pipeline:
         self.scan: ScanResult | None = None
         self.token: str | None = None  # a file-system monitor's token for this run
         self._top: dict[str, Any] = _fresh_top(self.key)
+        self.data = DataStage(ds.root, self.dir / "data.marshal", self.files_key, self.algorithm)
+        self._detached: set[str] = set()  # headers hashed in this run that may be detached
 
     # -- memo files --------------------------------------------------------------------
 
@@ -508,7 +562,8 @@ class Pipeline:
             for key, absent in top["kept"].items():
                 if any(self.locate(p) != why for p, why in absent.items()):
                     moved.add(key)
-            if top["fp"] == fp and fp and top["index"] == index and not moved:
+            same = top["fp"] == fp and fp and top["index"] == index and not moved
+            if same and not (top.get("data") and self.data.stale()):  # data: volsegsync.detached
                 if self.token and top.get("fsmonitor") != self.token:
                     top["fsmonitor"] = self.token
                     save_memo(self.top_path, top)
@@ -554,6 +609,8 @@ class Pipeline:
             if member is not None and info is not None:
                 member = member._replace(role=info.role, version=info.version)
             by_key.setdefault(key, {})[path] = member
+        for key, updates in self._data_members(changes, full, jobs).items():
+            by_key.setdefault(key, {}).update(updates)
         for key in moved:
             by_key.setdefault(key, {})
         index_changed = full or top["index"] != index
@@ -602,6 +659,7 @@ class Pipeline:
         top["folders"] = folders
         top["unreadable"] = dict(scan.unreadable)
         top["index"] = index
+        top["data"] = len(self.data.heads) if full or top.get("data") or self._detached else 0
         if self.token:  # the monitor's token, taken before the scan
             top["fsmonitor"] = self.token
         self._save(top, folder_memos, full)
@@ -658,7 +716,7 @@ class Pipeline:
             say_once(f"caches are off for this run ({e})")
             self._changed_shards.clear()
             return
-        ok = True
+        ok = self.data.save()  # before the files: their changes are then looked at again
         shards = range(SHARDS) if full else sorted(self._changed_shards)
         for shard in shards:
             ok &= save_memo(
@@ -697,6 +755,38 @@ class Pipeline:
                 out[key] = _merge_entries(out[key], e)
             else:
                 out[key] = e
+        return out
+
+    # -- detached NRRD data files -------------------------------------------------------
+
+    def _data_members(
+        self, changes: dict[str, Member | None], full: bool, jobs: int | None
+    ) -> dict[str, dict[str, Member | None]]:
+        """The data stage (:mod:`volsegsync.detached`): the detached data files of the
+        headers as members of their header's case (``key -> path -> member``, None:
+        gone), for the headers whose data changed. Costs nothing without any."""
+        detached = self._detached | {p for p in changes if p.endswith(".nhdr")}
+        if not (full or self._top.get("data") or detached):
+            return {}
+        heads = self.data.heads
+        changed = {
+            p: (self.scan.stat(p) if m is not None and m.digest and self.scan else None)
+            for p, m in changes.items()
+            if p in detached or p in heads
+        }
+        out: dict[str, dict[str, Member | None]] = {}
+        result: Changed = self.data.update(changed, detached, full, jobs or default_jobs())
+        for header, (was, now) in result.items():
+            key, info = self.rules.key_of(header)
+            updates = out.setdefault(key, {})
+            if was is not None:
+                updates[was.path or header + "\0data"] = None
+            if now is not None and info is not None and info.role == SEGMENTATION:
+                path = now.path or header + "\0data"  # no file allowed: its problem only
+                if now.path or now.problem:
+                    updates[path] = Member(
+                        path, DATA, info.version, now.size, now.digest, now.problem, header
+                    )
         return out
 
     # -- files -------------------------------------------------------------------------
@@ -746,6 +836,8 @@ class Pipeline:
             jobs = jobs or default_jobs()
             for result in hash_many(self.ds.root, todo, jobs, done, self.algorithm):
                 if isinstance(result, Hashed):
+                    if result.detached:
+                        self._detached.add(result.path)
                     prefix, _, name = result.path.rpartition("/")
                     pending[prefix + "/" if prefix else ""].hashed(name, result)
                 else:

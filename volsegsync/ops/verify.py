@@ -30,6 +30,7 @@ from volsegsync.index import Entry
 from volsegsync.memo import load_memo, save_memo
 from volsegsync.naming import SEGMENTATION
 from volsegsync.ops.snapshot import (
+    DATA,
     Case,
     Member,
     ProgressFactory,
@@ -162,6 +163,8 @@ def _verify_cases(run: _Run, cases: list[Case], fast: bool) -> dict[str, Any]:
         found.extend(apply_severities(_pair_problems(run, checked), severity))
         found.extend(apply_severities(_channel_problems(run, case), severity))
         found.extend(apply_severities(list(_drift(case)), severity))
+        # a detached data name the header pass refuses is the pipeline's problem too
+        found = list({(p.category, p.files, p.message): p for p in found}.values())
         if found:
             pairs = tuple(tuple(p) for p in case.pairs)
             out[case.key] = (case.key, problems_to_plain(found), pairs)
@@ -196,13 +199,18 @@ def _file_problems(run: _Run, members: list[Member], fast: bool) -> dict[str, li
     readable = [m for m in members if m.role and m.problem is None and m.path in run.files]
     headers = _headers(run, [m.path for m in readable])
     content: dict[str, list[Problem]] = {}
-    if not fast:
-        ok = [m for m in readable if m.digest and headers[m.path].geometry is not None]
+    if not fast:  # a header whose detached data cannot be read has that one problem
+        no_data = {m.owner for m in members if m.role == DATA and m.problem}
+        ok = [
+            m
+            for m in readable
+            if m.digest and headers[m.path].geometry is not None and m.path not in no_data
+        ]
         content = _content_problems(run, ok)
     out: dict[str, list[Problem]] = {}
     for m in members:
         found: list[Problem] = []
-        if m.role and (m.problem is None or m.problem[0] != "unreadable"):
+        if m.role not in ("", DATA) and (m.problem is None or m.problem[0] != "unreadable"):
             found.extend(run.ds.convention.check(m.path))
         header = headers.get(m.path)
         if header is not None and header.geometry is None:

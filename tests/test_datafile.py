@@ -326,3 +326,30 @@ def test_git_revisions_diff_log_and_checkout_rev(repo: Path, ds: Path) -> None:
     assert {c["path"] for c in checkout["changes"]} == {RAW2}
     assert (ds / RAW2).read_bytes() == old
     assert cli(ds, "status")["in_sync"]
+
+
+def test_two_index_lines_of_one_key_keep_their_data_files() -> None:
+    """An index that recorded one key twice (paired across folders, say) is merged into
+    one entry that keeps every file: the detached data files of each version too."""
+    from volsegsync.index import Entry, FileRecord, SegVersion
+    from volsegsync.ops.snapshot import _merge_entries
+
+    def rec(path: str) -> FileRecord:
+        return FileRecord(path, 1, "0" * 32)
+
+    a = Entry(
+        rec("a/K.nii.gz"),
+        rec("a/K-v2.nhdr"),
+        2,
+        older=(SegVersion(1, rec("a/K-v1.nhdr"), rec("a/K-v1.raw")),),
+        seg_data=rec("a/K-v2.raw"),
+        key="K",
+    )
+    b = Entry(None, rec("b/K-v3.nhdr"), 3, seg_data=rec("b/K-v3.raw"), key="K")
+    merged = _merge_entries(a, b)
+    assert merged.segmentation == rec("b/K-v3.nhdr") and merged.seg_data == rec("b/K-v3.raw")
+    assert [(v.record.path, v.data) for v in merged.older] == [
+        ("a/K-v1.nhdr", rec("a/K-v1.raw")),
+        ("a/K-v2.nhdr", rec("a/K-v2.raw")),
+    ]
+    assert merged.volume == rec("a/K.nii.gz")

@@ -934,13 +934,19 @@ def _merge_entries(a: Entry, b: Entry) -> Entry:
     vol = a.volume or b.volume
     if not recs:
         return a._replace(volume=vol)
+    data: dict[str, FileRecord | None] = {}  # a version's detached data file, by its header
+    for e in (a, b):
+        data.update((v.record.path, v.data) for v in e.older)
+        if e.segmentation is not None:
+            data[e.segmentation.path] = e.seg_data
     top_v, top_r = recs[-1]
     return a._replace(
         volume=vol,
         segmentation=top_r,
         version=top_v,
-        older=tuple(SegVersion(v, r) for v, r in recs[:-1]),
+        older=tuple(SegVersion(v, r, data.get(r.path)) for v, r in recs[:-1]),
         pinned=False,
+        seg_data=data.get(top_r.path),
     )
 
 

@@ -34,7 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import bench_incremental
 import datasets
-from bench_incremental import bare_walk, run, timed
+from bench_incremental import run
+from datasets import bare_walk, timed
 
 EXE = str(Path(sys.executable).parent / "volsegsync")
 

@@ -40,7 +40,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -52,19 +51,6 @@ EXE = str(Path(sys.executable).parent / "volsegsync")
 LINKS = 60_000
 # the commands run as installed: with their bytecode compiled once, not each run
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def bare_walk(root: str) -> int:
-    count = 0
-    stack = [root]
-    while stack:
-        for entry in os.scandir(stack.pop()):
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            else:
-                entry.stat(follow_symlinks=False)
-                count += 1
-    return count
 
 
 def hash_alone(root: Path) -> int:
@@ -131,28 +117,19 @@ def max_rss_mb(root: Path, *args: str) -> float:
     return usage.ru_maxrss / 1024
 
 
-def timed(func: Callable[[], object], runs: int) -> float:
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        func()
-        out.append(time.perf_counter() - t)
-    return datasets.median(out)
-
-
 def bench(root: Path, files: int, runs: int, dvc: str | None) -> dict[str, float]:
     t = time.perf_counter()
     make(root, files)
     print(f"[{files}] made in {time.perf_counter() - t:.1f} s", flush=True)
     r: dict[str, float] = {"load_before": os.getloadavg()[0]}
-    r["hash_alone"] = timed(lambda: hash_alone(root), 1)
+    r["hash_alone"] = datasets.timed(lambda: hash_alone(root), 1)
     r["pair_unseen"] = run(root, "pair")
     print(f"[{files}] pair of unseen files {r['pair_unseen']:.2f} s", flush=True)
     run(root, "status")  # warm the page cache of the state files
     run(root, "verify", "--fast")
     walks, statuses, verifies = [], [], []
     for _ in range(runs):  # interleaved: a change of the machine's load hits all alike
-        walks.append(timed(lambda: bare_walk(str(root)), 1))
+        walks.append(datasets.timed(lambda: datasets.bare_walk(str(root)), 1))
         statuses.append(run(root, "status"))
         verifies.append(run(root, "verify", "--fast"))
     r["walk"] = datasets.median(walks)
@@ -184,7 +161,7 @@ def bench(root: Path, files: int, runs: int, dvc: str | None) -> dict[str, float
     r["load_after"] = os.getloadavg()[0]
     if dvc and files <= 100_000:
         r["dvc_status"] = dvc_status(dvc, root, runs)
-        r["dvc_walk"] = timed(lambda: bare_walk(str(root)), runs)
+        r["dvc_walk"] = datasets.timed(lambda: datasets.bare_walk(str(root)), runs)
     return r
 
 
@@ -206,7 +183,7 @@ def dvc_status(dvc: str, root: Path, runs: int) -> float:
         subprocess.run([dvc, "status", "-q"], cwd=root, check=False, env=env)
 
     status()
-    return timed(status, runs)
+    return datasets.timed(status, runs)
 
 
 GOALS = "goals: status unchanged <= 1.5x walk; after an edit <= 1.3x unchanged (both commands)"

@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -49,15 +48,6 @@ def entries(n: int) -> list[Entry]:
         )
         out.append(Entry(vol, seg, 2))
     return out
-
-
-def timed(func: Callable[[], object], runs: int) -> float:
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        func()
-        out.append(time.perf_counter() - t)
-    return datasets.median(out)
 
 
 EXE = str(Path(sys.executable).parent / "volsegsync")
@@ -85,13 +75,13 @@ def bump(text: str, every: int, limit: int) -> str:
 def commit_change(root: Path, index: Path, text: str, runs: int, message: str) -> dict[str, float]:
     """Write a changed index and time what a reviewer and an annotator pay for it."""
     index.write_text(text)
-    r = {"diff": timed(lambda: git(root, "diff", "--stat"), runs)}
+    r = {"diff": datasets.timed(lambda: git(root, "diff", "--stat"), runs)}
     r["patch_bytes"] = len(git(root, "diff").stdout)
     t = time.perf_counter()
     git(root, "add", "volsegsync.index")
     git(root, "commit", "-qm", message)
     r["commit"] = time.perf_counter() - t
-    r["log_p"] = timed(lambda: git(root, "log", "-p", "-1", "--format=%H"), runs)
+    r["log_p"] = datasets.timed(lambda: git(root, "log", "-p", "-1", "--format=%H"), runs)
     return r
 
 
@@ -113,11 +103,11 @@ def bench(pairs: int, runs: int, root: Path) -> dict[str, float]:
     es = entries(pairs)
     print(f"[{pairs}] entries made in {time.perf_counter() - t:.1f} s", flush=True)
     r: dict[str, float] = {}
-    r["write"] = timed(lambda: write_index(index, es), runs)
+    r["write"] = datasets.timed(lambda: write_index(index, es), runs)
     r["mb"] = index.stat().st_size / 1e6
-    r["parse"] = timed(lambda: read_index(index), runs)
+    r["parse"] = datasets.timed(lambda: read_index(index), runs)
     text = index.read_text()
-    r["parse_lines"] = timed(lambda: parse_index_lines(text), 1)
+    r["parse_lines"] = datasets.timed(lambda: parse_index_lines(text), 1)
     print(f"[{pairs}] write {r['write']:.2f} s, parse {r['parse']:.2f} s", flush=True)
     git(root, "init", "-q")
     git(root, "config", "user.email", "bench@example.org")
@@ -128,17 +118,17 @@ def bench(pairs: int, runs: int, root: Path) -> dict[str, float]:
     r["first_commit"] = time.perf_counter() - t
     one = commit_change(root, index, bump(text, 1, 1), runs, "one version bump")
     r.update({f"one_{k}": v for k, v in one.items()})
-    r["vss_diff_1"] = timed(lambda: vss(root, "diff", "HEAD~1", "HEAD"), runs)
-    r["vss_log_1"] = timed(lambda: vss(root, "log", "-n", "1"), runs)
+    r["vss_diff_1"] = datasets.timed(lambda: vss(root, "diff", "HEAD~1", "HEAD"), runs)
+    r["vss_log_1"] = datasets.timed(lambda: vss(root, "log", "-n", "1"), runs)
     text = index.read_text()
     ten = commit_change(root, index, bump(text, 97, 10), runs, "ten version bumps")
     r.update({f"ten_{k}": v for k, v in ten.items()})
-    r["vss_diff_10"] = timed(lambda: vss(root, "diff", "HEAD~1", "HEAD"), runs)
-    r["vss_log_10"] = timed(lambda: vss(root, "log", "-n", "1"), runs)
+    r["vss_diff_10"] = datasets.timed(lambda: vss(root, "diff", "HEAD~1", "HEAD"), runs)
+    r["vss_log_10"] = datasets.timed(lambda: vss(root, "log", "-n", "1"), runs)
     text = index.read_text()
     pct = commit_change(root, index, bump(text, 100, pairs), runs, "1% version bumps")
     r.update({f"pct_{k}": v for k, v in pct.items()})
-    r["vss_diff_pct"] = timed(lambda: vss(root, "diff", "HEAD~1", "HEAD"), runs)
+    r["vss_diff_pct"] = datasets.timed(lambda: vss(root, "diff", "HEAD~1", "HEAD"), runs)
     return r
 
 

@@ -11,7 +11,6 @@ walk of the same tree. Prints medians and their ratio.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -20,28 +19,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 import datasets
-
-
-def bare_walk(root: str) -> int:
-    count = 0
-    stack = [root]
-    while stack:
-        for entry in os.scandir(stack.pop()):
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            else:
-                entry.stat(follow_symlinks=False)
-                count += 1
-    return count
-
-
-def timed(func: object, runs: int) -> list[float]:
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        func()  # type: ignore[operator]
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def main() -> None:
@@ -68,9 +45,9 @@ def main() -> None:
             raise SystemExit(f"status exited {r.returncode}: dataset not in sync?")
 
     status()  # warm the page cache of our own state files
-    walk = timed(lambda: bare_walk(str(root)), args.runs)
-    stat = timed(status, args.runs)
-    files = bare_walk(str(root))
+    walk = datasets.run_times(lambda: datasets.bare_walk(str(root)), args.runs)
+    stat = datasets.run_times(status, args.runs)
+    files = datasets.bare_walk(str(root))
     print(f"files: {files}")
     print(f"bare scandir+lstat walk: median {datasets.median(walk):.3f} s")
     print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,32 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     n = len(ordered)
     return ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+
+
+def bare_walk(root: str) -> int:
+    """The baseline of every walk: scandir + lstat of each file, nothing else."""
+    count = 0
+    stack = [root]
+    while stack:
+        for entry in os.scandir(stack.pop()):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            else:
+                entry.stat(follow_symlinks=False)
+                count += 1
+    return count
+
+
+def run_times(func: Callable[[], object], runs: int) -> list[float]:
+    """Wall seconds of each of ``runs`` calls of ``func``."""
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        func()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def timed(func: Callable[[], object], runs: int) -> float:
+    """The median wall seconds of ``runs`` calls of ``func``."""
+    return median(run_times(func, runs))

@@ -8,6 +8,8 @@ a FIFO) are refused without a hang."""
 
 from __future__ import annotations
 
+import hashlib
+import mmap
 import os
 import shutil
 import signal
@@ -28,6 +30,7 @@ from test_remotes import (
     vs,
 )
 
+from volsegsync import store as store_module
 from volsegsync.dataset import Dataset
 from volsegsync.store import LocalFS, ObjectDB, copy_trusted, copy_verified
 
@@ -209,6 +212,29 @@ def test_kernel_copy_across_filesystems(tmp_path: Path) -> None:
             copy_trusted(src, again, 0o600)
     finally:
         src.unlink()
+
+
+def test_copy_verified_hashes_every_window_of_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The written copy is hashed through memory maps of MAP_WINDOW bytes: with a small
+    window a file spans several maps and a partial one; every algorithm; an empty file
+    (which cannot be mapped); write_back (the push's hint) changes nothing written."""
+    monkeypatch.setattr(store_module, "MAP_WINDOW", 2 * mmap.ALLOCATIONGRANULARITY)
+    data = os.urandom(5 * mmap.ALLOCATIONGRANULARITY + 123)
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    expected = {
+        "xxh3-128": xxhash.xxh3_128_hexdigest(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    for i, (algorithm, digest) in enumerate(expected.items()):
+        dst = tmp_path / f"copy{i}"
+        assert copy_verified(src, dst, algorithm, 0o644, write_back=bool(i)) == digest
+        assert dst.read_bytes() == data
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert copy_verified(empty, tmp_path / "e2", "sha256", 0o644) == hashlib.sha256().hexdigest()
 
 
 def test_place_of_a_verified_object_and_of_a_damaged_one(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import mmap
 import os
 import re
 import uuid
@@ -275,19 +276,20 @@ class ObjectDB:
             lambda _f: f"{source}: content does not match its hash; rejected",
         )
 
-    def add_copy(self, src: Path, algorithm: str, digest: str) -> bool:
+    def add_copy(self, src: Path, algorithm: str, digest: str, write_back: bool = False) -> bool:
         """Store a copy of the local file ``src`` (a folder remote's object, or a local
         object sent to a folder remote). The bytes move in the kernel (no trip through
-        Python), then what was *written* is hashed (read back from the page cache): content
+        Python), then what was *written* is hashed (in place, in the page cache): content
         that does not match its name is rejected and gets no final name. A backend with
-        no local file gets it streamed through Python. False when the object was here."""
+        no local file gets it streamed through Python. False when the object was here.
+        ``write_back``: see :func:`copy_verified` (an object not read again soon)."""
 
         def write(tmp: str) -> str:
             target = self.fs.local_file(tmp)
             if target is None:
                 return self._copy_in(src, tmp, algorithm)
             target.parent.mkdir(parents=True, exist_ok=True)
-            return copy_verified(src, target, algorithm, OBJECT_MODE)
+            return copy_verified(src, target, algorithm, OBJECT_MODE, write_back)
 
         return self._store(
             algorithm,
@@ -485,13 +487,23 @@ def hash_local(path: Path, algorithm: str) -> str:
     return str(h.hexdigest())
 
 
-def hash_open(f: BinaryIO, algorithm: str) -> str:
-    """The hash of what ``f`` holds from its current offset on (one buffer, reused)."""
+MAP_WINDOW = 64 << 20  # bytes of a file mapped at once to hash it (bounds address space)
+
+
+def hash_written(fd: int, algorithm: str) -> str:
+    """The hash of the whole file ``fd``, one this process just wrote (never a file
+    someone else may truncate meanwhile: reading a mapped page past the end is a
+    SIGBUS). Read through memory maps of at most ``MAP_WINDOW`` bytes: the hash reads
+    the page cache in place, where ``read`` would first copy every byte into Python
+    (about half the CPU time of a verified copy, ``benchmarks/bench_remotes.py``)."""
     h = new_hasher(algorithm)
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    while n := f.readinto(buf):  # type: ignore[attr-defined]
-        h.update(view[:n])
+    size = os.fstat(fd).st_size
+    offset = 0
+    while offset < size:
+        n = min(MAP_WINDOW, size - offset)
+        with mmap.mmap(fd, n, access=mmap.ACCESS_READ, offset=offset) as m:
+            h.update(m)
+        offset += n
     return str(h.hexdigest())
 
 
@@ -499,15 +511,19 @@ OBJECT_MODE = 0o644  # a new object: written once, never changed (the store seal
 _KERNEL_COPY_FALLBACK = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
-def copy_verified(src: Path, dst: Path, algorithm: str, mode: int) -> str:
+def copy_verified(src: Path, dst: Path, algorithm: str, mode: int, write_back: bool = False) -> str:
     """Copy the regular file ``src`` to the new file ``dst`` (created with ``mode``, never
     through a link) in the kernel, and return the hash of what ``dst`` holds.
 
     The bytes do not pass through Python: ``copy_file_range`` (a reflink on filesystems
-    that share extents), else ``sendfile``, else read/write. What was written is read back
-    (from the page cache) to be hashed, so the digest vouches for ``dst`` itself, even if
-    ``src`` changed meanwhile."""
-    return str(_copy_new(src, dst, mode, algorithm))
+    that share extents), else ``sendfile``, else read/write. What was written is hashed
+    in place in the page cache (:func:`hash_written`), so the digest vouches for ``dst``
+    itself, even if ``src`` changed meanwhile.
+
+    ``write_back``: ``dst`` is not read again here (a push to a folder remote): its
+    pages start going to the disk now, while the next objects are copied, so the
+    ``sync`` that ends the push has little left to wait for."""
+    return str(_copy_new(src, dst, mode, algorithm, write_back))
 
 
 def copy_trusted(src: Path, dst: Path, mode: int) -> None:
@@ -515,17 +531,21 @@ def copy_trusted(src: Path, dst: Path, mode: int) -> None:
     _copy_new(src, dst, mode, None)
 
 
-def _copy_new(src: Path, dst: Path, mode: int, algorithm: str | None) -> str | None:
+def _copy_new(
+    src: Path, dst: Path, mode: int, algorithm: str | None, write_back: bool = False
+) -> str | None:
     fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
         os.fchmod(fd, mode)
         with open_regular(src) as f:
             kernel_copy(f.fileno(), fd, os.fstat(f.fileno()).st_size)
-        if algorithm is None:
-            return None
-        os.lseek(fd, 0, os.SEEK_SET)
-        with os.fdopen(os.dup(fd), "rb", buffering=0) as back:
-            return hash_open(back, algorithm)
+        found = None if algorithm is None else hash_written(fd, algorithm)
+        if write_back and hasattr(os, "posix_fadvise"):
+            # Linux: starts the write-back of the dirty pages (asynchronously) and drops
+            # the clean ones; only a hint, so where it fails nothing is lost
+            with contextlib.suppress(OSError):
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return found
     finally:
         os.close(fd)
 

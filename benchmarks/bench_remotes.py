@@ -12,11 +12,17 @@ them (which fills the content store), then times, each as the median of
 - a no-op ``push`` (nothing to send) of these files, and of 10,000 tiny objects
   on a folder remote (goal: under 1 s);
 - with ``--dvc`` and DVC installed (``pip install dvc dvc-s3``): ``dvc push`` and
-  ``dvc pull`` of the same files to the same kinds of remote.
+  ``dvc pull`` of the same files to the same kinds of remote;
+- floors, in the same rounds: the least any tool must do. Folder: one kernel copy
+  of each object (push) and two (pull: store and working tree), 8 threads, no hash,
+  no rename. S3: one ``put_object`` (push) or ``get_object`` into a file (pull) per
+  object with boto3, 8 threads, the client settings volsegsync uses. Each floor runs
+  as its own process (``--floor KIND``), Python's start-up included, as every tool's.
 
 Each round runs volsegsync, ``cp -r`` and DVC one after the other, so all see the same
 machine load; the load average is printed at the start, between the parts and at the
-end. Ratios: to ``cp -r``, how many times its time; to DVC, how many times faster.
+end. Ratios: to ``cp -r`` and to the floor, how many times its time; to DVC, how many times
+faster.
 
     python benchmarks/bench_remotes.py [--size 1G] [--files 1000] [--runs 3] [--dvc [PATH]]
 """
@@ -258,6 +264,80 @@ def dvc_cases(exe: str, work: Path, data: Path, remote: str, env: dict[str, str]
     ]
 
 
+FLOOR_THREADS = 8
+
+
+def floor_cases(kind: str, src: Path, dst: Path, endpoint: str = "") -> list[Case]:
+    """The floor of ``kind`` (folder-push, folder-pull, s3-push, s3-pull) as a case: this
+    script run with ``--floor`` (a process of its own, like every tool timed)."""
+    args = [sys.executable, __file__, "--floor", kind, str(src), str(dst), endpoint]
+    env = {**os.environ, **S3_ENV}
+
+    def setup() -> None:
+        shutil.rmtree(dst, ignore_errors=True)
+        if kind == "s3-push":
+            empty_bucket(endpoint, "floor/")
+
+    return [Case(f"floor {kind}", setup, lambda: subprocess.run(args, check=True, env=env))]
+
+
+def run_floor(kind: str, src: Path, dst: Path, endpoint: str) -> None:
+    """What ``--floor KIND SRC DST [ENDPOINT]`` does: move every object of the store
+    folder ``src`` (``ab/cdef...``) the least costly way, ``FLOOR_THREADS`` at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    objects = sorted(p for p in src.glob("*/*") if p.is_file())
+    dst.mkdir(parents=True, exist_ok=True)
+    if kind.startswith("folder"):
+        for sub in ("a", "b"):
+            (dst / sub).mkdir()
+
+        def copy(a: Path, b: Path) -> None:
+            with open(a, "rb") as f:
+                out = os.open(b, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                size, done = os.fstat(f.fileno()).st_size, 0
+                while done < size:
+                    done += os.copy_file_range(f.fileno(), out, size - done)
+                os.close(out)
+
+        def one(p: Path) -> None:
+            copy(p, dst / "a" / (p.parent.name + p.name))
+            if kind == "folder-pull":
+                copy(dst / "a" / (p.parent.name + p.name), dst / "b" / (p.parent.name + p.name))
+
+    else:
+        import boto3
+        import botocore.config
+
+        from volsegsync.remotes import S3_CLIENT_CONFIG
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            config=botocore.config.Config(
+                max_pool_connections=2 * FLOOR_THREADS,
+                request_checksum_calculation=S3_CLIENT_CONFIG["request_checksum_calculation"],
+                response_checksum_validation=S3_CLIENT_CONFIG["response_checksum_validation"],
+            ),
+            **_boto_kw(),
+        )
+
+        def one(p: Path) -> None:
+            key = f"floor/{p.parent.name}/{p.name}"
+            if kind == "s3-push":
+                with open(p, "rb") as f:
+                    client.put_object(Bucket="bench", Key=key, Body=f)
+            else:
+                body = client.get_object(Bucket="bench", Key=key)["Body"]
+                with open(dst / (p.parent.name + p.name), "wb") as out:
+                    while chunk := body.read(1 << 20):
+                        out.write(chunk)
+
+    with ThreadPoolExecutor(FLOOR_THREADS) as pool:
+        for _ in pool.map(one, objects):
+            pass
+
+
 class Report(list[str]):
     """Lines of results, printed as they come (a long run shows its progress)."""
 
@@ -282,6 +362,9 @@ def byte_compile() -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--floor"]:
+        run_floor(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5])
+        return
     byte_compile()
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", default="1G", help="total size of the files (e.g. 100M, 1G)")
@@ -317,19 +400,28 @@ def main() -> None:
     dvc = dvc_cases(args.dvc, work, src, str(work / "dvc-remote"), {}) if args.dvc else []
     if args.dvc and not dvc:
         out.append(f"dvc: {args.dvc} not found")
+    floor = work / "floor"
     cases = [
         Case("cp push", rm(work / "cp"), cp_r(cache, work / "cp")),
+        *floor_cases("folder-push", cache, floor),
         Case("push", rm(remote), lambda: vs(src, "push")),
         *dvc[:1],
         Case("cp pull", rm(work / "cp"), cp_r(remote / "xxh3-128", work / "cp")),
+        *floor_cases("folder-pull", remote / "xxh3-128", floor),
         Case("pull", lambda: fresh_clone(src, clone, [str(remote)]), lambda: vs(clone, "pull")),
         *dvc[1:],
     ]
     t = interleaved(cases, args.runs)
     noop = timed(lambda: None, lambda: vs(src, "push"), args.runs)
     for verb, what in (("push", "push"), ("pull", "pull (fetch + checkout)")):
-        base = ("cp -r", t[f"cp {verb}"]), (f"dvc {verb}", t.get(f"dvc {verb} (folder)"))
+        base = (
+            ("cp -r", t[f"cp {verb}"]),
+            ("floor", t[f"floor folder-{verb}"]),
+            (f"dvc {verb}", t.get(f"dvc {verb} (folder)")),
+        )
         out.append(line(f"{what}, folder remote", t[verb], nbytes, *base))
+    out.append(line("  floor: 1 kernel copy per object", t["floor folder-push"], nbytes))
+    out.append(line("  floor: 2 kernel copies per object", t["floor folder-pull"], nbytes))
     out.append(line("no-op push, folder remote", noop))
     print(f"after the folder remote: {load()}", flush=True)
 
@@ -344,12 +436,14 @@ def main() -> None:
             vs(src, "remote", "add", "s3", "s3://bench/ds", "--force")
             dvc = dvc_cases(args.dvc, work, src, "s3://bench/dvc", env) if args.dvc else []
             cases = [
+                *floor_cases("s3-push", cache, floor, endpoint),
                 Case(
                     "push",
                     lambda: empty_bucket(endpoint, "ds/"),
                     lambda: vs(src, "push", "--remote", "s3", env=env),
                 ),
                 *dvc[:1],
+                *floor_cases("s3-pull", cache, floor, endpoint),
                 Case(
                     "pull",
                     lambda: fresh_clone(src, clone, ["s3://bench/ds"]),
@@ -366,14 +460,18 @@ def main() -> None:
                     "push, S3 (moto on 127.0.0.1)",
                     t["push"],
                     nbytes,
+                    ("floor", t["floor s3-push"]),
                     ("dvc push", t.get("dvc push (s3)")),
                 ),
                 line(
                     "pull, S3 (moto on 127.0.0.1)",
                     t["pull"],
                     nbytes,
+                    ("floor", t["floor s3-pull"]),
                     ("dvc pull", t.get("dvc pull (s3)")),
                 ),
+                line("  floor: boto3 put_object, 8 threads", t["floor s3-push"], nbytes),
+                line("  floor: boto3 get_object, 8 threads", t["floor s3-pull"], nbytes),
                 line("no-op push, S3", s3_noop),
             ]
         finally:

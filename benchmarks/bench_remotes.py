@@ -278,7 +278,10 @@ def floor_cases(kind: str, src: Path, dst: Path, endpoint: str = "") -> list[Cas
         if kind == "s3-push":
             empty_bucket(endpoint, "floor/")
 
-    return [Case(f"floor {kind}", setup, lambda: subprocess.run(args, check=True, env=env))]
+    def run() -> None:
+        subprocess.run(args, check=True, env=env)
+
+    return [Case(f"floor {kind}", setup, run)]
 
 
 def run_floor(kind: str, src: Path, dst: Path, endpoint: str) -> None:

@@ -32,7 +32,7 @@ from test_remotes import (
 
 from volsegsync import store as store_module
 from volsegsync.dataset import Dataset
-from volsegsync.store import LocalFS, ObjectDB, copy_trusted, copy_verified
+from volsegsync.store import LocalFS, ObjectDB, WrongContent, copy_trusted, copy_verified
 
 
 def _digest_of(root: Path, path: str) -> str:
@@ -235,6 +235,26 @@ def test_copy_verified_hashes_every_window_of_what_it_wrote(
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
     assert copy_verified(empty, tmp_path / "e2", "sha256", 0o644) == hashlib.sha256().hexdigest()
+
+
+def test_add_download_hashes_the_linked_file_and_rejects_wrong_content(tmp_path: Path) -> None:
+    """A download (the S3 fetch's temporary file) is hard-linked into the store and
+    hashed in place: wrong content gets no object and leaves no temporary."""
+    db = ObjectDB(LocalFS(tmp_path / "store"))
+    data = os.urandom(3 * mmap.ALLOCATIONGRANULARITY + 5)
+    digest = xxhash.xxh3_128_hexdigest(data)
+    (tmp_path / "store" / "tmp").mkdir(parents=True)
+    download = tmp_path / "store" / "tmp" / "fetch-1"
+    download.write_bytes(data[:-1] + b"x")
+    with pytest.raises(WrongContent):
+        db.add_download(download, "xxh3-128", digest)
+    assert not db.has("xxh3-128", digest)
+    assert [p.name for p in (tmp_path / "store" / "tmp").iterdir()] == ["fetch-1"]
+    download.write_bytes(data)
+    assert db.add_download(download, "xxh3-128", digest)
+    stored = tmp_path / "store" / db.key("xxh3-128", digest)
+    assert stored.read_bytes() == data and (stored.stat().st_mode & 0o777) == 0o444
+    assert db.add_download(download, "xxh3-128", digest) is False
 
 
 def test_place_of_a_verified_object_and_of_a_damaged_one(tmp_path: Path) -> None:

@@ -295,8 +295,29 @@ class ObjectDB:
             algorithm,
             digest,
             write,
-            lambda found: f"{src}: content does not match its hash (it hashes to {found})",
+            lambda found: _mismatch_message(src, found),
         )
+
+    def add_download(self, src: Path, algorithm: str, digest: str) -> bool:
+        """Store ``src``, a file this process just downloaded into this store's folder
+        (no one else writes or truncates it): hard-linked to a temporary name and hashed
+        in place (:func:`hash_written`, no read into Python), or copied and hashed where
+        a hard link fails. Content that does not match its name gets no final name.
+        False when the object was here."""
+
+        def write(tmp: str) -> str:
+            local = self.fs.local_path(tmp)
+            if local is not None and self._try(
+                "hardlink", lambda k: self.fs.link_from_local(src, tmp, k)
+            ):
+                fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    return hash_written(fd, algorithm)
+                finally:
+                    os.close(fd)
+            return self._copy_in(src, tmp, algorithm)
+
+        return self._store(algorithm, digest, write, lambda found: _mismatch_message(src, found))
 
     def _store(
         self,
@@ -454,6 +475,10 @@ class ObjectDB:
         return [
             p for p, _s, mtime in self.fs.walk(self._join(TMP_DIR)) if now - mtime > older_than_s
         ]
+
+
+def _mismatch_message(src: Path, found: str) -> str:
+    return f"{src}: content does not match its hash (it hashes to {found})"
 
 
 def _changed_message(src: Path, found: str, digest: str) -> str:

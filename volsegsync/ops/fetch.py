@@ -72,7 +72,8 @@ def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: 
 
     A folder remote's object is copied by the kernel straight into a temporary name
     of the store (one write, one read back from the page cache to hash it); other
-    backends download into the store's ``tmp/``, which the store hard-links and hashes.
+    backends download into the store's ``tmp/``, which the store hard-links and hashes
+    in place (:meth:`~volsegsync.store.ObjectDB.add_download`).
     False when the object reached the store meanwhile (another run stored it)."""
     source = remote.fs.local_file(remote.db.object_path(ref.algorithm, ref.digest))
     try:
@@ -82,7 +83,7 @@ def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: 
         tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
         try:
             remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)
-            return store.add(tmp, ref.algorithm, ref.digest, links=("hardlink", "copy"))
+            return store.add_download(tmp, ref.algorithm, ref.digest)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()

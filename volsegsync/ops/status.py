@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, NamedTuple
 from volsegsync.changes import KINDS, Change, diff
 from volsegsync.dataset import Dataset
 from volsegsync.index import Entry
+from volsegsync.ops.monitoring import monitor_for
 from volsegsync.ops.snapshot import Kept, ProgressFactory, Snapshot, settle, take_snapshot
 from volsegsync.problems import Problem
 
-if TYPE_CHECKING:  # the monitor's modules load only when it is used
+if TYPE_CHECKING:
     from volsegsync.ops.fsmonitor import Monitor
 
 UNREADABLE = ("unreadable",)
@@ -47,10 +48,7 @@ def run_status(
     monitor: Monitor | None = None,
 ) -> StatusReport:
     """``fsmonitor``: use the file-system monitor (None: as the local config says)."""
-    if monitor is None and (ds.config.fsmonitor if fsmonitor is None else fsmonitor):
-        from volsegsync.ops.fsmonitor import monitor_for
-
-        monitor = monitor_for(ds, fsmonitor)
+    monitor = monitor if monitor is not None else monitor_for(ds, fsmonitor)
     snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor)
     # only the cases whose index entry differs, as ``pair`` would record them
     cases = settle(snap.pipeline, snap.cases(snap.dirty_keys))

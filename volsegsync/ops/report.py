@@ -60,8 +60,9 @@ def run_report(
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise VolsegsyncError(f"{folder}: not a folder (a symbolic link is not followed)")
     comparisons = _comparisons(ds, revs, out, progress) if revs is not None else []
-    report = run_verify(ds, fast=not full, jobs=jobs, progress=progress)
-    all_pairs, digests = _pairs(ds, take_snapshot(ds, jobs=jobs))
+    snap = take_snapshot(ds, jobs=jobs, progress=progress)  # one walk, for verify and here
+    report = run_verify(ds, fast=not full, jobs=jobs, progress=progress, snapshot=snap)
+    all_pairs, digests = _pairs(ds, snap)
     labels = dict(ds.config.verify.labels)
     cache = ds.state_dir / THUMBS
     cache.mkdir(parents=True, exist_ok=True)

@@ -84,12 +84,14 @@ def run_verify(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
     index: list[Entry] | None = None,
+    snapshot: Snapshot | None = None,
 ) -> VerifyReport:
     """Verify the whole dataset; with ``paths``, report only problems touching them.
-    ``index``: check drift against these entries (e.g. ``ds.index_at(rev)``), not the file."""
+    ``index``: check drift against these entries (e.g. ``ds.index_at(rev)``), not the file.
+    ``snapshot``: the pipeline's view the caller just took (not taken again)."""
     if paths is not None:
         _check_paths(ds, paths, ds.read_index() if index is None else index)
-    snap = take_snapshot(ds, jobs=jobs, progress=progress)
+    snap = take_snapshot(ds, jobs=jobs, progress=progress) if snapshot is None else snapshot
     mode = "fast" if fast else "full"
     key = ds.state_key("verify", str(MEMO_FORMAT), mode, ds.config.pairing.by)
     memo_path = ds.state_dir / f"verify-{mode}.marshal"

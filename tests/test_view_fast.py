@@ -382,7 +382,7 @@ def _report_imports(root: Path, out: Path) -> tuple[dict[str, Any], str]:
     code = (
         "import sys; from volsegsync.cli import main\n"
         "try:\n    main()\nfinally:\n"
-        "    print(sorted(m for m in ('numpy', 'PIL.Image', 'nibabel', 'nrrd')"
+        "    print(sorted(m for m in ('numpy', 'numpy.ma', 'PIL.Image', 'nibabel', 'nrrd')"
         " if m in sys.modules), file=sys.stderr)"
     )
     args = ["-C", str(root), "report", "-o", str(out), "--format", "json"]
@@ -477,3 +477,22 @@ def test_plain_nifti_layout_equals_nibabel(monkeypatch: pytest.MonkeyPatch, name
     plain_kinds = {"int16", "uint8 2D", "float32 4D scaled", "big-endian scaled"}
     plain_kinds |= {"slope zero", "slope nan", "offset fraction"}
     assert taken == (name in plain_kinds), taken
+
+
+def test_percentiles_equal_numpys_to_the_bit() -> None:
+    """The window's percentiles, taken without ``np.percentile`` (whose ``np.unique``
+    imports numpy.ma), are numpy's to the last bit, for integers and floats."""
+    from volsegsync.view.render import percentiles
+
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        n = int(rng.integers(1, 2000))
+        values = [
+            rng.integers(-32768, 32767, n, dtype=np.int16),
+            rng.integers(0, 255, n, dtype=np.uint8),
+            rng.normal(0, 1e3, n),
+            rng.integers(-(2**40), 2**40, n, dtype=np.int64),
+        ][trial % 4]
+        qs = [(1.0, 99.0), (0.0, 100.0), (50.0, 37.3), (12.5, 87.5)][trial // 4 % 4]
+        expected = np.percentile(np.asarray(values, dtype=np.float64), qs).tolist()
+        assert percentiles(values, qs) == expected, (n, values.dtype, qs)

@@ -521,7 +521,7 @@ def _plain_nifti1_layout(raw: bytes) -> tuple[Scale, int, tuple[int, ...], np.dt
         scale = (slope, inter)
     else:  # nibabel refuses it, in its words
         return None
-    return scale, int(offset), shape, np.dtype(name).newbyteorder(order)
+    return scale, int(offset), shape, np.dtype(name).newbyteorder("<" if order == "<" else ">")
 
 
 # --------------------------------------------------------------------------- NRRD

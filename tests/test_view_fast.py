@@ -394,13 +394,13 @@ def _report_imports(root: Path, out: Path) -> tuple[dict[str, Any], str]:
 
 def test_report_rerun_reads_its_memo(shown_pair: Path, tmp_path: Path) -> None:
     """A re-run after no change draws nothing and imports neither numpy nor Pillow; one
-    that draws (a Slicer NRRD on a NIfTI placed by its sform) imports neither nibabel
-    nor pynrrd."""
+    that draws (a Slicer NRRD on a NIfTI placed by its sform) imports numpy alone: not
+    nibabel, pynrrd, numpy.ma or Pillow (a thumbnail has no text to draw)."""
     out = tmp_path / "r"
     age_all(shown_pair)  # recent files are looked at again (racy stats): not these
     doc, imported = _report_imports(shown_pair, out)
     assert doc["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
-    assert imported == "['PIL.Image', 'numpy']"
+    assert imported == "['numpy']"
     doc, imported = _report_imports(shown_pair, out)
     assert doc["thumbnails"] == {"drawn": 0, "cached": 1, "failed": 0}
     assert imported == "[]"
@@ -496,3 +496,23 @@ def test_percentiles_equal_numpys_to_the_bit() -> None:
         qs = [(1.0, 99.0), (0.0, 100.0), (50.0, 37.3), (12.5, 87.5)][trial // 4 % 4]
         expected = np.percentile(np.asarray(values, dtype=np.float64), qs).tolist()
         assert percentiles(values, qs) == expected, (n, values.dtype, qs)
+
+
+def test_png_without_pillow_decodes_to_the_same_pixels() -> None:
+    """A picture without captions is written as PNG without Pillow: Pillow reads back
+    the very pixels, for any size (one row, one column, random and flat content)."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from volsegsync.view.render import png_bytes
+
+    rng = np.random.default_rng(3)
+    for height, width in [(1, 1), (1, 7), (9, 1), (97, 208), (31, 64)]:
+        for rgb in (
+            rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+            np.full((height, width, 3), 16, dtype=np.uint8),
+        ):
+            decoded = PILImage.open(io.BytesIO(png_bytes(rgb)))
+            assert decoded.mode == "RGB" and decoded.size == (width, height)
+            assert np.array_equal(np.asarray(decoded), rgb)

@@ -11,6 +11,8 @@ one crisp pixel at any zoom and the physical aspect ratio is kept.
 from __future__ import annotations
 
 import math
+import struct
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -56,21 +58,49 @@ class Panel(NamedTuple):
 
 
 class Figure(NamedTuple):
-    picture: Any  # PIL.Image.Image
+    canvas: NDArray  # the picture's pixels, (height, width, 3) uint8
     panels: list[Panel]
     window: tuple[float, float]
     centre: tuple[int, int, int]
+    drawn: Any = None  # with captions: the PIL.Image.Image holding them
+
+    @property
+    def picture(self) -> Any:
+        """The picture as a ``PIL.Image.Image``."""
+        if self.drawn is not None:
+            return self.drawn
+        return require_pillow().fromarray(self.canvas, "RGB")
 
     def save(self, path: str) -> None:
-        self.picture.save(path, format="PNG", optimize=False, compress_level=PNG_LEVEL)
+        with open(path, "wb") as f:
+            f.write(self.png())
 
     def png(self) -> bytes:
-        """The picture as PNG bytes."""
+        """The picture as PNG bytes (a picture without captions without Pillow)."""
+        if self.drawn is None:
+            return png_bytes(self.canvas)
         import io
 
         buf = io.BytesIO()
-        self.picture.save(buf, format="PNG", optimize=False, compress_level=PNG_LEVEL)
+        self.drawn.save(buf, format="PNG", optimize=False, compress_level=PNG_LEVEL)
         return buf.getvalue()
+
+
+def png_bytes(rgb: NDArray, level: int = PNG_LEVEL) -> bytes:
+    """An RGB picture (height, width, 3) uint8 as a PNG: each row filtered by its
+    difference to the row above (PNG filter 2, "Up"), then deflated at ``level``."""
+    height, width, _ = rgb.shape
+    flat = rgb.reshape(height, width * 3)
+    rows = np.empty((height, width * 3 + 1), dtype=np.uint8)
+    rows[:, 0] = 2
+    rows[0, 1:] = flat[0]
+    np.subtract(flat[1:], flat[:-1], out=rows[1:, 1:])  # modulo 256, as PNG's Up filter
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    chunks = ((b"IHDR", header), (b"IDAT", zlib.compress(rows.tobytes(), level)), (b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in chunks
+    )
 
 
 # --------------------------------------------------------------------------- orientation
@@ -323,13 +353,16 @@ def render(
     pixels: tuple[int, int] = (PANEL_MIN, PANEL_MAX),
     captions: bool = True,
 ) -> Figure:
-    """Axial, coronal and sagittal panels side by side, a title and a legend."""
-    pil = require_pillow()
-    from PIL import ImageDraw, ImageFont
+    """Axial, coronal and sagittal panels side by side, a title and a legend (drawn
+    with Pillow; without captions the picture is composed and written without it)."""
+    font = None
+    if captions:
+        require_pillow()
+        from PIL import ImageFont
 
+        font = ImageFont.load_default(size=13)
     axes = display_axes(volume.affine)
     sizes = panel_sizes(volume, pixels)
-    font = ImageFont.load_default(size=13) if captions else None
     title_lines = title.split("\n") if captions and title else []
     top = 4 + LINE * len(title_lines) if title_lines else (MARGIN if captions else 0)
     caption_h = LINE if captions else 0
@@ -339,9 +372,8 @@ def render(
     width = max([width, *(2 * margin + _text_width(t, font) for t in title_lines)])
     legend_rows = _legend_rows(legend, width, font) if captions else []
     height = top + tallest + caption_h + margin + LINE * len(legend_rows)
-    picture = pil.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(picture)
     panels: list[Panel] = []
+    tiles: list[tuple[int, NDArray, str]] = []  # x, pixels, caption of each panel
     x = margin
     for plane, (cut_w, _, _) in PLANES.items():
         voxels, (h, w) = sizes[plane]
@@ -352,11 +384,24 @@ def render(
             color, alpha = painter(ijk)
             a = alpha[..., None]
             rgb = (rgb * (1.0 - a) + color * a + 0.5).astype(np.uint8)
-        picture.paste(pil.fromarray(rgb, "RGB"), (x, top))
         panels.append(Panel(plane, index, (x, top, w, h), voxels))
-        if font is not None:
-            draw.text((x, top + h + 2), _caption(volume, plane, index, axes), fill=TEXT, font=font)
+        tiles.append((x, rgb, _caption(volume, plane, index, axes)))
         x += w + margin
+    canvas = np.empty((height, width, 3), dtype=np.uint8)
+    canvas[...] = BACKGROUND
+    at = (int(centre[0]), int(centre[1]), int(centre[2]))
+    if font is None:
+        for x, rgb, _ in tiles:
+            canvas[top : top + rgb.shape[0], x : x + rgb.shape[1]] = rgb
+        return Figure(canvas, panels, window, at)
+    pil = require_pillow()
+    from PIL import ImageDraw
+
+    picture = pil.fromarray(canvas, "RGB")
+    draw = ImageDraw.Draw(picture)
+    for x, rgb, caption in tiles:
+        picture.paste(pil.fromarray(rgb, "RGB"), (x, top))
+        draw.text((x, top + rgb.shape[0] + 2), caption, fill=TEXT, font=font)
     for n, line in enumerate(title_lines):
         draw.text((margin, 4 + LINE * n), line, fill=TEXT, font=font)
     y = top + tallest + caption_h + margin
@@ -367,7 +412,7 @@ def render(
             draw.text((lx + 16, y + 1), text, fill=TEXT, font=font)
             lx += 16 + _text_width(text, font) + 14
         y += LINE
-    return Figure(picture, panels, window, (int(centre[0]), int(centre[1]), int(centre[2])))
+    return Figure(np.asarray(picture), panels, window, at, picture)
 
 
 def _caption(volume: Image, plane: str, index: int, axes: Any) -> str:

@@ -50,9 +50,11 @@ def run_report(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
 ) -> ReportResult:
-    """The report's cost follows what changed: pairs and digests come from the
-    pipeline's memo (no re-scan, no re-hash), thumbnails are drawn only for new
-    content, and numpy, Pillow and the decoders are imported only to draw one."""
+    """The report's cost follows what changed: one walk (verify's snapshot), pairs
+    and digests from the pipeline's memo (no re-scan, no re-hash), thumbnails drawn
+    only for new content, and numpy and the decoders imported only to draw one
+    (nibabel, pynrrd and Pillow not even then, for plain files: thumbnails have no
+    text, and plain NIfTI-1 and NRRD headers are read by our own parsers)."""
     check_pillow()
     revs = _parse_rev(rev) if rev is not None else None
     out = Path(output)
@@ -180,11 +182,7 @@ def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
 def _preload() -> None:
     import volsegsync.decode
     import volsegsync.view.render
-    import volsegsync.view.stream  # noqa: F401  (numpy, nibabel, pynrrd, the renderer)
-    from volsegsync.view import require_pillow
-
-    require_pillow()
-    from PIL import ImageDraw, ImageFont  # noqa: F401
+    import volsegsync.view.stream  # noqa: F401  (numpy, the decoders, the renderer)
 
 
 def _names(folder: Path) -> set[str]:

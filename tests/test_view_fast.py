@@ -516,3 +516,35 @@ def test_png_without_pillow_decodes_to_the_same_pixels() -> None:
             decoded = PILImage.open(io.BytesIO(png_bytes(rgb)))
             assert decoded.mode == "RGB" and decoded.size == (width, height)
             assert np.array_equal(np.asarray(decoded), rgb)
+
+
+def test_whole_voxel_sampling_equals_the_float_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapped alignment (signed axis permutation, whole-voxel shift) samples the
+    segmentation by integer indices: the same values as the floating-point mapping,
+    with 0 outside the segmentation (partly outside: the float mapping decides)."""
+    import itertools
+
+    from volsegsync.view import align as align_mod
+
+    rng = np.random.default_rng(5)
+    seg = rng.integers(0, 6, (7, 5, 4), dtype=np.uint8)
+    grid = np.stack(np.meshgrid(np.arange(3), np.arange(3), np.arange(2), indexing="ij"))
+    cases = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            matrix = np.eye(4)
+            matrix[:3, :3] = 0
+            for row, col in enumerate(perm):
+                matrix[row, col] = signs[row]
+            matrix[:3, 3] = rng.integers(-1, 5, 3)
+            cases.append(matrix)
+    fast = [align_mod.sample(seg, m, grid) for m in cases]
+    taken = sum(align_mod._whole_voxel_map(m, grid, seg.shape) is not None for m in cases)
+    monkeypatch.setattr(align_mod, "_whole_voxel_map", lambda *a: None)
+    for m, got in zip(cases, fast, strict=True):
+        expected = align_mod.sample(seg, m, grid)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), m
+    assert 0 < taken < len(cases)
+    oblique = np.eye(4)
+    oblique[0, 1] = 0.5
+    assert align_mod._whole_voxel_map(oblique, grid, seg.shape) is None

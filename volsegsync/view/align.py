@@ -120,7 +120,10 @@ def _whole_voxel_map(
     (a snapped alignment: same grid, offset, reoriented), when all fall inside ``shape``;
     None otherwise (then :func:`sample` maps them in floating point)."""
     linear = matrix[:3, :3]
-    if not (np.array_equal(matrix, np.rint(matrix)) and _signed_permutation(linear)):
+    if not np.array_equal(matrix, np.rint(matrix)):
+        return None
+    ones = np.abs(linear)  # whole numbers: a signed permutation has one 1 per row and column
+    if not (np.all(ones.sum(axis=0) == 1) and np.all(ones.sum(axis=1) == 1)):
         return None
     out = []
     for row in range(3):

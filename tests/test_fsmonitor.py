@@ -29,6 +29,7 @@ from volsegsync.fsmonitor import SOCKET, MonitorError, query
 from volsegsync.ops.fsmonitor import Monitor, start, status, stop
 from volsegsync.ops.pair import run_pair
 from volsegsync.ops.status import run_status
+from volsegsync.ops.verify import run_verify
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="Linux only")
 
@@ -111,6 +112,50 @@ def test_status_with_monitor_equals_walk_on_random_edits(ds_root: Path, seed: in
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert vouched >= 10, "the monitor was hardly ever used"
+
+
+def verified(ds: Dataset, monitor: Monitor | None = None) -> tuple[Any, ...]:
+    r = run_verify(ds, fast=True, jobs=1, monitor=monitor)
+    return (
+        sorted(r.problems, key=repr),
+        sorted(set(r.pairs), key=repr),
+        r.files_checked,
+        r.pair_count,
+    )
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_verify_with_monitor_equals_walk_on_random_edits(ds_root: Path, seed: int) -> None:
+    """What the pre-commit hook runs (verify --fast) looks at the changed folders only,
+    and finds what a full walk finds."""
+    rng = random.Random(seed)
+    editor = Editor(ds_root, rng)
+    for _ in range(6):
+        editor.add()
+    pids: list[int] = []
+    history: list[str] = []
+    vouched = 0
+    try:
+        with daemon(ds_root) as ds:
+            verified(ds, Monitor(ds, timeout=5.0))  # walks, records the token
+            for _ in range(20):  # a config change: the daemon gives way, a new one starts
+                step = editor.step()
+                history.append(step)
+                if step.startswith("config"):
+                    now = Dataset.open(ds_root)
+                    verified(now, Monitor(now, timeout=5.0))
+                    restart_if_gone(ds, pids)
+                    verified(now, Monitor(now, timeout=5.0))
+                here = Dataset.open(ds_root)
+                mon = Monitor(here, timeout=5.0)
+                got = verified(here, mon)
+                vouched += mon.changed is not None
+                assert got == verified(fresh(ds_root)), history
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert vouched >= 8, "the monitor was hardly ever used"
 
 
 def tree(root: Path, folders: int = 4) -> None:

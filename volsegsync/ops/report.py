@@ -18,6 +18,7 @@ from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import atomic_write_text
 from volsegsync.memo import load_memo, save_memo
+from volsegsync.ops.monitoring import monitor_for
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
 from volsegsync.ops.verify import run_verify
 from volsegsync.pairing import Pair
@@ -62,7 +63,8 @@ def run_report(
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise VolsegsyncError(f"{folder}: not a folder (a symbolic link is not followed)")
     comparisons = _comparisons(ds, revs, out, progress) if revs is not None else []
-    snap = take_snapshot(ds, jobs=jobs, progress=progress)  # one walk, for verify and here
+    # one walk, for verify and here (through the file-system monitor when enabled)
+    snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor_for(ds))
     report = run_verify(ds, fast=not full, jobs=jobs, progress=progress, snapshot=snap)
     all_pairs, digests = _pairs(ds, snap)
     labels = dict(ds.config.verify.labels)

@@ -88,14 +88,18 @@ def run_verify(
     index: list[Entry] | None = None,
     fsmonitor: bool | None = None,
     monitor: Monitor | None = None,
+    snapshot: Snapshot | None = None,
 ) -> VerifyReport:
     """Verify the whole dataset; with ``paths``, report only problems touching them.
     ``index``: check drift against these entries (e.g. ``ds.index_at(rev)``), not the file.
-    ``fsmonitor``: use the file-system monitor (None: as the local config says)."""
+    ``fsmonitor``: use the file-system monitor (None: as the local config says).
+    ``snapshot``: the pipeline's view the caller just took (not taken again)."""
     if paths is not None:
         _check_paths(ds, paths, ds.read_index() if index is None else index)
-    monitor = monitor if monitor is not None else monitor_for(ds, fsmonitor)
-    snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor)
+    snap = snapshot
+    if snap is None:
+        monitor = monitor if monitor is not None else monitor_for(ds, fsmonitor)
+        snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor)
     mode = "fast" if fast else "full"
     key = ds.state_key("verify", str(MEMO_FORMAT), mode, ds.config.pairing.by)
     memo_path = ds.state_dir / f"verify-{mode}.marshal"

@@ -515,3 +515,79 @@ def test_header_rewritten_within_one_mtime_tick_is_read_again(ds_root: Path) -> 
     os.utime(seg, ns=(now, now))
     assert (seg.stat().st_size, seg.stat().st_ino) == (stat.st_size, stat.st_ino)
     assert conflicts() == [seg.name]
+
+
+def test_usual_pair_shortcut_equals_the_general_rules(paired_files: Path) -> None:
+    """``pair_case`` decides the usual case (one volume, one segmentation, an index
+    recording them or nothing) without the general rules: the result must be theirs,
+    and every other shape must go to them."""
+    from volsegsync.index import Entry, FileRecord, SegVersion
+    from volsegsync.ops.snapshot import Member, _pair_general, _pair_simple, pair_case
+
+    rules = Pipeline(Dataset.open(paired_files)).rules
+    vol = Member(f"{NAME1}.nii.gz", "volume", None, 10, "aa" * 16, None)
+    seg = Member(f"{NAME1}-v3.nrrd", "segmentation", 3, 20, "bb" * 16, None)
+    plain = Member(f"{NAME1}.nrrd", "segmentation", None, 20, "cc" * 16, None)
+    other = Member(f"{NAME2}.nii.gz", "volume", None, 10, "dd" * 16, None)
+    vrec, srec = FileRecord(vol.path, 10, "aa" * 16), FileRecord(seg.path, 20, "bb" * 16)
+    old = FileRecord(f"{NAME1}-v1.nrrd", 5, "ee" * 16)
+    indexes: list[Entry | None] = [
+        None,
+        Entry(vrec, srec, 3, key=NAME1),
+        Entry(vrec, None, None, key=NAME1),
+        Entry(vrec._replace(digest="ff" * 16), srec, 3, key=NAME1),  # content changed
+        Entry(vrec, srec, 3, pinned=True, key=NAME1),  # a rollback: general rules
+        Entry(vrec, srec, 3, (SegVersion(1, old),), key=NAME1),  # v1 missing now
+        Entry(FileRecord(other.path, 10, "dd" * 16), srec, 3, key=NAME1),  # another volume
+    ]
+    shapes = [
+        (seg, vol),
+        (plain, vol),
+        (vol, seg._replace(digest="")),  # unreadable segmentation
+        (vol, seg._replace(problem=("not_an_image", "not a NRRD file"))),
+        (vol, other),  # two volumes
+        (vol, seg._replace(role="")),  # no role from the name
+        (vol,),
+        (seg, plain, vol),
+    ]
+    shortcuts = 0
+    for members in shapes:
+        for indexed in indexes:
+            for where in ("missing", "untracked"):
+
+                def locate(_path: str, where: str = where) -> str:
+                    return where
+
+                expect = _pair_general(rules, NAME1, members, indexed, locate)
+                got = pair_case(rules, NAME1, members, indexed, locate)
+                assert got == expect, (members, indexed)
+                shortcuts += _pair_simple(rules, NAME1, members, indexed) is not None
+    # (seg, vol) with the first four indexes, (plain, vol) with the two not naming v3
+    assert shortcuts == (4 + 2) * 2
+
+
+def test_entries_that_read_back_as_they_are_skip_the_round_trip() -> None:
+    """``record_index`` takes an entry of the usual shape as what the index records;
+    that must be what formatting and parsing it gives."""
+    from volsegsync.index import Entry, FileRecord, SegVersion
+    from volsegsync.ops.snapshot import _reads_back, as_indexed, as_indexed_all
+
+    v = FileRecord("volumes/C01-A-D01012000.nii.gz", 10, "aa" * 16)
+    s = FileRecord("segmentations/C01-A-D01012000-v2.nrrd", 20, "bb" * 16)
+    entries = [
+        Entry(v, s, 2, key="C01-A-D01012000"),
+        Entry(v, s, None, key="C01-A-D01012000"),
+        Entry(v, None, None, key="C01-A-D01012000"),
+        Entry(None, s, 2, key="C01-A-D01012000"),
+        Entry(None, s, None, key="C01-A-D01012000"),
+        Entry(v, None, 3, key="C01-A-D01012000"),  # a version without a segmentation
+        Entry(v, s, 2),  # no key: the format gives it one
+        Entry(v, s, 2, pinned=True, key="C01-A-D01012000"),
+        Entry(v, s, 2, (SegVersion(1, s._replace(path="s-v1.nrrd")),), key="C01-A-D01012000"),
+        Entry(v._replace(path="volumes/a\u200eb.nii.gz"), s, 2, key="ab"),
+    ]
+    for e in entries:
+        back = as_indexed(e, "xxh3-128")
+        assert not _reads_back(e) or back == e, e
+        assert as_indexed_all([e, None], "xxh3-128") == [back, None]
+    assert [_reads_back(e) for e in entries] == [True] * 5 + [False] * 5

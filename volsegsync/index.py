@@ -20,6 +20,7 @@ parsed as untrusted input.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import re
 from collections.abc import Iterable, Iterator
@@ -113,6 +114,19 @@ class Entry(NamedTuple):
             if data is not None:
                 out.append(("data", "-" if number is None else str(number), data))
         return out
+
+
+@contextlib.contextmanager
+def no_collector() -> Iterator[None]:
+    """The cyclic garbage collector off: for work that makes many objects and no cycle
+    (entries, records, cases), where it would only rescan them again and again."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class IndexTooNewError(IndexFormatError):
@@ -275,8 +289,13 @@ def case_key_of(e: Entry) -> str:
 
 
 def write_index(path: Path, entries: Iterable[Entry], algorithm: str = DEFAULT_ALGORITHM) -> None:
+    write_index_text(path, format_index(entries, algorithm))
+
+
+def write_index_text(path: Path, text: str) -> None:
+    """Write an index text made by :func:`format_index` (atomically)."""
     try:
-        atomic_write_text(path, format_index(entries, algorithm))
+        atomic_write_text(path, text)
     except OSError as e:
         raise VolsegsyncError(f"{path}: cannot write the index: {e.strerror or e}") from None
 
@@ -500,15 +519,11 @@ def _parse_v2_fast(text: str, name: str) -> IndexFile | None:
         start += len(COLUMNS) + 3
     if not text.endswith("\n") or "\n\n" in text or text.find("\n#", start - 1) >= 0:
         return None  # comments, empty lines, no final LF: the line-by-line parser
-    enabled = gc.isenabled()
-    gc.disable()  # millions of new tuples and no cycle: the collector would only rescan them
     try:
-        entries = _fast_entries(text, start, DIGEST_HEX[algorithm], name)
+        with no_collector():
+            entries = _fast_entries(text, start, DIGEST_HEX[algorithm], name)
     except (_Slow, IndexFormatError):
         return None
-    finally:
-        if enabled:
-            gc.enable()
     if len({e.key for e in entries}) != len(entries):
         return None  # a case's lines are not together: the line-by-line parser merges them
     entries.sort(key=attrgetter("key"))  # unique keys: the order of Entry.sort_key

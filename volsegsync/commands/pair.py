@@ -19,8 +19,9 @@ from volsegsync.commands.common import (
 )
 from volsegsync.dataset import INDEX_FILE
 from volsegsync.ops.pair import PairReport, run_pair
+from volsegsync.ops.snapshot import Kept
 from volsegsync.output import Rendered, emit
-from volsegsync.pairing import Pair
+from volsegsync.pairing import Pair, Pairing
 
 
 @click.command("pair")
@@ -79,12 +80,29 @@ def pair_command(
             ds, by=by, jobs=jobs, progress=progress, dry_run=dry_run, prune=prune, store=store
         )
     snap = report.snapshot
-    pairing = snap.pairing
-    problems = pairing.problems
-    complete = [p for p in pairing.pairs if p.volume and p.segmentation]
-    lines = _index_changes(report)
-    lines.extend(problem_lines(problems))
     missing = [k for k in report.kept if k.why != "unreadable"]
+    stored = report.stored
+    # only what is printed is built: a JSON document of every pair costs as much as
+    # pairing tiny files does
+    if fmt == "text" and quiet:
+        problems = snap.problems  # the exit code needs nothing else
+        lines, document, rows = [], {}, []
+    else:
+        pairing = snap.pairing
+        problems = pairing.problems
+        lines = _lines(report, pairing, missing) if fmt == "text" else []
+        document = _document(report, pairing) if fmt == "json" else {}
+        rows = [_pair_json(p) for p in pairing.pairs] if fmt == "csv" else []
+    columns = ["volume", "segmentation", "version", "how", "older"]
+    emit(Rendered(lines, document, rows, columns), fmt, quiet)
+    conclude(has_errors(problems) or bool(missing) or bool(stored and stored.problems))
+
+
+def _lines(report: PairReport, pairing: Pairing, missing: list[Kept]) -> list[str]:
+    snap = report.snapshot
+    complete = [p for p in pairing.pairs if p.volume and p.segmentation]
+    lines = _index_changes(report, pairing)
+    lines.extend(problem_lines(pairing.problems))
     for k in missing:
         state = "missing from disk" if k.why == "missing" else "outside the scan"
         lines.append(f"kept: {k.path}: {state}; its record stays in the index")
@@ -110,7 +128,15 @@ def pair_command(
         f"{len(pairing.unpaired_segmentations)} segmentations unpaired, "
         f"{snap.files} files ({_size(snap.total_bytes)}); {state}"
     )
-    document = {
+    return lines
+
+
+def _document(report: PairReport, pairing: Pairing) -> dict[str, Any]:
+    snap = report.snapshot
+    problems = pairing.problems
+    complete = [p for p in pairing.pairs if p.volume and p.segmentation]
+    stored = report.stored
+    return {
         "schema": "volsegsync.pair/1",
         "index": INDEX_FILE,
         "changed": report.index_changed,
@@ -131,15 +157,11 @@ def pair_command(
             **summary_counts(problems),
         },
     }
-    rows = [_pair_json(p) for p in pairing.pairs]
-    columns = ["volume", "segmentation", "version", "how", "older"]
-    emit(Rendered(lines, document, rows, columns), fmt, quiet)
-    conclude(has_errors(problems) or bool(missing) or bool(stored and stored.problems))
 
 
-def _index_changes(report: PairReport) -> list[str]:
+def _index_changes(report: PairReport, pairing: Pairing) -> list[str]:
     """The pairs the index gains (+) and loses (-), as its diff will show them."""
-    by_files = {(p.volume, p.segmentation): p for p in report.snapshot.pairing.pairs}
+    by_files = {(p.volume, p.segmentation): p for p in pairing.pairs}
     rows = [(vol, 0, f"- {vol} -> {seg}") for vol, seg in report.removed if "-" not in (vol, seg)]
     for entry in report.added:
         if entry.volume and entry.segmentation:

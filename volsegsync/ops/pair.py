@@ -23,8 +23,10 @@ from volsegsync.index import (
     data_files,
     format_entry,
     format_index,
+    no_collector,
     parse_index,
     with_data,
+    write_index_text,
 )
 from volsegsync.ops.snapshot import (
     Case,
@@ -32,7 +34,6 @@ from volsegsync.ops.snapshot import (
     Pipeline,
     ProgressFactory,
     Snapshot,
-    digest_of,
     entry_files,
     index_digest,
     record_index,
@@ -72,41 +73,60 @@ def run_pair(
             record_pairing_mode(ds, by)
             ds = Dataset.open(ds.root)
         pipeline = Pipeline(ds, by)
-        snap = pipeline.update(jobs=jobs, progress=progress)
-        dirty = snap.cases(snap.dirty_keys)
-        before = {k.path for c in dirty for k in c.kept}
-        dirty = settle(pipeline, dirty, prune)
-        pruned = sorted(before - {k.path for c in dirty for k in c.kept}) if prune else []
-        snap.replace(dirty)
-        kept = sorted((k for c in dirty for k in c.kept), key=lambda k: k.path)
-        storing = not dry_run and (store if store is not None else store_enabled(ds))
-        if not storing and not any(_changed(c) for c in dirty) and ds.index_path.exists():
-            return PairReport(snap, False, False, [], [], kept, pruned)
-        entries = snap.entries
-        new_text = format_index(entries, ds.config.store.hash)
+        # the memo files are written once, by record_index (or save, if it is not called)
+        snap = pipeline.update(jobs=jobs, progress=progress, save=False)
         try:
-            old_text = read_small(ds.index_path, INDEX_LIMIT, "index").decode("utf-8")
-        except (OSError, UnicodeDecodeError, VolsegsyncError):  # rewritten below
-            old_text = None
-        changed = new_text != old_text
-        stored = None
-        if storing:
-            absent = {k.path for k in kept}  # kept records: nothing on disk to store
-            stored = store_entries(
-                ds,
-                [e2 for e in entries if (e2 := drop_records(e, absent)) is not None],
-                jobs=jobs,
-                progress=progress,
-                index_key=index_digest(new_text.encode()),
-            )
-        if changed and not dry_run:
-            ds.write_index(entries)
-        if not dry_run:
-            record_index(pipeline, snap, dirty, digest_of(ds.index_path))
-        added, removed = _line_changes(entries, old_text or "")
-        return PairReport(
-            snap, changed, changed and not dry_run, added, removed, kept, pruned, stored
+            with no_collector():
+                return _record(ds, pipeline, snap, jobs, progress, dry_run, prune, store)
+        finally:
+            pipeline.save()  # nothing left to write when record_index wrote them
+
+
+def _record(
+    ds: Dataset,
+    pipeline: Pipeline,
+    snap: Snapshot,
+    jobs: int | None,
+    progress: ProgressFactory | None,
+    dry_run: bool,
+    prune: bool,
+    store: bool | None,
+) -> PairReport:
+    dirty = snap.cases(snap.dirty_keys)
+    before = {k.path for c in dirty for k in c.kept}
+    dirty = settle(pipeline, dirty, prune)
+    pruned = sorted(before - {k.path for c in dirty for k in c.kept}) if prune else []
+    snap.replace(dirty)
+    kept = sorted((k for c in dirty for k in c.kept), key=lambda k: k.path)
+    storing = not dry_run and (store if store is not None else store_enabled(ds))
+    if not storing and not any(_changed(c) for c in dirty) and ds.index_path.exists():
+        return PairReport(snap, False, False, [], [], kept, pruned)
+    entries = snap.entries
+    new_text = format_index(entries, ds.config.store.hash)
+    new_digest = index_digest(new_text.encode())
+    try:
+        old_text = read_small(ds.index_path, INDEX_LIMIT, "index").decode("utf-8")
+    except (OSError, UnicodeDecodeError, VolsegsyncError):  # rewritten below
+        old_text = None
+    changed = new_text != old_text
+    stored = None
+    if storing:
+        absent = {k.path for k in kept}  # kept records: nothing on disk to store
+        stored = store_entries(
+            ds,
+            [e2 for e in entries if (e2 := drop_records(e, absent)) is not None]
+            if absent
+            else entries,
+            jobs=jobs,
+            progress=progress,
+            index_key=new_digest,
         )
+    if changed and not dry_run:
+        write_index_text(ds.index_path, new_text)
+    if not dry_run:  # the index's bytes are new_text's now
+        record_index(pipeline, snap, dirty, new_digest)
+    added, removed = _line_changes(entries, old_text or "")
+    return PairReport(snap, changed, changed and not dry_run, added, removed, kept, pruned, stored)
 
 
 def _changed(case: Case) -> bool:

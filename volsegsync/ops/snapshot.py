@@ -50,6 +50,7 @@ from volsegsync.index import (
     format_entry,
     format_index,
     from_plain,
+    no_collector,
     parse_index,
     pins,
     to_plain,
@@ -128,11 +129,12 @@ class Case(NamedTuple):
         """The index does not record this case as it is now."""
         if self.kept:
             return True
-        return self.entry != self.indexed and _written(self.entry) != _written(self.indexed)
-
-
-def _written(entry: Entry | None) -> str:
-    return format_entry(entry) if entry is not None else ""
+        entry, indexed = self.entry, self.indexed
+        if entry == indexed:
+            return False
+        if entry is None or indexed is None:  # the other one writes no line, or some
+            return bool((entry or indexed).lines())  # type: ignore[union-attr]
+        return format_entry(entry) != format_entry(indexed)
 
 
 # -- plain data for the memos -------------------------------------------------------------
@@ -147,27 +149,41 @@ def entry_from_plain(p: Any) -> Entry | None:
 
 
 def _case_to_plain(c: Case) -> Any:
+    indexed = entry_to_plain(c.indexed)
+    # the usual state after ``pair``: one object for both, which marshal stores once
+    entry = indexed if c.entry == c.indexed else entry_to_plain(c.entry)
     return (
-        tuple(tuple(m) for m in c.members),
-        entry_to_plain(c.indexed),
-        entry_to_plain(c.entry),
-        tuple(tuple(p) for p in c.pairs),
-        problems_to_plain(list(c.problems)),
-        tuple(tuple(k) for k in c.kept),
+        tuple(map(tuple, c.members)),
+        indexed,
+        entry,
+        tuple(map(tuple, c.pairs)),
+        problems_to_plain(list(c.problems)) if c.problems else [],
+        tuple(map(tuple, c.kept)) if c.kept else (),
     )
 
 
 def _case_from_plain(key: str, p: Any) -> Case:
     members, indexed, entry, pairs, problems, kept = p
+    indexed_entry = entry_from_plain(indexed)
     return Case(
         key,
         tuple(Member(*m) for m in members),
-        entry_from_plain(indexed),
-        entry_from_plain(entry),
+        indexed_entry,
+        indexed_entry if entry is indexed else entry_from_plain(entry),
         tuple(Pair(*x) for x in pairs),
-        tuple(problems_from_plain(problems)),
-        tuple(Kept(*k) for k in kept),
+        tuple(problems_from_plain(problems)) if problems else (),
+        tuple(Kept(*k) for k in kept) if kept else (),
     )
+
+
+def _plain(value: Any) -> Any:
+    """A shard's value as its memo stores it: a case put in this run is kept as it is
+    and turned into plain data only when its shard is written (once, not per put)."""
+    return _case_to_plain(value) if type(value) is Case else value
+
+
+def _decoded(key: str, value: Any) -> Case:
+    return value if type(value) is Case else _case_from_plain(key, value)
 
 
 # -- pairing one case ---------------------------------------------------------------------
@@ -248,6 +264,58 @@ def pair_case(
     ``locate(path)`` says where a file not among ``members`` is: ``scanned`` (a file
     of another key: an index entry paired by metadata holds files of two keys),
     ``untracked`` (on disk, outside the scan) or ``missing``."""
+    simple = _pair_simple(rules, key, members, indexed)
+    if simple is not None:
+        return simple
+    return _pair_general(rules, key, members, indexed, locate, prune)
+
+
+def _pair_simple(
+    rules: Rules, key: str, members: tuple[Member, ...], indexed: Entry | None
+) -> Case | None:
+    """The usual case without the general rules, None for any other: one volume and
+    one segmentation, both read and of their format, no channels, and an index that
+    records these files or nothing of the key (no pin). The result is the general
+    path's (tests/test_pipeline.py compares both)."""
+    if rules.channel is not None or len(members) != 2:
+        return None
+    vol, seg = members
+    if vol.role == SEGMENTATION:
+        vol, seg = seg, vol
+    if vol.role != VOLUME or seg.role != SEGMENTATION:
+        return None
+    if vol.problem is not None or seg.problem is not None or not (vol.digest and seg.digest):
+        return None
+    if indexed is not None and (
+        indexed.pinned
+        or indexed.older
+        or indexed.channels
+        or indexed.seg_data is not None
+        or (indexed.volume is not None and indexed.volume.path not in (vol.path, seg.path))
+        or (
+            indexed.segmentation is not None
+            and indexed.segmentation.path not in (vol.path, seg.path)
+        )
+    ):
+        return None
+    pair = Pair(vol.path, seg.path, seg.version, "naming", ())
+    entry = Entry(
+        FileRecord(vol.path, vol.size, vol.digest),
+        FileRecord(seg.path, seg.size, seg.digest),
+        seg.version,
+        key=key,
+    )
+    return Case(key, members, indexed, entry, (pair,), (), ())
+
+
+def _pair_general(
+    rules: Rules,
+    key: str,
+    members: tuple[Member, ...],
+    indexed: Entry | None,
+    locate: Callable[[str], str],
+    prune: Callable[[str], bool] | None = None,
+) -> Case:
     problems: list[Problem] = []
     infos: list[NameInfo] = []
     records: dict[str, FileRecord] = {}
@@ -313,7 +381,7 @@ def pair_case(
     lone = pair is not None and not pair.older and _sides(pair) <= unreadable
     pairs: tuple[Pair, ...] = ()
     if (pair is None or lone) and prune is not None and len(kept) != len(absent):
-        return pair_case(rules, key, members, indexed, locate)  # as if nothing was pruned
+        return _pair_general(rules, key, members, indexed, locate)  # as if nothing was pruned
     if pair is None or lone:
         # ambiguous: nothing decided, so the index keeps what it has (nothing is
         # pruned); or a lone file that cannot be read: its problem says all
@@ -475,6 +543,7 @@ class Pipeline:
         self._top: dict[str, Any] = _fresh_top(self.key)
         self.data = DataStage(ds.root, self.dir / "data.marshal", self.files_key, self.algorithm)
         self._detached: set[str] = set()  # headers hashed in this run that may be detached
+        self._pending: tuple[dict[str, Any], bool] | None = None  # memos not written yet
 
     # -- memo files --------------------------------------------------------------------
 
@@ -520,15 +589,15 @@ class Pipeline:
         return out
 
     def case(self, key: str) -> Case | None:
-        plain = self._shard(shard_of(key), False).get(key)
-        return _case_from_plain(key, plain) if plain is not None else None
+        value = self._shard(shard_of(key), False).get(key)
+        return _decoded(key, value) if value is not None else None
 
     def all_cases(self, known: dict[str, Case] | None = None) -> Iterator[Case]:
         """Every case; those of ``known`` as given there (not decoded again)."""
         for shard in range(SHARDS):
-            for key, plain in self._shard(shard, False).items():
+            for key, value in self._shard(shard, False).items():
                 case = known.get(key) if known else None
-                yield case if case is not None else _case_from_plain(key, plain)
+                yield case if case is not None else _decoded(key, value)
 
     # -- a run -------------------------------------------------------------------------
 
@@ -538,11 +607,13 @@ class Pipeline:
         progress: ProgressFactory | None = None,
         scan: ScanResult | None = None,
         monitor: Monitor | None = None,
+        save: bool = True,
     ) -> Snapshot:
         """Bring the memo up to date with the dataset and the index; the snapshot.
 
         With a file-system ``monitor``, only the folders it reports changed are looked
-        at (when it can vouch for the rest; see volsegsync/ops/fsmonitor.py)."""
+        at (when it can vouch for the rest; see volsegsync/ops/fsmonitor.py). With
+        ``save=False`` the memo files are written by :meth:`save` (or ``record_index``)."""
         top = load_memo(self.top_path, self.key)
         if scan is None and monitor is not None:
             scan = monitor.scan(self, top)
@@ -569,7 +640,8 @@ class Pipeline:
                     save_memo(self.top_path, top)
                 return Snapshot(self, top, scan)
         try:
-            return self._update(scan, fps, fp, index, top, moved, jobs, progress)
+            with no_collector():
+                return self._update(scan, fps, fp, index, top, moved, jobs, progress, save)
         except _Inconsistent:  # a memo file is damaged or missing: start afresh
             self._shards.clear()
             self._changed_shards.clear()
@@ -577,7 +649,8 @@ class Pipeline:
                 self.scan = scan = self.ds.scan()
                 fps = folder_fingerprints(scan)
                 fp = fingerprint(scan, fps)
-            return self._update(scan, fps, fp, index, None, set(), jobs, progress)
+            with no_collector():
+                return self._update(scan, fps, fp, index, None, set(), jobs, progress, save)
 
     def _update(
         self,
@@ -589,6 +662,7 @@ class Pipeline:
         moved: set[str],
         jobs: int | None,
         progress: ProgressFactory | None,
+        save: bool,
     ) -> Snapshot:
         full = top is None
         top = top if top is not None else _fresh_top(self.key)
@@ -604,11 +678,18 @@ class Pipeline:
         holders = {p: k for k, paths in top["foreign"].items() for p in paths}
         for path in changes.keys() & holders.keys():
             by_key.setdefault(holders[path], {})
+        key_of = self.rules.key_of
         for path, member in changes.items():
-            key, info = self.rules.key_of(path)
+            key, info = key_of(path)
             if member is not None and info is not None:
-                member = member._replace(role=info.role, version=info.version)
-            by_key.setdefault(key, {})[path] = member
+                member = Member(
+                    path, info.role, info.version, member.size, member.digest, member.problem
+                )
+            updates = by_key.get(key)
+            if updates is None:
+                by_key[key] = {path: member}
+            else:
+                updates[path] = member
         for key, updates in self._data_members(changes, full, jobs).items():
             by_key.setdefault(key, {}).update(updates)
         for key in moved:
@@ -626,8 +707,8 @@ class Pipeline:
         affected = set(by_key)
         for key, updates in by_key.items():
             cases = self._shard(shard_of(key), full)
-            plain = cases.get(key)
-            old = _case_from_plain(key, plain) if plain is not None else None
+            value = cases.get(key)
+            old = _decoded(key, value) if value is not None else None
             members = {m.path: m for m in old.members} if old else {}
             for path, member in updates.items():
                 if member is None:
@@ -646,11 +727,11 @@ class Pipeline:
             )
         top["dirty"] = sorted(dirty)
         top["leftovers"] = sorted(leftovers)
-        counts: dict[int, list[int]] = top["counts"]
-        for shard in self._changed_shards:
-            counts[shard] = _counts(self._shards[shard])
         if full:
-            top["counts"] = counts = {s: _counts(self._shard(s, True)) for s in range(SHARDS)}
+            top["counts"] = {s: _counts(self._shard(s, True)) for s in range(SHARDS)}
+        else:
+            for shard in self._changed_shards:
+                top["counts"][shard] = _counts(self._shards[shard])
         if affected:
             top["gen"] += 1
             log = top["log"] + [[top["gen"], None if full or index_changed else sorted(affected)]]
@@ -662,8 +743,18 @@ class Pipeline:
         top["data"] = len(self.data.heads) if full or top.get("data") or self._detached else 0
         if self.token:  # the monitor's token, taken before the scan
             top["fsmonitor"] = self.token
-        self._save(top, folder_memos, full)
+        self._pending = (folder_memos, full)
+        if save:
+            self.save()
         return Snapshot(self, top, scan)
+
+    def save(self) -> None:
+        """Write the memo files of the last :meth:`update` made with ``save=False`` (a
+        ``pair`` that then records the index writes them once, in ``record_index``)."""
+        if self._pending is not None:
+            folder_memos, full = self._pending
+            self._pending = None
+            self._save(self._top, folder_memos, full)
 
     def _put(self, case: Case, dirty: set[str]) -> None:
         """Store a case; keep the dirty set and the absent files' states up to date."""
@@ -673,7 +764,7 @@ class Pipeline:
         if not case.members and case.indexed is None:
             cases.pop(case.key, None)
         else:
-            cases[case.key] = _case_to_plain(case)
+            cases[case.key] = case  # plain data when its shard is written
         if case.dirty or any(p.category == "unreadable" for p in case.problems):
             dirty.add(case.key)
         else:
@@ -685,12 +776,14 @@ class Pipeline:
             self._top["kept"].pop(case.key, None)
         # indexed files of another key (an entry paired by metadata, or made under
         # another config): a change of theirs must bring this case up to date too
-        members = {m.path for m in case.members}
-        foreign = [
-            r.path
-            for r in entry_files(case.indexed)
-            if r.path not in members and self.rules.key_of(r.path)[0] != case.key
-        ]
+        foreign = []
+        if case.indexed is not None:
+            members = {m.path for m in case.members}
+            foreign = [
+                r.path
+                for r in entry_files(case.indexed)
+                if r.path not in members and self.rules.key_of(r.path)[0] != case.key
+            ]
         if foreign:
             self._top["foreign"][case.key] = foreign
         else:
@@ -719,9 +812,8 @@ class Pipeline:
         ok = self.data.save()  # before the files: their changes are then looked at again
         shards = range(SHARDS) if full else sorted(self._changed_shards)
         for shard in shards:
-            ok &= save_memo(
-                self._shard_path(shard), {"key": self.key, "cases": self._shard(shard, full)}
-            )
+            cases = {k: _plain(v) for k, v in self._shard(shard, full).items()}
+            ok &= save_memo(self._shard_path(shard), {"key": self.key, "cases": cases})
         for prefix, memo in folder_memos.items():
             if memo is None:
                 forget_memo(self._folder_path(prefix))
@@ -893,7 +985,7 @@ class Pipeline:
             )
         for key, case in cases.items():
             final = joined.get(key, case)
-            if self._shard(shard_of(key), False).get(key) != _case_to_plain(final):
+            if _plain(self._shard(shard_of(key), False).get(key)) != _case_to_plain(final):
                 self._put(final, dirty)
                 affected.add(key)
         return apply_severities(result.problems, self.rules.severity)
@@ -952,9 +1044,14 @@ def _merge_entries(a: Entry, b: Entry) -> Entry:
 
 def _counts(cases: dict[str, Any]) -> list[int]:
     """[pairs, unpaired volumes, unpaired segmentations, problems, indexed pairs] of a
-    shard, read from the plain data (see ``_case_to_plain``) without building cases."""
+    shard, read from its cases or their plain data (see ``_case_to_plain``) without
+    building cases. An entry's fields 0 and 1 are its volume and segmentation in both."""
     pairs = vols = segs = problems = indexed = 0
-    for _members, index_entry, entry, case_pairs, case_problems, _kept in cases.values():
+    for value in cases.values():
+        if type(value) is Case:
+            index_entry, entry, case_pairs, case_problems = value[2:6]
+        else:
+            _members, index_entry, entry, case_pairs, case_problems, _kept = value
         if entry is not None and entry[0] is not None and entry[1] is not None:
             pairs += 1
         for p in case_pairs:
@@ -1274,13 +1371,29 @@ def as_indexed(entry: Entry | None, algorithm: str) -> Entry | None:
 
 def as_indexed_all(entries: list[Entry | None], algorithm: str) -> list[Entry | None]:
     """:func:`as_indexed` of each entry, by one format and one parse of them all (a
-    per-entry round trip costs more than the rest of a tiny file's pairing)."""
+    per-entry round trip costs more than the rest of a tiny file's pairing); an entry
+    that its lines record entirely (:func:`_reads_back`) is its own round trip."""
+    if all(e is None or _reads_back(e) for e in entries):
+        return entries
     present = sorted((e for e in entries if e is not None), key=lambda e: e.sort_key)
     back = parse_index(format_index(present, algorithm))
     if [b.key for b in back] != [e.key or case_key_of(e) for e in present]:
         return [as_indexed(e, algorithm) for e in entries]  # two entries of one key
     by_entry = {id(e): b for e, b in zip(present, back, strict=True)}
     return [by_entry[id(e)] if e is not None else None for e in entries]
+
+
+def _reads_back(e: Entry) -> bool:
+    """Whether the index reads ``e`` back as it is: a volume and/or an active
+    segmentation of a key, nothing else (no versions, channels, data files or pin),
+    and nothing unprintable in its key or paths (a tab or line break would cut a line).
+    Every other shape takes the round trip."""
+    vol, seg = e.volume, e.segmentation
+    if e.older or e.channels or e.seg_data is not None or e.pinned or not e.key:
+        return False
+    if seg is None and (vol is None or e.version is not None):
+        return False
+    return (e.key + (vol.path if vol else "") + (seg.path if seg else "")).isprintable()
 
 
 def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: str | None) -> None:
@@ -1300,4 +1413,6 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
     for shard in pipeline._changed_shards:
         top["counts"][shard] = _counts(pipeline._shards[shard])
     top["index"] = digest
-    pipeline._save(top, {}, False)
+    if pipeline._pending is None:
+        pipeline._pending = ({}, False)
+    pipeline.save()

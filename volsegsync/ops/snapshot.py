@@ -1337,6 +1337,8 @@ def settle(pipeline: Pipeline, cases: list[Case], prune: bool = False) -> list[C
     """The dirty cases as ``pair`` records them: an indexed file missing from disk
     whose content appears at a new path was moved (its record follows it, so status
     shows a rename); with ``prune`` every record of a file not on disk is dropped."""
+    if not any(c.kept for c in cases):
+        return list(cases)  # no record of a file not on disk: nothing to settle
     new_paths: dict[str, list[str]] = {}
     for c in cases:
         indexed = {r.path for r in entry_files(c.indexed)}
@@ -1409,10 +1411,9 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
     top = snap.top
     pipeline._top = top
     dirty = set(top["dirty"])
-    leftovers = set(top["leftovers"])
     indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
     for case, entry in zip(cases, indexed, strict=True):
-        pipeline._store(case._replace(indexed=entry), dirty, leftovers)
+        pipeline._put(case._replace(indexed=entry), dirty)  # leftovers: as they were
     snap.replace([])
     if cases:  # what consumers memoised for these cases (verify: drift) is out of date
         top["gen"] += 1

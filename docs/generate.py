@@ -41,9 +41,10 @@ See also [layout.md](layout.md), [json-output.md](json-output.md).
 def command_paths(group: click.Group = main, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every subcommand of ``group`` as its argument path, depth first, sorted by name."""
     paths: list[tuple[str, ...]] = []
-    for name in sorted(group.commands):
-        command = group.commands[name]
-        if command.hidden:
+    ctx = click.Context(group, info_name=PROG)
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None or command.hidden:
             continue
         path = (*prefix, name)
         paths.append(path)

@@ -84,8 +84,10 @@ def _table(text: str) -> dict[str, list[str]]:
 def _all_commands(
     group: click.Group = main, prefix: tuple[str, ...] = ()
 ) -> Iterator[tuple[str, ...]]:
-    for name, command in group.commands.items():
-        if command.hidden:
+    ctx = click.Context(group, info_name="volsegsync")
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
+        if command is None or command.hidden:
             continue
         yield (*prefix, name)
         if isinstance(command, click.Group):

@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from volsegsync.fsmonitor import SOCKET, MonitorError, query
 from volsegsync.ops.fsmonitor import Monitor, start, status, stop
 from volsegsync.ops.pair import run_pair
 from volsegsync.ops.status import run_status
+from volsegsync.ops.verify import run_verify
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/fd"), reason="Linux only")
 
@@ -74,43 +75,70 @@ def report(ds: Dataset, monitor: Monitor | None = None, use: bool = False) -> tu
     )
 
 
-def monitored(root: Path) -> tuple[tuple[Any, ...], Monitor]:
+def verified(ds: Dataset, monitor: Monitor | None = None) -> tuple[Any, ...]:
+    r = run_verify(ds, fast=True, jobs=1, monitor=monitor)
+    return (
+        sorted(r.problems, key=repr),
+        sorted(set(r.pairs), key=repr),
+        r.files_checked,
+        r.pair_count,
+    )
+
+
+Outcome = Callable[[Dataset, "Monitor | None"], tuple[Any, ...]]
+
+
+def monitored(root: Path, outcome: Outcome = report) -> tuple[tuple[Any, ...], Monitor]:
     ds = Dataset.open(root)
     mon = Monitor(ds, timeout=5.0)
-    return report(ds, mon), mon
+    return outcome(ds, mon), mon
 
 
 def walked(root: Path) -> tuple[Any, ...]:
     return report(fresh(root))
 
 
-@pytest.mark.parametrize("seed", [1, 7, 22])
-def test_status_with_monitor_equals_walk_on_random_edits(ds_root: Path, seed: int) -> None:
-    rng = random.Random(seed)
-    editor = Editor(ds_root, rng)
+def equal_on_random_edits(root: Path, seed: int, steps: int, outcome: Outcome) -> int:
+    """After each random edit, ``outcome`` with the monitor equals ``outcome`` of a full
+    walk (a fresh state); returns how many runs the monitor vouched for."""
+    editor = Editor(root, random.Random(seed))
     for _ in range(6):
         editor.add()
     pids: list[int] = []
     history: list[str] = []
     vouched = 0
     try:
-        with daemon(ds_root) as ds:
-            monitored(ds_root)  # the first run walks and records the token
-            for _ in range(25):
+        with daemon(root) as ds:
+            monitored(root, outcome)  # the first run walks and records the token
+            for _ in range(steps):
                 step = editor.step()
                 history.append(step)
                 if step.startswith("config"):  # the daemon gives way, a new one starts
-                    monitored(ds_root)
+                    monitored(root, outcome)
                     restart_if_gone(ds, pids)
-                    monitored(ds_root)
-                got, mon = monitored(ds_root)
+                    monitored(root, outcome)
+                got, mon = monitored(root, outcome)
                 vouched += mon.changed is not None
-                assert got == walked(ds_root), history
+                assert got == outcome(fresh(root), None), history
     finally:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+    return vouched
+
+
+@pytest.mark.parametrize("seed", [1, 7, 22])
+def test_status_with_monitor_equals_walk_on_random_edits(ds_root: Path, seed: int) -> None:
+    vouched = equal_on_random_edits(ds_root, seed, 25, report)
     assert vouched >= 10, "the monitor was hardly ever used"
+
+
+@pytest.mark.parametrize("seed", [3, 11])
+def test_verify_with_monitor_equals_walk_on_random_edits(ds_root: Path, seed: int) -> None:
+    """What the pre-commit hook runs (verify --fast) looks at the changed folders only,
+    and finds what a full walk finds."""
+    vouched = equal_on_random_edits(ds_root, seed, 20, verified)
+    assert vouched >= 8, "the monitor was hardly ever used"
 
 
 def tree(root: Path, folders: int = 4) -> None:

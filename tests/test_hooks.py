@@ -28,7 +28,6 @@ from conftest import (
     write_pair,
 )
 
-from volsegsync.cli import main
 from volsegsync.hooks import CHAINED, HOOK_NAMES, hook_script, hooks_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -327,12 +326,8 @@ def test_post_checkout_and_post_merge_never_fail_git(paired: Path) -> None:
     assert back.returncode == 0, back.stderr
     merged = run_git(paired, "merge", "-q", "--ff-only", "v2")
     assert merged.returncode == 0, merged.stderr
-    if "checkout" not in main.commands:  # until the content store brings `checkout`
-        for out in (back.stderr, merged.stderr):
-            assert "no 'checkout' command yet" in out and "of ." in out
-    else:
-        for out in (back.stderr, merged.stderr):
-            assert "Traceback" not in out
+    for out in (back.stderr, merged.stderr):
+        assert "Traceback" not in out
     same = run_git(paired, "checkout", "-q", "-b", "again")  # the index is the same: quiet
     assert same.returncode == 0 and same.stderr == ""
 
@@ -351,11 +346,7 @@ def test_pre_push_is_opt_in(paired: Path, tmp_path: Path) -> None:
     stage(paired, ".volsegsync/config.toml")
     assert commit(paired).returncode == 0
     on = run_git(paired, "push", "-q", str(remote), "HEAD:refs/heads/main")
-    if "push" not in main.commands:  # until remotes bring `push`: said, not blocking
-        assert on.returncode == 0, on.stderr
-        assert "[hooks] pre_push is set in ." in on.stderr and "no 'push' command" in on.stderr
-    else:
-        assert "Traceback" not in on.stderr
+    assert "Traceback" not in on.stderr
 
 
 def test_bad_pre_push_setting_is_a_config_error(paired: Path) -> None:
@@ -395,8 +386,6 @@ def test_pre_commit_with_file_names_maps_them_to_datasets(tmp_path: Path) -> Non
 
 def test_git_checkout_of_an_old_tag_brings_the_images_along(paired: Path) -> None:
     """Issue 8.4: the installed post-checkout hook runs `volsegsync checkout`."""
-    if "checkout" not in main.commands:
-        pytest.skip("needs the content store's checkout")
     install(paired)
     stage(paired, *described(paired))
     assert commit(paired).returncode == 0

@@ -377,24 +377,33 @@ def test_segmentation_gzip_bomb_is_one_line(shown_pair: Path) -> None:
     assert_clean_stderr(result.stderr)
 
 
-def test_report_rerun_reads_its_memo(shown_pair: Path, tmp_path: Path) -> None:
-    """A re-run after no change draws nothing and imports neither numpy nor Pillow."""
-    out = tmp_path / "r"
-    age_all(shown_pair)  # recent files are looked at again (racy stats): not these
-    first = invoke(["-C", str(shown_pair), "report", "-o", str(out), "--format", "json"])
-    assert json.loads(first.output)["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
+def _report_imports(root: Path, out: Path) -> tuple[dict[str, Any], str]:
+    """The report's JSON and which heavy modules its process imported."""
     code = (
         "import sys; from volsegsync.cli import main\n"
         "try:\n    main()\nfinally:\n"
-        "    print(sorted(m for m in ('numpy', 'PIL.Image', 'nibabel') if m in sys.modules),"
-        " file=sys.stderr)"
+        "    print(sorted(m for m in ('numpy', 'numpy.ma', 'PIL.Image', 'nibabel', 'nrrd')"
+        " if m in sys.modules), file=sys.stderr)"
     )
-    args = ["-C", str(shown_pair), "report", "-o", str(out), "--format", "json"]
+    args = ["-C", str(root), "report", "-o", str(out), "--format", "json"]
     result = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, timeout=120, check=False
     )
-    assert json.loads(result.stdout)["thumbnails"] == {"drawn": 0, "cached": 1, "failed": 0}
-    assert result.stderr.decode().strip() == "[]"
+    return json.loads(result.stdout), result.stderr.decode().strip()
+
+
+def test_report_rerun_reads_its_memo(shown_pair: Path, tmp_path: Path) -> None:
+    """A re-run after no change draws nothing and imports neither numpy nor Pillow; one
+    that draws (a Slicer NRRD on a NIfTI placed by its sform) imports numpy alone: not
+    nibabel, pynrrd, numpy.ma or Pillow (a thumbnail has no text to draw)."""
+    out = tmp_path / "r"
+    age_all(shown_pair)  # recent files are looked at again (racy stats): not these
+    doc, imported = _report_imports(shown_pair, out)
+    assert doc["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
+    assert imported == "['numpy']"
+    doc, imported = _report_imports(shown_pair, out)
+    assert doc["thumbnails"] == {"drawn": 0, "cached": 1, "failed": 0}
+    assert imported == "[]"
     assert (out / "index.html").read_text().count("<img class='thumb'") == 1
 
 
@@ -412,3 +421,130 @@ def test_report_memo_is_not_trusted_after_the_pipeline_starts_afresh(
     data[data == 2] = 1
     nrrd.write(str(seg), data, header)
     assert json.loads(invoke(args).output)["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
+
+
+def _layout_variants() -> dict[str, bytes]:
+    """NIfTI-1 headers, plain and odd, as bytes (with 4 bytes of extension flags)."""
+    out = {}
+    for name, shape, dtype, order, fields in [
+        ("int16", (4, 5, 6), "int16", "<", {}),
+        ("uint8 2D", (4, 5), "uint8", "<", {}),
+        ("float32 4D scaled", (4, 5, 6, 2), "float32", "<", {"scl_slope": 2.5, "scl_inter": -3}),
+        ("big-endian scaled", (4, 5, 6), ">i2", ">", {"scl_slope": 0.5, "scl_inter": 7}),
+        ("slope zero", (4, 5, 6), "int16", "<", {"scl_slope": 0.0, "scl_inter": 5}),
+        ("slope nan", (4, 5, 6), "int16", "<", {"scl_slope": np.nan, "scl_inter": 5}),
+        ("inter inf", (4, 5, 6), "int16", "<", {"scl_slope": 1.0, "scl_inter": np.inf}),
+        ("offset 0", (4, 5, 6), "int16", "<", {"vox_offset": 0}),
+        ("offset too low", (4, 5, 6), "int16", "<", {"vox_offset": 300}),
+        ("offset fraction", (4, 5, 6), "int16", "<", {"vox_offset": 360.7}),
+        ("offset inf", (4, 5, 6), "int16", "<", {"vox_offset": np.inf}),
+        ("complex", (4, 5, 6), "complex64", "<", {}),
+        ("rgb", (4, 5, 6), "int16", "<", {"datatype": 128, "bitpix": 24}),
+        ("ico7", (27307, 1, 6), "float32", "<", {}),
+        ("no dimensions", (4, 5, 6), "int16", "<", {"dim": [0, 4, 5, 6, 1, 1, 1, 1]}),
+        ("8 dimensions", (4, 5, 6), "int16", "<", {"dim": [8, 4, 5, 6, 1, 1, 1, 1]}),
+        ("negative size", (4, 5, 6), "int16", "<", {"dim": [3, 4, -5, 6, 1, 1, 1, 1]}),
+        ("unknown datatype", (4, 5, 6), "int16", "<", {"datatype": 9999}),
+    ]:
+        header = nib.Nifti1Header(endianness=order)  # type: ignore[no-untyped-call]
+        header.set_data_shape(shape)
+        header.set_data_dtype(dtype)
+        header["vox_offset"] = 352
+        for key, value in fields.items():
+            header[key] = value
+        out[name] = header.binaryblock + b"\0" * 4
+    return out
+
+
+@pytest.mark.parametrize("name", list(_layout_variants()))
+def test_plain_nifti_layout_equals_nibabel(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """A plain NIfTI-1 header is laid out without nibabel exactly as nibabel lays it out
+    (shape, dtype with byte order, data offset, slope and intercept); any other is left
+    to nibabel, which gives the same result or the same one-line problem as before."""
+    block = _layout_variants()[name]
+
+    def outcome() -> Any:
+        try:
+            scale, offset, shape, dtype = decode._nifti_layout(block)
+        except decode.Bad as e:
+            return e.kind, e.reason
+        return scale, offset, shape, dtype.str
+
+    taken = decode._plain_nifti1_layout(block) is not None
+    plain = outcome()
+    monkeypatch.setattr(decode, "_plain_nifti1_layout", lambda raw: None)
+    assert plain == outcome()
+    plain_kinds = {"int16", "uint8 2D", "float32 4D scaled", "big-endian scaled"}
+    plain_kinds |= {"slope zero", "slope nan", "offset fraction"}
+    assert taken == (name in plain_kinds), taken
+
+
+def test_percentiles_equal_numpys_to_the_bit() -> None:
+    """The window's percentiles, taken without ``np.percentile`` (whose ``np.unique``
+    imports numpy.ma), are numpy's to the last bit, for integers and floats."""
+    from volsegsync.view.render import percentiles
+
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        n = int(rng.integers(1, 2000))
+        values = [
+            rng.integers(-32768, 32767, n, dtype=np.int16),
+            rng.integers(0, 255, n, dtype=np.uint8),
+            rng.normal(0, 1e3, n),
+            rng.integers(-(2**40), 2**40, n, dtype=np.int64),
+        ][trial % 4]
+        qs = [(1.0, 99.0), (0.0, 100.0), (50.0, 37.3), (12.5, 87.5)][trial // 4 % 4]
+        expected = np.percentile(np.asarray(values, dtype=np.float64), qs).tolist()
+        assert percentiles(values, qs) == expected, (n, values.dtype, qs)
+
+
+def test_png_without_pillow_decodes_to_the_same_pixels() -> None:
+    """A picture without captions is written as PNG without Pillow: Pillow reads back
+    the very pixels, for any size (one row, one column, random and flat content)."""
+    import io
+
+    from PIL import Image as PILImage
+
+    from volsegsync.view.render import png_bytes
+
+    rng = np.random.default_rng(3)
+    for height, width in [(1, 1), (1, 7), (9, 1), (97, 208), (31, 64)]:
+        for rgb in (
+            rng.integers(0, 256, (height, width, 3), dtype=np.uint8),
+            np.full((height, width, 3), 16, dtype=np.uint8),
+        ):
+            decoded = PILImage.open(io.BytesIO(png_bytes(rgb)))
+            assert decoded.mode == "RGB" and decoded.size == (width, height)
+            assert np.array_equal(np.asarray(decoded), rgb)
+
+
+def test_whole_voxel_sampling_equals_the_float_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapped alignment (signed axis permutation, whole-voxel shift) samples the
+    segmentation by integer indices: the same values as the floating-point mapping,
+    with 0 outside the segmentation (partly outside: the float mapping decides)."""
+    import itertools
+
+    from volsegsync.view import align as align_mod
+
+    rng = np.random.default_rng(5)
+    seg = rng.integers(0, 6, (7, 5, 4), dtype=np.uint8)
+    grid = np.stack(np.meshgrid(np.arange(3), np.arange(3), np.arange(2), indexing="ij"))
+    cases = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1, -1), repeat=3):
+            matrix = np.eye(4)
+            matrix[:3, :3] = 0
+            for row, col in enumerate(perm):
+                matrix[row, col] = signs[row]
+            matrix[:3, 3] = rng.integers(-1, 5, 3)
+            cases.append(matrix)
+    fast = [align_mod.sample(seg, m, grid) for m in cases]
+    taken = sum(align_mod._whole_voxel_map(m, grid, seg.shape) is not None for m in cases)
+    monkeypatch.setattr(align_mod, "_whole_voxel_map", lambda *a: None)
+    for m, got in zip(cases, fast, strict=True):
+        expected = align_mod.sample(seg, m, grid)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), m
+    assert 0 < taken < len(cases)
+    oblique = np.eye(4)
+    oblique[0, 1] = 0.5
+    assert align_mod._whole_voxel_map(oblique, grid, seg.shape) is None

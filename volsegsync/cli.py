@@ -14,14 +14,24 @@ from typing import Any
 import click
 
 from volsegsync import __version__
-from volsegsync.commands import COMMANDS
+from volsegsync.commands import COMMANDS, load_command
 from volsegsync.commands.common import EXIT_OK, EXIT_USAGE, Outcome, chdir_option
 from volsegsync.errors import VolsegsyncError
 from volsegsync.output import quote_text
 
 
 class VolsegsyncGroup(click.Group):
-    """Turns every VolsegsyncError into one line and an exit code: no tracebacks."""
+    """Turns every VolsegsyncError into one line and an exit code: no tracebacks.
+
+    Commands load lazily (:data:`volsegsync.commands.COMMANDS`): list them with
+    ``list_commands`` and get one with ``get_command``, not through ``.commands``.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return self.commands.get(cmd_name) or load_command(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -71,7 +81,3 @@ def main(ctx: click.Context, chdir: str | None) -> None:
       volsegsync status        # what changed since
     """
     ctx.obj = {"chdir": chdir}
-
-
-for _command in COMMANDS:
-    main.add_command(_command)

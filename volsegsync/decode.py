@@ -19,6 +19,7 @@ import bz2
 import io
 import math
 import os
+import struct
 import threading
 import zlib
 from collections import deque
@@ -32,6 +33,7 @@ import numpy as np
 from volsegsync.config import DEFAULT_MAX_IMAGE_BYTES
 from volsegsync.fsutil import open_in_dataset, open_regular
 from volsegsync.headers import (
+    NIFTI_DTYPES,
     NIFTI_MAX_DIMENSION,
     HeaderProblem,
     check_data_file,
@@ -39,7 +41,13 @@ from volsegsync.headers import (
     nrrd_type_code,
     read_nrrd_header,
 )
-from volsegsync.magic import NIFTI2_SIZE, NIFTI_BAD_REASON, nifti_header_size, nifti_magic_problem
+from volsegsync.magic import (
+    NIFTI1_SIZE,
+    NIFTI2_SIZE,
+    NIFTI_BAD_REASON,
+    nifti_header_size,
+    nifti_magic_problem,
+)
 
 _isal_zlib: Any
 try:  # ISA-L's inflate, 2-3x zlib's speed (the ``view`` extra); zlib when absent
@@ -414,7 +422,7 @@ def _open_nifti(
             if len(buf) >= NIFTI2_SIZE:
                 break
         header_bytes = bytes(buf[:NIFTI2_SIZE])
-        hdr, offset, shape, dtype = _nifti_layout(header_bytes)
+        (slope, inter), offset, shape, dtype = _nifti_layout(header_bytes)
         count = math.prod(shape)
         declared = _check_declared(count, dtype, shape, max_bytes)
         if offset > max_bytes:
@@ -432,7 +440,6 @@ def _open_nifti(
                 skip = 0
 
         chunks = values(data(), dtype, counter)
-        slope, inter = hdr.get_slope_inter()
         if (slope is None or slope == 1.0) and (inter is None or inter == 0.0):
             return Image(dtype, shape, [], None, chunks)
         if not scaled:
@@ -457,7 +464,11 @@ def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
     yield from rest
 
 
-def _nifti_layout(raw: bytes) -> tuple[Any, int, tuple[int, ...], np.dtype[Any]]:
+Scale = tuple[float | None, float | None]  # NIfTI slope, intercept as nibabel gives them
+
+
+def _nifti_layout(raw: bytes) -> tuple[Scale, int, tuple[int, ...], np.dtype[Any]]:
+    """(slope, intercept), data offset, shape and dtype of a single-file NIfTI header."""
     if len(raw) < 4:
         raise Bad("not_an_image", f"not a NIfTI file (only {len(raw)} bytes)")
     size = nifti_header_size(raw)
@@ -468,18 +479,49 @@ def _nifti_layout(raw: bytes) -> tuple[Any, int, tuple[int, ...], np.dtype[Any]]
     problem = nifti_magic_problem(raw, size)
     if problem:
         raise Bad("not_an_image", problem)
+    plain = _plain_nifti1_layout(raw) if size == NIFTI1_SIZE else None
+    if plain is not None:
+        return plain
     from nibabel import Nifti1Header, Nifti2Header
 
-    klass: Any = Nifti1Header if size == 348 else Nifti2Header
+    klass: Any = Nifti1Header if size == NIFTI1_SIZE else Nifti2Header
     try:
         hdr = klass.from_fileobj(io.BytesIO(raw[:size]))
         dims = hdr["dim"]
         if not 1 <= int(dims[0]) <= NIFTI_MAX_DIMENSION:
             raise ValueError(f"dimension count {int(dims[0])} is not between 1 and 7")
         shape = tuple(int(n) for n in hdr.get_data_shape())
-        return hdr, int(hdr.get_data_offset()), shape, hdr.get_data_dtype()
+        scale = hdr.get_slope_inter()
+        return scale, int(hdr.get_data_offset()), shape, hdr.get_data_dtype()
     except Exception as e:
         raise Bad("corrupt", f"invalid NIfTI header: {one_line(e)}") from None
+
+
+def _plain_nifti1_layout(raw: bytes) -> tuple[Scale, int, tuple[int, ...], np.dtype[Any]] | None:
+    """:func:`_nifti_layout` of a plain NIfTI-1 header (a numeric datatype, 1 to 7
+    non-negative dimensions, the data after the header, a finite scaling), read
+    with ``struct``, as nibabel reads it; None for anything else (nibabel decides,
+    and words any problem). Spares importing nibabel (~60 ms) to draw a picture."""
+    order = "<" if int.from_bytes(raw[:4], "little") == NIFTI1_SIZE else ">"
+    dims = struct.unpack_from(order + "8h", raw, 40)
+    (datatype,) = struct.unpack_from(order + "h", raw, 70)
+    offset, slope, inter = struct.unpack_from(order + "3f", raw, 108)
+    name = NIFTI_DTYPES.get(datatype)
+    ndim = dims[0]
+    if name is None or not 1 <= ndim <= NIFTI_MAX_DIMENSION:
+        return None
+    shape = tuple(dims[1 : ndim + 1])
+    if min(shape) < 0 or shape[:3] == (27307, 1, 6):  # nibabel: FreeSurfer's ico7 hack
+        return None
+    if not (math.isfinite(offset) and offset >= NIFTI1_SIZE + 4):  # nibabel checks these
+        return None
+    if slope == 0 or not math.isfinite(slope):
+        scale: Scale = (None, None)
+    elif math.isfinite(inter):
+        scale = (slope, inter)
+    else:  # nibabel refuses it, in its words
+        return None
+    return scale, int(offset), shape, np.dtype(name).newbyteorder("<" if order == "<" else ">")
 
 
 # --------------------------------------------------------------------------- NRRD

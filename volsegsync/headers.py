@@ -310,7 +310,7 @@ def _nifti_geometry(path: Path, block: bytes, size: int) -> Geometry:
 
 
 # NIfTI datatype codes of plain numeric types -> numpy's names (others: nibabel decides)
-_NIFTI_DTYPES = {
+NIFTI_DTYPES = {
     2: "uint8", 4: "int16", 8: "int32", 16: "float32", 64: "float64", 256: "int8",
     512: "uint16", 768: "uint32", 1024: "int64", 1280: "uint64",
 }  # fmt: skip
@@ -325,7 +325,7 @@ def _plain_nifti1_geometry(block: bytes) -> Geometry | None:
     (datatype,) = struct.unpack_from(order + "h", block, 70)
     qform_code, sform_code = struct.unpack_from(order + "2h", block, 252)
     ndim = dims[0]
-    dtype = _NIFTI_DTYPES.get(datatype)
+    dtype = NIFTI_DTYPES.get(datatype)
     if sform_code == 0 or dtype is None or not 1 <= ndim <= NIFTI_MAX_DIMENSION:
         return None
     shape = dims[1 : ndim + 1]
@@ -394,7 +394,8 @@ def read_nrrd_header(path: Path | str, head: bytes, fh: IO[bytes]) -> NrrdHeader
     """Parse the NRRD header that starts with ``head`` (the file's first bytes, read
     from ``fh``, which is left anywhere). Raises HeaderProblem when it is malformed,
     holds more than NRRD_MAX_DIMENSION axes or lacks a required field."""
-    return _parse_nrrd_header(path, *_nrrd_header_text(path, head, fh))
+    text, offset, ended = _nrrd_header_text(path, head, fh)
+    return _plain_nrrd_header(text, offset, ended) or _parse_nrrd_header(path, text, offset, ended)
 
 
 def _parse_nrrd_header(path: Path | str, text: bytes, offset: int, ended: bool) -> NrrdHeader:
@@ -574,10 +575,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def _nrrd_geometry(path: Path, head: bytes, fh: BinaryIO, root: Path | None) -> Geometry:
-    text, offset, ended = _nrrd_header_text(path, head, fh)
-    parsed = _plain_nrrd_header(text, offset, ended) or _parse_nrrd_header(
-        path, text, offset, ended
-    )
+    parsed = read_nrrd_header(path, head, fh)
     header, fields = parsed.fields, parsed.key_values
     name = detached_data_name(header)
     if name is not None:  # its name is checked here too: the header-only pass (hooks)

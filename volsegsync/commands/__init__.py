@@ -1,63 +1,53 @@
-"""The command layer: one module per command, each parsing options and rendering."""
+"""The command layer: one module per command, each parsing options and rendering.
+
+Commands are imported when they are run, not at start-up: ``volsegsync status``
+loads the status module and what it needs, not the other twenty-six.
+"""
 
 from __future__ import annotations
 
-from volsegsync.commands.check_names import check_names_command
-from volsegsync.commands.checkout import checkout_command
-from volsegsync.commands.compare import compare_command
-from volsegsync.commands.diff import diff_command
-from volsegsync.commands.example import example_command
-from volsegsync.commands.export import export_command
-from volsegsync.commands.fetch import fetch_command
-from volsegsync.commands.fsck import fsck_command
-from volsegsync.commands.fsmonitor import fsmonitor_group
-from volsegsync.commands.gc import gc_command
-from volsegsync.commands.handout import handout_command
-from volsegsync.commands.hooks import (
-    hook_group,
-    install_hooks_command,
-    merge_driver_command,
-    uninstall_hooks_command,
-)
-from volsegsync.commands.ingest import ingest_command
-from volsegsync.commands.init import init_command
-from volsegsync.commands.log import log_command
-from volsegsync.commands.pair import pair_command
-from volsegsync.commands.pull import pull_command
-from volsegsync.commands.push import push_command
-from volsegsync.commands.remote import remote_command
-from volsegsync.commands.report import report_command
-from volsegsync.commands.rm import rm_command
-from volsegsync.commands.show import show_command
-from volsegsync.commands.status import status_command
-from volsegsync.commands.verify import verify_command
+import importlib
 
-COMMANDS = [
-    init_command,
-    check_names_command,
-    pair_command,
-    status_command,
-    rm_command,
-    verify_command,
-    checkout_command,
-    ingest_command,
-    handout_command,
-    fsck_command,
-    gc_command,
-    remote_command,
-    push_command,
-    fetch_command,
-    pull_command,
-    show_command,
-    compare_command,
-    report_command,
-    log_command,
-    diff_command,
-    example_command,
-    install_hooks_command,
-    uninstall_hooks_command,
-    merge_driver_command,
-    hook_group,
-    export_command,
-    fsmonitor_group,
-]
+import click
+
+# command name -> (module under volsegsync.commands, attribute)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("init", "init_command"),
+    "check-names": ("check_names", "check_names_command"),
+    "pair": ("pair", "pair_command"),
+    "status": ("status", "status_command"),
+    "rm": ("rm", "rm_command"),
+    "verify": ("verify", "verify_command"),
+    "checkout": ("checkout", "checkout_command"),
+    "ingest": ("ingest", "ingest_command"),
+    "handout": ("handout", "handout_command"),
+    "fsck": ("fsck", "fsck_command"),
+    "gc": ("gc", "gc_command"),
+    "remote": ("remote", "remote_command"),
+    "push": ("push", "push_command"),
+    "fetch": ("fetch", "fetch_command"),
+    "pull": ("pull", "pull_command"),
+    "show": ("show", "show_command"),
+    "compare": ("compare", "compare_command"),
+    "report": ("report", "report_command"),
+    "log": ("log", "log_command"),
+    "diff": ("diff", "diff_command"),
+    "example": ("example", "example_command"),
+    "install-hooks": ("hooks", "install_hooks_command"),
+    "uninstall-hooks": ("hooks", "uninstall_hooks_command"),
+    "merge-driver": ("hooks", "merge_driver_command"),
+    "hook": ("hooks", "hook_group"),
+    "export": ("export", "export_command"),
+    "fsmonitor": ("fsmonitor", "fsmonitor_group"),
+}
+
+
+def load_command(name: str) -> click.Command | None:
+    """The command ``name``, its module imported now; None for an unknown name."""
+    where = COMMANDS.get(name)
+    if where is None:
+        return None
+    module = importlib.import_module(f"volsegsync.commands.{where[0]}")
+    command = getattr(module, where[1])
+    assert isinstance(command, click.Command) and command.name == name, name
+    return command

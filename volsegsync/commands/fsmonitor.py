@@ -13,11 +13,12 @@ def fsmonitor_group() -> None:
     """Start, stop or ask the file-system monitor (Linux inotify).
 
     With it running and '[fsmonitor] enabled = true' in
-    .volsegsync/config.local.toml, 'status' looks only at the folders that
-    changed since its last run instead of walking the whole dataset; whenever
-    the monitor cannot vouch for that (not running, restarted, its event queue
-    overflowed, the watch limit), the whole dataset is walked as without it.
-    With the setting, 'status' starts the monitor itself when it is not running.
+    .volsegsync/config.local.toml, 'status' and 'verify' (so the pre-commit
+    hook too) look only at the folders that changed since their last run
+    instead of walking the whole dataset; whenever the monitor cannot vouch
+    for that (not running, restarted, its event queue overflowed, the watch
+    limit), the whole dataset is walked as without it. With the setting, they
+    start the monitor themselves when it is not running.
 
     \b
     Example:

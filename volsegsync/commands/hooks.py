@@ -200,8 +200,9 @@ def _enter() -> None:
 
 def _command(name: str) -> click.Command | None:
     """The volsegsync command ``name``, when this version has it."""
-    root = click.get_current_context().find_root().command
-    return root.commands.get(name) if isinstance(root, click.Group) else None
+    root = click.get_current_context().find_root()
+    group = root.command
+    return group.get_command(root, name) if isinstance(group, click.Group) else None
 
 
 def _run_volsegsync(folder: Path, *args: str) -> int:

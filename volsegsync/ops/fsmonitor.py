@@ -114,14 +114,6 @@ class Monitor:
         return partial
 
 
-def monitor_for(ds: Dataset, use: bool | None = None) -> Monitor | None:
-    """The monitor a run uses: with ``[fsmonitor] enabled`` in the local config (or
-    ``use``); a daemon not running is started for the next runs."""
-    if not (ds.config.fsmonitor if use is None else use):
-        return None
-    return Monitor(ds, autostart=use is None)
-
-
 # -- the daemon's life --------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import atomic_write_text
 from volsegsync.memo import load_memo, save_memo
+from volsegsync.ops.monitoring import monitor_for
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
 from volsegsync.ops.verify import run_verify
 from volsegsync.pairing import Pair
@@ -50,9 +51,11 @@ def run_report(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
 ) -> ReportResult:
-    """The report's cost follows what changed: pairs and digests come from the
-    pipeline's memo (no re-scan, no re-hash), thumbnails are drawn only for new
-    content, and numpy, Pillow and the decoders are imported only to draw one."""
+    """The report's cost follows what changed: one walk (verify's snapshot), pairs
+    and digests from the pipeline's memo (no re-scan, no re-hash), thumbnails drawn
+    only for new content, and numpy and the decoders imported only to draw one
+    (nibabel, pynrrd and Pillow not even then, for plain files: thumbnails have no
+    text, and plain NIfTI-1 and NRRD headers are read by our own parsers)."""
     check_pillow()
     revs = _parse_rev(rev) if rev is not None else None
     out = Path(output)
@@ -60,8 +63,10 @@ def run_report(
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise VolsegsyncError(f"{folder}: not a folder (a symbolic link is not followed)")
     comparisons = _comparisons(ds, revs, out, progress) if revs is not None else []
-    report = run_verify(ds, fast=not full, jobs=jobs, progress=progress)
-    all_pairs, digests = _pairs(ds, take_snapshot(ds, jobs=jobs))
+    # one walk, for verify and here (through the file-system monitor when enabled)
+    snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor_for(ds))
+    report = run_verify(ds, fast=not full, jobs=jobs, progress=progress, snapshot=snap)
+    all_pairs, digests = _pairs(ds, snap)
     labels = dict(ds.config.verify.labels)
     cache = ds.state_dir / THUMBS
     cache.mkdir(parents=True, exist_ok=True)
@@ -179,11 +184,7 @@ def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
 def _preload() -> None:
     import volsegsync.decode
     import volsegsync.view.render
-    import volsegsync.view.stream  # noqa: F401  (numpy, nibabel, pynrrd, the renderer)
-    from volsegsync.view import require_pillow
-
-    require_pillow()
-    from PIL import ImageDraw, ImageFont  # noqa: F401
+    import volsegsync.view.stream  # noqa: F401  (numpy, the decoders, the renderer)
 
 
 def _names(folder: Path) -> set[str]:

@@ -6,14 +6,17 @@ and ``diff``); ``KINDS``, ``Change`` and ``diff`` are re-exported here.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from volsegsync.changes import KINDS, Change, diff
 from volsegsync.dataset import Dataset
 from volsegsync.index import Entry
-from volsegsync.ops.fsmonitor import Monitor, monitor_for
+from volsegsync.ops.monitoring import monitor_for
 from volsegsync.ops.snapshot import Kept, ProgressFactory, Snapshot, settle, take_snapshot
 from volsegsync.problems import Problem
+
+if TYPE_CHECKING:
+    from volsegsync.ops.fsmonitor import Monitor
 
 UNREADABLE = ("unreadable",)
 

@@ -29,6 +29,7 @@ from volsegsync.header_cache import HeaderCache, HeaderResult
 from volsegsync.index import Entry
 from volsegsync.memo import load_memo, save_memo
 from volsegsync.naming import SEGMENTATION
+from volsegsync.ops.monitoring import monitor_for
 from volsegsync.ops.snapshot import (
     DATA,
     Case,
@@ -51,6 +52,7 @@ from volsegsync.workers import parallel_map
 if TYPE_CHECKING:  # numpy and nibabel load only when there is header or content work
     from volsegsync.content import ContentReport
     from volsegsync.headers import Geometry
+    from volsegsync.ops.fsmonitor import Monitor
 
 MEMO_FORMAT = 4
 HEADER_INLINE_LIMIT = 512  # header reads cost ~0.2 ms: a pool pays off only for many
@@ -84,12 +86,20 @@ def run_verify(
     jobs: int | None = None,
     progress: ProgressFactory | None = None,
     index: list[Entry] | None = None,
+    fsmonitor: bool | None = None,
+    monitor: Monitor | None = None,
+    snapshot: Snapshot | None = None,
 ) -> VerifyReport:
     """Verify the whole dataset; with ``paths``, report only problems touching them.
-    ``index``: check drift against these entries (e.g. ``ds.index_at(rev)``), not the file."""
+    ``index``: check drift against these entries (e.g. ``ds.index_at(rev)``), not the file.
+    ``fsmonitor``: use the file-system monitor (None: as the local config says).
+    ``snapshot``: the pipeline's view the caller just took (not taken again)."""
     if paths is not None:
         _check_paths(ds, paths, ds.read_index() if index is None else index)
-    snap = take_snapshot(ds, jobs=jobs, progress=progress)
+    snap = snapshot
+    if snap is None:
+        monitor = monitor if monitor is not None else monitor_for(ds, fsmonitor)
+        snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor)
     mode = "fast" if fast else "full"
     key = ds.state_key("verify", str(MEMO_FORMAT), mode, ds.config.pairing.by)
     memo_path = ds.state_dir / f"verify-{mode}.marshal"

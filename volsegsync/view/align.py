@@ -97,6 +97,10 @@ def _overlaps(matrix: NDArray, vol_shape: tuple[int, ...], seg_shape: tuple[int,
 
 def sample(seg: NDArray, matrix: NDArray, ijk: NDArray) -> NDArray:
     """Segmentation values at volume voxel indices ``ijk`` (shape (3, ...)); 0 outside."""
+    moved = _whole_voxel_map(matrix, ijk, seg.shape)
+    if moved is not None:  # the same values as below, without the float round trip
+        found: NDArray = seg[moved[0], moved[1], moved[2]]
+        return found
     flat = ijk.reshape(3, -1).astype(np.float64)
     mapped = matrix[:3, :3] @ flat + matrix[:3, 3:4]
     index = np.rint(mapped).astype(np.intp)
@@ -107,6 +111,30 @@ def sample(seg: NDArray, matrix: NDArray, ijk: NDArray) -> NDArray:
     out[inside] = seg[idx[0], idx[1], idx[2]]
     result: NDArray = out.reshape(ijk.shape[1:])
     return result
+
+
+def _whole_voxel_map(
+    matrix: NDArray, ijk: NDArray, shape: tuple[int, ...]
+) -> tuple[NDArray, NDArray, NDArray] | None:
+    """Segmentation indices of ``ijk`` under a signed permutation with whole-voxel shift
+    (a snapped alignment: same grid, offset, reoriented), when all fall inside ``shape``;
+    None otherwise (then :func:`sample` maps them in floating point)."""
+    linear = matrix[:3, :3]
+    if not np.array_equal(matrix, np.rint(matrix)):
+        return None
+    ones = np.abs(linear)  # whole numbers: a signed permutation has one 1 per row and column
+    if not (np.all(ones.sum(axis=0) == 1) and np.all(ones.sum(axis=1) == 1)):
+        return None
+    out = []
+    for row in range(3):
+        col = int(np.flatnonzero(linear[row])[0])
+        index = ijk[col] if linear[row, col] > 0 else -ijk[col]
+        shift = int(matrix[row, 3])
+        index = index + shift if shift else index
+        if index.size and (int(index.min()) < 0 or int(index.max()) >= shape[row]):
+            return None
+        out.append(index)
+    return out[0], out[1], out[2]
 
 
 def resample(seg: Image, volume_shape: tuple[int, ...], alignment: Alignment) -> NDArray:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from volsegsync.errors import FileProblem, VolsegsyncError
+from volsegsync.fsutil import open_regular
 
 if TYPE_CHECKING:
     from volsegsync.view.stream import Planes
@@ -226,17 +227,17 @@ def _is_nrrd(rel: str) -> bool:
 
 def _check_detached(root: Path, rel: str, path: Path) -> None:
     """A detached NRRD data file must itself be a regular file inside the dataset."""
-    import nrrd
+    from volsegsync.headers import HeaderProblem, detached_data_name, read_nrrd_header
 
     try:
-        with open(path, "rb") as fh:
-            header = nrrd.read_header(fh)
-    except Exception as e:
-        raise ViewError(f"{rel}: cannot parse the NRRD header: {_one_line(e)}") from None
-    name = header.get("data file") or header.get("datafile")
+        with open_regular(path) as fh:
+            header = read_nrrd_header(rel, fh.read(8192), fh).fields
+    except (HeaderProblem, OSError) as e:
+        reason = e.reason if isinstance(e, HeaderProblem) else e.strerror or str(e)
+        raise ViewError(f"{rel}: cannot parse the NRRD header: {reason}") from None
+    name = detached_data_name(header)
     if not name:
         return
-    name = str(name)
     if name.startswith("LIST") or "%" in name:
         raise ViewError(f"{rel}: multi-file NRRD data ({name!r}) is not supported")
     target = Path(name) if os.path.isabs(name) else path.parent / name

@@ -25,9 +25,10 @@ subsample the very voxels :func:`~volsegsync.view.render.auto_window` takes.
 from __future__ import annotations
 
 import math
+import os
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NamedTuple
@@ -39,6 +40,7 @@ from volsegsync.view.load import Image, ViewError, checked_geometry, geometry_im
 
 NDArray = np.ndarray[Any, Any]
 _END = object()
+INLINE_BYTES = 2 << 20  # a volume file this small is read without a thread
 
 
 def window_step(shape: tuple[int, ...]) -> int:
@@ -133,6 +135,16 @@ class _Collector:
         self.planes.take(values.reshape((nx, ny), order="F"))
 
 
+def _first(chunks: Iterator[NDArray], needed: int) -> Iterator[NDArray]:
+    """The chunks up to ``needed`` values (the rest is never decoded)."""
+    for chunk in chunks:
+        if chunk.size >= needed:
+            yield chunk[:needed]
+            return
+        yield chunk
+        needed -= chunk.size
+
+
 def _factor(rel: str, full: tuple[int, ...], shape: tuple[int, ...]) -> int:
     """Values per spatial voxel ahead of the first volume's (see ``load._spatial``)."""
     n = math.prod(shape)
@@ -157,14 +169,16 @@ class VolumeStream:
         from volsegsync.decode import Bad, open_image
 
         # a gzip stream starts inflating at once (a bounded read-ahead), while the
-        # header is parsed (nibabel is imported then) and checked
+        # header is parsed and checked; a small file is read in this thread, where
+        # two threads would cost more than they overlap (a thumbnail's volume)
         self._fh: IO[bytes] | None = None
+        self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         try:
-            self._fh, decoded = open_image(
-                safe_path(root, rel), fast=True, scaled=False, threaded=True
-            )
+            path = safe_path(root, rel)
+            threaded = os.stat(path).st_size > INLINE_BYTES
+            self._fh, decoded = open_image(path, fast=True, scaled=False, threaded=threaded)
             self._chunks = decoded.chunks
             _, geometry = checked_geometry(root, rel)
         except Bad as e:
@@ -184,27 +198,32 @@ class VolumeStream:
             self.close()
             raise
         self._dtype = decoded.dtype
-        needed = math.prod(self.image.shape) * self._factor  # values up to the first volume's end
-        self._thread: threading.Thread | None = threading.Thread(
-            target=self._produce, args=(decoded.chunks, needed), daemon=True
-        )
-        self._thread.start()
+        self._needed = math.prod(self.image.shape) * self._factor  # up to the first volume's end
+        if threaded:
+            self._thread = threading.Thread(target=self._produce, daemon=True)
+            self._thread.start()
 
-    def _produce(self, chunks: Any, needed: int) -> None:
+    def _produce(self) -> None:
         try:
-            for chunk in chunks:
+            for chunk in _first(self._chunks, self._needed):
                 if self._stop.is_set():
                     break
-                if chunk.size >= needed:
-                    self._queue.put(chunk[:needed])
-                    break
                 self._queue.put(chunk)
-                needed -= chunk.size
         except BaseException as e:  # handed to the consumer, raised there
             self._queue.put(e)
         finally:
-            chunks.close()
+            self._chunks.close()  # type: ignore[attr-defined]
             self._queue.put(_END)
+
+    def _values(self) -> Iterator[NDArray]:
+        """The first volume's values in file order, from the thread or read here."""
+        if self._thread is None:
+            yield from _first(self._chunks, self._needed)
+            return
+        while (item := self._queue.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
     def planes(self, centre: tuple[int, int, int]) -> Image:
         """Keep the planes through ``centre`` (volume voxel indices); the image."""
@@ -213,17 +232,15 @@ class VolumeStream:
         nx, ny, nz = self.image.shape
         planes = Planes((nx, ny, nz), centre, self._dtype)
         collector = _Collector(planes, self._factor)
-        while not collector.done:
-            item = self._queue.get()
-            if item is _END:
-                break
-            if isinstance(item, Bad):
-                raise ViewError(f"{self.image.path}: {item.reason}")
-            if isinstance(item, OSError):
-                raise ViewError(f"{self.image.path}: cannot read: {item.strerror or item}")
-            if isinstance(item, BaseException):
-                raise item
-            collector.feed(item)
+        try:
+            for chunk in self._values():
+                collector.feed(chunk)
+                if collector.done:
+                    break
+        except Bad as e:
+            raise ViewError(f"{self.image.path}: {e.reason}") from None
+        except OSError as e:
+            raise ViewError(f"{self.image.path}: cannot read: {e.strerror or e}") from None
         if not collector.done:
             raise ViewError(f"{self.image.path}: the data ends before its header's size")
         self.image.planes = planes
@@ -231,9 +248,8 @@ class VolumeStream:
 
     def close(self) -> None:
         self._stop.set()
-        thread = getattr(self, "_thread", None)
-        if thread is not None:
-            thread.join()
+        if self._thread is not None:
+            self._thread.join()
         else:  # never handed to a thread: closing it stops the read-ahead's
             stop = getattr(getattr(self, "_chunks", None), "close", None)
             if stop is not None:

@@ -203,9 +203,22 @@ def test_a_header_naming_another_data_file_records_it(ds: Path) -> None:
     other.write_bytes(other.read_bytes()[::-1])
     header = ds / V2
     rename_data(header, "other.raw")
+    changes = cli(ds, "status")["changes"]
+    assert [(c["kind"], c["paths"], c["details"].get("segmentation")) for c in changes] == [
+        ("modified", [V2], None),
+        ("data_named", ["seg ü/other.raw"], V2),
+        ("data_dropped", [RAW2], V2),
+    ]
     cli(ds, "pair")
     lines = data_lines(ds)
     assert RAW2 not in lines and lines["seg ü/other.raw"] == ("2", digest(other))
+    assert cli(ds, "status")["in_sync"]
+    other.rename(ds / "seg ü" / "moved.raw")  # moved, and the header follows: a rename
+    rename_data(header, "moved.raw")
+    assert [(c["kind"], c["paths"]) for c in cli(ds, "status")["changes"]] == [
+        ("modified", [V2]),
+        ("renamed", ["seg ü/other.raw", "seg ü/moved.raw"]),
+    ]
 
 
 # --------------------------------------------------------------------------- hostile / broken

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
 from conftest import NAME1, NAME2, write_nii, write_nrrd
 
-from volsegsync import scan
 from volsegsync.config import NamingConfig, RolesConfig
 from volsegsync.hashing import Stat
 from volsegsync.naming import Convention
@@ -63,42 +61,4 @@ def test_walk_reports_bad_entries_and_goes_on(tmp_path: Path) -> None:
         f"{NAME2}.nii.gz": "broken symbolic link",
         "pipe.nrrd": "not a regular file",
         os.fsdecode(b"C09-Bad\xff-D01012000.nii.gz"): "the name is not valid UTF-8",
-    }
-
-
-def test_threaded_walk_equals_a_one_thread_depth_first_walk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Folders are listed by several threads; the result, its folder order included,
-    is that of one thread walking depth first."""
-    for i in range(12):
-        folder = tmp_path / f"d{i}"
-        folder.mkdir()
-        for depth in range(i % 4):
-            folder = folder / f"s{depth}"
-            write_nii(folder / f"C{i:02d}-Case_{depth}-D01012000.nii.gz")
-            write_nrrd(folder / f"C{i:02d}-Case_{depth}-D01012000-v1.nrrd")
-    os.mkfifo(tmp_path / "d3" / "s0" / "pipe.nrrd")
-    (tmp_path / "d7" / "s0" / "s1" / "C07-Bad\nname-D01012000.nii.gz").write_bytes(b"x")
-    threaded = walk(tmp_path, CONV)
-    monkeypatch.setattr(scan, "WALKERS", 1)
-    single = walk(tmp_path, CONV)
-    assert list(threaded.folders) == list(single.folders)
-    assert threaded.folders == single.folders and threaded.unreadable == single.unreadable
-    expected = []  # depth first, as a stack meets them: the last listed subfolder first
-    stack = [""]
-    while stack:
-        prefix = stack.pop()
-        with os.scandir(tmp_path / prefix) as it:
-            entries = list(it)
-        if any(e.is_file(follow_symlinks=False) and e.name.endswith("-v1.nrrd") for e in entries):
-            expected.append(prefix)
-        stack.extend(prefix + e.name + "/" for e in entries if e.is_dir())
-    assert list(threaded.folders) == expected
-    assert len(expected) == sum(i % 4 for i in range(12))
-    assert threaded.unreadable == {
-        "d3/s0/pipe.nrrd": "not a regular file",
-        "d7/s0/s1/C07-Bad\nname-D01012000.nii.gz": (
-            "the name holds a control character (tab, newline...)"
-        ),
     }

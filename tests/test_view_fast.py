@@ -155,6 +155,18 @@ def test_ras_nifti_with_lps_seg_and_window_subsample(ds_root: Path) -> None:
     )
 
 
+@pytest.fixture(params=["inline", "threaded"])
+def read_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A small volume is read in the calling thread; a large one by a thread (here
+    forced for a small one): both give the same picture."""
+    from volsegsync.view import stream
+
+    if request.param == "threaded":
+        monkeypatch.setattr(stream, "INLINE_BYTES", -1)
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("read_mode")
 def test_oblique_volume_resampled_seg(ds_root: Path) -> None:
     shape = (40, 36, 30)
     angle = np.deg2rad(20)
@@ -171,6 +183,7 @@ def test_oblique_volume_resampled_seg(ds_root: Path) -> None:
     assert np.array_equal(whole_volume_picture(ds_root, vol, SEG), np.asarray(drawn.figure.picture))
 
 
+@pytest.mark.usefixtures("read_mode")
 def test_4d_volume_reads_only_its_first_volume(ds_root: Path) -> None:
     shape = (30, 28, 20, 3)
     affine = make_affine((1, 1, 2))
@@ -187,6 +200,7 @@ def test_4d_volume_reads_only_its_first_volume(ds_root: Path) -> None:
     assert streamed_picture(ds_root, vol, SEG).size > 0
 
 
+@pytest.mark.usefixtures("read_mode")
 def test_nrrd_vector_volume_big_endian_and_layered_slicer_seg(ds_root: Path) -> None:
     """A raw big-endian NRRD volume with a leading component axis (the first is drawn),
     a 4D layered Slicer segmentation (layer axis first)."""

@@ -33,6 +33,8 @@ KINDS = (
     "renamed",
     "new_file",
     "removed_file",
+    "data_named",
+    "data_dropped",
 )
 
 #: kinds a reviewer must look at twice: content changed in place, without a version bump
@@ -117,6 +119,7 @@ def diff(old: list[Entry], new: list[Entry], present: Collection[str] = ()) -> l
     renames = _renames(old_at, new_at, present)
     changes = _file_changes(old_at, new_at, renames)
     changes.extend(_pair_changes(old, new, renames, old_at, new_at))
+    changes.extend(_data_changes(old, new, renames, old_at, new_at))
     changes.sort(key=lambda c: (_ORDER[c.kind], c.paths))
     return changes
 
@@ -186,6 +189,64 @@ def _file_changes(
                     eb,
                     a,
                     b,
+                )
+            )
+    return changes
+
+
+def _data_files(entries: list[Entry]) -> dict[str, str]:
+    """Detached NRRD data file -> the segmentation (header) that names it."""
+    out: dict[str, str] = {}
+    for e in entries:
+        if e.seg_data is not None and e.segmentation is not None:
+            out[e.seg_data.path] = e.segmentation.path
+        for v in e.older:
+            if v.data is not None:
+                out[v.data.path] = v.record.path
+    return out
+
+
+def _data_changes(
+    old: list[Entry],
+    new: list[Entry],
+    renames: dict[str, str],
+    old_at: dict[str, tuple[FileRecord, Entry]],
+    new_at: dict[str, tuple[FileRecord, Entry]],
+) -> list[Change]:
+    """A data file that a header, recorded before and after, stopped or started naming
+    (the header's own change is ``modified``; a pair added or removed takes its
+    data files along without a change of their own)."""
+    was, now = _data_files(old), _data_files(new)
+    moved_to = set(renames.values())
+    changes = []
+    for path in sorted(was.keys() - now.keys() - renames.keys()):
+        seg = was[path]
+        if seg in new_at:
+            changes.append(
+                Change(
+                    "data_dropped",
+                    (path,),
+                    f"data file no longer recorded: {path} (its header {seg} no longer names it)",
+                    {"path": path, "segmentation": seg},
+                    old_at[path][1],
+                    new_at[seg][1],
+                    old_at[path][0],
+                    None,
+                )
+            )
+    for path in sorted(now.keys() - was.keys() - moved_to):
+        seg = now[path]
+        if seg in old_at:
+            changes.append(
+                Change(
+                    "data_named",
+                    (path,),
+                    f"data file now recorded: {path} (named by its header {seg})",
+                    {"path": path, "segmentation": seg},
+                    old_at[seg][1],
+                    new_at[path][1],
+                    None,
+                    new_at[path][0],
                 )
             )
     return changes

@@ -104,16 +104,22 @@ def hash_file(
 
 
 def read_small_file(path: str | os.PathLike[str]) -> tuple[bytes, os.stat_result] | None:
-    """Content and stat of a regular file smaller than one chunk, in three system calls
-    (open, read, fstat) and no Python loop; None for anything else (a link, a FIFO, a
-    larger or growing file, an error): the caller's general path handles it."""
+    """Content and stat of a regular file smaller than one chunk, in four system calls
+    (open, fstat, read, fstat) and no Python loop; None for anything else (a link, a
+    FIFO, a larger or growing file, an error): the caller's general path handles it."""
     try:
         fd = os.open(path, READ_FLAGS)
     except OSError:
         return None
     try:
-        data = os.read(fd, CHUNK)  # O_NONBLOCK: a FIFO or device gives EAGAIN, no hang
         st = os.fstat(fd)
+        if not statmod.S_ISREG(st.st_mode) or st.st_size >= CHUNK:
+            return None
+        # what the stat says and a byte more (a file that grew shows): a read of a
+        # whole chunk would allocate and map a megabyte for a file of a few bytes,
+        # which costs more than reading it
+        data = os.read(fd, st.st_size + 1)  # O_NONBLOCK: never a hang
+        st = os.fstat(fd)  # the stat after reading: a file changed meanwhile looks recent
     except OSError:
         return None
     finally:

@@ -265,10 +265,17 @@ def check_algorithm(name: str, where: str = "hash algorithm") -> str:
     return name
 
 
-def format_index(entries: Iterable[Entry], algorithm: str = DEFAULT_ALGORITHM) -> str:
+def format_index(
+    entries: Iterable[Entry], algorithm: str = DEFAULT_ALGORITHM, ordered: bool = False
+) -> str:
+    """The index text of ``entries`` (``ordered``: they are in the index's order,
+    :attr:`Entry.sort_key`, already)."""
     lines = [f"{MAGIC} {VERSION}", f"hash {check_algorithm(algorithm)}", f"# {COLUMNS}"]
-    for e in sorted(entries, key=lambda e: e.sort_key):
-        lines.extend(format_entry(e).split("\n") if (e.volume or e.segmentation) else [])
+    lines.extend(
+        format_entry(e)
+        for e in (entries if ordered else sorted(entries, key=lambda e: e.sort_key))
+        if e.volume or e.segmentation
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -276,8 +283,10 @@ def format_entry(e: Entry) -> str:
     """The index lines of one case (joined by ``\\n``, without the last line end)."""
     key = e.key or case_key_of(e)
     return "\n".join(
-        f"{key}\t{role}\t{version}\t{rec.size}\t{rec.digest}\t{rec.path}"
-        for role, version, rec in e.lines()
+        [
+            f"{key}\t{role}\t{version}\t{rec.size}\t{rec.digest}\t{rec.path}"
+            for role, version, rec in e.lines()
+        ]
     )
 
 

@@ -14,7 +14,6 @@ import os
 import stat as statmod
 from array import array
 from collections.abc import Iterable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import NamedTuple
 
@@ -83,17 +82,6 @@ class ScanResult:
         return sum(len(f.names) for f in self.folders.values())
 
 
-class _Listed(NamedTuple):
-    """One folder looked at: its candidate files, its subfolders, what failed."""
-
-    folder: Folder | None
-    subfolders: list[tuple[str, str]]  # (absolute path, prefix), in scandir order
-    unreadable: dict[str, str]
-
-
-WALKERS = 2  # threads that list and stat folders at once (stat releases the GIL)
-
-
 def walk(
     root: Path,
     convention: Convention,
@@ -106,107 +94,62 @@ def walk(
     folders, each without its subfolders; one the walk would not enter (gone, excluded,
     behind a link) is left out.
 
-    Folders are listed by two threads at once, as git stats its index in parallel
-    (``core.preloadIndex``): the ``stat`` calls, the floor of every command's run
-    time on a large dataset, overlap. The result does not depend on the threads:
-    folders come out in the order of a depth-first walk.
-    """
-    patterns = tuple(exclude)
-    top = os.fspath(root)
-    descend = only is None
-    if only is None:
-        start = [(top, "")]
-    else:
-        start = [(f"{top}/{p}", p) for p in only if _entered(top, p, patterns)]
-
-    def look(where: tuple[str, str]) -> _Listed:
-        return _list_folder(root, where[0], where[1], convention.extensions, patterns, descend)
-
-    listed: dict[str, _Listed] = {}
-    pending = list(start)
-    if len(pending) < 2 and not descend:
-        listed = {prefix: look((path, prefix)) for path, prefix in pending}
-    else:
-        with ThreadPoolExecutor(WALKERS, thread_name_prefix="volsegsync-walk") as pool:
-            running = {pool.submit(look, where): where[1] for where in pending}
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    result = future.result()
-                    listed[running.pop(future)] = result
-                    for where in result.subfolders:
-                        running[pool.submit(look, where)] = where[1]
-    return _in_walk_order(listed, [prefix for _, prefix in start])
-
-
-def _in_walk_order(listed: dict[str, _Listed], start: list[str]) -> ScanResult:
-    """The folders as a one-thread depth-first walk (a stack) meets them."""
-    folders: dict[str, Folder] = {}
-    unreadable: dict[str, str] = {}
-    stack = list(start)
-    while stack:
-        prefix = stack.pop()
-        result = listed[prefix]
-        unreadable.update(result.unreadable)
-        stack.extend(sub for _, sub in result.subfolders)
-        if result.folder is not None:
-            folders[prefix] = result.folder
-    return ScanResult(folders, unreadable)
-
-
-def _list_folder(
-    root: Path,
-    folder: str,
-    prefix: str,
-    extensions: tuple[str, ...],
-    patterns: tuple[str, ...],
-    descend: bool,
-) -> _Listed:
-    """The candidate files of one folder with their stat, and its subfolders.
-
     This loop is the floor of every command's run time on a large dataset: one
     ``stat`` per file and as little Python around it as possible.
     """
+    folders: dict[str, Folder] = {}
     unreadable: dict[str, str] = {}
-    subfolders: list[tuple[str, str]] = []
-    try:
-        entries = os.scandir(folder)  # iterated lazily: a list of 50k entries costs more
-    except OSError as e:
-        if not descend and e.errno in (errno.ENOENT, errno.ENOTDIR):
-            return _Listed(None, subfolders, unreadable)  # gone since the monitor saw it
-        unreadable[prefix.rstrip("/") or "."] = f"cannot list folder: {e.strerror}"
-        return _Listed(None, subfolders, unreadable)
-    names: list[str] = []
-    stats: array[int] = array("q")
-    add_name = names.append
-    add_stat = stats.extend
-    with entries:
-        for entry in entries:
-            name = entry.name
-            if patterns and excluded(prefix + name, patterns):
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                if descend and name not in SKIP_DIRS:
-                    subfolders.append((entry.path, prefix + name + "/"))
-                continue
-            if not name.endswith(extensions):
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-                if statmod.S_ISLNK(st.st_mode):
-                    st = _link_stat(root, entry)
-            except OSError as e:
-                unreadable[prefix + name] = _stat_failure(entry, e)
-                continue
-            if statmod.S_ISREG(st.st_mode):
-                add_name(name)
-                add_stat((st.st_size, st.st_mtime_ns, st.st_ino))
-            else:
-                unreadable[prefix + name] = "not a regular file"
-    together = prefix + "".join(names)  # one check a folder while all names are plain
-    if not (together.isascii() and together.isprintable()):
-        names, stats = _storable(prefix, names, stats, unreadable)
-    return _Listed(Folder(names, stats) if names else None, subfolders, unreadable)
+    patterns = tuple(exclude)
+    extensions = convention.extensions
+    top = os.fspath(root)
+    descend = only is None
+    if only is None:
+        stack = [(top, "")]
+    else:
+        stack = [(f"{top}/{p}", p) for p in only if _entered(top, p, patterns)]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = os.scandir(folder)  # iterated lazily: a list of 50k entries costs more
+        except OSError as e:
+            if not descend and e.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue  # gone since the monitor saw it change
+            unreadable[prefix.rstrip("/") or "."] = f"cannot list folder: {e.strerror}"
+            continue
+        names: list[str] = []
+        stats: array[int] = array("q")
+        add_name = names.append
+        add_stat = stats.extend
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if patterns and excluded(prefix + name, patterns):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    if descend and name not in SKIP_DIRS:
+                        stack.append((entry.path, prefix + name + "/"))
+                    continue
+                if not name.endswith(extensions):
+                    continue
+                rel = prefix + name
+                if not (rel.isascii() and rel.isprintable()):
+                    bad = bad_name_reason(rel)
+                    if bad:
+                        unreadable[rel] = bad
+                        continue
+                try:
+                    st = _link_stat(root, entry) if entry.is_symlink() else entry.stat()
+                except OSError as e:
+                    unreadable[rel] = _stat_failure(entry, e)
+                    continue
+                if statmod.S_ISREG(st.st_mode):
+                    add_name(name)
+                    add_stat((st.st_size, st.st_mtime_ns, st.st_ino))
+                else:
+                    unreadable[rel] = "not a regular file"
+        if names:
+            folders[prefix] = Folder(names, stats)
+    return ScanResult(folders, unreadable)
 
 
 def folder_fingerprint(folder: Folder) -> str:
@@ -225,22 +168,6 @@ def fingerprint(scan: ScanResult, folder_fps: dict[str, str] | None = None) -> s
     parts = [f"{p}\0{fp}" for p, fp in sorted(fps.items())]
     parts.append(repr(sorted(scan.unreadable.items())))
     return xxhash.xxh3_128_hexdigest("\n".join(parts).encode("utf-8", "surrogateescape"))
-
-
-def _storable(
-    prefix: str, names: list[str], stats: array[int], unreadable: dict[str, str]
-) -> tuple[list[str], array[int]]:
-    """The files of a folder whose names the index can hold; the others reported."""
-    kept: list[str] = []
-    kept_stats: array[int] = array("q")
-    for i, name in enumerate(names):
-        bad = bad_name_reason(prefix + name)
-        if bad:
-            unreadable[prefix + name] = bad
-        else:
-            kept.append(name)
-            kept_stats.extend(stats[3 * i : 3 * i + 3])
-    return kept, kept_stats
 
 
 def _link_stat(root: Path, entry: os.DirEntry[str]) -> os.stat_result:

@@ -20,6 +20,8 @@ NOUNS = {
     "renamed": ("renamed", "renamed"),
     "new_file": ("unpaired file added", "unpaired files added"),
     "removed_file": ("unpaired file removed", "unpaired files removed"),
+    "data_named": ("data file named", "data files named"),
+    "data_dropped": ("data file dropped", "data files dropped"),
 }
 
 TITLES = {
@@ -32,6 +34,8 @@ TITLES = {
     "renamed": "Renamed or moved",
     "new_file": "Unpaired files added",
     "removed_file": "Unpaired files removed",
+    "data_named": "Data files a header now names",
+    "data_dropped": "Data files a header no longer names",
 }
 
 WARNING_NOTE = (
@@ -105,6 +109,14 @@ COLUMNS: dict[str, tuple[Sequence[str], Callable[[Change], Sequence[str]]]] = {
     "renamed": (("From", "To"), lambda c: (_p(c.details["from"]), _p(c.details["to"]))),
     "new_file": (("File",), lambda c: (_p(c.details["path"]),)),
     "removed_file": (("File",), lambda c: (_p(c.details["path"]),)),
+    "data_named": (
+        ("Data file", "Header"),
+        lambda c: (_p(c.details["path"]), _p(c.details["segmentation"])),
+    ),
+    "data_dropped": (
+        ("Data file", "Header"),
+        lambda c: (_p(c.details["path"]), _p(c.details["segmentation"])),
+    ),
 }
 
 

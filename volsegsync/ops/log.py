@@ -37,7 +37,7 @@ from volsegsync.history import CommitInfo, GitHistory, Step
 from volsegsync.index import FileRecord, check_relative_path, parse_index
 from volsegsync.provenance import Provenance, provenance_of, read_provenance
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: data_named and data_dropped changes
 CACHE_LIMIT = 512 << 20  # a bigger cache file is ignored, never loaded
 _BLOBS_KEPT = 4  # line sets of recent blobs kept: a commit's parent is usually the next one
 

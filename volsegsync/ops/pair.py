@@ -102,7 +102,7 @@ def _record(
     if not storing and not any(_changed(c) for c in dirty) and ds.index_path.exists():
         return PairReport(snap, False, False, [], [], kept, pruned)
     entries = snap.entries
-    new_text = format_index(entries, ds.config.store.hash)
+    new_text = format_index(entries, ds.config.store.hash, ordered=True)
     new_digest = index_digest(new_text.encode())
     try:
         old_text = read_small(ds.index_path, INDEX_LIMIT, "index").decode("utf-8")
@@ -145,6 +145,8 @@ def _line_changes(entries: list[Entry], old_text: str) -> tuple[list[Entry], lis
         old_entries = parse_index(old_text)
     except IndexFormatError:
         old_entries = []
+    if not old_entries:  # every pair is new, none removed
+        return list(entries), []
     old = {_pair_of(e) for e in old_entries}
     added = [e for e in entries if _pair_of(e) not in old]
     removed = sorted({_names(e) for e in old_entries} - {_names(e) for e in entries})

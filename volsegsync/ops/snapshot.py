@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 from array import array
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -1080,22 +1080,26 @@ class _FolderWork:
         names = folder.names
         self.stats = folder.stats[:]
         self.updates: dict[int, str] = {}  # index -> digest found in this run
-        self.index: dict[str, int] = {}  # name -> index, for the files to hash
-        self.todo: list[tuple[str, Stat]] = []
         self.gone: list[str] = []
-        limit = racy_limit()
+        # taken before any file is read: a file is then rather too recent than not
+        self.limit = limit = racy_limit()
         old = array("q")
         if memo is not None:
             old.frombytes(memo["stats"])
-        if memo is not None and memo["names"] == names:  # same names, same order
-            self.digests: str = memo["digests"]
-            self.problems: dict[str, tuple[str, str]] = dict(memo["problems"])
+        todo: Sequence[int]
+        if memo is None:  # a folder not seen before: every file is new
+            self.digests: str = "-" * (w * len(names))
+            self.problems: dict[str, tuple[str, str]] = {}
+            todo = range(len(names))
+        elif memo["names"] == names:  # same names, same order
+            self.digests = memo["digests"]
+            self.problems = dict(memo["problems"])
             todo = _differing(old, folder.stats, limit)
         else:
             self.problems = {}
-            old_names: list[str] = memo["names"] if memo is not None else []
-            old_digests: str = memo["digests"] if memo is not None else ""
-            old_problems: dict[str, tuple[str, str]] = memo["problems"] if memo else {}
+            old_names: list[str] = memo["names"]
+            old_digests: str = memo["digests"]
+            old_problems: dict[str, tuple[str, str]] = memo["problems"]
             old_pos = dict(zip(old_names, range(len(old_names)), strict=True))
             digests: list[str] = []
             todo = []
@@ -1112,11 +1116,14 @@ class _FolderWork:
                 todo.append(i)
             self.digests = "".join(digests)
             self.gone = list(old_pos)
-        for i in todo:
-            name = names[i]
-            self.index[name] = i
-            self.problems.pop(name, None)
-            self.todo.append((prefix + name, Stat(*folder.stats[3 * i : 3 * i + 3])))
+        self.index = {names[i]: i for i in todo}
+        if self.problems:
+            for name in self.index:
+                self.problems.pop(name, None)
+        st = folder.stats
+        self.todo = [
+            (prefix + names[i], Stat(st[3 * i], st[3 * i + 1], st[3 * i + 2])) for i in todo
+        ]
         self.changed: Iterable[int] = range(len(names)) if full else todo
 
     def removed(self) -> Iterator[tuple[str, None]]:
@@ -1129,8 +1136,9 @@ class _FolderWork:
             # one category per file everywhere: a cut-short stream is corrupt
             category = "corrupt" if h.problem.startswith("corrupt") else "not_an_image"
             self.problems[name] = (category, h.problem)
-        if h.stat.mtime_ns >= racy_limit() or tuple(h.stat) != tuple(self.stats[3 * i : 3 * i + 3]):
-            self.stats[3 * i : 3 * i + 3] = array("q", RACY_STAT)
+        st, k = self.stats, 3 * i
+        if h.stat.mtime_ns >= self.limit or h.stat != (st[k], st[k + 1], st[k + 2]):
+            st[k : k + 3] = array("q", RACY_STAT)
 
     def failed(self, name: str, reason: str) -> None:
         i = self.index[name]
@@ -1329,6 +1337,8 @@ def settle(pipeline: Pipeline, cases: list[Case], prune: bool = False) -> list[C
     """The dirty cases as ``pair`` records them: an indexed file missing from disk
     whose content appears at a new path was moved (its record follows it, so status
     shows a rename); with ``prune`` every record of a file not on disk is dropped."""
+    if not any(c.kept for c in cases):
+        return list(cases)  # no record of a file not on disk: nothing to settle
     new_paths: dict[str, list[str]] = {}
     for c in cases:
         indexed = {r.path for r in entry_files(c.indexed)}
@@ -1401,10 +1411,9 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
     top = snap.top
     pipeline._top = top
     dirty = set(top["dirty"])
-    leftovers = set(top["leftovers"])
     indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
     for case, entry in zip(cases, indexed, strict=True):
-        pipeline._store(case._replace(indexed=entry), dirty, leftovers)
+        pipeline._put(case._replace(indexed=entry), dirty)  # leftovers: as they were
     snap.replace([])
     if cases:  # what consumers memoised for these cases (verify: drift) is out of date
         top["gen"] += 1

@@ -91,19 +91,22 @@ def store_records(
     progress: Callable[[int], None] | None = None,
 ) -> StoreReport:
     """Put the content of each record's working file into the store (what is there
-    already is skipped at the cost of one stat)."""
+    already is skipped at the cost of one stat, taken by the workers)."""
     records = list(records)
-    todo = {r.digest: r for r in records if not db.has(algorithm, r.digest)}
+    todo = {r.digest: r for r in records}  # one file per content
     if progress and len(records) > len(todo):
         progress(len(records) - len(todo))
 
     cached = ds.cached_hashes() if "hardlink" in links else {}
 
-    def one(rec: FileRecord) -> str | None:
+    def one(rec: FileRecord) -> str | bool:
+        """A problem, or whether the object was written (False: it was there)."""
         row = cached.get(rec.path)
         known = row[:3] if row is not None and row[3] == rec.digest else None
         try:
-            db.add(source_in_dataset(ds.root, rec.path), algorithm, rec.digest, links, known)
+            if db.has(algorithm, rec.digest):
+                return False  # one stat; the source is not even opened
+            return db.add(source_in_dataset(ds.root, rec.path), algorithm, rec.digest, links, known)
         except ObjectProblem as e:
             return str(e)
         except OSError as e:
@@ -111,14 +114,13 @@ def store_records(
         finally:
             if progress:
                 progress(1)
-        return None
 
     todo_list = list(todo.values())
     batches = [todo_list[i : i + BATCH] for i in range(0, len(todo_list), BATCH)]
     with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:  # parallel I/O
         results = [r for batch in pool.map(lambda b: [one(r) for r in b], batches) for r in batch]
-    problems = [r for r in results if r]
-    stored = [rec for rec, r in zip(todo.values(), results, strict=True) if not r]
+    problems = [r for r in results if isinstance(r, str)]
+    stored = [rec for rec, r in zip(todo_list, results, strict=True) if r is True]
     return StoreReport(len(stored), sum(r.size for r in stored), problems)
 
 

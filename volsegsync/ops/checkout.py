@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-from volsegsync import history
 from volsegsync.dataset import INDEX_FILE, Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import atomic_write_bytes, new_file_mode, open_regular, source_in_dataset
@@ -158,6 +157,8 @@ def _dropped(ds: Dataset, previous: str, plan: _Plan) -> list[FileRecord]:
 
 
 def _index_at(ds: Dataset, rev: str) -> bytes | None:
+    from volsegsync import history  # dulwich: only when a revision is read
+
     git_root = history.find_git_root(ds.root)
     if git_root is None:
         raise VolsegsyncError(f"{rev}: {ds.root} is not in a git repository")

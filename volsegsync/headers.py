@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO, NamedTuple
+from typing import IO, Any, BinaryIO, Literal, NamedTuple
 
 from volsegsync.errors import FileProblem
 from volsegsync.fsutil import NotRegularFile, open_in_dataset, open_regular
@@ -310,26 +310,47 @@ def _nifti_geometry(path: Path, block: bytes, size: int) -> Geometry:
 
 
 # NIfTI datatype codes of plain numeric types -> numpy's names (others: nibabel decides)
-NIFTI_DTYPES = {
+_NIFTI_DTYPES = {
     2: "uint8", 4: "int16", 8: "int32", 16: "float32", 64: "float64", 256: "int8",
     512: "uint16", 768: "uint32", 1024: "int64", 1280: "uint64",
 }  # fmt: skip
+
+
+class PlainNifti1(NamedTuple):
+    """What a plain NIfTI-1 header says of its voxels, as nibabel reads it."""
+
+    order: Literal["<", ">"]  # struct's (and numpy's) byte order
+    shape: tuple[int, ...]
+    dtype: str  # numpy's name
+
+
+def plain_nifti1(block: bytes) -> PlainNifti1 | None:
+    """Byte order, shape and dtype of a NIfTI-1 header (its first 348 bytes or more)
+    with a plain numeric datatype and 1 to 7 non-negative dimensions, read with
+    ``struct``; None for anything else (nibabel decides, and words any problem)."""
+    order: Literal["<", ">"] = "<" if int.from_bytes(block[:4], "little") == NIFTI1_SIZE else ">"
+    dims = struct.unpack_from(order + "8h", block, 40)
+    (datatype,) = struct.unpack_from(order + "h", block, 70)
+    ndim = dims[0]
+    dtype = _NIFTI_DTYPES.get(datatype)
+    if dtype is None or not 1 <= ndim <= NIFTI_MAX_DIMENSION:
+        return None
+    shape = dims[1 : ndim + 1]
+    if any(d < 0 for d in shape) or shape[:3] == (27307, 1, 6):  # nibabel: FreeSurfer ico7
+        return None
+    return PlainNifti1(order, shape, dtype)
 
 
 def _plain_nifti1_geometry(block: bytes) -> Geometry | None:
     """The geometry of a NIfTI-1 header that places its voxels by the sform (what
     nibabel's ``get_best_affine`` then returns: the sform rows, float32 widened),
     read without nibabel and numpy; None for anything else (nibabel decides)."""
-    order = "<" if int.from_bytes(block[:4], "little") == NIFTI1_SIZE else ">"
-    dims = struct.unpack_from(order + "8h", block, 40)
-    (datatype,) = struct.unpack_from(order + "h", block, 70)
-    qform_code, sform_code = struct.unpack_from(order + "2h", block, 252)
-    ndim = dims[0]
-    dtype = NIFTI_DTYPES.get(datatype)
-    if sform_code == 0 or dtype is None or not 1 <= ndim <= NIFTI_MAX_DIMENSION:
+    plain = plain_nifti1(block)
+    if plain is None:
         return None
-    shape = dims[1 : ndim + 1]
-    if any(d < 0 for d in shape) or shape[:3] == (27307, 1, 6):  # nibabel: FreeSurfer ico7
+    order, shape, dtype = plain
+    qform_code, sform_code = struct.unpack_from(order + "2h", block, 252)
+    if sform_code == 0:
         return None
     rows = struct.unpack_from(order + "12f", block, 280)
     affine = (rows[0:4], rows[4:8], rows[8:12], (0.0, 0.0, 0.0, 1.0))

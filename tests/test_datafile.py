@@ -341,6 +341,33 @@ def test_git_revisions_diff_log_and_checkout_rev(repo: Path, ds: Path) -> None:
     assert cli(ds, "status")["in_sync"]
 
 
+def test_a_header_naming_another_data_file_between_revisions(repo: Path, ds: Path) -> None:
+    """``diff`` and ``log`` between commits made by the git binary name the data file a
+    header stopped naming and the one it names now, beside the header's own change."""
+    cli(ds, "pair")
+    git(repo, "add", "-A", ".")
+    git(repo, "reset", "-q", "--", "Bänder set/vol s", "Bänder set/seg ü")
+    git(repo, "commit", "-qm", "first")
+    other = ds / "seg ü" / "other.raw"
+    other.write_bytes((ds / RAW2).read_bytes()[::-1])
+    rename_data(ds / V2, "other.raw")
+    cli(ds, "pair")
+    git(repo, "commit", "-qam", "v2 names other.raw")
+    expected = [
+        ("modified", [V2]),
+        ("data_named", ["seg ü/other.raw"]),
+        ("data_dropped", [RAW2]),
+    ]
+    diff = cli(ds, "diff", "HEAD~1", "HEAD")
+    assert [(c["kind"], c["paths"]) for c in diff["changes"]] == expected
+    assert {c["details"].get("segmentation") for c in diff["changes"][1:]} == {V2}
+    log = cli(ds, "log", V2)
+    assert [(c["kind"], c["paths"]) for c in log["commits"][0]["changes"]] == expected
+    markdown = hostile(ds, "diff", "HEAD~1", "HEAD", "--format", "markdown")
+    assert markdown.code in (0, 1), markdown.err
+    assert "Data files a header now names" in markdown.out and "other.raw" in markdown.out
+
+
 def test_two_index_lines_of_one_key_keep_their_data_files() -> None:
     """An index that recorded one key twice (paired across folders, say) is merged into
     one entry that keeps every file: the detached data files of each version too."""

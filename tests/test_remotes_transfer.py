@@ -32,7 +32,15 @@ from test_remotes import (
 
 from volsegsync import store as store_module
 from volsegsync.dataset import Dataset
-from volsegsync.store import LocalFS, ObjectDB, WrongContent, copy_trusted, copy_verified
+from volsegsync.store import (
+    LocalFS,
+    ObjectDB,
+    ObjectProblem,
+    WrongContent,
+    copy_object,
+    copy_trusted,
+    copy_verified,
+)
 
 
 def _digest_of(root: Path, path: str) -> str:
@@ -277,3 +285,67 @@ def test_place_of_a_verified_object_and_of_a_damaged_one(tmp_path: Path) -> None
     with pytest.raises(Exception, match="damaged"):
         db.place("xxh3-128", digest, other, ("copy",), 0o644)
     assert not other.exists() and not list(other.parent.glob("*volsegsync-tmp*"))
+
+
+def test_copy_object_hashes_the_bytes_it_writes_window_by_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store object is read once: each mapped window hashed, then written from the same
+    mapping. Several windows and a partial one, every algorithm, an empty file; the hash
+    returned is the copy's; a damaged object's copy hashes to what it holds (so push
+    refuses it, test_push_to_a_folder_hashes_what_it_wrote)."""
+    monkeypatch.setattr(store_module, "MAP_WINDOW", 2 * mmap.ALLOCATIONGRANULARITY)
+    data = os.urandom(5 * mmap.ALLOCATIONGRANULARITY + 123)
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    src.chmod(0o444)
+    expected = {
+        "xxh3-128": xxhash.xxh3_128_hexdigest(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    for i, (algorithm, digest) in enumerate(expected.items()):
+        dst = tmp_path / f"copy{i}"
+        assert copy_object(src, dst, algorithm, 0o640, write_back=bool(i)) == digest
+        assert dst.read_bytes() == data and (dst.stat().st_mode & 0o777) == 0o640
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    assert copy_object(empty, tmp_path / "e2", "sha256", 0o644) == hashlib.sha256().hexdigest()
+    with pytest.raises(FileExistsError):  # never over an existing file, nor through a link
+        copy_object(src, tmp_path / "copy0", "sha256", 0o644)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        copy_object(src, tmp_path / "link", "sha256", 0o644)
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_copy_object_refuses_a_source_changed_while_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An object written to while it is copied (same size: only its stat tells) is
+    refused: the bytes written may not be the bytes hashed. A push then sends nothing
+    under its name and leaves no temporary on the remote."""
+    root = make_dataset(tmp_path / "a")
+    digest = _digest_of(root, f"{NAME2}-v1.nrrd")
+    obj = root / ".volsegsync" / "cache" / "xxh3-128" / digest[:2] / digest[2:]
+    real = store_module._hash_and_write
+
+    def racing_writer(src: int, dst: int, size: int, algorithm: str) -> str:
+        found = real(src, dst, size, algorithm)
+        if os.path.samestat(os.fstat(src), os.stat(obj)):  # another process writes it
+            os.utime(obj, ns=(1, 1))
+        return found
+
+    monkeypatch.setattr(store_module, "_hash_and_write", racing_writer)
+    with pytest.raises(ObjectProblem, match="changed while being copied"):
+        copy_object(obj, tmp_path / "out", "xxh3-128", 0o644)
+    os.utime(obj)
+    from volsegsync.ops.push import run_push
+
+    remote = tmp_path / "remote"
+    vs(root, "remote", "add", "nas", str(remote), "--default")
+    report = run_push(Dataset.open(root))
+    assert [f.ref.digest for f in report.failed] == [digest]
+    assert "changed while being copied" in report.failed[0].reason
+    assert not (remote / "xxh3-128" / digest[:2] / digest[2:]).exists()
+    assert not list(remote.glob("tmp/*"))
+    assert len(report.moved) == len(store_objects(root)) - 1

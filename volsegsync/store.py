@@ -276,19 +276,32 @@ class ObjectDB:
             lambda _f: f"{source}: content does not match its hash; rejected",
         )
 
-    def add_copy(self, src: Path, algorithm: str, digest: str, write_back: bool = False) -> bool:
+    def add_copy(
+        self,
+        src: Path,
+        algorithm: str,
+        digest: str,
+        write_back: bool = False,
+        store_object: bool = False,
+    ) -> bool:
         """Store a copy of the local file ``src`` (a folder remote's object, or a local
         object sent to a folder remote). The bytes move in the kernel (no trip through
         Python), then what was *written* is hashed (in place, in the page cache): content
         that does not match its name is rejected and gets no final name. A backend with
         no local file gets it streamed through Python. False when the object was here.
-        ``write_back``: see :func:`copy_verified` (an object not read again soon)."""
+        ``write_back``: see :func:`copy_verified` (an object not read again soon).
+        ``store_object``: ``src`` is an object of this machine's store, which no one
+        writes: read once, hashed as it is written (:func:`copy_object`)."""
 
         def write(tmp: str) -> str:
             target = self.fs.local_file(tmp)
             if target is None:
                 return self._copy_in(src, tmp, algorithm)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.parent not in self._folders:  # made once per run, not once per object
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._folders.add(target.parent)
+            if store_object:
+                return copy_object(src, target, algorithm, OBJECT_MODE, write_back)
             return copy_verified(src, target, algorithm, OBJECT_MODE, write_back)
 
         return self._store(
@@ -442,7 +455,7 @@ class ObjectDB:
             copy_trusted(local, tmp, mode)
             return verified
         if local is not None:
-            return copy_verified(local, tmp, algorithm, mode)
+            return copy_object(local, tmp, algorithm, mode)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         os.fchmod(fd, mode)
         with self.fs.open_read(obj) as f, os.fdopen(fd, "wb", buffering=0) as out:
@@ -551,6 +564,92 @@ def copy_verified(src: Path, dst: Path, algorithm: str, mode: int, write_back: b
     return str(_copy_new(src, dst, mode, algorithm, write_back))
 
 
+def copy_object(src: Path, dst: Path, algorithm: str, mode: int, write_back: bool = False) -> str:
+    """Copy ``src``, an object of this machine's store (sealed, written by no one), to
+    the new file ``dst`` (created with ``mode``, never through a link), reading it once,
+    and return the hash of the bytes ``dst`` got: the check that a store object damaged
+    since it was stored never leaves the store under its name.
+
+    Where the filesystem shares extents (XFS, btrfs), ``dst`` is a reflink of ``src``
+    and is hashed in place (:func:`hash_written`). Elsewhere ``src`` is mapped
+    (``MAP_WINDOW`` bytes at a time) and each window is hashed, then written to ``dst``
+    from the same mapping: the hash covers the bytes written, with one pass over the
+    data instead of a kernel copy plus a second pass over the copy. A store object
+    must not change meanwhile: its (size, mtime, ctime, inode) is compared after the
+    copy, and a change raises :class:`ObjectProblem` (the caller gives ``dst`` no
+    name). ``write_back``: see :func:`copy_verified`."""
+    fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        os.fchmod(fd, mode)
+        with open_regular(src) as f:
+            before = os.fstat(f.fileno())
+            if _reflink_fd(f.fileno(), fd, before.st_dev):
+                found = hash_written(fd, algorithm)
+            else:
+                found = _hash_and_write(f.fileno(), fd, before.st_size, algorithm)
+            after = os.fstat(f.fileno())
+        if _stamp(before) != _stamp(after):
+            raise ObjectProblem(f"{src}: changed while being copied; not copied")
+        if write_back:
+            _start_write_back(fd)
+        return found
+    finally:
+        os.close(fd)
+
+
+_NO_REFLINK: set[tuple[int, int]] = set()  # (source, destination) devices that refused one
+
+
+def _reflink_fd(src: int, dst: int, src_dev: int) -> bool:
+    """Make the empty file ``dst`` share ``src``'s extents; False where the filesystem
+    cannot (remembered per pair of devices: one failed ioctl, not one per file)."""
+    pair = (src_dev, os.fstat(dst).st_dev)
+    if pair in _NO_REFLINK:
+        return False
+    try:
+        fcntl.ioctl(dst, FICLONE, src)
+    except OSError:
+        _NO_REFLINK.add(pair)
+        return False
+    return True
+
+
+def _hash_and_write(src: int, dst: int, size: int, algorithm: str) -> str:
+    h = new_hasher(algorithm)
+    offset = 0
+    while offset < size:
+        n = min(MAP_WINDOW, size - offset)
+        with mmap.mmap(src, n, access=mmap.ACCESS_READ, offset=offset) as m:
+            h.update(m)
+            _write_all(dst, m)
+        offset += n
+    return str(h.hexdigest())
+
+
+def _write_all(fd: int, data: mmap.mmap) -> None:
+    """Write all of ``data`` (an unbuffered write may be partial); every view of it is
+    released on return, so that the mapping can be closed."""
+    with memoryview(data) as view:
+        done = 0
+        while done < len(view):
+            written = os.write(fd, view[done:])
+            if not written:
+                raise OSError(errno.EIO, "write failed")
+            done += written
+
+
+def _stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
+def _start_write_back(fd: int) -> None:
+    """Linux: start the write-back of ``fd``'s dirty pages (asynchronously) and drop its
+    clean ones; only a hint, so where it fails nothing is lost."""
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
 def copy_trusted(src: Path, dst: Path, mode: int) -> None:
     """:func:`copy_verified` without the hash: for an object this run just verified."""
     _copy_new(src, dst, mode, None)
@@ -565,11 +664,8 @@ def _copy_new(
         with open_regular(src) as f:
             kernel_copy(f.fileno(), fd, os.fstat(f.fileno()).st_size)
         found = None if algorithm is None else hash_written(fd, algorithm)
-        if write_back and hasattr(os, "posix_fadvise"):
-            # Linux: starts the write-back of the dirty pages (asynchronously) and drops
-            # the clean ones; only a hint, so where it fails nothing is lost
-            with contextlib.suppress(OSError):
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        if write_back:
+            _start_write_back(fd)
         return found
     finally:
         os.close(fd)

@@ -136,7 +136,7 @@ def run_push(
         src = store.fs.local_path(store.object_path(ref.algorithm, ref.digest))
         assert src is not None  # the local store is a folder
         if remote.fs.local:  # a folder: copied by the kernel, hashed as written, renamed
-            remote.db.add_copy(src, ref.algorithm, ref.digest, write_back=True)
+            remote.db.add_copy(src, ref.algorithm, ref.digest, write_back=True, store_object=True)
         else:  # S3: hashed, then one atomic PUT to the final key
             remote.db.add(src, ref.algorithm, ref.digest, links=("reflink",))
 

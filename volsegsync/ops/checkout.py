@@ -213,6 +213,11 @@ class Unsafe(Exception):
 def safe_target(root: Path, rel: str) -> Path:
     """``root/rel`` if writing there goes through no symbolic link and stays in the
     dataset (folders that do not exist yet are fine: they are created, not followed)."""
+    return _check_target(root, rel)[0]
+
+
+def _check_target(root: Path, rel: str) -> tuple[Path, bool]:
+    """:func:`safe_target`, and whether every folder on the way exists already."""
     try:
         check_relative_path(rel, "index")
     except VolsegsyncError as e:
@@ -223,14 +228,14 @@ def safe_target(root: Path, rel: str) -> Path:
         try:
             st = os.lstat(here)
         except FileNotFoundError:
-            break
+            return root / rel, False
         if stat.S_ISLNK(st.st_mode):
             raise Unsafe(
                 f"{rel}: {here.relative_to(root).as_posix()} is a symbolic link; not followed"
             )
         if not stat.S_ISDIR(st.st_mode):
             raise Unsafe(f"{rel}: {here.relative_to(root).as_posix()} is not a folder")
-    return root / rel
+    return root / rel, True
 
 
 def _current_digest(
@@ -409,12 +414,12 @@ def _place(
     default_mode: int,
     verified: Collection[str] = (),
 ) -> tuple[FileChange, Hashed | None]:
-    dest = ds.root / change.path
-    safe_target(ds.root, change.path)  # again: a folder may have become a link
+    dest, folders_exist = _check_target(ds.root, change.path)  # again: a folder may be a link now
     if change.digest is None:
         os.unlink(dest)
         return change, None
-    _mkdirs(ds.root, change.path)
+    if not folders_exist:
+        _mkdirs(ds.root, change.path)
     try:
         mode = stat.S_IMODE(os.lstat(dest).st_mode) | 0o200
     except FileNotFoundError:

@@ -29,6 +29,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import xxhash
@@ -544,6 +545,7 @@ class Pipeline:
         self.data = DataStage(ds.root, self.dir / "data.marshal", self.files_key, self.algorithm)
         self._detached: set[str] = set()  # headers hashed in this run that may be detached
         self._pending: tuple[dict[str, Any], bool] | None = None  # memos not written yet
+        self._index_stat: list[int] | None = None  # the index's, when its digest was taken
 
     # -- memo files --------------------------------------------------------------------
 
@@ -622,8 +624,11 @@ class Pipeline:
         self.scan = scan
         fps = {**scan.unchanged, **folder_fingerprints(scan)}
         fp = fingerprint(scan, fps)
+        self._index_stat = index_stat = settled_stat(self.ds.index_path)
         if top is not None and monitor is not None and monitor.vouches(""):
             index = top["index"]  # its folder did not change: nor did the index
+        elif top is not None and index_stat is not None and top.get("index_stat") == index_stat:
+            index = top["index"]  # the same file, unchanged since its digest was taken
         else:
             index = digest_of(self.ds.index_path)
         moved: set[str] = set()
@@ -635,8 +640,10 @@ class Pipeline:
                     moved.add(key)
             same = top["fp"] == fp and fp and top["index"] == index and not moved
             if same and not (top.get("data") and self.data.stale()):  # data: volsegsync.detached
-                if self.token and top.get("fsmonitor") != self.token:
-                    top["fsmonitor"] = self.token
+                noted = {"fsmonitor": self.token, "index_stat": index_stat}
+                noted = {k: v for k, v in noted.items() if v and top.get(k) != v}
+                if noted:
+                    top.update(noted)
                     save_memo(self.top_path, top)
                 return Snapshot(self, top, scan)
         try:
@@ -740,6 +747,7 @@ class Pipeline:
         top["folders"] = folders
         top["unreadable"] = dict(scan.unreadable)
         top["index"] = index
+        top["index_stat"] = self._index_stat
         top["data"] = len(self.data.heads) if full or top.get("data") or self._detached else 0
         if self.token:  # the monitor's token, taken before the scan
             top["fsmonitor"] = self.token
@@ -1205,6 +1213,19 @@ def index_digest(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
+def settled_stat(path: Path) -> list[int] | None:
+    """``[size, mtime_ns, ino, ctime_ns]`` of a regular file not changed for a while, by
+    which a digest taken after this stat stays known (None: digest it again). A later
+    change of the file moves its ctime past this one, whatever its mtime says."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not S_ISREG(st.st_mode) or max(st.st_mtime_ns, st.st_ctime_ns) >= racy_limit():
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+
+
 def digest_of(path: Path) -> str | None:
     try:  # a regular file only, capped: never a hang on a FIFO
         return index_digest(read_small(path, INDEX_LIMIT, "index"))
@@ -1422,6 +1443,7 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
     for shard in pipeline._changed_shards:
         top["counts"][shard] = _counts(pipeline._shards[shard])
     top["index"] = digest
+    top["index_stat"] = None  # the file just written: its digest is taken again next run
     if pipeline._pending is None:
         pipeline._pending = ({}, False)
     pipeline.save()

@@ -10,7 +10,6 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -29,6 +28,10 @@ SEVERITIES = ("error", "warning", "info", "off")
 MAX_PATTERN = 1000  # characters in a regular expression of the config
 # strftime/strptime directives that read back what they write (see _date_format)
 _DATE_DIRECTIVES = frozenset("aAbBdHIjmMpSUwWyYzGuV%fz")
+# Directives whose strftime text of the sample date (2000-01-31 00:00) is matched in
+# full by the first alternative of strptime's pattern for it: a format made of these,
+# each once, and literal text always reads back, so strptime (7 ms to load) is not asked.
+_NUMERIC_DIRECTIVES = frozenset("dmYyHMSjf")
 
 
 class SafePattern:
@@ -429,6 +432,7 @@ def _date_format_problem(fmt: str) -> str | None:
     """Why ``fmt`` is no usable strptime date format (None when it is one)."""
     if not fmt:
         return "empty"
+    used: list[str] = []
     i = 0
     while i < len(fmt):
         if fmt[i] == "%":
@@ -436,9 +440,15 @@ def _date_format_problem(fmt: str) -> str | None:
                 return "a lone '%' at the end (write '%%' for a percent sign)"
             if fmt[i + 1] not in _DATE_DIRECTIVES:
                 return f"unknown directive '%{fmt[i + 1]}'"
+            if fmt[i + 1] != "%":
+                used.append(fmt[i + 1])
             i += 2
         else:
             i += 1
+    if len(set(used)) == len(used) and _NUMERIC_DIRECTIVES.issuperset(used):
+        return None  # reads back for sure (see _NUMERIC_DIRECTIVES): no need to load strptime
+    from datetime import datetime
+
     try:
         sample = datetime(2000, 1, 31).strftime(fmt)
         datetime.strptime(sample, fmt)

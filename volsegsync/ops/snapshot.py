@@ -76,6 +76,7 @@ Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
 MEMO_FORMAT = 7
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
+LOG_ALL_FROM = 1000  # a generation changing more keys than this and than half the cases: all
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 DATA = "data"  # the role of a detached NRRD data file (volsegsync.detached)
 
@@ -740,9 +741,7 @@ class Pipeline:
             for shard in self._changed_shards:
                 top["counts"][shard] = _counts(self._shards[shard])
         if affected:
-            top["gen"] += 1
-            log = top["log"] + [[top["gen"], None if full or index_changed else sorted(affected)]]
-            top["log"] = log[-LOG_LENGTH:]
+            _log_generation(top, None if full or index_changed else affected)
         top["fp"] = fp if all(f[0] for f in folders.values()) else ""
         top["folders"] = folders
         top["unreadable"] = dict(scan.unreadable)
@@ -1048,6 +1047,22 @@ def _merge_entries(a: Entry, b: Entry) -> Entry:
         pinned=False,
         seg_data=data.get(top_r.path),
     )
+
+
+def _log_generation(top: dict[str, Any], keys: Iterable[str] | None) -> None:
+    """A new generation, with the keys whose cases it changed (None: all). Most of the
+    dataset's cases count as all: a consumer then redoes everything, which costs about
+    as much, and the memo that every run loads stays small (50,000 keys: 1.4 MB)."""
+    top["gen"] += 1
+    listed = None if keys is None else sorted(keys)
+    if listed is not None and 2 * len(listed) > max(LOG_ALL_FROM, _case_total(top)):
+        listed = None
+    top["log"] = [*top["log"], [top["gen"], listed]][-LOG_LENGTH:]
+
+
+def _case_total(top: dict[str, Any]) -> int:
+    """Pairs and unpaired files, from the shards' counts."""
+    return sum(c[0] + c[1] + c[2] for c in top["counts"].values())
 
 
 def _counts(cases: dict[str, Any]) -> list[int]:
@@ -1437,8 +1452,7 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
         pipeline._put(case._replace(indexed=entry), dirty)  # leftovers: as they were
     snap.replace([])
     if cases:  # what consumers memoised for these cases (verify: drift) is out of date
-        top["gen"] += 1
-        top["log"] = [*top["log"], [top["gen"], sorted(c.key for c in cases)]][-LOG_LENGTH:]
+        _log_generation(top, [c.key for c in cases])
     top["dirty"] = sorted(dirty)
     for shard in pipeline._changed_shards:
         top["counts"][shard] = _counts(pipeline._shards[shard])

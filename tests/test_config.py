@@ -117,6 +117,8 @@ exclude = ["scratch/*"]
         ("[naming.dates]\npostfix = 'D%Q'\n", "[naming.dates.postfix] invalid date format 'D%Q'"),
         ("[naming.dates]\npostfix = 'D%'\n", "[naming.dates.postfix] invalid date format 'D%'"),
         ("[naming.dates]\npostfix = '%'\n", "a lone '%' at the end"),
+        # strptime raises re.error, not ValueError, for a directive given twice
+        ("[naming.dates]\npostfix = 'D%d%d'\n", "invalid date format 'D%d%d': redefinition"),
         ("[verify]\nposition_tolerance = nan\n", "[verify.position_tolerance] must be a non-neg"),
         ("[verify]\ndirection_tolerance = inf\n", "[verify.direction_tolerance] must be a non-n"),
         ("[naming]\nversion = 'v(?P<n>[0-9]+)?'\n", "[naming.version] the group (?P<n>...) must"),
@@ -224,3 +226,26 @@ def test_re2_named_version_group_and_large_limit_are_accepted(tmp_path: Path) ->
     config = load_config(write_config(tmp_path, text))
     assert config.naming.version == "rev(?P<n>[0-9]{1,4})"
     assert config.limits.max_image_bytes == 16 * 1024**3
+
+
+def test_numeric_date_formats_known_to_read_back_do_read_back() -> None:
+    """The shortcut that spares loading strptime: every format of the numeric
+    directives, each once, between literal text (digits, spaces, '%%'), reads back."""
+    import itertools
+    import random
+    from datetime import datetime
+
+    from volsegsync.config import _NUMERIC_DIRECTIVES, _date_format_problem
+
+    rng = random.Random(7)
+    literals = ["", "D", "-", "0", "1", "5", " ", "%%", "x9", "_"]
+    checked = 0
+    for k in (1, 2, 3):
+        for combo in itertools.permutations(sorted(_NUMERIC_DIRECTIVES), k):
+            fmt = rng.choice(literals) + "".join(f"%{d}{rng.choice(literals)}" for d in combo)
+            sample = datetime(2000, 1, 31).strftime(fmt)
+            datetime.strptime(sample, fmt)  # raises if the shortcut's claim is wrong
+            assert _date_format_problem(fmt) is None, fmt
+            checked += 1
+    assert checked == 9 + 9 * 8 + 9 * 8 * 7
+    assert _date_format_problem("D%d%d") is not None  # twice: strptime is asked, and refuses

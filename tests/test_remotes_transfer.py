@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -222,27 +223,38 @@ def test_kernel_copy_across_filesystems(tmp_path: Path) -> None:
         src.unlink()
 
 
-def test_copy_verified_hashes_every_window_of_what_it_wrote(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("copy", [copy_verified, copy_object])
+def test_copies_hash_every_window_of_what_they_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy: Callable[..., str]
 ) -> None:
-    """The written copy is hashed through memory maps of MAP_WINDOW bytes: with a small
-    window a file spans several maps and a partial one; every algorithm; an empty file
-    (which cannot be mapped); write_back (the push's hint) changes nothing written."""
+    """copy_verified hashes the written copy, copy_object (a store object: read once)
+    each window of the source before writing it from the same mapping: through memory
+    maps of MAP_WINDOW bytes, so with a small window a file spans several maps and a
+    partial one; every algorithm; an empty file (which cannot be mapped); write_back
+    (the push's hint) changes nothing written; the new file gets exactly the mode asked
+    for, and is never created over a file or through a link."""
     monkeypatch.setattr(store_module, "MAP_WINDOW", 2 * mmap.ALLOCATIONGRANULARITY)
     data = os.urandom(5 * mmap.ALLOCATIONGRANULARITY + 123)
     src = tmp_path / "src"
     src.write_bytes(data)
+    src.chmod(0o444)
     expected = {
         "xxh3-128": xxhash.xxh3_128_hexdigest(data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
     for i, (algorithm, digest) in enumerate(expected.items()):
         dst = tmp_path / f"copy{i}"
-        assert copy_verified(src, dst, algorithm, 0o644, write_back=bool(i)) == digest
-        assert dst.read_bytes() == data
+        assert copy(src, dst, algorithm, 0o640, write_back=bool(i)) == digest
+        assert dst.read_bytes() == data and (dst.stat().st_mode & 0o777) == 0o640
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
-    assert copy_verified(empty, tmp_path / "e2", "sha256", 0o644) == hashlib.sha256().hexdigest()
+    assert copy(empty, tmp_path / "e2", "sha256", 0o644) == hashlib.sha256().hexdigest()
+    with pytest.raises(FileExistsError):
+        copy(src, tmp_path / "copy0", "sha256", 0o644)
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        copy(src, tmp_path / "link", "sha256", 0o644)
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_add_download_hashes_the_linked_file_and_rejects_wrong_content(tmp_path: Path) -> None:
@@ -285,37 +297,6 @@ def test_place_of_a_verified_object_and_of_a_damaged_one(tmp_path: Path) -> None
     with pytest.raises(Exception, match="damaged"):
         db.place("xxh3-128", digest, other, ("copy",), 0o644)
     assert not other.exists() and not list(other.parent.glob("*volsegsync-tmp*"))
-
-
-def test_copy_object_hashes_the_bytes_it_writes_window_by_window(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A store object is read once: each mapped window hashed, then written from the same
-    mapping. Several windows and a partial one, every algorithm, an empty file; the hash
-    returned is the copy's; a damaged object's copy hashes to what it holds (so push
-    refuses it, test_push_to_a_folder_hashes_what_it_wrote)."""
-    monkeypatch.setattr(store_module, "MAP_WINDOW", 2 * mmap.ALLOCATIONGRANULARITY)
-    data = os.urandom(5 * mmap.ALLOCATIONGRANULARITY + 123)
-    src = tmp_path / "src"
-    src.write_bytes(data)
-    src.chmod(0o444)
-    expected = {
-        "xxh3-128": xxhash.xxh3_128_hexdigest(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
-    for i, (algorithm, digest) in enumerate(expected.items()):
-        dst = tmp_path / f"copy{i}"
-        assert copy_object(src, dst, algorithm, 0o640, write_back=bool(i)) == digest
-        assert dst.read_bytes() == data and (dst.stat().st_mode & 0o777) == 0o640
-    empty = tmp_path / "empty"
-    empty.write_bytes(b"")
-    assert copy_object(empty, tmp_path / "e2", "sha256", 0o644) == hashlib.sha256().hexdigest()
-    with pytest.raises(FileExistsError):  # never over an existing file, nor through a link
-        copy_object(src, tmp_path / "copy0", "sha256", 0o644)
-    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
-    with pytest.raises(OSError):
-        copy_object(src, tmp_path / "link", "sha256", 0o644)
-    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_copy_object_refuses_a_source_changed_while_copied(

@@ -116,7 +116,9 @@ class LocalFS:
 
     def link_from_local(self, src: Path, dst: str, kind: str) -> bool:
         full = self._p(dst)
-        full.parent.mkdir(parents=True, exist_ok=True)
+        if full.parent not in self._folders:
+            full.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(full.parent)
         return place_link(src, full, kind)
 
     def local_path(self, path: str) -> Path | None:

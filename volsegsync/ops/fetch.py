@@ -45,6 +45,8 @@ def run_fetch(
     tick = progress(len(todo), sum(r.size for r in todo)) if progress and todo else None
 
     hashed: set[str] = set()  # stored by this run, so hashed by it (set.add is atomic)
+    if todo and not remote.fs.local:  # downloads land in the store's tmp/
+        tmp_dir.mkdir(parents=True, exist_ok=True)
 
     def move(ref: ObjectRef) -> None:
         if download_verified(remote, ref, store, tmp_dir):
@@ -79,7 +81,6 @@ def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: 
     try:
         if source is not None:
             return store.add_copy(source, ref.algorithm, ref.digest)
-        tmp_dir.mkdir(parents=True, exist_ok=True)
         tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
         try:
             remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)

@@ -47,6 +47,7 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -54,10 +55,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-import datasets
 
 BIN = Path(sys.executable).parent
 EXE = str(BIN / "volsegsync")
@@ -78,7 +76,12 @@ def parse_size(text: str) -> int:
 
 def make_dataset(root: Path, files: int, total: int) -> None:
     """``files`` files of ``total`` bytes in all: half gzip NIfTI volumes, half raw NRRD
-    segmentations, each with its own content (a volume's gzip MTIME field, a label voxel)."""
+    segmentations, each with its own content (a volume's gzip MTIME field, a label voxel).
+    numpy and nibabel are imported here, not by the floors' processes (``--floor``), whose
+    start-up is timed."""
+    import datasets
+    import numpy as np
+
     (root / "volumes").mkdir(parents=True)
     (root / "segmentations").mkdir(parents=True)
     per_file = max(8192, total // files)
@@ -144,7 +147,7 @@ def interleaved(cases: list[Case], runs: int) -> dict[str, Timing]:
         for case in cases:
             samples[case.name].append(timed_once(case))
     return {
-        name: Timing(datasets.median([w for w, _ in v]), datasets.median([c for _, c in v]))
+        name: Timing(statistics.median([w for w, _ in v]), statistics.median([c for _, c in v]))
         for name, v in samples.items()
     }
 

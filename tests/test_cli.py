@@ -659,7 +659,8 @@ def test_dash_c_composes_like_git(paired: Path, cwd_guard: None) -> None:
 
 def test_status_with_nothing_changed_imports_only_what_it_needs(paired: Path) -> None:
     """Start-up is most of a small run: an unchanged ``status`` loads no cache
-    database, no temp-file machinery, no thread pool, no git and no numpy."""
+    database, no temp-file machinery, no thread or process pool, no git, no numpy, and
+    (its config memoised by the run before) no TOML parser, RE2 or strptime."""
     code = (
         "import sys\n"
         "from volsegsync.cli import main\n"
@@ -667,7 +668,8 @@ def test_status_with_nothing_changed_imports_only_what_it_needs(paired: Path) ->
         f"    main(['-C', {str(paired)!r}, 'status', '-q'])\n"
         "except SystemExit as e:\n"
         "    assert e.code == 0, e.code\n"
-        "heavy = ['sqlite3', 'tempfile', 'hashlib', 'concurrent.futures', 'dulwich', 'numpy']\n"
+        "heavy = ['sqlite3', 'tempfile', 'hashlib', 'concurrent.futures', 'dulwich', 'numpy',"
+        " 'multiprocessing', 'tomllib', 're2', '_strptime']\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)

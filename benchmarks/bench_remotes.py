@@ -35,9 +35,11 @@ Session 8 (2026-11-27, the 2-core VM shared with three other sessions: load aver
 tables): no S3 server installable here is faster than moto on this machine (8 boto3
 threads, 300 objects of 1 MiB: PUT 2.2 s moto, 3.4 s SeaweedFS, 3.7 s s3rver; GET
 1.3 s, 1.2 s, 1.5 s), and against moto and SeaweedFS ``dvc push`` took 0.9x to 1.3x
-the boto3 floor, so no client can be 2x faster than DVC there. Folder remote, two runs
-of ``--size 1G --runs 3 --dvc``: push 2.44x and 2.42x faster than ``dvc push``, pull
-2.02x and 1.05x faster than ``dvc pull``.
+the boto3 floor, so no client can be 2x faster than DVC there. Folder remote, three
+runs of ``--size 1G --runs 3 --dvc``: push 2.44x, 2.42x and 1.24x faster than ``dvc
+push``, pull 2.02x, 1.05x and 0.77x: the same pull's CPU time swings by almost 3x with
+the files the rounds delete before it (ext4 without a journal scans recently freed
+inodes at every file creation).
 """
 
 from __future__ import annotations

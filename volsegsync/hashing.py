@@ -141,6 +141,70 @@ def _hash_small(path: str | os.PathLike[str], algorithm: str) -> tuple[str, Stat
     )
 
 
+SmallHashed = tuple[int, str, int, int, int, "str | None", bool]
+DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def hash_small_files(
+    folder: str, names: list[str], todo: Iterable[int], algorithm: str = DEFAULT_ALGORITHM
+) -> tuple[list[SmallHashed], list[int]]:
+    """Hash the small files ``names[i]`` (``i`` in ``todo``) of one folder by one thread,
+    with as little Python per file as a tiny file allows: the folder opened once (its
+    files by name relative to it), one ``open``, ``fstat``, ``read`` and ``close`` a file.
+
+    Returns ``(i, digest, size, mtime_ns, ino, problem, detached)`` for each file it
+    hashed (the stat taken before reading: a file changed meanwhile has a newer stat
+    than the one recorded, so it is hashed again next run) and the indices it left to
+    :func:`hash_many` (anything but a regular file under one chunk, any error)."""
+    done: list[SmallHashed] = []
+    rest: list[int] = []
+    try:  # the folder itself not followed if it became a link since the walk
+        dir_fd = os.open(folder, DIR_FLAGS | _NOFOLLOW_DIR)
+    except OSError:
+        return done, list(todo)
+    one_call = algorithm == "xxh3-128"
+    hexdigest = xxhash.xxh3_128_hexdigest
+    is_reg = statmod.S_ISREG
+    fstat, read, close, open_ = os.fstat, os.read, os.close, os.open
+    add = done.append
+    try:
+        for i in todo:
+            name = names[i]
+            try:
+                fd = open_(name, READ_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                rest.append(i)
+                continue
+            try:
+                st = fstat(fd)
+                size = st.st_size
+                data = read(fd, size + 1) if is_reg(st.st_mode) and size < CHUNK else None
+            except OSError:
+                data = None
+            finally:
+                close(fd)
+            if data is None or len(data) != size:  # not regular, large, grown or shrunk
+                rest.append(i)
+                continue
+            digest = hexdigest(data) if one_call else hash_bytes(data, algorithm)
+            head = data if size <= HEAD_BYTES else data[:HEAD_BYTES]
+            add(
+                (
+                    i,
+                    digest,
+                    size,
+                    st.st_mtime_ns,
+                    st.st_ino,
+                    sniff(name, head),
+                    names_data_file(name, head),
+                )
+            )
+    finally:
+        close(dir_fd)
+    return done, rest
+
+
+_NOFOLLOW_DIR = getattr(os, "O_NOFOLLOW", 0)
 BATCH = 64  # files per task: a task per tiny file costs more than hashing it
 THREADS_FROM_BYTES = 256 * 1024  # mean file size from which parallel reads pay off
 CacheRow = tuple[int, int, int, str, "str | None"]

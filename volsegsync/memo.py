@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import MEMO_LIMIT, check_state_dir, read_small
+from volsegsync.fsutil import MEMO_LIMIT, check_state_dir, open_fd, read_small
 
 SHARDS = 256  # memos kept per case key are split in this many files by key
 
@@ -45,6 +45,10 @@ def save_memo(path: Path, data: dict[str, Any]) -> bool:
         blob = marshal.dumps(data)
     except ValueError:  # something not plain data: simply not memoised
         return False
+    return _save_blob(path, blob)
+
+
+def _save_blob(path: Path, blob: bytes | list[bytes]) -> bool:
     try:
         check_state_dir(path.parent.parent)  # never write through a linked state folder
         path.parent.mkdir(exist_ok=True)
@@ -53,7 +57,7 @@ def save_memo(path: Path, data: dict[str, Any]) -> bool:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(blob)
+                f.writelines([blob] if isinstance(blob, bytes) else blob)
             # no fsync: a memo that a crash leaves empty or torn is a miss, and a miss
             # of any pipeline memo file makes the next run start afresh
             os.replace(tmp, path)
@@ -69,3 +73,88 @@ def save_memo(path: Path, data: dict[str, Any]) -> bool:
 def forget_memo(path: Path) -> None:
     with contextlib.suppress(OSError):
         path.unlink()
+
+
+# -- packs: many shards in one file -----------------------------------------------------
+#
+# A first run fills every shard of a memo at once; writing them as one pack costs one
+# new file instead of SHARDS (creating a file is what costs, not its bytes). A later
+# run reads one shard of the pack by its span and writes the shards it changes as
+# files of their own; who reads knows which file holds a shard by the id that each
+# pack and shard file carries (see volsegsync.ops.snapshot).
+
+PACK_MAGIC = b"VSSPACK1"
+PACK_HEADER_LIMIT = 1 << 20  # key, id and SHARDS spans: a few KiB
+
+
+def save_pack(path: Path, key: str, pack_id: str, shards: list[Any]) -> bool:
+    """Store the plain data of each shard (``shards[i]`` for shard ``i``) as one pack
+    under ``key`` and ``pack_id``; False when it could not be."""
+    try:
+        blobs = [marshal.dumps(data) for data in shards]
+    except ValueError:
+        return False
+    spans = []
+    offset = 0
+    for blob in blobs:
+        spans.append((offset, len(blob)))
+        offset += len(blob)
+    header = marshal.dumps({"key": key, "id": pack_id, "spans": spans})
+    return _save_blob(path, [PACK_MAGIC, len(header).to_bytes(4, "little"), header, *blobs])
+
+
+class PackReader:
+    """Reads shards of one pack, checking its key and id once; any damage is a miss
+    (None). Only a regular file is opened, never through a link, and every span is
+    checked against the file's size and :data:`MEMO_LIMIT` before it is read."""
+
+    def __init__(self, path: Path, key: str, pack_id: str) -> None:
+        self.path, self.key, self.pack_id = path, key, pack_id
+        self._spans: list[tuple[int, int]] | None = None
+        self._base = 0
+
+    def load(self, shard: int) -> Any:
+        try:
+            fd = open_fd(self.path)
+        except OSError:
+            return None
+        try:
+            size = os.fstat(fd).st_size
+            if self._spans is None and not self._read_header(fd, size):
+                return None
+            assert self._spans is not None
+            start, length = self._spans[shard]
+            blob = os.pread(fd, length, self._base + start)
+            if len(blob) != length:
+                return None
+            return marshal.loads(blob)
+        except (OSError, EOFError, ValueError, TypeError, IndexError):
+            return None
+        finally:
+            os.close(fd)
+
+    def _read_header(self, fd: int, size: int) -> bool:
+        head = os.pread(fd, len(PACK_MAGIC) + 4, 0)
+        if len(head) != len(PACK_MAGIC) + 4 or not head.startswith(PACK_MAGIC):
+            return False
+        length = int.from_bytes(head[len(PACK_MAGIC) :], "little")
+        if length > PACK_HEADER_LIMIT:
+            return False
+        raw = os.pread(fd, length, len(head))
+        header = marshal.loads(raw) if len(raw) == length else None
+        if not isinstance(header, dict) or header.get("key") != self.key:
+            return False
+        spans = header.get("id") == self.pack_id and header.get("spans")
+        base = len(head) + length
+        if not isinstance(spans, list) or len(spans) != SHARDS:
+            return False
+        for span in spans:
+            if not (
+                isinstance(span, tuple)
+                and len(span) == 2
+                and all(type(n) is int and 0 <= n <= MEMO_LIMIT for n in span)
+                and base + span[0] + span[1] <= size
+            ):
+                return False
+        self._spans, self._base = spans, base
+        return True

@@ -38,7 +38,14 @@ from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.detached import Changed, DataStage
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import INDEX_LIMIT, StateUnusable, check_state_dir, read_small, say_once
-from volsegsync.hashing import Hashed, Stat, hash_many, racy_limit
+from volsegsync.hashing import (
+    THREADS_FROM_BYTES,
+    Hashed,
+    Stat,
+    hash_many,
+    hash_small_files,
+    racy_limit,
+)
 from volsegsync.index import (
     DIGEST_HEX,
     Entry,
@@ -56,7 +63,15 @@ from volsegsync.index import (
     to_plain,
     with_data,
 )
-from volsegsync.memo import SHARDS, forget_memo, load_memo, save_memo, shard_of
+from volsegsync.memo import (
+    SHARDS,
+    PackReader,
+    forget_memo,
+    load_memo,
+    save_memo,
+    save_pack,
+    shard_of,
+)
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming, pairing_scope
 from volsegsync.problems import (
@@ -73,7 +88,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
-MEMO_FORMAT = 7
+MEMO_FORMAT = 8
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 DATA = "data"  # the role of a detached NRRD data file (volsegsync.detached)
@@ -520,6 +535,10 @@ def _fresh_top(key: str) -> dict[str, Any]:
         "epoch": os.urandom(8).hex(),  # a memo started afresh counts generations anew
         "gen": 0,
         "log": [],  # [generation, changed keys or None (all)]
+        # where each case shard is: a file of its own (shard -> the id written in it),
+        # else the pack of the last full run (its id; None: no pack)
+        "where": {},
+        "pack": None,
     }
 
 
@@ -538,6 +557,9 @@ class Pipeline:
         self.rules = make_rules(ds)
         self._shards: dict[int, dict[str, Any]] = {}
         self._changed_shards: set[int] = set()
+        self._pack: PackReader | None = None
+        self._updating = False  # within update: a missing shard makes update start afresh
+        self._save_after = True  # whether update wrote the memo files itself
         self.scan: ScanResult | None = None
         self.token: str | None = None  # a file-system monitor's token for this run
         self._top: dict[str, Any] = _fresh_top(self.key)
@@ -557,18 +579,38 @@ class Pipeline:
     def _shard_path(self, shard: int) -> Path:
         return self.dir / f"k-{shard:02x}"
 
+    @property
+    def _pack_path(self) -> Path:
+        return self.dir / "k-pack"
+
     def _shard(self, shard: int, fresh: bool) -> dict[str, Any]:
         cases = self._shards.get(shard)
         if cases is None:
-            if fresh:
-                cases = {}
-            else:
-                memo = load_memo(self._shard_path(shard), self.key)
-                if memo is None:
-                    raise _Inconsistent
-                cases = memo["cases"]
+            cases = {} if fresh else self._load_shard(shard)
+            if cases is None:
+                if self._updating:
+                    raise _Inconsistent  # update() starts afresh
+                self._rebuild()
+                return self._shards[shard]
             self._shards[shard] = cases
         return cases
+
+    def _load_shard(self, shard: int) -> dict[str, Any] | None:
+        """A shard's cases from the file the top names for it: its own file (written by
+        an incremental run) or the pack of the last full run; None when that file is
+        missing, damaged or of another generation (its id is not the top's)."""
+        top = self._top
+        written = top["where"].get(shard)
+        if written is not None:
+            memo = load_memo(self._shard_path(shard), self.key)
+            cases = memo.get("cases") if memo is not None and memo.get("id") == written else None
+        elif top["pack"]:
+            if self._pack is None or self._pack.pack_id != top["pack"]:
+                self._pack = PackReader(self._pack_path, self.key, top["pack"])
+            cases = self._pack.load(shard)
+        else:
+            return None
+        return cases if isinstance(cases, dict) else None
 
     def trusted_files(self) -> dict[str, tuple[Stat, str]]:
         """``path -> (stat, digest)`` of every file whose hash is trusted by its stat
@@ -638,19 +680,45 @@ class Pipeline:
                 if self.token and top.get("fsmonitor") != self.token:
                     top["fsmonitor"] = self.token
                     save_memo(self.top_path, top)
+                self._top = top  # where its cases are
                 return Snapshot(self, top, scan)
+        self._save_after = save
         try:
             with no_collector():
                 return self._update(scan, fps, fp, index, top, moved, jobs, progress, save)
         except _Inconsistent:  # a memo file is damaged or missing: start afresh
-            self._shards.clear()
-            self._changed_shards.clear()
-            if scan.unchanged:  # a full run needs every folder
-                self.scan = scan = self.ds.scan()
-                fps = folder_fingerprints(scan)
-                fp = fingerprint(scan, fps)
-            with no_collector():
-                return self._update(scan, fps, fp, index, None, set(), jobs, progress, save)
+            return self._afresh(scan, index, jobs, progress, save)
+
+    def _afresh(
+        self,
+        scan: ScanResult,
+        index: str | None,
+        jobs: int | None,
+        progress: ProgressFactory | None,
+        save: bool,
+    ) -> Snapshot:
+        """A full run, without the memo (a file of it is damaged or missing)."""
+        self._shards.clear()
+        self._changed_shards.clear()
+        if scan.unchanged:  # a full run needs every folder
+            self.scan = scan = self.ds.scan()
+        fps = folder_fingerprints(scan)
+        fp = fingerprint(scan, fps)
+        with no_collector():
+            return self._update(scan, fps, fp, index, None, set(), jobs, progress, save)
+
+    def _rebuild(self) -> None:
+        """A case shard that the top names is missing or damaged, found after
+        :meth:`update` returned (cases are loaded when asked for): a full run now,
+        whose state replaces the top's content in place, so that the snapshot that
+        holds the top sees it."""
+        top = self._top
+        assert self.scan is not None
+        self._afresh(self.scan, digest_of(self.ds.index_path), None, None, self._save_after)
+        rebuilt = self._top
+        top.clear()
+        top.update(rebuilt)
+        self._top = top
 
     def _update(
         self,
@@ -667,6 +735,25 @@ class Pipeline:
         full = top is None
         top = top if top is not None else _fresh_top(self.key)
         self._top = top
+        self._updating = True
+        try:
+            return self._update_cases(scan, fps, fp, index, top, full, moved, jobs, progress, save)
+        finally:
+            self._updating = False
+
+    def _update_cases(
+        self,
+        scan: ScanResult,
+        fps: dict[str, str],
+        fp: str,
+        index: str | None,
+        top: dict[str, Any],
+        full: bool,
+        moved: set[str],
+        jobs: int | None,
+        progress: ProgressFactory | None,
+        save: bool,
+    ) -> Snapshot:
         changes, folder_memos, folders = self._file_changes(scan, fps, top, full, jobs, progress)
         old_unreadable: dict[str, str] = top["unreadable"]
         for path, reason in scan.unreadable.items():
@@ -810,10 +897,21 @@ class Pipeline:
             self._changed_shards.clear()
             return
         ok = self.data.save()  # before the files: their changes are then looked at again
-        shards = range(SHARDS) if full else sorted(self._changed_shards)
-        for shard in shards:
-            cases = {k: _plain(v) for k, v in self._shard(shard, full).items()}
-            ok &= save_memo(self._shard_path(shard), {"key": self.key, "cases": cases})
+        # a new id for what this run writes: a top of another generation (a run that
+        # stopped before writing its top) never takes these files for its own
+        written = os.urandom(8).hex()
+        if full:  # every shard: one pack file (creating 256 files costs more than the rest)
+            packed = [
+                {k: _plain(v) for k, v in self._shard(n, True).items()} for n in range(SHARDS)
+            ]
+            ok &= save_pack(self._pack_path, self.key, written, packed)
+            top["pack"], top["where"] = written, {}
+            self._forget_shard_files()
+        for shard in [] if full else sorted(self._changed_shards):
+            cases = {k: _plain(v) for k, v in self._shard(shard, False).items()}
+            memo = {"key": self.key, "id": written, "cases": cases}
+            ok &= save_memo(self._shard_path(shard), memo)
+            top["where"][shard] = written
         for prefix, memo in folder_memos.items():
             if memo is None:
                 forget_memo(self._folder_path(prefix))
@@ -824,6 +922,15 @@ class Pipeline:
         else:
             forget_memo(self.top_path)
         self._changed_shards.clear()
+
+    def _forget_shard_files(self) -> None:
+        """The shard files of earlier runs: a pack holds every shard now."""
+        try:
+            names = [n for n in os.listdir(self.dir) if len(n) == 4 and n.startswith("k-")]
+        except OSError:
+            return
+        for name in names:
+            forget_memo(self.dir / name)
 
     def locate(self, path: str) -> str:
         """Where a file is: ``scanned``, ``untracked`` (on disk, outside the scan) or
@@ -920,10 +1027,12 @@ class Pipeline:
                 raise _Inconsistent
             work = _FolderWork(prefix, scan.folders[prefix], memo, full, self.width)
             changes.update(work.removed())
-            todo.extend(work.todo)
             pending[prefix] = work
+        count = sum(len(w.todo) for w in pending.values())
+        tick = progress("hashing", count) if progress and count else None
+        for work in pending.values():
+            todo.extend(work.hash_small(self.ds.root, self.algorithm, self._detached, tick))
         if todo:
-            tick = progress("hashing", len(todo)) if progress else None
             done = (lambda: tick(1)) if tick else None
             jobs = jobs or default_jobs()
             for result in hash_many(self.ds.root, todo, jobs, done, self.algorithm):
@@ -1120,11 +1229,36 @@ class _FolderWork:
         if self.problems:
             for name in self.index:
                 self.problems.pop(name, None)
-        st = folder.stats
-        self.todo = [
-            (prefix + names[i], Stat(st[3 * i], st[3 * i + 1], st[3 * i + 2])) for i in todo
-        ]
+        self.todo = todo
         self.changed: Iterable[int] = range(len(names)) if full else todo
+
+    def hash_small(
+        self, root: Path, algorithm: str, detached: set[str], tick: Progress | None
+    ) -> list[tuple[str, Stat]]:
+        """Hash the small files to do here by one thread (:func:`hash_small_files`), in
+        batches (a progress bar moves); the files left, as :func:`hash_many` takes them."""
+        names, st, prefix = self.folder.names, self.folder.stats, self.prefix
+        small = [i for i in self.todo if st[3 * i] < THREADS_FROM_BYTES]
+        rest = [i for i in self.todo if st[3 * i] >= THREADS_FROM_BYTES] if small else self.todo
+        folder = os.path.join(root, prefix)
+        for start in range(0, len(small), SMALL_BATCH):
+            batch = small[start : start + SMALL_BATCH]
+            done, left = hash_small_files(folder, names, batch, algorithm)
+            stats, limit, updates, problems = self.stats, self.limit, self.updates, self.problems
+            for i, digest, size, mtime, ino, problem, maybe_detached in done:
+                updates[i] = digest
+                if problem:  # one category per file everywhere: a cut-short stream is corrupt
+                    category = "corrupt" if problem.startswith("corrupt") else "not_an_image"
+                    problems[names[i]] = (category, problem)
+                if maybe_detached:
+                    detached.add(prefix + names[i])
+                k = 3 * i
+                if mtime >= limit or st[k] != size or st[k + 1] != mtime or st[k + 2] != ino:
+                    stats[k : k + 3] = array("q", RACY_STAT)
+            rest = sorted([*rest, *left]) if left else rest
+            if tick:
+                tick(len(done))
+        return [(prefix + names[i], Stat(st[3 * i], st[3 * i + 1], st[3 * i + 2])) for i in rest]
 
     def removed(self) -> Iterator[tuple[str, None]]:
         return ((self.prefix + name, None) for name in self.gone)
@@ -1182,6 +1316,7 @@ class _FolderWork:
         return ["" if racy else fp, len(self.folder.names), sum(self.folder.stats[0::3])]
 
 
+SMALL_BATCH = 8192  # small files hashed between two moves of a progress bar
 CHUNK = 3 * 512  # stats compared at once: three numbers a file
 
 

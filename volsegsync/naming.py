@@ -75,15 +75,24 @@ class Convention:
     def _classify(self, path: str) -> tuple[str | None, str, str]:
         """``(role, extension, why-no-role)`` of a path."""
         folder, _, name = path.rpartition("/")
-        ext = self.extension_of(name)
-        if ext is None:
-            return None, "", "not a volume or segmentation extension"
+        return self._classify_name(name, self._folder_role(folder))
+
+    def _folder_role(self, folder: str) -> str | None:
+        """The role that a file's folder decides (``volume_dirs``...), if any."""
         if folder and self._role_dirs:
             parts = set(folder.split("/"))
             if parts & self._volume_dirs:
-                return VOLUME, ext, ""
+                return VOLUME
             if parts & self._segmentation_dirs:
-                return SEGMENTATION, ext, ""
+                return SEGMENTATION
+        return None
+
+    def _classify_name(self, name: str, folder_role: str | None) -> tuple[str | None, str, str]:
+        ext = self.extension_of(name)
+        if ext is None:
+            return None, "", "not a volume or segmentation extension"
+        if folder_role is not None:
+            return folder_role, ext, ""
         stem = name[: -len(ext)]
         if self.roles.volume_suffix and stem.endswith(self.roles.volume_suffix):
             return VOLUME, ext, ""
@@ -105,10 +114,20 @@ class Convention:
 
     def parse(self, path: str) -> NameInfo | None:
         """Role, pairing key and version of ``path``; None if it is no dataset file."""
-        role, ext, _ = self._classify(path)
+        folder, _, name = path.rpartition("/")
+        return self._parse_name(path, name, self._folder_role(folder))
+
+    def parse_folder(self, prefix: str, names: list[str]) -> list[NameInfo | None]:
+        """:meth:`parse` of ``prefix + name`` for each of ``names`` (files of one folder,
+        ``prefix`` ``""`` or ending in ``/``): what the folder decides, decided once."""
+        role = self._folder_role(prefix[:-1])
+        parse = self._parse_name
+        return [parse(prefix + name, name, role) for name in names]
+
+    def _parse_name(self, path: str, name: str, folder_role: str | None) -> NameInfo | None:
+        role, ext, _ = self._classify_name(name, folder_role)
         if role is None:
             return None
-        name = path.rpartition("/")[2]
         stem = self._strip_suffix(name[: -len(ext)], role)
         version = None
         if role == SEGMENTATION:

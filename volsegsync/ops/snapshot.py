@@ -156,7 +156,21 @@ class Case(NamedTuple):
 
 
 def entry_to_plain(e: Entry | None) -> Any:
-    return to_plain([e])[0] if e is not None else None
+    if e is None:
+        return None
+    if e.older or e.channels or e.seg_data is not None:
+        return to_plain([e])[0]
+    vol, seg = e.volume, e.segmentation  # the usual shape: what to_plain gives, directly
+    return (
+        tuple(vol) if vol is not None else None,
+        tuple(seg) if seg is not None else None,
+        e.version,
+        (),
+        e.pinned,
+        None,
+        (),
+        e.key,
+    )
 
 
 def entry_from_plain(p: Any) -> Entry | None:
@@ -219,13 +233,32 @@ class Rules(NamedTuple):
         info = self.ds.convention.parse(path)
         if info is None:
             return "\0" + path, None
+        return self._case_key(info, pairing_scope(path, self.scope, self.role_dirs)), info
+
+    def keys_of_folder(
+        self, prefix: str, names: list[str]
+    ) -> list[tuple[str, str, NameInfo | None]]:
+        """``(path, key, info)`` of each of ``names`` (files of the folder ``prefix``), as
+        :meth:`key_of` gives them: what the folder decides (role folders, the pairing
+        scope) decided once."""
+        scope = pairing_scope(prefix + "-", self.scope, self.role_dirs)  # the folder's
+        case_key = self._case_key
+        return [
+            (info.path, case_key(info, scope), info)
+            if info is not None
+            else (prefix + name, "\0" + prefix + name, None)
+            for name, info in zip(
+                names, self.ds.convention.parse_folder(prefix, names), strict=True
+            )
+        ]
+
+    def _case_key(self, info: NameInfo, scope: str) -> str:
         case = info.key
         if self.channel is not None and info.role == VOLUME:
             m = self.channel.fullmatch(case)
             if m is not None:  # every channel of a case is in the case's key
                 case = m.group("case")
-        scope = pairing_scope(path, self.scope, self.role_dirs)
-        return (f"{scope}/{case}" if scope else case), info
+        return f"{scope}/{case}" if scope else case
 
 
 def make_rules(ds: Dataset) -> Rules:
@@ -754,7 +787,10 @@ class Pipeline:
         progress: ProgressFactory | None,
         save: bool,
     ) -> Snapshot:
-        changes, folder_memos, folders = self._file_changes(scan, fps, top, full, jobs, progress)
+        keys: dict[str, str] = {}  # path -> key, for the files the folders' work keyed
+        changes, folder_memos, folders = self._file_changes(
+            scan, fps, top, full, jobs, progress, keys
+        )
         old_unreadable: dict[str, str] = top["unreadable"]
         for path, reason in scan.unreadable.items():
             if full or old_unreadable.get(path) != reason:
@@ -767,11 +803,13 @@ class Pipeline:
             by_key.setdefault(holders[path], {})
         key_of = self.rules.key_of
         for path, member in changes.items():
-            key, info = key_of(path)
-            if member is not None and info is not None:
-                member = Member(
-                    path, info.role, info.version, member.size, member.digest, member.problem
-                )
+            key = keys.get(path)
+            if key is None:
+                key, info = key_of(path)
+                if member is not None and info is not None:
+                    member = Member(
+                        path, info.role, info.version, member.size, member.digest, member.problem
+                    )
             updates = by_key.get(key)
             if updates is None:
                 by_key[key] = {path: member}
@@ -792,20 +830,24 @@ class Pipeline:
         dirty = set(top["dirty"])
         leftovers = set(top["leftovers"])
         affected = set(by_key)
+        rules, locate = self.rules, self.locate
         for key, updates in by_key.items():
-            cases = self._shard(shard_of(key), full)
-            value = cases.get(key)
-            old = _decoded(key, value) if value is not None else None
-            members = {m.path: m for m in old.members} if old else {}
-            for path, member in updates.items():
-                if member is None:
-                    members.pop(path, None)
-                else:
-                    members[path] = member
-            entry = indexed.get(key) if indexed is not None else (old.indexed if old else None)
-            self._store(
-                pair_case(self.rules, key, _sorted(members), entry, self.locate), dirty, leftovers
-            )
+            shard = shard_of(key)
+            value = self._shard(shard, full).get(key)
+            if value is None and None not in updates.values():  # a new case: its files
+                members = updates
+                entry = indexed.get(key) if indexed is not None else None
+            else:
+                old = _decoded(key, value) if value is not None else None
+                members = {m.path: m for m in old.members} if old else {}
+                for path, member in updates.items():
+                    if member is None:
+                        members.pop(path, None)
+                    else:
+                        members[path] = member
+                entry = indexed.get(key) if indexed is not None else (old.indexed if old else None)
+            case = pair_case(rules, key, _sorted(members), entry, locate)  # type: ignore[arg-type]
+            self._store(case, dirty, leftovers, shard)
         if self.mode == "metadata" and (
             index_changed or affected & (leftovers | set(top["leftovers"]))
         ):
@@ -843,41 +885,48 @@ class Pipeline:
             self._pending = None
             self._save(self._top, folder_memos, full)
 
-    def _put(self, case: Case, dirty: set[str]) -> None:
+    def _put(self, case: Case, dirty: set[str], shard: int | None = None) -> None:
         """Store a case; keep the dirty set and the absent files' states up to date."""
-        shard = shard_of(case.key)
-        cases = self._shard(shard, False)
+        key, members, indexed, kept = case.key, case.members, case.indexed, case.kept
+        if shard is None:
+            shard = shard_of(key)
+        cases = self._shards.get(shard)
+        if cases is None:
+            cases = self._shard(shard, False)
         self._changed_shards.add(shard)
-        if not case.members and case.indexed is None:
-            cases.pop(case.key, None)
+        if not members and indexed is None:
+            cases.pop(key, None)
         else:
-            cases[case.key] = case  # plain data when its shard is written
+            cases[key] = case  # plain data when its shard is written
         if case.dirty or any(p.category == "unreadable" for p in case.problems):
-            dirty.add(case.key)
+            dirty.add(key)
         else:
-            dirty.discard(case.key)
-        absent = {k.path: k.why for k in case.kept if k.why != "unreadable"}
+            dirty.discard(key)
+        top = self._top
+        absent = {k.path: k.why for k in kept if k.why != "unreadable"} if kept else None
         if absent:
-            self._top["kept"][case.key] = absent
-        else:
-            self._top["kept"].pop(case.key, None)
+            top["kept"][key] = absent
+        elif top["kept"]:
+            top["kept"].pop(key, None)
         # indexed files of another key (an entry paired by metadata, or made under
         # another config): a change of theirs must bring this case up to date too
         foreign = []
-        if case.indexed is not None:
-            members = {m.path for m in case.members}
+        if indexed is not None:
+            paths = [m.path for m in members]
             foreign = [
                 r.path
-                for r in entry_files(case.indexed)
-                if r.path not in members and self.rules.key_of(r.path)[0] != case.key
+                for r in _usual_records(indexed) or entry_files(indexed)
+                if r.path not in paths and self.rules.key_of(r.path)[0] != key
             ]
         if foreign:
-            self._top["foreign"][case.key] = foreign
-        else:
-            self._top["foreign"].pop(case.key, None)
+            top["foreign"][key] = foreign
+        elif top["foreign"]:
+            top["foreign"].pop(key, None)
 
-    def _store(self, case: Case, dirty: set[str], leftovers: set[str]) -> None:
-        self._put(case, dirty)
+    def _store(
+        self, case: Case, dirty: set[str], leftovers: set[str], shard: int | None = None
+    ) -> None:
+        self._put(case, dirty, shard)
         e = case.entry
         if e is not None and (e.volume is None) != (e.segmentation is None) and not case.kept:
             leftovers.add(case.key)
@@ -998,8 +1047,10 @@ class Pipeline:
         full: bool,
         jobs: int | None,
         progress: ProgressFactory | None,
+        keys: dict[str, str],
     ) -> tuple[dict[str, Member | None], dict[str, Any], dict[str, list[Any]]]:
-        """Paths whose member changed (None: gone), new folder memos, folder states."""
+        """Paths whose member changed (None: gone), new folder memos, folder states;
+        ``keys`` gets the key of each file whose member is in its case's terms."""
         changes: dict[str, Member | None] = {}
         memos: dict[str, Any] = {}
         folders: dict[str, list[Any]] = {}
@@ -1046,7 +1097,7 @@ class Pipeline:
                     prefix, _, name = path.rpartition("/")
                     pending[prefix + "/" if prefix else ""].failed(name, reason)
         for prefix, work in pending.items():
-            changes.update(work.members())
+            changes.update(work.members(self.rules, keys))
             memos[prefix] = work.memo(self.files_key)
             folders[prefix] = work.state(fps[prefix])
         return changes, memos, folders
@@ -1105,7 +1156,17 @@ class _Inconsistent(Exception):
 
 
 def _sorted(members: dict[str, Member]) -> tuple[Member, ...]:
+    if len(members) == 1:
+        return tuple(members.values())
     return tuple(members[p] for p in sorted(members))
+
+
+def _usual_records(e: Entry) -> list[FileRecord] | None:
+    """The records of an entry of the usual shape (a volume and/or the active
+    segmentation, nothing else), None for any other: :func:`entry_files` then."""
+    if e.older or e.channels or e.seg_data is not None:
+        return None
+    return [r for r in (e.volume, e.segmentation) if r is not None]
 
 
 def _join(vol_case: Case, seg_case: Case, pair: Pair) -> Case:
@@ -1282,17 +1343,26 @@ class _FolderWork:
     def digest(self, i: int) -> str:
         return self.updates.get(i) or self.digests[self.w * i : self.w * i + self.w]
 
-    def members(self) -> Iterator[tuple[str, Member]]:
+    def members(self, rules: Rules, keys: dict[str, str]) -> Iterator[tuple[str, Member]]:
+        """The changed files as members of their cases; ``keys`` gets each one's key."""
         names = self.folder.names
         stats = self.folder.stats
-        for i in self.changed:
-            name = names[i]
-            digest = self.digest(i)
-            problem = self.problems.get(name)
-            if digest == "-" * self.w or (problem is not None and problem[0] == "unreadable"):
+        changed = self.changed
+        sub = names if isinstance(changed, range) else [names[i] for i in changed]
+        problems = self.problems
+        none = "-" * self.w
+        updates, digests, w = self.updates, self.digests, self.w
+        keyed = rules.keys_of_folder(self.prefix, sub)
+        for i, (path, key, info) in zip(changed, keyed, strict=True):
+            digest = updates.get(i) or digests[w * i : w * i + w]
+            problem = problems.get(names[i]) if problems else None
+            if digest == none or (problem is not None and problem[0] == "unreadable"):
                 digest = ""
-            path = self.prefix + name
-            yield path, Member(path, "", None, stats[3 * i], digest, problem)
+            keys[path] = key
+            if info is None:
+                yield path, Member(path, "", None, stats[3 * i], digest, problem)
+            else:
+                yield path, Member(path, info.role, info.version, stats[3 * i], digest, problem)
 
     def memo(self, key: str) -> dict[str, Any]:
         pieces = []

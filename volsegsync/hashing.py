@@ -15,7 +15,7 @@ import hashlib
 import os
 import stat as statmod
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -141,21 +141,29 @@ def _hash_small(path: str | os.PathLike[str], algorithm: str) -> tuple[str, Stat
     )
 
 
-SmallHashed = tuple[int, str, int, int, int, "str | None", bool]
+SmallHashed = tuple[int, str, "str | None", bool]
 DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def hash_small_files(
-    folder: str, names: list[str], todo: Iterable[int], algorithm: str = DEFAULT_ALGORITHM
+    folder: str,
+    names: list[str],
+    sizes: Sequence[int],
+    todo: Iterable[int],
+    algorithm: str = DEFAULT_ALGORITHM,
 ) -> tuple[list[SmallHashed], list[int]]:
     """Hash the small files ``names[i]`` (``i`` in ``todo``) of one folder by one thread,
-    with as little Python per file as a tiny file allows: the folder opened once (its
-    files by name relative to it), one ``open``, ``fstat``, ``read`` and ``close`` a file.
+    with as little Python per file as a tiny file allows: the folder opened once, then
+    one ``open`` (relative to it), one ``read`` and one ``close`` a file.
 
-    Returns ``(i, digest, size, mtime_ns, ino, problem, detached)`` for each file it
-    hashed (the stat taken before reading: a file changed meanwhile has a newer stat
-    than the one recorded, so it is hashed again next run) and the indices it left to
-    :func:`hash_many` (anything but a regular file under one chunk, any error)."""
+    ``sizes[i]`` is the size the walk's stat gave: a file is read by that size and a
+    byte more, and only a read of exactly that many bytes is taken (the walk's stat is
+    then recorded with the digest: a file changed since has another stat, and is
+    hashed again next run). Anything else, an empty file, a read error, a file that is
+    not regular any more (a FIFO opens without blocking and reads nothing; a folder or
+    socket fails; a link is not followed), is left to :func:`hash_many`, which checks
+    the opened file's type. Returns ``(i, digest, problem, detached)`` for each file
+    it hashed, and the indices it left."""
     done: list[SmallHashed] = []
     rest: list[int] = []
     try:  # the folder itself not followed if it became a link since the walk
@@ -164,41 +172,31 @@ def hash_small_files(
         return done, list(todo)
     one_call = algorithm == "xxh3-128"
     hexdigest = xxhash.xxh3_128_hexdigest
-    is_reg = statmod.S_ISREG
-    fstat, read, close, open_ = os.fstat, os.read, os.close, os.open
-    add = done.append
+    read, close, open_ = os.read, os.close, os.open
+    add, leave = done.append, rest.append
     try:
         for i in todo:
-            name = names[i]
+            name, size = names[i], sizes[i]
+            if not 0 < size < CHUNK:
+                leave(i)
+                continue
             try:
                 fd = open_(name, READ_FLAGS, dir_fd=dir_fd)
             except OSError:
-                rest.append(i)
+                leave(i)
                 continue
             try:
-                st = fstat(fd)
-                size = st.st_size
-                data = read(fd, size + 1) if is_reg(st.st_mode) and size < CHUNK else None
+                data = read(fd, size + 1)
             except OSError:
-                data = None
+                data = b""
             finally:
                 close(fd)
-            if data is None or len(data) != size:  # not regular, large, grown or shrunk
-                rest.append(i)
+            if len(data) != size:  # grown, shrunk, not a regular file any more
+                leave(i)
                 continue
             digest = hexdigest(data) if one_call else hash_bytes(data, algorithm)
             head = data if size <= HEAD_BYTES else data[:HEAD_BYTES]
-            add(
-                (
-                    i,
-                    digest,
-                    size,
-                    st.st_mtime_ns,
-                    st.st_ino,
-                    sniff(name, head),
-                    names_data_file(name, head),
-                )
-            )
+            add((i, digest, sniff(name, head), names_data_file(name, head)))
     finally:
         close(dir_fd)
     return done, rest

@@ -592,6 +592,7 @@ class Pipeline:
         self._changed_shards: set[int] = set()
         self._pack: PackReader | None = None
         self._updating = False  # within update: a missing shard makes update start afresh
+        self._stale_counts: set[int] = set()  # shards whose counts the top lacks
         self._save_after = True  # whether update wrote the memo files itself
         self.scan: ScanResult | None = None
         self.token: str | None = None  # a file-system monitor's token for this run
@@ -857,10 +858,10 @@ class Pipeline:
         top["dirty"] = sorted(dirty)
         top["leftovers"] = sorted(leftovers)
         if full:
-            top["counts"] = {s: _counts(self._shard(s, True)) for s in range(SHARDS)}
+            top["counts"] = {}
+            self._stale_counts = set(range(SHARDS))
         else:
-            for shard in self._changed_shards:
-                top["counts"][shard] = _counts(self._shards[shard])
+            self._stale_counts |= self._changed_shards
         if affected:
             top["gen"] += 1
             log = top["log"] + [[top["gen"], None if full or index_changed else sorted(affected)]]
@@ -923,6 +924,15 @@ class Pipeline:
         elif top["foreign"]:
             top["foreign"].pop(key, None)
 
+    def counted(self, top: dict[str, Any]) -> dict[int, list[int]]:
+        """The top's counts per shard, those of shards changed since counted first (once,
+        whether by the snapshot or when the top is written)."""
+        counts: dict[int, list[int]] = top["counts"]
+        for shard in self._stale_counts:
+            counts[shard] = _counts(self._shards.get(shard, {}))
+        self._stale_counts.clear()
+        return counts
+
     def _store(
         self, case: Case, dirty: set[str], leftovers: set[str], shard: int | None = None
     ) -> None:
@@ -967,6 +977,7 @@ class Pipeline:
             else:
                 ok &= save_memo(self._folder_path(prefix), memo)
         if ok:
+            self.counted(top)
             save_memo(self.top_path, top)
         else:
             forget_memo(self.top_path)
@@ -1302,20 +1313,20 @@ class _FolderWork:
         small = [i for i in self.todo if st[3 * i] < THREADS_FROM_BYTES]
         rest = [i for i in self.todo if st[3 * i] >= THREADS_FROM_BYTES] if small else self.todo
         folder = os.path.join(root, prefix)
+        sizes = st[0::3]
         for start in range(0, len(small), SMALL_BATCH):
             batch = small[start : start + SMALL_BATCH]
-            done, left = hash_small_files(folder, names, batch, algorithm)
+            done, left = hash_small_files(folder, names, sizes, batch, algorithm)
             stats, limit, updates, problems = self.stats, self.limit, self.updates, self.problems
-            for i, digest, size, mtime, ino, problem, maybe_detached in done:
+            for i, digest, problem, maybe_detached in done:
                 updates[i] = digest
                 if problem:  # one category per file everywhere: a cut-short stream is corrupt
                     category = "corrupt" if problem.startswith("corrupt") else "not_an_image"
                     problems[names[i]] = (category, problem)
                 if maybe_detached:
                     detached.add(prefix + names[i])
-                k = 3 * i
-                if mtime >= limit or st[k] != size or st[k + 1] != mtime or st[k + 2] != ino:
-                    stats[k : k + 3] = array("q", RACY_STAT)
+                if st[3 * i + 1] >= limit:  # the walk's stat is recorded: too recent to trust
+                    stats[3 * i : 3 * i + 3] = array("q", RACY_STAT)
             rest = sorted([*rest, *left]) if left else rest
             if tick:
                 tick(len(done))
@@ -1444,16 +1455,40 @@ class Snapshot:
         self.pipeline = pipeline
         self.top = top
         self.scan = scan
-        totals = [0] * 5
-        for c in top["counts"].values():
-            totals = [a + b for a, b in zip(totals, c, strict=True)]
-        self.pairs, self.unpaired_volumes, self.unpaired_segmentations = totals[:3]
-        self.problem_count = totals[3] + len(top["meta_problems"])
-        self.indexed_pairs = totals[4]
+        self._totals: list[int] | None = None
         self.files = sum(f[1] for f in top["folders"].values())
         self.total_bytes = sum(f[2] for f in top["folders"].values())
         self._cases: list[Case] | None = None
         self._replaced: dict[str, Case] = {}
+
+    def _total(self, i: int) -> int:
+        """Column ``i`` of the counts (see :func:`_counts`) over every shard."""
+        if self._totals is None:
+            totals = [0] * 5
+            for c in self.pipeline.counted(self.top).values():
+                totals = [a + b for a, b in zip(totals, c, strict=True)]
+            self._totals = totals
+        return self._totals[i]
+
+    @property
+    def pairs(self) -> int:
+        return self._total(0)
+
+    @property
+    def unpaired_volumes(self) -> int:
+        return self._total(1)
+
+    @property
+    def unpaired_segmentations(self) -> int:
+        return self._total(2)
+
+    @property
+    def problem_count(self) -> int:
+        return self._total(3) + len(self.top["meta_problems"])
+
+    @property
+    def indexed_pairs(self) -> int:
+        return self._total(4)
 
     def replace(self, cases: Iterable[Case]) -> None:
         """Use these cases instead of the memoised ones of their keys (as ``pair``
@@ -1624,8 +1659,7 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
         top["gen"] += 1
         top["log"] = [*top["log"], [top["gen"], sorted(c.key for c in cases)]][-LOG_LENGTH:]
     top["dirty"] = sorted(dirty)
-    for shard in pipeline._changed_shards:
-        top["counts"][shard] = _counts(pipeline._shards[shard])
+    pipeline._stale_counts |= pipeline._changed_shards
     top["index"] = digest
     if pipeline._pending is None:
         pipeline._pending = ({}, False)

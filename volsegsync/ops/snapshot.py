@@ -92,6 +92,7 @@ MEMO_FORMAT = 8
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 DATA = "data"  # the role of a detached NRRD data file (volsegsync.detached)
+_new = tuple.__new__  # a NamedTuple from a tuple, without its Python-level __new__
 
 
 class Monitor(Protocol):
@@ -346,14 +347,13 @@ def _pair_simple(
         )
     ):
         return None
-    pair = Pair(vol.path, seg.path, seg.version, "naming", ())
-    entry = Entry(
-        FileRecord(vol.path, vol.size, vol.digest),
-        FileRecord(seg.path, seg.size, seg.digest),
-        seg.version,
-        key=key,
-    )
-    return Case(key, members, indexed, entry, (pair,), (), ())
+    # made as the tuples they are (no Python-level __new__ with defaults): the usual
+    # case is most of a first run's work besides reading the files
+    pair = _new(Pair, (vol.path, seg.path, seg.version, "naming", ()))
+    vol_rec = _new(FileRecord, (vol.path, vol.size, vol.digest))
+    seg_rec = _new(FileRecord, (seg.path, seg.size, seg.digest))
+    entry = _new(Entry, (vol_rec, seg_rec, seg.version, (), False, None, (), key))
+    return _new(Case, (key, members, indexed, entry, (pair,), (), ()))
 
 
 def _pair_general(
@@ -593,6 +593,7 @@ class Pipeline:
         self._pack: PackReader | None = None
         self._updating = False  # within update: a missing shard makes update start afresh
         self._stale_counts: set[int] = set()  # shards whose counts the top lacks
+        self._unsaved_gen: int | None = None  # a generation of update(save=False), unwritten
         self._save_after = True  # whether update wrote the memo files itself
         self.scan: ScanResult | None = None
         self.token: str | None = None  # a file-system monitor's token for this run
@@ -866,6 +867,7 @@ class Pipeline:
             top["gen"] += 1
             log = top["log"] + [[top["gen"], None if full or index_changed else sorted(affected)]]
             top["log"] = log[-LOG_LENGTH:]
+            self._unsaved_gen = None if save else top["gen"]
         top["fp"] = fp if all(f[0] for f in folders.values()) else ""
         top["folders"] = folders
         top["unreadable"] = dict(scan.unreadable)
@@ -923,6 +925,31 @@ class Pipeline:
             top["foreign"][key] = foreign
         elif top["foreign"]:
             top["foreign"].pop(key, None)
+
+    def _put_recorded(self, case: Case, indexed: Entry | None, dirty: set[str]) -> None:
+        """:meth:`_put` of ``case`` with the index's entry ``indexed``: for the usual
+        case after ``pair`` (the index records its entry as it is; no kept record, no
+        problem; its entry's files are its members) what that gives, directly."""
+        entry, members = case.entry, case.members
+        if indexed is not entry or entry is None or case.kept or case.problems:
+            return self._put(case._replace(indexed=indexed), dirty)
+        recs = _usual_records(entry)
+        if recs is None or any(r.path not in [m.path for m in members] for r in recs):
+            return self._put(case._replace(indexed=indexed), dirty)
+        key = case.key
+        shard = shard_of(key)
+        cases = self._shards.get(shard)
+        if cases is None:
+            cases = self._shard(shard, False)
+        self._changed_shards.add(shard)
+        cases[key] = _new(Case, (key, members, entry, entry, case.pairs, (), ()))
+        dirty.discard(key)
+        top = self._top
+        if top["kept"]:
+            top["kept"].pop(key, None)
+        if top["foreign"]:
+            top["foreign"].pop(key, None)
+        return None
 
     def counted(self, top: dict[str, Any]) -> dict[int, list[int]]:
         """The top's counts per shard, those of shards changed since counted first (once,
@@ -1371,9 +1398,10 @@ class _FolderWork:
                 digest = ""
             keys[path] = key
             if info is None:
-                yield path, Member(path, "", None, stats[3 * i], digest, problem)
+                yield path, _new(Member, (path, "", None, stats[3 * i], digest, problem, ""))
             else:
-                yield path, Member(path, info.role, info.version, stats[3 * i], digest, problem)
+                member = (path, info.role, info.version, stats[3 * i], digest, problem, "")
+                yield path, _new(Member, member)
 
     def memo(self, key: str) -> dict[str, Any]:
         pieces = []
@@ -1653,9 +1681,15 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
     dirty = set(top["dirty"])
     indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
     for case, entry in zip(cases, indexed, strict=True):
-        pipeline._put(case._replace(indexed=entry), dirty)  # leftovers: as they were
+        pipeline._put_recorded(case, entry, dirty)  # leftovers: as they were
     snap.replace([])
-    if cases:  # what consumers memoised for these cases (verify: drift) is out of date
+    last = top["log"][-1] if top["log"] else None
+    if cases and last is not None and last[0] == top["gen"] == pipeline._unsaved_gen:
+        # the generation of this run's update is not written yet, so no consumer holds
+        # it: it takes these keys too (None, all, after a full run: nothing to add)
+        if last[1] is not None:
+            last[1] = sorted({*last[1], *(c.key for c in cases)})
+    elif cases:  # what consumers memoised for these cases (verify: drift) is out of date
         top["gen"] += 1
         top["log"] = [*top["log"], [top["gen"], sorted(c.key for c in cases)]][-LOG_LENGTH:]
     top["dirty"] = sorted(dirty)

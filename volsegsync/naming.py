@@ -41,6 +41,7 @@ class Convention:
             reverse=True,
         )
         self._version = compile_pattern(naming.version)
+        self._versions: dict[str, int | None] = {}  # see _version_of
         self._fields = [(name, compile_pattern(naming.patterns[name])) for name in naming.fields]
         sep = re.escape(naming.separator)
         self._whole = compile_pattern(sep.join(f"(?:{naming.patterns[n]})" for n in naming.fields))
@@ -132,11 +133,25 @@ class Convention:
         version = None
         if role == SEGMENTATION:
             head, sep, last = stem.rpartition(self.naming.separator)
-            number = self._version.group(last, "n") if sep and head else None
-            if number and number.isascii() and number.isdigit() and len(number) <= 9:
-                version = int(number)
-                stem = head
+            if sep and head:
+                version = self._version_of(last)
+                if version is not None:
+                    stem = head
         return NameInfo(path, role, ext, stem, version)
+
+    def _version_of(self, token: str) -> int | None:
+        """The version a name's last field gives (``v4`` -> 4), None when it is none;
+        remembered per token (datasets repeat them: ``v1``, a date)."""
+        if token in self._versions:
+            return self._versions[token]
+        number = self._version.group(token, "n")
+        version = None
+        if number and number.isascii() and number.isdigit() and len(number) <= 9:
+            version = int(number)
+        if len(self._versions) >= 4096:
+            self._versions.clear()
+        self._versions[token] = version
+        return version
 
     def _strip_suffix(self, stem: str, role: str) -> str:
         suffix = self.roles.volume_suffix if role == VOLUME else self.roles.segmentation_suffix

@@ -24,6 +24,7 @@ the scan or unreadable keeps its record in the pair result (a *kept* record), un
 
 from __future__ import annotations
 
+import operator
 import os
 import re
 from array import array
@@ -93,6 +94,7 @@ LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (v
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 DATA = "data"  # the role of a detached NRRD data file (volsegsync.detached)
 _new = tuple.__new__  # a NamedTuple from a tuple, without its Python-level __new__
+_entry_key = operator.attrgetter("key")
 
 
 class Monitor(Protocol):
@@ -1194,9 +1196,11 @@ class _Inconsistent(Exception):
 
 
 def _sorted(members: dict[str, Member]) -> tuple[Member, ...]:
-    if len(members) == 1:
-        return tuple(members.values())
-    return tuple(members[p] for p in sorted(members))
+    """The members by path (two, a pair, by one comparison)."""
+    if len(members) == 2:
+        a, b = members
+        return (members[a], members[b]) if a < b else (members[b], members[a])
+    return tuple([members[p] for p in sorted(members)])
 
 
 def _usual_records(e: Entry) -> list[FileRecord] | None:
@@ -1572,7 +1576,11 @@ class Snapshot:
     def entries(self) -> list[Entry]:
         """What the index records now, in the index's order."""
         out = [c.entry for c in self.cases() if c.entry is not None]
-        out.sort(key=lambda e: e.sort_key)
+        keys = [e.key for e in out]
+        if all(keys) and len(set(keys)) == len(keys):  # one entry a key: the key orders
+            out.sort(key=_entry_key)
+        else:
+            out.sort(key=lambda e: e.sort_key)
         return out
 
     @property

@@ -655,3 +655,33 @@ def test_dash_c_composes_like_git(paired: Path, cwd_guard: None) -> None:
     result = invoke(["-C", str(paired.parent), "status", "-C", paired.name, "--format", "json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["in_sync"] is True
+
+
+def test_status_with_nothing_changed_imports_only_what_it_needs(paired: Path) -> None:
+    """Start-up is most of a small run: an unchanged ``status`` loads no cache
+    database, no temp-file machinery, no thread pool, no git and no numpy."""
+    code = (
+        "import sys\n"
+        "from volsegsync.cli import main\n"
+        "try:\n"
+        f"    main(['-C', {str(paired)!r}, 'status', '-q'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "heavy = ['sqlite3', 'tempfile', 'hashlib', 'concurrent.futures', 'dulwich', 'numpy']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_cache_database_error_is_told_from_a_bug() -> None:
+    import sqlite3
+
+    from volsegsync.cli import _is_cache_error
+
+    db = sqlite3.connect(":memory:")
+    with pytest.raises(sqlite3.Error) as err:
+        db.execute("SELECT * FROM no_such_table")
+    assert _is_cache_error(err.value)
+    assert not _is_cache_error(ValueError("a bug"))

@@ -117,6 +117,8 @@ exclude = ["scratch/*"]
         ("[naming.dates]\npostfix = 'D%Q'\n", "[naming.dates.postfix] invalid date format 'D%Q'"),
         ("[naming.dates]\npostfix = 'D%'\n", "[naming.dates.postfix] invalid date format 'D%'"),
         ("[naming.dates]\npostfix = '%'\n", "a lone '%' at the end"),
+        # strptime raises re.error, not ValueError, for a directive given twice
+        ("[naming.dates]\npostfix = 'D%d%d'\n", "invalid date format 'D%d%d': redefinition"),
         ("[verify]\nposition_tolerance = nan\n", "[verify.position_tolerance] must be a non-neg"),
         ("[verify]\ndirection_tolerance = inf\n", "[verify.direction_tolerance] must be a non-n"),
         ("[naming]\nversion = 'v(?P<n>[0-9]+)?'\n", "[naming.version] the group (?P<n>...) must"),

@@ -8,7 +8,7 @@ configuration error. No traceback reaches a user.
 from __future__ import annotations
 
 import os
-import sqlite3
+import sys
 from typing import Any
 
 import click
@@ -41,13 +41,6 @@ class VolsegsyncGroup(click.Group):
         except VolsegsyncError as e:
             click.echo(quote_text(f"volsegsync: error: {e}"), err=True)
             ctx.exit(e.exit_code)
-        except sqlite3.Error as e:
-            click.echo(
-                f"volsegsync: error: a cache in .volsegsync/state/ cannot be used ({e}); "
-                "the folder may be read-only or damaged: delete it to start afresh",
-                err=True,
-            )
-            ctx.exit(EXIT_USAGE)
         except KeyboardInterrupt:
             click.echo("volsegsync: interrupted", err=True)
             ctx.exit(130)
@@ -55,7 +48,15 @@ class VolsegsyncGroup(click.Group):
             ctx.exit(EXIT_OK)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except Exception as e:  # a bug of ours: say so in one line, without a traceback
+        except Exception as e:
+            if _is_cache_error(e):
+                click.echo(
+                    f"volsegsync: error: a cache in .volsegsync/state/ cannot be used ({e}); "
+                    "the folder may be read-only or damaged: delete it to start afresh",
+                    err=True,
+                )
+                ctx.exit(EXIT_USAGE)
+            # a bug of ours: say so in one line, without a traceback
             if os.environ.get("VOLSEGSYNC_DEBUG"):
                 raise
             click.echo(
@@ -65,6 +66,13 @@ class VolsegsyncGroup(click.Group):
             )
             ctx.exit(EXIT_USAGE)
         return None
+
+
+def _is_cache_error(e: Exception) -> bool:
+    """Whether ``e`` comes from a cache database (sqlite3 is imported only by a run
+    that opens one: a run that did not cannot have raised its errors)."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(e, sqlite3.Error)
 
 
 @click.group(cls=VolsegsyncGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -10,10 +10,8 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from volsegsync.channels import ChannelConfig, parse_channels
@@ -30,6 +28,10 @@ SEVERITIES = ("error", "warning", "info", "off")
 MAX_PATTERN = 1000  # characters in a regular expression of the config
 # strftime/strptime directives that read back what they write (see _date_format)
 _DATE_DIRECTIVES = frozenset("aAbBdHIjmMpSUwWyYzGuV%fz")
+# Directives whose strftime text of the sample date (2000-01-31 00:00) is matched in
+# full by the first alternative of strptime's pattern for it: a format made of these,
+# each once, and literal text always reads back, so strptime (7 ms to load) is not asked.
+_NUMERIC_DIRECTIVES = frozenset("dmYyHMSjf")
 
 
 class SafePattern:
@@ -87,25 +89,21 @@ def compile_pattern(pattern: str) -> SafePattern:
         ) from None
 
 
-@dataclass(frozen=True)
-class NamingConfig:
+class NamingConfig(NamedTuple):
     """The naming convention ``PREFIX-BASENAME-POSTFIX.EXT`` (or a dataset's own)."""
 
     separator: str = "-"
     fields: tuple[str, ...] = ("prefix", "basename", "postfix")
-    patterns: Mapping[str, str] = field(
-        default_factory=lambda: {
-            "prefix": r"[A-Za-z0-9]+",
-            "basename": r"[A-Za-z0-9_]+",
-            "postfix": r"D[0-9]{8}",
-        }
-    )
-    dates: Mapping[str, str] = field(default_factory=lambda: {"postfix": "D%d%m%Y"})
+    patterns: Mapping[str, str] = {  # shared, never changed (a Mapping)
+        "prefix": r"[A-Za-z0-9]+",
+        "basename": r"[A-Za-z0-9_]+",
+        "postfix": r"D[0-9]{8}",
+    }
+    dates: Mapping[str, str] = {"postfix": "D%d%m%Y"}
     version: str = r"v(?P<n>[0-9]+)"
 
 
-@dataclass(frozen=True)
-class RolesConfig:
+class RolesConfig(NamedTuple):
     """Rules deciding which files are volumes and which are segmentations."""
 
     volume_extensions: tuple[str, ...] = (".nii.gz", ".nii")
@@ -116,26 +114,23 @@ class RolesConfig:
     segmentation_suffix: str = ""
 
 
-@dataclass(frozen=True)
-class PairingConfig:
+class PairingConfig(NamedTuple):
     by: str = "naming"  # "naming" or "metadata" (naming first, then headers for the rest)
     scope: str = "auto"  # where names pair: "auto", "dataset" or "folder" (see pairing.py)
     reference_keys: tuple[str, ...] = ("volume", "reference_volume", "ReferenceVolume")
 
 
-@dataclass(frozen=True)
-class VerifyConfig:
+class VerifyConfig(NamedTuple):
     position_tolerance: float = 1e-3  # fraction of the smallest voxel spacing
     direction_tolerance: float = 1e-4  # absolute, on direction cosines
-    labels: Mapping[int, str] = field(default_factory=dict)
-    severity: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[int, str] = {}  # shared, never changed (a Mapping)
+    severity: Mapping[str, str] = {}
 
 
 LINK_TYPES = ("reflink", "hardlink", "symlink", "copy")
 
 
-@dataclass(frozen=True)
-class StoreConfig:
+class StoreConfig(NamedTuple):
     """The content store (docs/store.md); ``dir`` only in the local config."""
 
     enabled: bool = True  # pair stores what it records
@@ -146,39 +141,35 @@ class StoreConfig:
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024**3
 
 
-@dataclass(frozen=True)
-class LimitsConfig:
+class LimitsConfig(NamedTuple):
     """Bounds on what a (possibly hostile) file may make volsegsync do."""
 
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # declared data larger is not decoded
 
 
-@dataclass(frozen=True)
-class RemoteConfig:
+class RemoteConfig(NamedTuple):
     """A ``[remotes.NAME]`` table: where a copy of the content store lives (docs/remotes.md)."""
 
     url: str  # a folder, file://PATH, s3://BUCKET/PREFIX or ssh://HOST/PATH; never credentials
     endpoint_url: str = ""  # S3-compatible servers (MinIO, Ceph): http(s)://HOST[:PORT]
 
 
-@dataclass(frozen=True)
-class HooksConfig:
+class HooksConfig(NamedTuple):
     pre_push: bool = False  # the pre-push hook runs `volsegsync push` first
 
 
-@dataclass(frozen=True)
-class Config:
-    naming: NamingConfig = field(default_factory=NamingConfig)
-    roles: RolesConfig = field(default_factory=RolesConfig)
-    pairing: PairingConfig = field(default_factory=PairingConfig)
-    verify: VerifyConfig = field(default_factory=VerifyConfig)
+class Config(NamedTuple):
+    naming: NamingConfig = NamingConfig()
+    roles: RolesConfig = RolesConfig()
+    pairing: PairingConfig = PairingConfig()
+    verify: VerifyConfig = VerifyConfig()
     exclude: tuple[str, ...] = ()
-    store: StoreConfig = field(default_factory=StoreConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    remotes: Mapping[str, RemoteConfig] = field(default_factory=dict)
+    store: StoreConfig = StoreConfig()
+    limits: LimitsConfig = LimitsConfig()
+    remotes: Mapping[str, RemoteConfig] = {}
     default_remote: str | None = None  # [core] remote
-    hooks: HooksConfig = field(default_factory=HooksConfig)
-    channels: ChannelConfig = field(default_factory=ChannelConfig)  # volsegsync.channels
+    hooks: HooksConfig = HooksConfig()
+    channels: ChannelConfig = ChannelConfig()  # volsegsync.channels
     fsmonitor: bool = False  # [fsmonitor] enabled, local config only (docs/fsmonitor.md)
 
 
@@ -335,7 +326,7 @@ def parse_local_config(path: Path, data: Mapping[str, Any], base: Config) -> Con
     enabled = monitor.table.get("enabled", False)
     if not isinstance(enabled, bool):
         raise monitor.fail("enabled", f"must be true or false, found {enabled!r}")
-    return replace(base, remotes=remotes, default_remote=default_remote, fsmonitor=enabled)
+    return base._replace(remotes=remotes, default_remote=default_remote, fsmonitor=enabled)
 
 
 def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
@@ -441,6 +432,7 @@ def _date_format_problem(fmt: str) -> str | None:
     """Why ``fmt`` is no usable strptime date format (None when it is one)."""
     if not fmt:
         return "empty"
+    used: list[str] = []
     i = 0
     while i < len(fmt):
         if fmt[i] == "%":
@@ -448,13 +440,19 @@ def _date_format_problem(fmt: str) -> str | None:
                 return "a lone '%' at the end (write '%%' for a percent sign)"
             if fmt[i + 1] not in _DATE_DIRECTIVES:
                 return f"unknown directive '%{fmt[i + 1]}'"
+            if fmt[i + 1] != "%":
+                used.append(fmt[i + 1])
             i += 2
         else:
             i += 1
+    if len(set(used)) == len(used) and _NUMERIC_DIRECTIVES.issuperset(used):
+        return None  # reads back for sure (see _NUMERIC_DIRECTIVES): no need to load strptime
+    from datetime import datetime
+
     try:
         sample = datetime(2000, 1, 31).strftime(fmt)
         datetime.strptime(sample, fmt)
-    except ValueError as e:
+    except (ValueError, re.error) as e:  # re.error: a directive given twice ('%d%d')
         return str(e)
     return None
 
@@ -507,7 +505,7 @@ def _extensions(r: _Reader, key: str, default: tuple[str, ...]) -> tuple[str, ..
 
 def _roles(r: _Reader) -> RolesConfig:
     d = RolesConfig()
-    r.check_keys({f.name for f in RolesConfig.__dataclass_fields__.values()})
+    r.check_keys(set(RolesConfig._fields))
     roles = RolesConfig(
         volume_extensions=_extensions(r, "volume_extensions", d.volume_extensions),
         segmentation_extensions=_extensions(

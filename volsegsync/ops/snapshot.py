@@ -183,16 +183,16 @@ def entry_from_plain(p: Any) -> Entry | None:
 
 
 def _case_to_plain(c: Case) -> Any:
-    indexed = entry_to_plain(c.indexed)
-    # the usual state after ``pair``: one object for both, which marshal stores once
-    entry = indexed if c.entry == c.indexed else entry_to_plain(c.entry)
+    _key, members, indexed, entry, pairs, problems, kept = c
+    plain = entry_to_plain(indexed)
     return (
-        tuple(map(tuple, c.members)),
-        indexed,
-        entry,
-        tuple(map(tuple, c.pairs)),
-        problems_to_plain(list(c.problems)) if c.problems else [],
-        tuple(map(tuple, c.kept)) if c.kept else (),
+        tuple(map(tuple, members)),
+        plain,
+        # the usual state after ``pair``: one object for both, which marshal stores once
+        plain if entry is indexed or entry == indexed else entry_to_plain(entry),
+        tuple(map(tuple, pairs)),
+        problems_to_plain(list(problems)) if problems else [],
+        tuple(map(tuple, kept)) if kept else (),
     )
 
 
@@ -944,8 +944,15 @@ class Pipeline:
         entry, members = case.entry, case.members
         if indexed is not entry or entry is None or case.kept or case.problems:
             return self._put(case._replace(indexed=indexed), dirty)
-        recs = _usual_records(entry)
-        if recs is None or any(r.path not in [m.path for m in members] for r in recs):
+        vol, seg = entry.volume, entry.segmentation
+        paths = [m.path for m in members]
+        if (
+            entry.older
+            or entry.channels
+            or entry.seg_data is not None
+            or (vol is not None and vol.path not in paths)
+            or (seg is not None and seg.path not in paths)
+        ):
             return self._put(case._replace(indexed=indexed), dirty)
         key = case.key
         shard = shard_of(key)

@@ -15,8 +15,12 @@ runs, page cache warm:
 
     python benchmarks/bench_pair_unseen.py [--pairs 50000] [--runs 3] [--dir /tmp/vss-bench-unseen]
 
-Session 7, 40,000 files (``--pairs 20000 --runs 5 --dir /tmp/pf-unseen``, load
-3-4): hash alone 0.56 s, ``pair --no-store`` 2.47 s = 4.4x (9.0x before);
+Each command's CPU time (user + system) is printed too: on a loaded machine it
+leaves out the waiting. Session 7, 40,000 files (``--pairs 20000 --runs 5 --dir
+/tmp/pf-unseen``, load 3-4): hash alone 0.56 s, ``pair --no-store`` 2.47 s =
+4.4x (9.0x before). Session 8 (one pack of case shards, small files hashed per
+folder, names parsed per folder; load 4.9, under load): hash alone 0.54 s
+(0.44 s CPU), ``pair --no-store`` 1.76 s = 3.25x (CPU 1.40 s = 3.20x);
 docs/performance.md says where the rest goes.
 """
 

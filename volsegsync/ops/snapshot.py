@@ -24,6 +24,7 @@ the scan or unreadable keeps its record in the pair result (a *kept* record), un
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import os
 import re
@@ -729,10 +730,21 @@ class Pipeline:
                 return Snapshot(self, top, scan)
         self._save_after = save
         try:
-            with no_collector():
+            with self._within_update():
                 return self._update(scan, fps, fp, index, top, moved, jobs, progress, save)
         except _Inconsistent:  # a memo file is damaged or missing: start afresh
             return self._afresh(scan, index, jobs, progress, save)
+
+    @contextlib.contextmanager
+    def _within_update(self) -> Iterator[None]:
+        """No garbage collector (see ``no_collector``); a missing shard raises
+        :class:`_Inconsistent` (the update starts afresh) instead of a rebuild."""
+        self._updating = True
+        try:
+            with no_collector():
+                yield
+        finally:
+            self._updating = False
 
     def _afresh(
         self,
@@ -749,7 +761,7 @@ class Pipeline:
             self.scan = scan = self.ds.scan()
         fps = folder_fingerprints(scan)
         fp = fingerprint(scan, fps)
-        with no_collector():
+        with self._within_update():
             return self._update(scan, fps, fp, index, None, set(), jobs, progress, save)
 
     def _rebuild(self) -> None:
@@ -780,25 +792,6 @@ class Pipeline:
         full = top is None
         top = top if top is not None else _fresh_top(self.key)
         self._top = top
-        self._updating = True
-        try:
-            return self._update_cases(scan, fps, fp, index, top, full, moved, jobs, progress, save)
-        finally:
-            self._updating = False
-
-    def _update_cases(
-        self,
-        scan: ScanResult,
-        fps: dict[str, str],
-        fp: str,
-        index: str | None,
-        top: dict[str, Any],
-        full: bool,
-        moved: set[str],
-        jobs: int | None,
-        progress: ProgressFactory | None,
-        save: bool,
-    ) -> Snapshot:
         keys: dict[str, str] = {}  # path -> key, for the files the folders' work keyed
         changes, folder_memos, folders = self._file_changes(
             scan, fps, top, full, jobs, progress, keys

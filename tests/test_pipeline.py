@@ -700,12 +700,14 @@ def test_damaged_or_foreign_pack_is_a_miss_never_trusted(paired_files: Path, dam
         pack.write_bytes(blob[: len(blob) // 2])
     elif damage == "other id":  # a pack of another generation, well formed
         assert save_pack(pack, pipeline.key, "0" * 16, evil)
-    elif damage == "span past the end":
+    elif damage == "span past the end":  # a body of 64 bytes, spans of a megabyte
         spans = [(0, 10**6)] * 256
         header = marshal.dumps({"key": pipeline.key, "id": top["pack"], "spans": spans})
-        pack.write_bytes(PACK_MAGIC + len(header).to_bytes(4, "little") + header)
-    elif damage == "huge header":
-        pack.write_bytes(PACK_MAGIC + (2**31).to_bytes(4, "little") + b"\0" * 64)
+        footer = (64).to_bytes(8, "little") + len(header).to_bytes(4, "little")
+        pack.write_bytes(PACK_MAGIC + b"\0" * 64 + header + footer)
+    elif damage == "huge header":  # a footer claiming a 2 GiB header
+        footer = (64).to_bytes(8, "little") + (2**31).to_bytes(4, "little")
+        pack.write_bytes(PACK_MAGIC + b"\0" * 64 + footer)
     elif damage == "link":  # the real pack elsewhere, linked: never read through a link
         outside = paired_files.parent / "elsewhere"
         outside.write_bytes(blob)

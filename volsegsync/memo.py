@@ -13,6 +13,7 @@ import contextlib
 import marshal
 import os
 import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ def save_memo(path: Path, data: dict[str, Any]) -> bool:
     return _save_blob(path, blob)
 
 
-def _save_blob(path: Path, blob: bytes | list[bytes]) -> bool:
+def _save_blob(path: Path, blob: bytes | Iterable[bytes]) -> bool:
     try:
         check_state_dir(path.parent.parent)  # never write through a linked state folder
         path.parent.mkdir(exist_ok=True)
@@ -81,25 +82,38 @@ def forget_memo(path: Path) -> None:
 # run reads one shard of the pack by its span and writes the shards it changes as
 # files of their own; who reads knows which file holds a shard by the id that each
 # pack and shard file carries (see volsegsync.ops.snapshot).
+#
+# Layout: PACK_MAGIC, the shards' marshal data one after the other, the header (the
+# marshal data of key, id and each shard's span within the body), then a footer of
+# the body's length (8 bytes) and the header's (4 bytes), little-endian: a pack is
+# written as its shards are turned into bytes, one at a time (memory: one shard).
 
-PACK_MAGIC = b"VSSPACK1"
+PACK_MAGIC = b"VSSPACK2"
 PACK_HEADER_LIMIT = 1 << 20  # key, id and SHARDS spans: a few KiB
+_FOOTER = 12
 
 
-def save_pack(path: Path, key: str, pack_id: str, shards: list[Any]) -> bool:
-    """Store the plain data of each shard (``shards[i]`` for shard ``i``) as one pack
+def save_pack(path: Path, key: str, pack_id: str, shards: Iterable[Any]) -> bool:
+    """Store the plain data of each shard (the ``i``-th for shard ``i``) as one pack
     under ``key`` and ``pack_id``; False when it could not be."""
+    spans: list[tuple[int, int]] = []
+
+    def pieces() -> Iterator[bytes]:
+        yield PACK_MAGIC
+        offset = 0
+        for data in shards:
+            blob = marshal.dumps(data)
+            spans.append((offset, len(blob)))
+            offset += len(blob)
+            yield blob
+        header = marshal.dumps({"key": key, "id": pack_id, "spans": spans})
+        yield header
+        yield offset.to_bytes(8, "little") + len(header).to_bytes(4, "little")
+
     try:
-        blobs = [marshal.dumps(data) for data in shards]
-    except ValueError:
+        return _save_blob(path, pieces())
+    except ValueError:  # something not plain data: simply not memoised
         return False
-    spans = []
-    offset = 0
-    for blob in blobs:
-        spans.append((offset, len(blob)))
-        offset += len(blob)
-    header = marshal.dumps({"key": key, "id": pack_id, "spans": spans})
-    return _save_blob(path, [PACK_MAGIC, len(header).to_bytes(4, "little"), header, *blobs])
 
 
 class PackReader:
@@ -110,7 +124,6 @@ class PackReader:
     def __init__(self, path: Path, key: str, pack_id: str) -> None:
         self.path, self.key, self.pack_id = path, key, pack_id
         self._spans: list[tuple[int, int]] | None = None
-        self._base = 0
 
     def load(self, shard: int) -> Any:
         try:
@@ -118,12 +131,11 @@ class PackReader:
         except OSError:
             return None
         try:
-            size = os.fstat(fd).st_size
-            if self._spans is None and not self._read_header(fd, size):
+            if self._spans is None and not self._read_header(fd, os.fstat(fd).st_size):
                 return None
             assert self._spans is not None
             start, length = self._spans[shard]
-            blob = os.pread(fd, length, self._base + start)
+            blob = os.pread(fd, length, len(PACK_MAGIC) + start)
             if len(blob) != length:
                 return None
             return marshal.loads(blob)
@@ -133,18 +145,17 @@ class PackReader:
             os.close(fd)
 
     def _read_header(self, fd: int, size: int) -> bool:
-        head = os.pread(fd, len(PACK_MAGIC) + 4, 0)
-        if len(head) != len(PACK_MAGIC) + 4 or not head.startswith(PACK_MAGIC):
+        if size < len(PACK_MAGIC) + _FOOTER or os.pread(fd, len(PACK_MAGIC), 0) != PACK_MAGIC:
             return False
-        length = int.from_bytes(head[len(PACK_MAGIC) :], "little")
-        if length > PACK_HEADER_LIMIT:
+        footer = os.pread(fd, _FOOTER, size - _FOOTER)
+        body, length = int.from_bytes(footer[:8], "little"), int.from_bytes(footer[8:], "little")
+        if length > PACK_HEADER_LIMIT or len(PACK_MAGIC) + body + length + _FOOTER != size:
             return False
-        raw = os.pread(fd, length, len(head))
+        raw = os.pread(fd, length, len(PACK_MAGIC) + body)
         header = marshal.loads(raw) if len(raw) == length else None
         if not isinstance(header, dict) or header.get("key") != self.key:
             return False
         spans = header.get("id") == self.pack_id and header.get("spans")
-        base = len(head) + length
         if not isinstance(spans, list) or len(spans) != SHARDS:
             return False
         for span in spans:
@@ -152,8 +163,8 @@ class PackReader:
                 isinstance(span, tuple)
                 and len(span) == 2
                 and all(type(n) is int and 0 <= n <= MEMO_LIMIT for n in span)
-                and base + span[0] + span[1] <= size
+                and span[0] + span[1] <= body
             ):
                 return False
-        self._spans, self._base = spans, base
+        self._spans = spans
         return True

@@ -998,9 +998,9 @@ class Pipeline:
         # stopped before writing its top) never takes these files for its own
         written = os.urandom(8).hex()
         if full:  # every shard: one pack file (creating 256 files costs more than the rest)
-            packed = [
+            packed = (  # one shard at a time: plain data, then bytes
                 {k: _plain(v) for k, v in self._shard(n, True).items()} for n in range(SHARDS)
-            ]
+            )
             ok &= save_pack(self._pack_path, self.key, written, packed)
             top["pack"], top["where"] = written, {}
             self._forget_shard_files()

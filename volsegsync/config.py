@@ -19,11 +19,6 @@ from volsegsync.errors import ConfigError, VolsegsyncError
 from volsegsync.fsutil import CONFIG_LIMIT, read_small
 from volsegsync.problems import CATEGORIES
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
 SEVERITIES = ("error", "warning", "info", "off")
 MAX_PATTERN = 1000  # characters in a regular expression of the config
 # strftime/strptime directives that read back what they write (see _date_format)
@@ -235,10 +230,15 @@ max_image_bytes = 4294967296
 class _Reader:
     """Pulls typed values out of a parsed TOML table, naming the key on error."""
 
-    def __init__(self, path: Path, table: Mapping[str, Any], section: str) -> None:
+    def __init__(
+        self, path: Path, table: Mapping[str, Any], section: str, checked: bool = False
+    ) -> None:
         self.path = path
         self.table = table
         self.section = section
+        # the same tables were parsed and found valid before (Dataset.open's memo): the
+        # costly checks (RE2 compiling each pattern, strptime) need not run again
+        self.checked = checked
 
     def fail(self, key: str, problem: str) -> ConfigError:
         where = f"{self.section}.{key}" if self.section else key
@@ -249,7 +249,7 @@ class _Reader:
         if not isinstance(value, Mapping):
             raise self.fail(key, "must be a table")
         section = f"{self.section}.{key}" if self.section else key
-        return _Reader(self.path, value, section)
+        return _Reader(self.path, value, section, self.checked)
 
     def check_keys(self, allowed: set[str]) -> None:
         for key in self.table:
@@ -282,6 +282,8 @@ class _Reader:
             raise self.fail(
                 key, f"regular expression of {len(value)} characters (at most {MAX_PATTERN})"
             )
+        if self.checked:
+            return value
         try:
             compile_pattern(value)
         except ValueError as e:
@@ -296,12 +298,28 @@ def load_config(path: Path) -> Config:
 
 def load_toml(path: Path) -> dict[str, Any]:
     """A TOML file's tables; a missing file is an empty one."""
+    return parse_toml(path, read_config_bytes(path))
+
+
+def read_config_bytes(path: Path) -> bytes | None:
+    """A config file's bytes (None when there is none), read as a hostile file is."""
     try:
-        raw = read_small(path, CONFIG_LIMIT, "config")
+        return read_small(path, CONFIG_LIMIT, "config")
     except FileNotFoundError:
-        return {}
+        return None
     except VolsegsyncError as e:
         raise ConfigError(str(e)) from None
+
+
+def parse_toml(path: Path, raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    # 5 ms to load: a run whose config is memoised (Dataset.open) does not pay it
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+
     try:
         data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
         return data
@@ -317,8 +335,10 @@ def load_local_config(path: Path, base: Config) -> Config:
     return parse_local_config(path, load_toml(path), base)
 
 
-def parse_local_config(path: Path, data: Mapping[str, Any], base: Config) -> Config:
-    top = _Reader(path, data, "")
+def parse_local_config(
+    path: Path, data: Mapping[str, Any], base: Config, checked: bool = False
+) -> Config:
+    top = _Reader(path, data, "", checked)
     top.check_keys({"remotes", "core", "store", "fsmonitor"})  # [store]: ops.storing
     remotes, default_remote = parse_remotes(top, base.remotes, base.default_remote)
     monitor = top.sub("fsmonitor")
@@ -329,8 +349,10 @@ def parse_local_config(path: Path, data: Mapping[str, Any], base: Config) -> Con
     return base._replace(remotes=remotes, default_remote=default_remote, fsmonitor=enabled)
 
 
-def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
-    top = _Reader(path, data, "")
+def parse_config(path: Path, data: Mapping[str, Any], checked: bool = False) -> Config:
+    """The config of TOML tables ``data``; ``checked``: these very tables passed every
+    check before (the patterns are then not compiled here to check them)."""
+    top = _Reader(path, data, "", checked)
     top.check_keys(
         {
             "naming",
@@ -418,7 +440,7 @@ def _naming(r: _Reader) -> NamingConfig:
     else:  # like the patterns: the defaults apply to the fields that keep their names
         dates = {name: fmt for name, fmt in d.dates.items() if name in fields}
     for name, fmt in dates.items():
-        problem = _date_format_problem(fmt)
+        problem = None if r.checked else _date_format_problem(fmt)
         if problem:
             raise dr.fail(name, f"invalid date format {fmt!r}: {problem}")
     version = r.regex("version", r.string("version", d.version))

@@ -668,6 +668,7 @@ def test_first_run_writes_one_pack_and_later_edits_equal_a_full_run(ds_root: Pat
         "link",
         "gone",
         "stale shard file",
+        "top naming garbage",
     ],
 )
 def test_damaged_or_foreign_pack_is_a_miss_never_trusted(paired_files: Path, damage: str) -> None:
@@ -715,6 +716,11 @@ def test_damaged_or_foreign_pack_is_a_miss_never_trusted(paired_files: Path, dam
         pack.symlink_to(outside)
     elif damage == "gone":
         pack.unlink()
+    elif damage == "top naming garbage":  # a top of the right key, not of this make
+        top_path = pack.parent / "top.marshal"
+        top_memo = marshal.loads(top_path.read_bytes())
+        top_memo["where"], top_memo["pack"] = "k-pack", 7
+        top_path.write_bytes(marshal.dumps(top_memo))
     else:  # an edit: its shard is a file now; then one of another generation replaces it
         seg = paired_files / f"{NAME1}-v1.nrrd"
         write_nrrd(seg, seed="edited")

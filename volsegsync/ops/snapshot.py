@@ -154,7 +154,10 @@ class Case(NamedTuple):
         if entry == indexed:
             return False
         if entry is None or indexed is None:  # the other one writes no line, or some
-            return bool((entry or indexed).lines())  # type: ignore[union-attr]
+            one = entry if entry is not None else indexed
+            assert one is not None
+            # a volume or a segmentation is a line (Entry.lines), the usual case
+            return one.volume is not None or one.segmentation is not None or bool(one.lines())
         return format_entry(entry) != format_entry(indexed)
 
 
@@ -641,13 +644,16 @@ class Pipeline:
         an incremental run) or the pack of the last full run; None when that file is
         missing, damaged or of another generation (its id is not the top's)."""
         top = self._top
-        written = top["where"].get(shard)
+        where, pack = top.get("where"), top.get("pack")
+        if not isinstance(where, dict) or not (pack is None or isinstance(pack, str)):
+            return None  # a top of another make: start afresh
+        written = where.get(shard)
         if written is not None:
             memo = load_memo(self._shard_path(shard), self.key)
             cases = memo.get("cases") if memo is not None and memo.get("id") == written else None
-        elif top["pack"]:
-            if self._pack is None or self._pack.pack_id != top["pack"]:
-                self._pack = PackReader(self._pack_path, self.key, top["pack"])
+        elif pack:
+            if self._pack is None or self._pack.pack_id != pack:
+                self._pack = PackReader(self._pack_path, self.key, pack)
             cases = self._pack.load(shard)
         else:
             return None

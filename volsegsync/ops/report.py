@@ -9,21 +9,27 @@ thumbnail it lacks. The page and thumbnails are written atomically.
 from __future__ import annotations
 
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_text
+from volsegsync.fsutil import atomic_write_bytes, atomic_write_text
 from volsegsync.memo import load_memo, save_memo
 from volsegsync.ops.monitoring import monitor_for
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
 from volsegsync.ops.verify import run_verify
 from volsegsync.pairing import Pair
 from volsegsync.view import check_pillow
-from volsegsync.view.report import Row, comparison_row, draw_thumbnail, page, thumbnail_key
+from volsegsync.view.report import (
+    Row,
+    comparison_row,
+    complete_png,
+    draw_thumbnail,
+    page,
+    thumbnail_key,
+)
 from volsegsync.workers import parallel_map
 
 if TYPE_CHECKING:
@@ -66,58 +72,55 @@ def run_report(
     # one walk, for verify and here (through the file-system monitor when enabled)
     snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor_for(ds))
     report = run_verify(ds, fast=not full, jobs=jobs, progress=progress, snapshot=snap)
-    all_pairs, digests = _pairs(ds, snap)
+    memo = _CaseMemo(ds, snap)
+    all_pairs, digests = memo.pairs()
     labels = dict(ds.config.verify.labels)
     cache = ds.state_dir / THUMBS
     cache.mkdir(parents=True, exist_ok=True)
     (out / THUMBS).mkdir(parents=True, exist_ok=True)
     cached_names = _names(cache)
+    published = _names(out / THUMBS)  # named by content: one there is the same picture
     by_file: dict[str, list[dict[str, object]]] = {}
     for p in report.problems:
         for f in dict.fromkeys(p.files):
             by_file.setdefault(f, []).append(p.to_json())
     rows: list[Row] = []
-    todo: list[tuple[int, str]] = []  # (row index, key)
+    todo: list[tuple[int, str]] = []  # (row index, file name) to draw
     for pair in all_pairs:
         files = [f for f in (pair.volume, pair.segmentation) if f]
         problems = [q for f in files for q in by_file.get(f, [])]
         problems = list({(q["category"], q["message"]): q for q in problems}.values())
         title = f"{pair.volume or '(no volume)'} -> {pair.segmentation or '(no segmentation)'}"
-        key = ""
+        name = ""
         if pair.volume in digests and pair.segmentation in digests:
-            key = thumbnail_key(digests[pair.volume], digests[pair.segmentation], labels)
-            if f"{key}.png" not in cached_names:
-                todo.append((len(rows), key))
-        rows.append(Row(title, pair.volume or pair.segmentation or "", key or None, "", problems))
+            name = f"{thumbnail_key(digests[pair.volume], digests[pair.segmentation], labels)}.png"
+            if name not in published and not (
+                name in cached_names and _publish(cache / name, out / THUMBS / name)
+            ):
+                todo.append((len(rows), name))
+            published.add(name)
+        rows.append(Row(title, pair.volume or pair.segmentation or "", name or None, "", problems))
     tasks = [
         (
             str(ds.root),
             str(all_pairs[i].volume),
             str(all_pairs[i].segmentation),
             sorted(labels.items()),
-            str(cache / f"{key}.png"),
+            [str(cache / name), str(out / THUMBS / name)],
         )
-        for i, key in todo
+        for i, name in todo
     ]
     tick = progress("drawing thumbnails", len(tasks)) if progress and tasks else None
-    failed = 0
     workers = jobs or default_jobs()
     if len(tasks) >= INLINE_THUMBNAILS and workers > 1:
         _preload()  # forked workers share the parent's modules instead of importing them
     results = parallel_map(draw_thumbnail, tasks, workers, tick, inline_limit=INLINE_THUMBNAILS)
-    for (i, _), error in zip(todo, results, strict=True):
-        if error is not None:
-            failed += 1
-            rows[i] = rows[i]._replace(thumbnail=None, note=error)
-    published = _names(out / THUMBS)
+    errors = {name: e for (_, name), e in zip(todo, results, strict=True) if e is not None}
+    failed = len(errors)
     for i, row in enumerate(rows):
-        if row.thumbnail:
-            name = f"{row.thumbnail}.png"
-            if name not in published:  # named by content: one there is the same picture
-                _publish(cache / name, out / THUMBS / name)
-                published.add(name)
-            rows[i] = row._replace(thumbnail=name)
-    distributions = _distributions(ds, [p.volume for p in all_pairs if p.volume])
+        if row.thumbnail in errors:  # and any other pair of the same content
+            rows[i] = row._replace(thumbnail=None, note=errors[row.thumbnail])
+    distributions = _distributions(memo.summaries(), [p.volume for p in all_pairs if p.volume])
     pairs = sum(1 for p in all_pairs if p.volume and p.segmentation)
     summary: dict[str, object] = {
         "pairs": pairs,
@@ -143,45 +146,92 @@ def run_report(
 
 
 INLINE_THUMBNAILS = 16  # fewer thumbnails than this are drawn in-process
-MEMO_FORMAT = 3
+MEMO_FORMAT = 4
 
 
-def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
-    """Every pair and unpaired file (a verify report holds only those that problems
-    touch) and the digests of their files, from the pipeline's memo. The report's
-    memo keeps them per case, so a re-run loads only the cases that changed since."""
-    key = ds.state_key("report", str(MEMO_FORMAT), ds.config.pairing.by)
-    path = ds.state_dir / "report.marshal"
-    memo = load_memo(path, key)
-    fp = snap.top["fp"]  # names and stats of every folder ("" when not known)
-    moved = memo is None or not fp or memo["fp"] != fp
-    # a pipeline memo started afresh has another epoch in its stamp: then todo is None
-    todo = None if memo is None else snap.changed_since(memo["gen"])
-    by_key: dict[str, Any] = {} if memo is None or todo is None else memo["cases"]
-    if todo is None or todo or moved:
-        for k in todo or ():
-            by_key.pop(k, None)
-        for case in snap.cases(None if todo is None else sorted(todo)):
-            known = {m.path: m.digest for m in case.members if m.digest}
-            by_key[case.key] = [
-                (tuple(p), known.get(p.volume or ""), known.get(p.segmentation or ""))
-                for p in case.pairs
-            ]
-        save_memo(path, {"key": key, "fp": fp, "gen": snap.stamp, "cases": by_key})
-    pairs: dict[Pair, None] = {}
-    digests: dict[str, str] = {}
-    for k in sorted(by_key):
-        for plain, vol_digest, seg_digest in by_key[k]:
-            pair = Pair(*plain)
-            pairs[pair] = None
-            if vol_digest and pair.volume:
-                digests[pair.volume] = vol_digest
-            if seg_digest and pair.segmentation:
-                digests[pair.segmentation] = seg_digest
-    return list(pairs), digests
+class _CaseMemo:
+    """The report's memo (``.volsegsync/state/report.marshal``, by the pipeline's
+    generation): per case key its pairs and unpaired files (a verify report holds only
+    those that problems touch), their files' digests, and the header summaries of its
+    files that the dataset-level checks gathered. A re-run loads only the cases that
+    changed since: pairs and digests from the pipeline's memo (no re-scan, no re-hash),
+    summaries from the checks' shards of those keys."""
+
+    def __init__(self, ds: Dataset, snap: Snapshot) -> None:
+        self.ds, self.snap = ds, snap
+        key = ds.state_key("report", str(MEMO_FORMAT), ds.config.pairing.by)
+        self.path = ds.state_dir / "report.marshal"
+        memo = load_memo(self.path, key)
+        fp = snap.top["fp"]  # names and stats of every folder ("" when not known)
+        moved = memo is None or not fp or memo["fp"] != fp
+        # a pipeline memo started afresh has another epoch in its stamp: then todo is None
+        todo = None if memo is None else snap.changed_since(memo["gen"])
+        self.todo = todo
+        self.cases: dict[str, Any] = {} if memo is None or todo is None else memo["cases"]
+        self.summ: dict[str, Any] | None = None
+        if memo is not None and todo is not None:
+            self.summ = memo["summ"]
+        self.dirty = todo is None or bool(todo) or moved
+        if self.dirty:
+            for k in todo or ():
+                self.cases.pop(k, None)
+            for case in snap.cases(None if todo is None else sorted(todo)):
+                known = {m.path: m.digest for m in case.members if m.digest}
+                self.cases[case.key] = [
+                    (tuple(p), known.get(p.volume or ""), known.get(p.segmentation or ""))
+                    for p in case.pairs
+                ]
+        self.memo = {"key": key, "fp": fp, "gen": snap.stamp, "cases": self.cases}
+
+    def pairs(self) -> tuple[list[Pair], dict[str, str]]:
+        """Every pair and unpaired file, and the digests of their files."""
+        pairs: dict[Pair, None] = {}
+        digests: dict[str, str] = {}
+        for k in sorted(self.cases):
+            for plain, vol_digest, seg_digest in self.cases[k]:
+                pair = Pair(*plain)
+                pairs[pair] = None
+                if vol_digest and pair.volume:
+                    digests[pair.volume] = vol_digest
+                if seg_digest and pair.segmentation:
+                    digests[pair.segmentation] = seg_digest
+        return list(pairs), digests
+
+    def summaries(self) -> dict[str, tuple[str | None, Any, Any]]:
+        """Orientation, spacing and shape of each file the dataset-level checks
+        summarised, from the facts ``verify`` just left in the state folder (only the
+        changed keys' are read when the checks are at this snapshot's generation;
+        all keys' in metadata mode, where a pair's files belong to two keys). Saves
+        the memo when anything changed."""
+        from volsegsync.dataset_checks import summaries_by_key
+
+        summ = self.summ
+        todo = self.todo
+        if summ is not None and todo and self.snap.pipeline.mode != "metadata":
+            found = summaries_by_key(self.ds, sorted(todo))
+            if found is None or found[0] != self.snap.stamp:
+                summ = None
+            else:
+                for k in todo:
+                    summ.pop(k, None)
+                summ.update((k, {p: s[:3] for p, s in v.items()}) for k, v in found[1].items())
+        if summ is None or (todo and self.snap.pipeline.mode == "metadata"):
+            found = summaries_by_key(self.ds)
+            summ = (
+                None
+                if found is None
+                else {k: {p: s[:3] for p, s in v.items()} for k, v in found[1].items()}
+            )
+            self.dirty = True
+        if self.dirty:
+            save_memo(self.path, {**self.memo, "summ": summ})
+        return {p: s for v in (summ or {}).values() for p, s in v.items()}
 
 
 def _preload() -> None:
+    from volsegsync.view import import_numpy
+
+    import_numpy()
     import volsegsync.decode
     import volsegsync.view.render
     import volsegsync.view.stream  # noqa: F401  (numpy, the decoders, the renderer)
@@ -193,40 +243,38 @@ def _names(folder: Path) -> set[str]:
         return {e.name for e in entries if e.is_file(follow_symlinks=False)}
 
 
-def _publish(cached: Path, target: Path) -> None:
-    """Copy a cached thumbnail into the output folder unless the same file is there."""
+def _publish(cached: Path, target: Path) -> bool:
+    """Copy a cached thumbnail into the output folder; False when the cached file is
+    not a whole PNG (a power cut after it was written without fsync): draw it again."""
+    from volsegsync.fsutil import MEMO_LIMIT, read_small
+
     try:
-        if (
-            target.is_file()
-            and not target.is_symlink()
-            and target.stat().st_size == cached.stat().st_size
-        ):
-            return
-        if target.is_symlink():
-            target.unlink()
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(cached, tmp)
-        os.replace(tmp, target)
+        data = read_small(cached, MEMO_LIMIT, "thumbnail")
+    except (OSError, VolsegsyncError):
+        return False
+    if not complete_png(data):
+        return False
+    try:
+        atomic_write_bytes(target, data, durable=False)
     except OSError as e:
         raise VolsegsyncError(f"{target}: cannot write: {e.strerror or e}") from None
+    return True
 
 
-def _distributions(ds: Dataset, volumes: list[str]) -> dict[str, Counter[str]]:
-    """Orientation, spacing and shape of the volumes, from the summaries ``verify``'s
-    dataset-level checks just left in the state folder."""
-    from volsegsync.dataset_checks import summaries_memo
-
-    summaries = summaries_memo(ds)
+def _distributions(
+    summaries: dict[str, tuple[str | None, Any, Any]], volumes: list[str]
+) -> dict[str, Counter[str]]:
+    """Orientation, spacing and shape of the volumes (header summaries)."""
     orientation: Counter[str] = Counter()
     spacing: Counter[str] = Counter()
     shape: Counter[str] = Counter()
     for path in volumes:
         summary = summaries.get(path)
-        if summary is None or not summary.shape:
+        if summary is None or not summary[2]:
             continue
-        orientation[summary.orientation or "unknown"] += 1
-        spacing[" x ".join(f"{s:.3g}" for s in summary.spacing)] += 1
-        shape[" x ".join(str(n) for n in summary.shape)] += 1
+        orientation[summary[0] or "unknown"] += 1
+        spacing[" x ".join(f"{s:.3g}" for s in summary[1])] += 1
+        shape[" x ".join(str(n) for n in summary[2])] += 1
     return {"orientation": orientation, "spacing (mm)": spacing, "shape": shape}
 
 

@@ -8,8 +8,12 @@ thumbnail it lacks. The page and thumbnails are written atomically.
 
 from __future__ import annotations
 
+import contextlib
+import marshal
 import os
+import signal
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -24,13 +28,14 @@ from volsegsync.pairing import Pair
 from volsegsync.view import check_pillow
 from volsegsync.view.report import (
     Row,
+    ThumbnailTask,
     comparison_row,
     complete_png,
     draw_thumbnail,
     page,
     thumbnail_key,
 )
-from volsegsync.workers import parallel_map
+from volsegsync.workers import parallel_map, tie_to_parent
 
 if TYPE_CHECKING:
     from volsegsync.ops.revcompare import VersionComparison
@@ -71,7 +76,6 @@ def run_report(
     comparisons = _comparisons(ds, revs, out, progress) if revs is not None else []
     # one walk, for verify and here (through the file-system monitor when enabled)
     snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor_for(ds))
-    report = run_verify(ds, fast=not full, jobs=jobs, progress=progress, snapshot=snap)
     memo = _CaseMemo(ds, snap)
     all_pairs, digests = memo.pairs()
     labels = dict(ds.config.verify.labels)
@@ -80,46 +84,53 @@ def run_report(
     (out / THUMBS).mkdir(parents=True, exist_ok=True)
     cached_names = _names(cache)
     published = _names(out / THUMBS)  # named by content: one there is the same picture
+    names: list[str] = []  # each pair's thumbnail ("" when it has none)
+    todo: list[str] = []  # the thumbnails to draw
+    for pair in all_pairs:
+        name = ""
+        if pair.volume in digests and pair.segmentation in digests:
+            name = f"{thumbnail_key(digests[pair.volume], digests[pair.segmentation], labels)}.png"
+            if name not in published:
+                if not (name in cached_names and _publish(cache / name, out / THUMBS / name)):
+                    todo.append(name)
+                published.add(name)
+        names.append(name)
+    first = {name: i for i, name in reversed(list(enumerate(names)))}
+    tasks = [
+        (
+            str(ds.root),
+            str(all_pairs[first[name]].volume),
+            str(all_pairs[first[name]].segmentation),
+            sorted(labels.items()),
+            [str(cache / name), str(out / THUMBS / name)],
+        )
+        for name in todo
+    ]
+    tick = progress("drawing thumbnails", len(tasks)) if progress and tasks else None
+    # a few thumbnails are drawn by a child process while this one verifies
+    drawer = _Drawer(tasks, jobs or default_jobs(), tick)
+    try:
+        report = run_verify(ds, fast=not full, jobs=jobs, progress=progress, snapshot=snap)
+        results = drawer.results()
+    finally:
+        drawer.close()
+    errors = {name: e for name, e in zip(todo, results, strict=True) if e is not None}
+    failed = len(errors)
     by_file: dict[str, list[dict[str, object]]] = {}
     for p in report.problems:
         for f in dict.fromkeys(p.files):
             by_file.setdefault(f, []).append(p.to_json())
     rows: list[Row] = []
-    todo: list[tuple[int, str]] = []  # (row index, file name) to draw
-    for pair in all_pairs:
+    for pair, name in zip(all_pairs, names, strict=True):
         files = [f for f in (pair.volume, pair.segmentation) if f]
         problems = [q for f in files for q in by_file.get(f, [])]
         problems = list({(q["category"], q["message"]): q for q in problems}.values())
         title = f"{pair.volume or '(no volume)'} -> {pair.segmentation or '(no segmentation)'}"
-        name = ""
-        if pair.volume in digests and pair.segmentation in digests:
-            name = f"{thumbnail_key(digests[pair.volume], digests[pair.segmentation], labels)}.png"
-            if name not in published and not (
-                name in cached_names and _publish(cache / name, out / THUMBS / name)
-            ):
-                todo.append((len(rows), name))
-            published.add(name)
-        rows.append(Row(title, pair.volume or pair.segmentation or "", name or None, "", problems))
-    tasks = [
-        (
-            str(ds.root),
-            str(all_pairs[i].volume),
-            str(all_pairs[i].segmentation),
-            sorted(labels.items()),
-            [str(cache / name), str(out / THUMBS / name)],
-        )
-        for i, name in todo
-    ]
-    tick = progress("drawing thumbnails", len(tasks)) if progress and tasks else None
-    workers = jobs or default_jobs()
-    if len(tasks) >= INLINE_THUMBNAILS and workers > 1:
-        _preload()  # forked workers share the parent's modules instead of importing them
-    results = parallel_map(draw_thumbnail, tasks, workers, tick, inline_limit=INLINE_THUMBNAILS)
-    errors = {name: e for (_, name), e in zip(todo, results, strict=True) if e is not None}
-    failed = len(errors)
-    for i, row in enumerate(rows):
-        if row.thumbnail in errors:  # and any other pair of the same content
-            rows[i] = row._replace(thumbnail=None, note=errors[row.thumbnail])
+        path = pair.volume or pair.segmentation or ""
+        if name in errors:  # every pair of that content
+            rows.append(Row(title, path, None, errors[name], problems))
+        else:
+            rows.append(Row(title, path, name or None, "", problems))
     distributions = _distributions(memo.summaries(), [p.volume for p in all_pairs if p.volume])
     pairs = sum(1 for p in all_pairs if p.volume and p.segmentation)
     summary: dict[str, object] = {
@@ -147,6 +158,102 @@ def run_report(
 
 INLINE_THUMBNAILS = 16  # fewer thumbnails than this are drawn in-process
 MEMO_FORMAT = 4
+
+
+class _Drawer:
+    """Draws thumbnails while the caller verifies.
+
+    Fewer than :data:`INLINE_THUMBNAILS` (a re-run after a small change) are drawn
+    by one forked child from the moment they are known: its import of numpy (~50 ms)
+    and its drawing overlap the caller's verify and page on a second core. More are
+    drawn by a pool of ``workers`` processes after verify, numpy imported first by
+    this process so that they share it; with one worker (or without ``fork``) in this
+    process. The child writes each picture itself and sends back only the one-line
+    reasons of those it could not draw; if it dies, this process draws them.
+    """
+
+    def __init__(
+        self, tasks: list[ThumbnailTask], workers: int, tick: Callable[[int], None] | None
+    ) -> None:
+        self.tasks, self.workers, self.tick = tasks, workers, tick
+        self.pid = 0
+        self.pipe = -1
+        if tasks and workers > 1 and len(tasks) < INLINE_THUMBNAILS and hasattr(os, "fork"):
+            self._fork()
+
+    def _fork(self) -> None:
+        parent = os.getpid()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: draw, send the outcomes, leave without cleanup
+            code = 1
+            try:
+                os.close(read)
+                tie_to_parent(parent)
+                outcome: Any
+                try:
+                    outcome = [draw_thumbnail(t) for t in self.tasks]
+                except VolsegsyncError as e:
+                    outcome = str(e)
+                data = marshal.dumps(outcome)
+                while data:
+                    data = data[os.write(write, data) :]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.pid, self.pipe = pid, read
+
+    def results(self) -> list[str | None]:
+        """Each task's one-line reason, or None when its thumbnail was drawn."""
+        if self.pid:
+            chunks = []
+            while chunk := os.read(self.pipe, 1 << 16):
+                chunks.append(chunk)
+            _, status = os.waitpid(self.pid, 0)
+            self.pid = 0
+            outcome = _outcome(b"".join(chunks), status, len(self.tasks))
+            if isinstance(outcome, str):
+                raise VolsegsyncError(outcome)
+            if outcome is not None:
+                if self.tick:
+                    self.tick(len(outcome))
+                return outcome
+        if len(self.tasks) >= INLINE_THUMBNAILS and self.workers > 1:
+            _preload()  # forked workers share the parent's modules instead of importing them
+        return list(
+            parallel_map(
+                draw_thumbnail, self.tasks, self.workers, self.tick, inline_limit=INLINE_THUMBNAILS
+            )
+        )
+
+    def close(self) -> None:
+        """Stop and reap the child if it is still there (the caller failed)."""
+        if self.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.pipe >= 0:
+            os.close(self.pipe)
+            self.pipe = -1
+
+
+def _outcome(data: bytes, status: int, count: int) -> list[str | None] | str | None:
+    """The child's outcomes (a list), its one-line error (a str), or None when it died
+    before sending them."""
+    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+        return None
+    try:
+        outcome = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        return None
+    if isinstance(outcome, str):
+        return outcome
+    if isinstance(outcome, list) and len(outcome) == count:
+        return [e if isinstance(e, str) else None for e in outcome]
+    return None
 
 
 class _CaseMemo:

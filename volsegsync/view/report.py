@@ -35,7 +35,11 @@ def thumbnail_key(volume_digest: str, seg_digest: str, labels: Mapping[int, str]
     return xxhash.xxh3_128_hexdigest(text.encode())
 
 
-def draw_thumbnail(task: tuple[str, str, str, list[tuple[int, str]], list[str]]) -> str | None:
+# root, volume, segmentation, label set, files to write
+ThumbnailTask = tuple[str, str, str, list[tuple[int, str]], list[str]]
+
+
+def draw_thumbnail(task: ThumbnailTask) -> str | None:
     """Draw one pair's thumbnail to each of ``dests`` (the cache's file, then the
     report's); the one-line reason when it cannot.
 

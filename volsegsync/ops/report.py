@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes, atomic_write_text
+from volsegsync.fsutil import atomic_write_bytes
 from volsegsync.memo import load_memo, save_memo
 from volsegsync.ops.monitoring import monitor_for
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
@@ -150,7 +150,9 @@ def run_report(
         f"{revs[0]}..{revs[1]}" if revs else "",
     )
     index = out / "index.html"
-    atomic_write_text(index, text)
+    # derived from the dataset like its thumbnails: replaced atomically, not fsynced
+    # (a power cut may cost the page, which the next run writes again)
+    atomic_write_bytes(index, text.encode("utf-8"), durable=False)
     drawn = len(todo) - failed
     cached = sum(1 for r in rows if r.thumbnail) - drawn
     return ReportResult(str(index), pairs, len(report.problems), drawn, cached, failed, comparisons)

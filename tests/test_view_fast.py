@@ -626,26 +626,42 @@ def test_whole_voxel_sampling_equals_the_float_mapping(monkeypatch: pytest.Monke
     assert align_mod._whole_voxel_map(oblique, grid, seg.shape) is None
 
 
-def test_a_drawing_child_that_dies_leaves_the_drawing_to_the_report(
-    shown_pair: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("who", ["the child", "its second child"])
+def test_a_drawing_child_that_dies_leaves_the_drawing_to_its_parent(
+    shown_pair: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, who: str
 ) -> None:
-    """The forked child that draws a re-run's thumbnails ends without answering (as
-    when killed): the report's own process draws them, and nothing is missing."""
+    """The forked child that draws a re-run's thumbnails, or the second child it forks
+    for half of them, ends without answering (as when killed): its parent draws what
+    it did not, and the pictures are those of a run in one process."""
     import os
 
     import volsegsync.ops.report as report_ops
     from volsegsync.view.report import draw_thumbnail
 
-    parent = os.getpid()
+    for n in range(2, 5):  # four pairs: the drawing is split between two children
+        name = NAME.replace("C01-", f"C0{n}-").replace("V001", f"V00{n}")
+        shutil.copy(
+            shown_pair / "volumes" / f"{NAME}.nii.gz", shown_pair / "volumes" / f"{name}.nii.gz"
+        )
+        seg = shown_pair / "segmentations" / f"{name}-v1.seg.nrrd"
+        shutil.copy(shown_pair / "segmentations" / f"{NAME}-v1.seg.nrrd", seg)
+        data, header = nrrd.read(str(seg))
+        data[n, n, n] = 1  # four different pictures
+        nrrd.write(str(seg), data, header)
+    age_all(shown_pair)
+    report = os.getpid()
 
-    def dies_in_the_child(task: Any) -> str | None:
-        if os.getpid() != parent:
+    def dies(task: Any) -> str | None:
+        if os.getpid() != report and (who == "the child" or os.getppid() != report):
             os._exit(3)
         return draw_thumbnail(task)
 
-    monkeypatch.setattr(report_ops, "draw_thumbnail", dies_in_the_child)
-    age_all(shown_pair)
-    args = ["-C", str(shown_pair), "report", "--format", "json", "-j", "2"]
-    doc = json.loads(invoke([*args, "-o", str(tmp_path / "r")]).output)
-    assert doc["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
-    _page_and_thumbnails(tmp_path / "r")
+    args = ["-C", str(shown_pair), "report", "--format", "json"]
+    with monkeypatch.context() as patched:
+        patched.setattr(report_ops, "draw_thumbnail", dies)
+        doc = json.loads(invoke([*args, "-j", "2", "-o", str(tmp_path / "r")]).output)
+    assert doc["thumbnails"] == {"drawn": 4, "cached": 0, "failed": 0}
+    shutil.rmtree(shown_pair / ".volsegsync" / "state")
+    alone = json.loads(invoke([*args, "-j", "1", "-o", str(tmp_path / "one")]).output)
+    assert alone["thumbnails"] == {"drawn": 4, "cached": 0, "failed": 0}
+    assert _page_and_thumbnails(tmp_path / "r") == _page_and_thumbnails(tmp_path / "one")

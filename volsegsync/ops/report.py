@@ -166,55 +166,29 @@ class _Drawer:
     """Draws thumbnails while the caller verifies.
 
     Fewer than :data:`INLINE_THUMBNAILS` (a re-run after a small change) are drawn
-    by one forked child from the moment they are known: its import of numpy (~50 ms)
-    and its drawing overlap the caller's verify and page on a second core. More are
-    drawn by a pool of ``workers`` processes after verify, numpy imported first by
-    this process so that they share it; with one worker (or without ``fork``) in this
-    process. The child writes each picture itself and sends back only the one-line
-    reasons of those it could not draw; if it dies, this process draws them.
+    by one forked child from the moment they are known: its import of numpy (~45 ms)
+    and its drawing overlap the caller's verify and page on a second core; once
+    numpy is in, the child forks once more and both draw half (the report's process
+    is waiting by then). More are drawn by a pool of ``workers`` processes after
+    verify, numpy imported first by this process so that they share it; with one
+    worker (or without ``fork``) in this process. Each picture is written by the
+    process that drew it; only the one-line reasons of those that could not be drawn
+    come back. Whatever a child that died did not answer is drawn by its parent.
     """
 
     def __init__(
         self, tasks: list[ThumbnailTask], workers: int, tick: Callable[[int], None] | None
     ) -> None:
         self.tasks, self.workers, self.tick = tasks, workers, tick
-        self.pid = 0
-        self.pipe = -1
+        self.child: _Forked | None = None
         if tasks and workers > 1 and len(tasks) < INLINE_THUMBNAILS and hasattr(os, "fork"):
-            self._fork()
-
-    def _fork(self) -> None:
-        parent = os.getpid()
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: draw, send the outcomes, leave without cleanup
-            code = 1
-            try:
-                os.close(read)
-                tie_to_parent(parent)
-                outcome: Any
-                try:
-                    outcome = [draw_thumbnail(t) for t in self.tasks]
-                except VolsegsyncError as e:
-                    outcome = str(e)
-                data = marshal.dumps(outcome)
-                while data:
-                    data = data[os.write(write, data) :]
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        self.pid, self.pipe = pid, read
+            self.child = _Forked(_draw_halves, tasks)
 
     def results(self) -> list[str | None]:
         """Each task's one-line reason, or None when its thumbnail was drawn."""
-        if self.pid:
-            chunks = []
-            while chunk := os.read(self.pipe, 1 << 16):
-                chunks.append(chunk)
-            _, status = os.waitpid(self.pid, 0)
-            self.pid = 0
-            outcome = _outcome(b"".join(chunks), status, len(self.tasks))
+        if self.child is not None:
+            outcome = _outcomes(self.child.result(), len(self.tasks))
+            self.child = None
             if isinstance(outcome, str):
                 raise VolsegsyncError(outcome)
             if outcome is not None:
@@ -230,31 +204,100 @@ class _Drawer:
         )
 
     def close(self) -> None:
-        """Stop and reap the child if it is still there (the caller failed)."""
+        if self.child is not None:
+            self.child.close()
+            self.child = None
+
+
+class _Forked:
+    """``work(tasks)`` run by a forked child (tied to this process: it ends when this
+    process dies), its marshalled answer read back through a pipe."""
+
+    def __init__(self, work: Callable[[list[ThumbnailTask]], Any], tasks: list[ThumbnailTask]):
+        parent = os.getpid()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: work, answer, leave without any cleanup of the parent's
+            code = 1
+            try:
+                os.close(read)
+                tie_to_parent(parent)
+                data = marshal.dumps(work(tasks))
+                while data:
+                    data = data[os.write(write, data) :]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.pid, self.pipe = pid, read
+        self.status = 1 << 8  # as "exited with 1" until reaped
+
+    def result(self) -> Any:
+        """The child's answer; None when it died without giving one."""
+        chunks = []
+        while chunk := os.read(self.pipe, 1 << 16):
+            chunks.append(chunk)
+        self.close(kill=False)
+        if not os.WIFEXITED(self.status) or os.WEXITSTATUS(self.status) != 0:
+            return None
+        try:
+            return marshal.loads(b"".join(chunks))
+        except (EOFError, ValueError, TypeError):
+            return None
+
+    def close(self, kill: bool = True) -> None:
+        """Reap the child (stopped first unless it has answered)."""
         if self.pid:
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(OSError):
-                os.waitpid(self.pid, 0)
+            if kill:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                self.status = os.waitpid(self.pid, 0)[1]
             self.pid = 0
         if self.pipe >= 0:
             os.close(self.pipe)
             self.pipe = -1
 
 
-def _outcome(data: bytes, status: int, count: int) -> list[str | None] | str | None:
-    """The child's outcomes (a list), its one-line error (a str), or None when it died
-    before sending them."""
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
-        return None
+def _draw_list(tasks: list[ThumbnailTask]) -> list[str | None] | str:
+    """Each task's outcome, or the one-line error that stopped the drawing."""
     try:
-        outcome = marshal.loads(data)
-    except (EOFError, ValueError, TypeError):
-        return None
-    if isinstance(outcome, str):
-        return outcome
-    if isinstance(outcome, list) and len(outcome) == count:
-        return [e if isinstance(e, str) else None for e in outcome]
+        return [draw_thumbnail(t) for t in tasks]
+    except VolsegsyncError as e:
+        return str(e)
+
+
+def _draw_halves(tasks: list[ThumbnailTask]) -> list[str | None] | str:
+    """In the drawing child: numpy imported, then half the tasks to a second child."""
+    from volsegsync.view import import_numpy
+
+    import_numpy()
+    import volsegsync.view.stream  # noqa: F401  (for the second child too)
+
+    half = len(tasks) // 2
+    if half < 2:
+        return _draw_list(tasks)
+    other = _Forked(_draw_list, tasks[:half])
+    try:
+        mine = _draw_list(tasks[half:])
+        theirs = _outcomes(other.result(), half)
+    finally:
+        other.close()
+    if theirs is None:  # the second child died: its half is drawn here
+        theirs = _draw_list(tasks[:half])
+    for part in (theirs, mine):
+        if isinstance(part, str):
+            return part
+    assert isinstance(theirs, list) and isinstance(mine, list)
+    return theirs + mine
+
+
+def _outcomes(answer: Any, count: int) -> list[str | None] | str | None:
+    """A child's answer checked: ``count`` outcomes, a one-line error, or None."""
+    if isinstance(answer, str):
+        return answer
+    if isinstance(answer, list) and len(answer) == count:
+        return [e if isinstance(e, str) else None for e in answer]
     return None
 
 

@@ -268,12 +268,9 @@ def _draw_list(tasks: list[ThumbnailTask]) -> list[str | None] | str:
 
 
 def _draw_halves(tasks: list[ThumbnailTask]) -> list[str | None] | str:
-    """In the drawing child: numpy imported, then half the tasks to a second child."""
-    from volsegsync.view import import_numpy
-
-    import_numpy()
-    import volsegsync.view.stream  # noqa: F401  (for the second child too)
-
+    """In the drawing child: numpy and the drawing code imported, then half the tasks
+    to a second child, which shares them."""
+    _preload()
     half = len(tasks) // 2
     if half < 2:
         return _draw_list(tasks)
@@ -385,6 +382,7 @@ def _preload() -> None:
 
     import_numpy()
     import volsegsync.decode
+    import volsegsync.view.metrics
     import volsegsync.view.render
     import volsegsync.view.stream  # noqa: F401  (numpy, the decoders, the renderer)
 

@@ -12,11 +12,12 @@
    volsegsync | tar -x -C DIR``) runs that code on its own copy of the dataset,
    alternating with this one's in the same invocation (A/B on a shared machine).
 
-Session 8 (report8, 2026-11-27, machine under load 5-7 from the other helpers;
-``--baseline`` = the code before that session, ``--runs 3``): the re-run after
-the 1% change went from 0.31-0.41 s to 0.26-0.30 s (CPU 0.30-0.34 s to
-0.26-0.29 s), the unchanged re-run from 0.16 to 0.14-0.15 s, the cold run's CPU
-from 5.8 to 4.9 s (6 alternating cold runs); see docs/view.md for the quiet figures.
+Session 8 (report8, 2026-11-27), measured under load 5-8 from the other helpers,
+``--skip-show --runs 5 --realtime --baseline DIR`` (DIR = the package before the
+session): the re-run after the 1% change 0.35 -> 0.25 s wall (0.38 -> 0.28 s
+CPU), unchanged 0.16 -> 0.14 s, cold 4.83 -> 3.27 s (6.29 -> 5.53 s CPU); the
+change's cost (change - unchanged) / cold 3.9% -> 3.1% wall, 3.5% -> 2.6% CPU.
+See docs/view.md (Performance) for where the time goes.
 
 The package's bytecode is compiled first (``compileall``), as an installed wheel
 has it: with ``PYTHONDONTWRITEBYTECODE=1`` in the environment an editable install

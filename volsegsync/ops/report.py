@@ -111,15 +111,59 @@ def run_report(
     drawer = _Drawer(tasks, jobs or default_jobs(), tick)
     try:
         report = run_verify(ds, fast=not full, jobs=jobs, progress=progress, snapshot=snap)
+        # the page is made while the thumbnails are drawn, as if all could be;
+        # made again in the rare run where some cannot
+        by_file: dict[str, list[dict[str, object]]] = {}
+        for p in report.problems:
+            for f in dict.fromkeys(p.files):
+                by_file.setdefault(f, []).append(p.to_json())
+        distributions = _distributions(memo.summaries(), [p.volume for p in all_pairs if p.volume])
+        pairs = sum(1 for p in all_pairs if p.volume and p.segmentation)
+        summary: dict[str, object] = {
+            "pairs": pairs,
+            "files": report.files_checked,
+            "errors": sum(1 for p in report.problems if p.severity == "error"),
+            "warnings": sum(1 for p in report.problems if p.severity == "warning"),
+            "checks": "all (content decoded)" if full else "header only (--full for all)",
+        }
+
+        def make_page(errors: dict[str, str]) -> tuple[list[Row], str]:
+            rows = _rows(all_pairs, names, by_file, errors)
+            text = page(
+                f"volsegsync report: {ds.root.name}",
+                summary,
+                [p.to_json() for p in report.problems],
+                distributions,
+                rows,
+                [comparison_row(c.to_json(), out) for c in comparisons],
+                f"{revs[0]}..{revs[1]}" if revs else "",
+            )
+            return rows, text
+
+        rows, text = make_page({})
         results = drawer.results()
     finally:
         drawer.close()
     errors = {name: e for name, e in zip(todo, results, strict=True) if e is not None}
     failed = len(errors)
-    by_file: dict[str, list[dict[str, object]]] = {}
-    for p in report.problems:
-        for f in dict.fromkeys(p.files):
-            by_file.setdefault(f, []).append(p.to_json())
+    if errors:
+        rows, text = make_page(errors)
+    index = out / "index.html"
+    # derived from the dataset like its thumbnails: replaced atomically, not fsynced
+    # (a power cut may cost the page, which the next run writes again)
+    atomic_write_bytes(index, text.encode("utf-8"), durable=False)
+    drawn = len(todo) - failed
+    cached = sum(1 for r in rows if r.thumbnail) - drawn
+    return ReportResult(str(index), pairs, len(report.problems), drawn, cached, failed, comparisons)
+
+
+def _rows(
+    all_pairs: list[Pair],
+    names: list[str],
+    by_file: dict[str, list[dict[str, object]]],
+    errors: dict[str, str],
+) -> list[Row]:
+    """One row per pair: its thumbnail (or why there is none) and its problems."""
     rows: list[Row] = []
     for pair, name in zip(all_pairs, names, strict=True):
         files = [f for f in (pair.volume, pair.segmentation) if f]
@@ -131,31 +175,7 @@ def run_report(
             rows.append(Row(title, path, None, errors[name], problems))
         else:
             rows.append(Row(title, path, name or None, "", problems))
-    distributions = _distributions(memo.summaries(), [p.volume for p in all_pairs if p.volume])
-    pairs = sum(1 for p in all_pairs if p.volume and p.segmentation)
-    summary: dict[str, object] = {
-        "pairs": pairs,
-        "files": report.files_checked,
-        "errors": sum(1 for p in report.problems if p.severity == "error"),
-        "warnings": sum(1 for p in report.problems if p.severity == "warning"),
-        "checks": "all (content decoded)" if full else "header only (--full for all)",
-    }
-    text = page(
-        f"volsegsync report: {ds.root.name}",
-        summary,
-        [p.to_json() for p in report.problems],
-        distributions,
-        rows,
-        [comparison_row(c.to_json(), out) for c in comparisons],
-        f"{revs[0]}..{revs[1]}" if revs else "",
-    )
-    index = out / "index.html"
-    # derived from the dataset like its thumbnails: replaced atomically, not fsynced
-    # (a power cut may cost the page, which the next run writes again)
-    atomic_write_bytes(index, text.encode("utf-8"), durable=False)
-    drawn = len(todo) - failed
-    cached = sum(1 for r in rows if r.thumbnail) - drawn
-    return ReportResult(str(index), pairs, len(report.problems), drawn, cached, failed, comparisons)
+    return rows
 
 
 INLINE_THUMBNAILS = 16  # fewer thumbnails than this are drawn in-process

@@ -653,6 +653,7 @@ def test_a_drawing_child_that_dies_leaves_the_drawing_to_its_parent(
 
     def dies(task: Any) -> str | None:
         if os.getpid() != report and (who == "the child" or os.getppid() != report):
+            (tmp_path / f"died-{os.getpid()}").touch()
             os._exit(3)
         return draw_thumbnail(task)
 
@@ -661,6 +662,7 @@ def test_a_drawing_child_that_dies_leaves_the_drawing_to_its_parent(
         patched.setattr(report_ops, "draw_thumbnail", dies)
         doc = json.loads(invoke([*args, "-j", "2", "-o", str(tmp_path / "r")]).output)
     assert doc["thumbnails"] == {"drawn": 4, "cached": 0, "failed": 0}
+    assert list(tmp_path.glob("died-*")), "no child drew (or died)"
     shutil.rmtree(shown_pair / ".volsegsync" / "state")
     alone = json.loads(invoke([*args, "-j", "1", "-o", str(tmp_path / "one")]).output)
     assert alone["thumbnails"] == {"drawn": 4, "cached": 0, "failed": 0}

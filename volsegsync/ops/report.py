@@ -178,7 +178,7 @@ def _rows(
     return rows
 
 
-INLINE_THUMBNAILS = 16  # fewer thumbnails than this are drawn in-process
+INLINE_THUMBNAILS = 16  # fewer thumbnails than this are drawn by a forked child
 MEMO_FORMAT = 4
 
 
@@ -191,9 +191,10 @@ class _Drawer:
     numpy is in, the child forks once more and both draw half (the report's process
     is waiting by then). More are drawn by a pool of ``workers`` processes after
     verify, numpy imported first by this process so that they share it; with one
-    worker (or without ``fork``) in this process. Each picture is written by the
-    process that drew it; only the one-line reasons of those that could not be drawn
-    come back. Whatever a child that died did not answer is drawn by its parent.
+    worker (or without ``fork``, or beside another thread) in this process. Each
+    picture is written by the process that drew it; only the one-line reasons of
+    those that could not be drawn come back. Whatever a child that died did not
+    answer is drawn by its parent.
     """
 
     def __init__(
@@ -201,7 +202,7 @@ class _Drawer:
     ) -> None:
         self.tasks, self.workers, self.tick = tasks, workers, tick
         self.child: _Forked | None = None
-        if tasks and workers > 1 and len(tasks) < INLINE_THUMBNAILS and hasattr(os, "fork"):
+        if tasks and workers > 1 and len(tasks) < INLINE_THUMBNAILS and _can_fork():
             self.child = _Forked(_draw_halves, tasks)
 
     def results(self) -> list[str | None]:
@@ -227,6 +228,15 @@ class _Drawer:
         if self.child is not None:
             self.child.close()
             self.child = None
+
+
+def _can_fork() -> bool:
+    """Whether a child can be forked safely: POSIX, and no other thread (one could
+    hold a lock the child needs; the command line never has one here, a program
+    calling :func:`run_report` from a thread might)."""
+    import threading
+
+    return hasattr(os, "fork") and threading.active_count() == 1
 
 
 class _Forked:

@@ -9,6 +9,7 @@ thumbnail it lacks. The page and thumbnails are written atomically.
 from __future__ import annotations
 
 import contextlib
+import functools
 import marshal
 import os
 import signal
@@ -178,23 +179,25 @@ def _rows(
     return rows
 
 
-INLINE_THUMBNAILS = 16  # fewer thumbnails than this are drawn by a forked child
+FORKED_THUMBNAILS = 256  # fewer are drawn by forked children while verify runs
+INLINE_THUMBNAILS = 16  # fewer are not worth a pool (without fork: in-process)
 MEMO_FORMAT = 4
 
 
 class _Drawer:
     """Draws thumbnails while the caller verifies.
 
-    Fewer than :data:`INLINE_THUMBNAILS` (a re-run after a small change) are drawn
-    by one forked child from the moment they are known: its import of numpy (~45 ms)
-    and its drawing overlap the caller's verify and page on a second core; once
-    numpy is in, the child forks once more and both draw half (the report's process
-    is waiting by then). More are drawn by a pool of ``workers`` processes after
-    verify, numpy imported first by this process so that they share it; with one
-    worker (or without ``fork``, or beside another thread) in this process. Each
-    picture is written by the process that drew it; only the one-line reasons of
-    those that could not be drawn come back. Whatever a child that died did not
-    answer is drawn by its parent.
+    Fewer than :data:`FORKED_THUMBNAILS` (a re-run after a change of a few percent)
+    are drawn by a forked child from the moment they are known: its import of numpy
+    (~45 ms) and the drawing overlap the caller's verify and page on another core;
+    once numpy is in, the child forks up to ``workers - 1`` more children, which
+    share it, and each draws its share. More (a cold run) are drawn by a pool of
+    ``workers`` processes after verify, numpy imported first by this process so
+    that they share it, with progress ticks as they come; with one worker (or
+    without ``fork``, or beside another thread) in this process. Each picture is
+    written by the process that drew it; only the one-line reasons of those that
+    could not be drawn come back. What a child that died did not answer is drawn
+    by its parent.
     """
 
     def __init__(
@@ -202,8 +205,8 @@ class _Drawer:
     ) -> None:
         self.tasks, self.workers, self.tick = tasks, workers, tick
         self.child: _Forked | None = None
-        if tasks and workers > 1 and len(tasks) < INLINE_THUMBNAILS and _can_fork():
-            self.child = _Forked(_draw_halves, tasks)
+        if tasks and workers > 1 and len(tasks) < FORKED_THUMBNAILS and _can_fork():
+            self.child = _Forked(functools.partial(_draw_split, workers), tasks)
 
     def results(self) -> list[str | None]:
         """Each task's one-line reason, or None when its thumbnail was drawn."""
@@ -297,26 +300,30 @@ def _draw_list(tasks: list[ThumbnailTask]) -> list[str | None] | str:
         return str(e)
 
 
-def _draw_halves(tasks: list[ThumbnailTask]) -> list[str | None] | str:
-    """In the drawing child: numpy and the drawing code imported, then half the tasks
-    to a second child, which shares them."""
+def _draw_split(workers: int, tasks: list[ThumbnailTask]) -> list[str | None] | str:
+    """In the drawing child: numpy and the drawing code imported, then the tasks split
+    between this process and up to ``workers - 1`` more children, which share them
+    (two tasks each at least)."""
     _preload()
-    half = len(tasks) // 2
-    if half < 2:
-        return _draw_list(tasks)
-    other = _Forked(_draw_list, tasks[:half])
+    parts = max(1, min(workers, len(tasks) // 2))
+    size = -(-len(tasks) // parts)
+    chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+    others = [_Forked(_draw_list, chunk) for chunk in chunks[1:]]
     try:
-        mine = _draw_list(tasks[half:])
-        theirs = _outcomes(other.result(), half)
+        answers = [_draw_list(chunks[0])]
+        for other, chunk in zip(others, chunks[1:], strict=True):
+            answer = _outcomes(other.result(), len(chunk))
+            # a child that died: its share is drawn here
+            answers.append(_draw_list(chunk) if answer is None else answer)
     finally:
-        other.close()
-    if theirs is None:  # the second child died: its half is drawn here
-        theirs = _draw_list(tasks[:half])
-    for part in (theirs, mine):
-        if isinstance(part, str):
-            return part
-    assert isinstance(theirs, list) and isinstance(mine, list)
-    return theirs + mine
+        for other in others:
+            other.close()
+    outcomes: list[str | None] = []
+    for answer in answers:
+        if isinstance(answer, str):
+            return answer
+        outcomes.extend(answer)
+    return outcomes
 
 
 def _outcomes(answer: Any, count: int) -> list[str | None] | str | None:

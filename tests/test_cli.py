@@ -655,3 +655,75 @@ def test_dash_c_composes_like_git(paired: Path, cwd_guard: None) -> None:
     result = invoke(["-C", str(paired.parent), "status", "-C", paired.name, "--format", "json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["in_sync"] is True
+
+
+def test_status_with_nothing_changed_imports_only_what_it_needs(paired: Path) -> None:
+    """Start-up is most of a small run: an unchanged ``status`` loads no cache
+    database, no temp-file machinery, no thread or process pool, no git, no numpy, and
+    (its config memoised by the run before) no TOML parser, RE2 or strptime."""
+    code = (
+        "import sys\n"
+        "from volsegsync.cli import main\n"
+        "try:\n"
+        f"    main(['-C', {str(paired)!r}, 'status', '-q'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "heavy = ['sqlite3', 'tempfile', 'hashlib', 'concurrent.futures', 'dulwich', 'numpy',"
+        " 'multiprocessing', 'tomllib', 're2', '_strptime']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_cache_database_error_is_told_from_a_bug() -> None:
+    import sqlite3
+
+    from volsegsync.cli import _is_cache_error
+
+    db = sqlite3.connect(":memory:")
+    with pytest.raises(sqlite3.Error) as err:
+        db.execute("SELECT * FROM no_such_table")
+    assert _is_cache_error(err.value)
+    assert not _is_cache_error(ValueError("a bug"))
+
+
+def _run_script(
+    root: Path, *args: str, atexit_hook: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The console script's entry in a child, with an object whose finaliser says when
+    the interpreter tears down (an exit without teardown never runs it)."""
+    code = (
+        "import atexit, sys\n"
+        "class Teardown:\n"
+        "    def __del__(self):\n"
+        "        sys.stderr.write('teardown\\n')\n"
+        "marker = Teardown()\n"
+        + ("atexit.register(lambda: sys.stderr.write('atexit\\n'))\n" if atexit_hook else "")
+        + f"sys.argv = ['volsegsync', '-C', {str(root)!r}, *{list(args)!r}]\n"
+        "from volsegsync.cli import run\n"
+        "run()\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
+def test_status_exits_without_teardown_and_loses_no_output(paired: Path) -> None:
+    write_pair(paired, NAME3, versions=(1,))
+    done = _run_script(paired, "status", "--format", "json")
+    assert done.returncode == 1, done.stderr
+    doc = json.loads(done.stdout)  # all of it, flushed before the exit
+    assert [c["kind"] for c in doc["changes"]] == ["new_pair"]
+    assert "teardown" not in done.stderr
+    # something registered to run at exit: the usual exit, which runs it
+    done = _run_script(paired, "status", "--format", "json", atexit_hook=True)
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["changes"]
+    assert "atexit" in done.stderr and "teardown" in done.stderr
+    # a command that is not on the list exits as usual
+    done = _run_script(paired, "pair", "-q")
+    assert done.returncode == 0, done.stderr
+    assert "teardown" in done.stderr
+    done = _run_script(paired, "verify", "--fast", "-q")
+    assert done.returncode == 0, done.stderr
+    assert "teardown" not in done.stderr

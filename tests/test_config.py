@@ -117,6 +117,8 @@ exclude = ["scratch/*"]
         ("[naming.dates]\npostfix = 'D%Q'\n", "[naming.dates.postfix] invalid date format 'D%Q'"),
         ("[naming.dates]\npostfix = 'D%'\n", "[naming.dates.postfix] invalid date format 'D%'"),
         ("[naming.dates]\npostfix = '%'\n", "a lone '%' at the end"),
+        # strptime raises re.error, not ValueError, for a directive given twice
+        ("[naming.dates]\npostfix = 'D%d%d'\n", "invalid date format 'D%d%d': redefinition"),
         ("[verify]\nposition_tolerance = nan\n", "[verify.position_tolerance] must be a non-neg"),
         ("[verify]\ndirection_tolerance = inf\n", "[verify.direction_tolerance] must be a non-n"),
         ("[naming]\nversion = 'v(?P<n>[0-9]+)?'\n", "[naming.version] the group (?P<n>...) must"),
@@ -224,3 +226,78 @@ def test_re2_named_version_group_and_large_limit_are_accepted(tmp_path: Path) ->
     config = load_config(write_config(tmp_path, text))
     assert config.naming.version == "rev(?P<n>[0-9]{1,4})"
     assert config.limits.max_image_bytes == 16 * 1024**3
+
+
+def test_numeric_date_formats_known_to_read_back_do_read_back() -> None:
+    """The shortcut that spares loading strptime: every format of the numeric
+    directives, each once, between literal text (digits, spaces, '%%'), reads back."""
+    import itertools
+    import random
+    from datetime import datetime
+
+    from volsegsync.config import _NUMERIC_DIRECTIVES, _date_format_problem
+
+    rng = random.Random(7)
+    literals = ["", "D", "-", "0", "1", "5", " ", "%%", "x9", "_"]
+    checked = 0
+    for k in (1, 2, 3):
+        for combo in itertools.permutations(sorted(_NUMERIC_DIRECTIVES), k):
+            fmt = rng.choice(literals) + "".join(f"%{d}{rng.choice(literals)}" for d in combo)
+            sample = datetime(2000, 1, 31).strftime(fmt)
+            datetime.strptime(sample, fmt)  # raises if the shortcut's claim is wrong
+            assert _date_format_problem(fmt) is None, fmt
+            checked += 1
+    assert checked == 9 + 9 * 8 + 9 * 8 * 7
+    assert _date_format_problem("D%d%d") is not None  # twice: strptime is asked, and refuses
+
+
+def test_config_memo_spares_the_parser_and_never_hides_a_change(ds_root: Path) -> None:
+    """A second run with the same config files loads no TOML parser; an edit (to a
+    pattern RE2 refuses, a date format strptime refuses) is checked in full."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from volsegsync.dataset import Dataset\n"
+        f"ds = Dataset.open({str(ds_root)!r})\n"
+        "print(ds.config.naming.separator, 'tomllib' in sys.modules)\n"
+    )
+
+    def opened() -> str:
+        done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert opened() == "- True"  # parsed, and memoised
+    assert (ds_root / ".volsegsync" / "state" / "config.marshal").is_file()
+    assert opened() == "- False"  # the same bytes: the memo's tables
+    config = ds_root / ".volsegsync" / "config.toml"
+    good = config.read_text()
+    config.write_text(good.replace('prefix = "[A-Za-z0-9]+"', 'prefix = "(a)\\\\1"'))
+    result = invoke(["-C", str(ds_root), "status"])
+    assert result.exit_code == 2
+    assert "offers no backreferences or lookarounds" in result.stderr
+    config.write_text(good.replace('postfix = "D%d%m%Y"', 'postfix = "D%d%d%Y"'))
+    result = invoke(["-C", str(ds_root), "status"])
+    assert result.exit_code == 2
+    assert "invalid date format 'D%d%d%Y'" in result.stderr
+    config.write_text(good)
+    assert opened() == "- False"  # the good config's memo is still there
+
+
+def test_config_memo_of_another_state_folder_is_ignored(ds_root: Path) -> None:
+    """A memo committed to git or copied from elsewhere cannot stand for the config."""
+    import marshal
+
+    import xxhash
+
+    from volsegsync import __version__
+
+    config = (ds_root / ".volsegsync" / "config.toml").read_bytes()
+    key = [__version__, xxhash.xxh3_128_hexdigest(config), ""]
+    lie = {"naming": {"separator": "_", "patterns": {"prefix": "(a+)+$"}}}
+    memo = ds_root / ".volsegsync" / "state" / "config.marshal"
+    memo.parent.mkdir(exist_ok=True)
+    memo.write_bytes(marshal.dumps({"owner": "0:0:0", "data": {"key": key, "tables": [lie, {}]}}))
+    assert Dataset.open(ds_root).config.naming.separator == "-"

@@ -24,6 +24,7 @@ from conftest import LPS, NAME1, NAME2, invoke, make_affine, write_nii, write_nr
 
 from volsegsync.dataset import Dataset
 from volsegsync.index import format_entry
+from volsegsync.ops import snapshot
 from volsegsync.ops.pair import run_pair, run_rm
 from volsegsync.ops.snapshot import Pipeline
 from volsegsync.ops.status import run_status
@@ -252,6 +253,39 @@ def test_unchanged_run_hashes_and_pairs_nothing(ds_root: Path) -> None:
     touched = Pipeline(ds).update()
     assert touched.generation == first.generation + 1
     assert touched.changed_since(first.stamp) == {NAME1}  # one key, not all
+
+
+def test_a_generation_changing_most_cases_is_logged_as_all(
+    ds_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Consumers redo everything after a generation that changed most cases, so its keys
+    are not listed: the top memo every run loads stays small."""
+    monkeypatch.setattr(snapshot, "LOG_ALL_FROM", 2)
+    names = (NAME1, NAME2, "C03-Hip-D03032003")
+    for name in names:
+        write_nii(ds_root / f"{name}.nii.gz")
+        write_nrrd(ds_root / f"{name}-v1.nrrd")
+    for p in ds_root.glob("C0*"):
+        os.utime(p, ns=(BASE_MTIME, BASE_MTIME))
+    ds = Dataset.open(ds_root)
+    first = Pipeline(ds).update()
+    for k, name in enumerate(names[:2]):  # two of three cases
+        os.utime(ds_root / f"{name}-v1.nrrd", ns=(BASE_MTIME + k + 1, BASE_MTIME + k + 1))
+    most = Pipeline(ds).update()
+    assert most.changed_since(first.stamp) is None
+    assert most.top["log"][-1] == [most.generation, None]
+    os.utime(ds_root / f"{NAME1}.nii.gz", ns=(BASE_MTIME + 5, BASE_MTIME + 5))
+    one = Pipeline(ds).update()
+    assert one.changed_since(most.stamp) == {NAME1}
+    assert one.changed_since(first.stamp) is None
+
+
+@pytest.mark.parametrize("seed", [5, 9])
+def test_incremental_equals_full_when_generations_log_all(
+    ds_root: Path, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshot, "LOG_ALL_FROM", 0)  # most changed cases: logged as all
+    test_incremental_equals_full_on_random_edits(ds_root, seed)
 
 
 # --------------------------------------------------------------------------- issue 7

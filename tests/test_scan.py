@@ -62,3 +62,30 @@ def test_walk_reports_bad_entries_and_goes_on(tmp_path: Path) -> None:
         "pipe.nrrd": "not a regular file",
         os.fsdecode(b"C09-Bad\xff-D01012000.nii.gz"): "the name is not valid UTF-8",
     }
+
+
+def test_walk_folders_named_like_images_and_bad_names_of_every_kind(tmp_path: Path) -> None:
+    """A folder named ``x.nii.gz`` is entered (a link to one is no file); a name the
+    index cannot hold is reported as such whatever the entry is, also in a folder of
+    otherwise good names and below a folder whose own name is bad."""
+    inner = write_nrrd(tmp_path / "odd.nii.gz" / f"{NAME1}-v1.nrrd")
+    write_nii(tmp_path / ".git.nii.gz" / "kept.nii.gz")  # not one of the skipped folders
+    os.symlink(tmp_path / "odd.nii.gz", tmp_path / "to-folder.nrrd")
+    write_nii(tmp_path / f"{NAME1}.nii.gz")
+    write_nii(tmp_path / "tab\there.nii.gz")
+    os.mkfifo(tmp_path / "fifo\nname.nrrd")
+    write_nii(tmp_path / "new\nline" / "a.nii.gz")
+    result = walk(tmp_path, CONV)
+    assert sorted(result.files) == [
+        ".git.nii.gz/kept.nii.gz",
+        f"{NAME1}.nii.gz",
+        f"odd.nii.gz/{NAME1}-v1.nrrd",
+    ]
+    assert result.stat(f"odd.nii.gz/{NAME1}-v1.nrrd") == stat_of(inner)
+    control = "the name holds a control character (tab, newline...)"
+    assert result.unreadable == {
+        "to-folder.nrrd": "not a regular file",
+        "tab\there.nii.gz": control,
+        "fifo\nname.nrrd": control,
+        "new\nline/a.nii.gz": control,
+    }

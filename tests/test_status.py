@@ -364,3 +364,29 @@ def test_renamed_out_of_its_pair_names_both_paths(paired: Path) -> None:
     assert lost["message"] == (
         f"lost its partner: {V1} (was paired with {S1}, since moved to C01-Other-D22061998-v1.nrrd)"
     )
+
+
+def test_index_changed_in_place_behind_its_old_stat_is_seen(paired: Path) -> None:
+    """The index's digest is kept by its stat once the file has settled; an edit in
+    place that restores size and mtime still moves the ctime, and is seen."""
+    from volsegsync.memo import load_memo
+
+    index = paired / "volsegsync.index"
+    old = index.stat()
+    time.sleep(max(0.0, old.st_ctime + 2.2 - time.time()))  # settled: older than 2 s
+    assert status(paired)[0] == 0
+    pipeline = Pipeline(Dataset.open(paired))
+    top = load_memo(pipeline.top_path, pipeline.key)
+    assert top is not None and top["index_stat"][:3] == [old.st_size, old.st_mtime_ns, old.st_ino]
+    text = index.read_text()
+    line = next(x for x in text.splitlines() if x.endswith(V1))
+    digest = line.split("\t")[4]
+    flipped = ("0" if digest[0] != "0" else "1") + digest[1:]
+    with index.open("r+") as f:  # same inode, same size
+        f.write(text.replace(digest, flipped))
+    os.utime(index, ns=(old.st_atime_ns, old.st_mtime_ns))
+    new = index.stat()
+    assert (new.st_size, new.st_mtime_ns, new.st_ino) == (old.st_size, old.st_mtime_ns, old.st_ino)
+    code, doc = status(paired)
+    assert kinds(doc) == [("modified", [V1])]
+    assert code == 1

@@ -39,7 +39,6 @@ from nibabel.testing import data_path
 
 import volsegsync.content as content_mod
 import volsegsync.ops.verify as verify_mod
-import volsegsync.workers as workers_mod
 from volsegsync.content import ContentCache
 from volsegsync.dataset import Dataset
 from volsegsync.hashing import hash_file
@@ -884,14 +883,17 @@ def test_tolerance_config(ds_root: Path) -> None:
 
 def test_jobs_give_identical_results(ds_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pools: list[int] = []
-    real_pool: Any = workers_mod.ProcessPoolExecutor  # type: ignore[attr-defined]
+    import concurrent.futures
+
+    real_pool: Any = concurrent.futures.ProcessPoolExecutor
 
     class CountingPool(real_pool):  # type: ignore[misc]
         def __init__(self, *args: Any, **kw: Any) -> None:
             pools.append(kw.get("max_workers", 0))
             super().__init__(*args, **kw)
 
-    monkeypatch.setattr(workers_mod, "ProcessPoolExecutor", CountingPool)
+    # volsegsync.workers imports the pool class from there when it starts one
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", CountingPool)
     # header reads are cheap: verify may keep them in-process up to a higher limit
     monkeypatch.setattr(verify_mod, "HEADER_INLINE_LIMIT", 64, raising=False)
     for i in range(72):

@@ -1,6 +1,6 @@
 """``python -m volsegsync``: the command line (the git hooks run other commands so)."""
 
-from volsegsync.cli import main
+from volsegsync.cli import run
 
 if __name__ == "__main__":
-    main(prog_name="volsegsync")
+    run()

@@ -10,10 +10,8 @@ import math
 import re
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from volsegsync.channels import ChannelConfig, parse_channels
@@ -21,15 +19,14 @@ from volsegsync.errors import ConfigError, VolsegsyncError
 from volsegsync.fsutil import CONFIG_LIMIT, read_small
 from volsegsync.problems import CATEGORIES
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
 SEVERITIES = ("error", "warning", "info", "off")
 MAX_PATTERN = 1000  # characters in a regular expression of the config
 # strftime/strptime directives that read back what they write (see _date_format)
 _DATE_DIRECTIVES = frozenset("aAbBdHIjmMpSUwWyYzGuV%fz")
+# Directives whose strftime text of the sample date (2000-01-31 00:00) is matched in
+# full by the first alternative of strptime's pattern for it: a format made of these,
+# each once, and literal text always reads back, so strptime (7 ms to load) is not asked.
+_NUMERIC_DIRECTIVES = frozenset("dmYyHMSjf")
 
 
 class SafePattern:
@@ -87,25 +84,21 @@ def compile_pattern(pattern: str) -> SafePattern:
         ) from None
 
 
-@dataclass(frozen=True)
-class NamingConfig:
+class NamingConfig(NamedTuple):
     """The naming convention ``PREFIX-BASENAME-POSTFIX.EXT`` (or a dataset's own)."""
 
     separator: str = "-"
     fields: tuple[str, ...] = ("prefix", "basename", "postfix")
-    patterns: Mapping[str, str] = field(
-        default_factory=lambda: {
-            "prefix": r"[A-Za-z0-9]+",
-            "basename": r"[A-Za-z0-9_]+",
-            "postfix": r"D[0-9]{8}",
-        }
-    )
-    dates: Mapping[str, str] = field(default_factory=lambda: {"postfix": "D%d%m%Y"})
+    patterns: Mapping[str, str] = {  # shared, never changed (a Mapping)
+        "prefix": r"[A-Za-z0-9]+",
+        "basename": r"[A-Za-z0-9_]+",
+        "postfix": r"D[0-9]{8}",
+    }
+    dates: Mapping[str, str] = {"postfix": "D%d%m%Y"}
     version: str = r"v(?P<n>[0-9]+)"
 
 
-@dataclass(frozen=True)
-class RolesConfig:
+class RolesConfig(NamedTuple):
     """Rules deciding which files are volumes and which are segmentations."""
 
     volume_extensions: tuple[str, ...] = (".nii.gz", ".nii")
@@ -116,26 +109,23 @@ class RolesConfig:
     segmentation_suffix: str = ""
 
 
-@dataclass(frozen=True)
-class PairingConfig:
+class PairingConfig(NamedTuple):
     by: str = "naming"  # "naming" or "metadata" (naming first, then headers for the rest)
     scope: str = "auto"  # where names pair: "auto", "dataset" or "folder" (see pairing.py)
     reference_keys: tuple[str, ...] = ("volume", "reference_volume", "ReferenceVolume")
 
 
-@dataclass(frozen=True)
-class VerifyConfig:
+class VerifyConfig(NamedTuple):
     position_tolerance: float = 1e-3  # fraction of the smallest voxel spacing
     direction_tolerance: float = 1e-4  # absolute, on direction cosines
-    labels: Mapping[int, str] = field(default_factory=dict)
-    severity: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[int, str] = {}  # shared, never changed (a Mapping)
+    severity: Mapping[str, str] = {}
 
 
 LINK_TYPES = ("reflink", "hardlink", "symlink", "copy")
 
 
-@dataclass(frozen=True)
-class StoreConfig:
+class StoreConfig(NamedTuple):
     """The content store (docs/store.md); ``dir`` only in the local config."""
 
     enabled: bool = True  # pair stores what it records
@@ -146,39 +136,35 @@ class StoreConfig:
 DEFAULT_MAX_IMAGE_BYTES = 4 * 1024**3
 
 
-@dataclass(frozen=True)
-class LimitsConfig:
+class LimitsConfig(NamedTuple):
     """Bounds on what a (possibly hostile) file may make volsegsync do."""
 
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # declared data larger is not decoded
 
 
-@dataclass(frozen=True)
-class RemoteConfig:
+class RemoteConfig(NamedTuple):
     """A ``[remotes.NAME]`` table: where a copy of the content store lives (docs/remotes.md)."""
 
     url: str  # a folder, file://PATH, s3://BUCKET/PREFIX or ssh://HOST/PATH; never credentials
     endpoint_url: str = ""  # S3-compatible servers (MinIO, Ceph): http(s)://HOST[:PORT]
 
 
-@dataclass(frozen=True)
-class HooksConfig:
+class HooksConfig(NamedTuple):
     pre_push: bool = False  # the pre-push hook runs `volsegsync push` first
 
 
-@dataclass(frozen=True)
-class Config:
-    naming: NamingConfig = field(default_factory=NamingConfig)
-    roles: RolesConfig = field(default_factory=RolesConfig)
-    pairing: PairingConfig = field(default_factory=PairingConfig)
-    verify: VerifyConfig = field(default_factory=VerifyConfig)
+class Config(NamedTuple):
+    naming: NamingConfig = NamingConfig()
+    roles: RolesConfig = RolesConfig()
+    pairing: PairingConfig = PairingConfig()
+    verify: VerifyConfig = VerifyConfig()
     exclude: tuple[str, ...] = ()
-    store: StoreConfig = field(default_factory=StoreConfig)
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    remotes: Mapping[str, RemoteConfig] = field(default_factory=dict)
+    store: StoreConfig = StoreConfig()
+    limits: LimitsConfig = LimitsConfig()
+    remotes: Mapping[str, RemoteConfig] = {}
     default_remote: str | None = None  # [core] remote
-    hooks: HooksConfig = field(default_factory=HooksConfig)
-    channels: ChannelConfig = field(default_factory=ChannelConfig)  # volsegsync.channels
+    hooks: HooksConfig = HooksConfig()
+    channels: ChannelConfig = ChannelConfig()  # volsegsync.channels
     fsmonitor: bool = False  # [fsmonitor] enabled, local config only (docs/fsmonitor.md)
 
 
@@ -244,10 +230,15 @@ max_image_bytes = 4294967296
 class _Reader:
     """Pulls typed values out of a parsed TOML table, naming the key on error."""
 
-    def __init__(self, path: Path, table: Mapping[str, Any], section: str) -> None:
+    def __init__(
+        self, path: Path, table: Mapping[str, Any], section: str, checked: bool = False
+    ) -> None:
         self.path = path
         self.table = table
         self.section = section
+        # the same tables were parsed and found valid before (Dataset.open's memo): the
+        # costly checks (RE2 compiling each pattern, strptime) need not run again
+        self.checked = checked
 
     def fail(self, key: str, problem: str) -> ConfigError:
         where = f"{self.section}.{key}" if self.section else key
@@ -258,7 +249,7 @@ class _Reader:
         if not isinstance(value, Mapping):
             raise self.fail(key, "must be a table")
         section = f"{self.section}.{key}" if self.section else key
-        return _Reader(self.path, value, section)
+        return _Reader(self.path, value, section, self.checked)
 
     def check_keys(self, allowed: set[str]) -> None:
         for key in self.table:
@@ -291,6 +282,8 @@ class _Reader:
             raise self.fail(
                 key, f"regular expression of {len(value)} characters (at most {MAX_PATTERN})"
             )
+        if self.checked:
+            return value
         try:
             compile_pattern(value)
         except ValueError as e:
@@ -305,12 +298,28 @@ def load_config(path: Path) -> Config:
 
 def load_toml(path: Path) -> dict[str, Any]:
     """A TOML file's tables; a missing file is an empty one."""
+    return parse_toml(path, read_config_bytes(path))
+
+
+def read_config_bytes(path: Path) -> bytes | None:
+    """A config file's bytes (None when there is none), read as a hostile file is."""
     try:
-        raw = read_small(path, CONFIG_LIMIT, "config")
+        return read_small(path, CONFIG_LIMIT, "config")
     except FileNotFoundError:
-        return {}
+        return None
     except VolsegsyncError as e:
         raise ConfigError(str(e)) from None
+
+
+def parse_toml(path: Path, raw: bytes | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    # 5 ms to load: a run whose config is memoised (Dataset.open) does not pay it
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
+
     try:
         data: dict[str, Any] = tomllib.loads(raw.decode("utf-8"))
         return data
@@ -326,8 +335,10 @@ def load_local_config(path: Path, base: Config) -> Config:
     return parse_local_config(path, load_toml(path), base)
 
 
-def parse_local_config(path: Path, data: Mapping[str, Any], base: Config) -> Config:
-    top = _Reader(path, data, "")
+def parse_local_config(
+    path: Path, data: Mapping[str, Any], base: Config, checked: bool = False
+) -> Config:
+    top = _Reader(path, data, "", checked)
     top.check_keys({"remotes", "core", "store", "fsmonitor"})  # [store]: ops.storing
     remotes, default_remote = parse_remotes(top, base.remotes, base.default_remote)
     monitor = top.sub("fsmonitor")
@@ -335,11 +346,13 @@ def parse_local_config(path: Path, data: Mapping[str, Any], base: Config) -> Con
     enabled = monitor.table.get("enabled", False)
     if not isinstance(enabled, bool):
         raise monitor.fail("enabled", f"must be true or false, found {enabled!r}")
-    return replace(base, remotes=remotes, default_remote=default_remote, fsmonitor=enabled)
+    return base._replace(remotes=remotes, default_remote=default_remote, fsmonitor=enabled)
 
 
-def parse_config(path: Path, data: Mapping[str, Any]) -> Config:
-    top = _Reader(path, data, "")
+def parse_config(path: Path, data: Mapping[str, Any], checked: bool = False) -> Config:
+    """The config of TOML tables ``data``; ``checked``: these very tables passed every
+    check before (the patterns are then not compiled here to check them)."""
+    top = _Reader(path, data, "", checked)
     top.check_keys(
         {
             "naming",
@@ -427,7 +440,7 @@ def _naming(r: _Reader) -> NamingConfig:
     else:  # like the patterns: the defaults apply to the fields that keep their names
         dates = {name: fmt for name, fmt in d.dates.items() if name in fields}
     for name, fmt in dates.items():
-        problem = _date_format_problem(fmt)
+        problem = None if r.checked else _date_format_problem(fmt)
         if problem:
             raise dr.fail(name, f"invalid date format {fmt!r}: {problem}")
     version = r.regex("version", r.string("version", d.version))
@@ -441,6 +454,7 @@ def _date_format_problem(fmt: str) -> str | None:
     """Why ``fmt`` is no usable strptime date format (None when it is one)."""
     if not fmt:
         return "empty"
+    used: list[str] = []
     i = 0
     while i < len(fmt):
         if fmt[i] == "%":
@@ -448,13 +462,19 @@ def _date_format_problem(fmt: str) -> str | None:
                 return "a lone '%' at the end (write '%%' for a percent sign)"
             if fmt[i + 1] not in _DATE_DIRECTIVES:
                 return f"unknown directive '%{fmt[i + 1]}'"
+            if fmt[i + 1] != "%":
+                used.append(fmt[i + 1])
             i += 2
         else:
             i += 1
+    if len(set(used)) == len(used) and _NUMERIC_DIRECTIVES.issuperset(used):
+        return None  # reads back for sure (see _NUMERIC_DIRECTIVES): no need to load strptime
+    from datetime import datetime
+
     try:
         sample = datetime(2000, 1, 31).strftime(fmt)
         datetime.strptime(sample, fmt)
-    except ValueError as e:
+    except (ValueError, re.error) as e:  # re.error: a directive given twice ('%d%d')
         return str(e)
     return None
 
@@ -507,7 +527,7 @@ def _extensions(r: _Reader, key: str, default: tuple[str, ...]) -> tuple[str, ..
 
 def _roles(r: _Reader) -> RolesConfig:
     d = RolesConfig()
-    r.check_keys({f.name for f in RolesConfig.__dataclass_fields__.values()})
+    r.check_keys(set(RolesConfig._fields))
     roles = RolesConfig(
         volume_extensions=_extensions(r, "volume_extensions", d.volume_extensions),
         segmentation_extensions=_extensions(

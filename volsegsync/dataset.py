@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import xxhash
 
 from volsegsync import __version__
-from volsegsync.config import Config, load_config, load_local_config
+from volsegsync.config import (
+    Config,
+    parse_config,
+    parse_local_config,
+    parse_toml,
+    read_config_bytes,
+)
 from volsegsync.errors import NotADatasetError, VolsegsyncError
 from volsegsync.fsutil import (
     CONFIG_LIMIT,
@@ -48,6 +55,41 @@ def default_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
+def load_dataset_config(meta: Path) -> Config:
+    """The tracked config with the untracked local one over it.
+
+    Their TOML tables are memoised by the files' bytes (``state/config.marshal``, a
+    memo of this state folder only): a run with the same files loads no TOML parser and
+    does not compile each pattern again to check it, which a second run would find as
+    the first did. Every other check runs each time."""
+    path, local_path = meta / CONFIG_FILE, meta / LOCAL_CONFIG_FILE
+    raw, local_raw = read_config_bytes(path), read_config_bytes(local_path)
+    key = [
+        __version__,
+        *(xxhash.xxh3_128_hexdigest(b) if b is not None else "" for b in (raw, local_raw)),
+    ]
+    memo_path = meta / STATE_DIR / "config.marshal"
+    state = _plain_folder(meta / STATE_DIR)
+    memo = read_memo(memo_path) if state else None
+    if isinstance(memo, dict) and memo.get("key") == key:
+        tables, local_tables = memo["tables"]
+        config = parse_config(path, tables, checked=True)
+        return parse_local_config(local_path, local_tables, config, checked=True)
+    tables, local_tables = parse_toml(path, raw), parse_toml(local_path, local_raw)
+    config = parse_local_config(local_path, local_tables, parse_config(path, tables))
+    if state:  # a memo never creates the state folder
+        write_memo(memo_path, {"key": key, "tables": [tables, local_tables]})
+    return config
+
+
+def _plain_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder itself (no link to one)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 class Dataset:
     """An opened dataset. Cheap to construct; nothing is scanned until asked."""
 
@@ -64,8 +106,7 @@ class Dataset:
         root = find_root(Path(start))
         if (root / META_DIR).is_symlink():  # its config would be read from elsewhere
             raise VolsegsyncError(f"{root / META_DIR}: is a symbolic link; it must be a folder")
-        config = load_config(root / META_DIR / CONFIG_FILE)
-        return cls(root, load_local_config(root / META_DIR / LOCAL_CONFIG_FILE, config))
+        return cls(root, load_dataset_config(root / META_DIR))
 
     # -- paths ---------------------------------------------------------------------------
 

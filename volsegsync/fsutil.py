@@ -17,16 +17,17 @@ import fcntl
 import io
 import marshal
 import os
-import sqlite3
 import stat as statmod
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from volsegsync.errors import LockedError, VolsegsyncError
+
+if TYPE_CHECKING:
+    import sqlite3
 
 INDEX_LIMIT = 256 * 1024 * 1024  # volsegsync.index: ~1.5 million lines
 CONFIG_LIMIT = 1024 * 1024  # config.toml
@@ -183,7 +184,7 @@ def atomic_write_bytes(
     except FileNotFoundError:
         keep = None
     final = keep if keep is not None else (mode if mode is not None else new_file_mode())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = make_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -196,6 +197,13 @@ def atomic_write_bytes(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def make_temp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (mode 0600, opened): ``(fd, its path)``."""
+    import tempfile  # with shutil, random, bz2 and lzma: only for a run that writes
+
+    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -339,6 +347,8 @@ def open_cache_db(db_path: Path, schema: str, check_same_thread: bool = True) ->
     (read-only dataset, a link in its place), the cache lives in memory for this
     run, and a note says so once.
     """
+    import sqlite3  # only a run that keeps a cache pays for it
+
     try:
         check_state_dir(db_path.parent)
         for suffix in ("", "-journal", "-wal", "-shm"):

@@ -11,12 +11,10 @@ same tick (git's "racily clean" problem).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat as statmod
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -57,6 +55,8 @@ def new_hasher(algorithm: str = DEFAULT_ALGORITHM) -> Any:
     if algorithm == "xxh3-128":
         return xxhash.xxh3_128()
     if algorithm == "sha256":
+        import hashlib
+
         return hashlib.sha256()
     if algorithm == "blake3":
         try:
@@ -232,6 +232,8 @@ def hash_many(
         return
     size = max(1, min(BATCH, len(todo) // (jobs * 4)))
     batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+    from concurrent.futures import ThreadPoolExecutor  # not imported by a run without one
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         for results in pool.map(batch, batches):
             for result in results:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import marshal
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import MEMO_LIMIT, check_state_dir, read_small
+from volsegsync.fsutil import MEMO_LIMIT, check_state_dir, make_temp, read_small
 
 SHARDS = 256  # memos kept per case key are split in this many files by key
 
@@ -50,7 +49,7 @@ def save_memo(path: Path, data: dict[str, Any]) -> bool:
         path.parent.mkdir(exist_ok=True)
         if path.parent.is_symlink():
             return False
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = make_temp(path)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(blob)

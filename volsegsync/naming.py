@@ -12,7 +12,7 @@ import re
 from datetime import datetime
 from typing import NamedTuple
 
-from volsegsync.config import NamingConfig, RolesConfig, compile_pattern
+from volsegsync.config import NamingConfig, RolesConfig, SafePattern, compile_pattern
 from volsegsync.problems import Problem, make_problem
 
 VOLUME = "volume"
@@ -40,10 +40,6 @@ class Convention:
             key=len,
             reverse=True,
         )
-        self._version = compile_pattern(naming.version)
-        self._fields = [(name, compile_pattern(naming.patterns[name])) for name in naming.fields]
-        sep = re.escape(naming.separator)
-        self._whole = compile_pattern(sep.join(f"(?:{naming.patterns[n]})" for n in naming.fields))
         self._volume_dirs = frozenset(roles.volume_dirs)
         self._segmentation_dirs = frozenset(roles.segmentation_dirs)
         self._role_dirs = self._volume_dirs | self._segmentation_dirs
@@ -52,6 +48,23 @@ class Convention:
         vol_ext, seg_ext = set(roles.volume_extensions), set(roles.segmentation_extensions)
         self._role_by_ext = {e: VOLUME for e in vol_ext - seg_ext}
         self._role_by_ext.update({e: SEGMENTATION for e in seg_ext - vol_ext})
+
+    # the patterns, compiled by RE2 when a name is first parsed (a run that finds nothing
+    # new parses none, and loads no RE2)
+
+    @functools.cached_property
+    def _version(self) -> SafePattern:
+        return compile_pattern(self.naming.version)
+
+    @functools.cached_property
+    def _fields(self) -> list[tuple[str, SafePattern]]:
+        naming = self.naming
+        return [(name, compile_pattern(naming.patterns[name])) for name in naming.fields]
+
+    @functools.cached_property
+    def _whole(self) -> SafePattern:
+        naming, sep = self.naming, re.escape(self.naming.separator)
+        return compile_pattern(sep.join(f"(?:{naming.patterns[n]})" for n in naming.fields))
 
     # -- roles ---------------------------------------------------------------------------
 

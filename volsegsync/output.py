@@ -10,9 +10,7 @@ documents carry ``"schema": "volsegsync.<command>/1"`` so scripts can rely on th
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -32,6 +30,8 @@ class Rendered(NamedTuple):
 
 def emit(rendered: Rendered, fmt: str, quiet: bool) -> None:
     if fmt == "json":
+        import json  # csv and json: loaded by the runs that print them
+
         click.echo(json.dumps(rendered.document, indent=2, sort_keys=False, default=_default))
     elif fmt == "csv":
         click.echo(_csv(rendered.rows, rendered.columns), nl=False)
@@ -79,6 +79,8 @@ def _csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
     fields = list(columns) or (list(rows[0].keys()) if rows else [])
     if not fields:
         return ""
+    import csv
+
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
@@ -91,6 +93,8 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return ";".join(str(v) for v in value)
     if isinstance(value, Mapping):
+        import json
+
         return json.dumps(value, sort_keys=True, default=_default)
     return value
 

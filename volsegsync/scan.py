@@ -15,6 +15,7 @@ import stat as statmod
 from array import array
 from collections.abc import Iterable
 from pathlib import Path
+from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import NamedTuple
 
 import xxhash
@@ -125,37 +126,64 @@ def walk(
                 name = entry.name
                 if patterns and excluded(prefix + name, patterns):
                     continue
-                if entry.is_dir(follow_symlinks=False):
-                    if descend and name not in SKIP_DIRS:
+                if not name.endswith(extensions):  # most such entries: folders
+                    if descend and entry.is_dir(follow_symlinks=False) and name not in SKIP_DIRS:
                         stack.append((entry.path, prefix + name + "/"))
                     continue
-                if not name.endswith(extensions):
-                    continue
-                rel = prefix + name
-                if not (rel.isascii() and rel.isprintable()):
-                    bad = bad_name_reason(rel)
-                    if bad:
-                        unreadable[rel] = bad
+                try:  # one lstat tells a file, a link and a folder named like a file
+                    st = entry.stat(follow_symlinks=False)
+                    if S_ISLNK(st.st_mode):
+                        st = _link_stat(root, entry)
+                    elif S_ISDIR(st.st_mode):
+                        if descend and name not in SKIP_DIRS:
+                            stack.append((entry.path, prefix + name + "/"))
                         continue
-                try:
-                    st = _link_stat(root, entry) if entry.is_symlink() else entry.stat()
                 except OSError as e:
-                    unreadable[rel] = _stat_failure(entry, e)
+                    _refuse(unreadable, prefix + name, _stat_failure(entry, e))
                     continue
-                if statmod.S_ISREG(st.st_mode):
+                if S_ISREG(st.st_mode):
                     add_name(name)
                     add_stat((st.st_size, st.st_mtime_ns, st.st_ino))
                 else:
-                    unreadable[rel] = "not a regular file"
+                    _refuse(unreadable, prefix + name, "not a regular file")
+        if names:
+            # names are checked once per folder, in C; one that cannot go into the
+            # index (not UTF-8, a control character) is then looked for name by name
+            joined = prefix + "".join(names)
+            if not (joined.isascii() and joined.isprintable()):
+                names, stats = _drop_bad_names(prefix, names, stats, unreadable)
         if names:
             folders[prefix] = Folder(names, stats)
     return ScanResult(folders, unreadable)
 
 
+def _refuse(unreadable: dict[str, str], rel: str, reason: str) -> None:
+    """Record why a file is left out; a name the index cannot hold says so first."""
+    unreadable[rel] = bad_name_reason(rel) or reason
+
+
+def _drop_bad_names(
+    prefix: str, names: list[str], stats: array[int], unreadable: dict[str, str]
+) -> tuple[list[str], array[int]]:
+    """The names (and their stats) that the index can hold; the others are reported."""
+    kept: list[str] = []
+    kept_stats: array[int] = array("q")
+    for i, name in enumerate(names):
+        bad = bad_name_reason(prefix + name)
+        if bad:
+            unreadable[prefix + name] = bad
+        else:
+            kept.append(name)
+            kept_stats.extend(stats[3 * i : 3 * i + 3])
+    return kept, kept_stats
+
+
 def folder_fingerprint(folder: Folder) -> str:
     """A digest of a folder's names and stats, in scan order (C speed throughout)."""
-    names = "\0".join(folder.names).encode("utf-8", "surrogateescape")
-    return xxhash.xxh3_128_hexdigest(names + b"\0\0" + folder.stats.tobytes())
+    h = xxhash.xxh3_128("\0".join(folder.names).encode("utf-8", "surrogateescape"))
+    h.update(b"\0\0")
+    h.update(folder.stats)  # the array's own buffer: no copy
+    return h.hexdigest()
 
 
 def folder_fingerprints(scan: ScanResult) -> dict[str, str]:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -31,6 +28,8 @@ def tie_to_parent(parent: int) -> None:
     """
     armed = False
     if sys.platform.startswith("linux"):
+        import ctypes
+
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(None, use_errno=True)
             armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
@@ -65,6 +64,10 @@ def parallel_map(
             if tick:
                 tick(1)
         return
+    # a run that needs no pool imports none of this (with logging and tempfile: ~15 ms)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     context: Any = multiprocessing.get_context("fork" if os.name == "posix" else "spawn")
     chunk = max(1, min(256, len(tasks) // (workers * 8)))
     with ProcessPoolExecutor(

@@ -29,6 +29,7 @@ import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import xxhash
@@ -75,6 +76,7 @@ Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
 MEMO_FORMAT = 7
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
+LOG_ALL_FROM = 1000  # a generation changing more keys than this and than half the cases: all
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 DATA = "data"  # the role of a detached NRRD data file (volsegsync.detached)
 
@@ -544,6 +546,7 @@ class Pipeline:
         self.data = DataStage(ds.root, self.dir / "data.marshal", self.files_key, self.algorithm)
         self._detached: set[str] = set()  # headers hashed in this run that may be detached
         self._pending: tuple[dict[str, Any], bool] | None = None  # memos not written yet
+        self._index_stat: list[int] | None = None  # the index's, when its digest was taken
 
     # -- memo files --------------------------------------------------------------------
 
@@ -622,8 +625,11 @@ class Pipeline:
         self.scan = scan
         fps = {**scan.unchanged, **folder_fingerprints(scan)}
         fp = fingerprint(scan, fps)
+        self._index_stat = index_stat = settled_stat(self.ds.index_path)
         if top is not None and monitor is not None and monitor.vouches(""):
             index = top["index"]  # its folder did not change: nor did the index
+        elif top is not None and index_stat is not None and top.get("index_stat") == index_stat:
+            index = top["index"]  # the same file, unchanged since its digest was taken
         else:
             index = digest_of(self.ds.index_path)
         moved: set[str] = set()
@@ -635,8 +641,10 @@ class Pipeline:
                     moved.add(key)
             same = top["fp"] == fp and fp and top["index"] == index and not moved
             if same and not (top.get("data") and self.data.stale()):  # data: volsegsync.detached
-                if self.token and top.get("fsmonitor") != self.token:
-                    top["fsmonitor"] = self.token
+                noted = {"fsmonitor": self.token, "index_stat": index_stat}
+                noted = {k: v for k, v in noted.items() if v and top.get(k) != v}
+                if noted:
+                    top.update(noted)
                     save_memo(self.top_path, top)
                 return Snapshot(self, top, scan)
         try:
@@ -733,13 +741,12 @@ class Pipeline:
             for shard in self._changed_shards:
                 top["counts"][shard] = _counts(self._shards[shard])
         if affected:
-            top["gen"] += 1
-            log = top["log"] + [[top["gen"], None if full or index_changed else sorted(affected)]]
-            top["log"] = log[-LOG_LENGTH:]
+            _log_generation(top, None if full or index_changed else affected)
         top["fp"] = fp if all(f[0] for f in folders.values()) else ""
         top["folders"] = folders
         top["unreadable"] = dict(scan.unreadable)
         top["index"] = index
+        top["index_stat"] = self._index_stat
         top["data"] = len(self.data.heads) if full or top.get("data") or self._detached else 0
         if self.token:  # the monitor's token, taken before the scan
             top["fsmonitor"] = self.token
@@ -1042,6 +1049,22 @@ def _merge_entries(a: Entry, b: Entry) -> Entry:
     )
 
 
+def _log_generation(top: dict[str, Any], keys: Iterable[str] | None) -> None:
+    """A new generation, with the keys whose cases it changed (None: all). Most of the
+    dataset's cases count as all: a consumer then redoes everything, which costs about
+    as much, and the memo that every run loads stays small (50,000 keys: 1.4 MB)."""
+    top["gen"] += 1
+    listed = None if keys is None else sorted(keys)
+    if listed is not None and 2 * len(listed) > max(LOG_ALL_FROM, _case_total(top)):
+        listed = None
+    top["log"] = [*top["log"], [top["gen"], listed]][-LOG_LENGTH:]
+
+
+def _case_total(top: dict[str, Any]) -> int:
+    """Pairs and unpaired files, from the shards' counts."""
+    return sum(c[0] + c[1] + c[2] for c in top["counts"].values())
+
+
 def _counts(cases: dict[str, Any]) -> list[int]:
     """[pairs, unpaired volumes, unpaired segmentations, problems, indexed pairs] of a
     shard, read from its cases or their plain data (see ``_case_to_plain``) without
@@ -1203,6 +1226,19 @@ def _differing(old: array[int], new: array[int], limit: int) -> list[int]:
 def index_digest(data: bytes) -> str:
     """The digest by which memos know an index text (the store memo, the pipeline's top)."""
     return xxhash.xxh3_128_hexdigest(data)
+
+
+def settled_stat(path: Path) -> list[int] | None:
+    """``[size, mtime_ns, ino, ctime_ns]`` of a regular file not changed for a while, by
+    which a digest taken after this stat stays known (None: digest it again). A later
+    change of the file moves its ctime past this one, whatever its mtime says."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if not S_ISREG(st.st_mode) or max(st.st_mtime_ns, st.st_ctime_ns) >= racy_limit():
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 def digest_of(path: Path) -> str | None:
@@ -1416,12 +1452,12 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
         pipeline._put(case._replace(indexed=entry), dirty)  # leftovers: as they were
     snap.replace([])
     if cases:  # what consumers memoised for these cases (verify: drift) is out of date
-        top["gen"] += 1
-        top["log"] = [*top["log"], [top["gen"], sorted(c.key for c in cases)]][-LOG_LENGTH:]
+        _log_generation(top, [c.key for c in cases])
     top["dirty"] = sorted(dirty)
     for shard in pipeline._changed_shards:
         top["counts"][shard] = _counts(pipeline._shards[shard])
     top["index"] = digest
+    top["index_stat"] = None  # the file just written: its digest is taken again next run
     if pipeline._pending is None:
         pipeline._pending = ({}, False)
     pipeline.save()

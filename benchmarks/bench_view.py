@@ -6,7 +6,18 @@
    alone (``np.asarray(img.dataobj)``). Goal: under 1 s.
 2. ``report`` of N pairs (default 1,000; 64x64x24 volumes): cold (caches and
    output removed), after changing 1% of the segmentations, and unchanged; the
-   cost of the change is (1% change - unchanged) / cold.
+   cost of the change is (1% change - unchanged) / cold, and the whole re-run's
+   time is printed as a share of the cold run's too. ``--baseline DIR`` (a folder
+   holding another revision's ``volsegsync`` package, e.g. from ``git archive REV
+   volsegsync | tar -x -C DIR``) runs that code on its own copy of the dataset,
+   alternating with this one's in the same invocation (A/B on a shared machine).
+
+Session 8 (report8, 2026-11-27), measured under load 5-8 from the other helpers,
+``--skip-show --runs 5 --realtime --baseline DIR`` (DIR = the package before the
+session): the re-run after the 1% change 0.35 -> 0.25 s wall (0.38 -> 0.28 s
+CPU), unchanged 0.16 -> 0.14 s, cold 4.83 -> 3.27 s (6.29 -> 5.53 s CPU); the
+change's cost (change - unchanged) / cold 3.9% -> 3.1% wall, 3.5% -> 2.6% CPU.
+See docs/view.md (Performance) for where the time goes.
 
 The package's bytecode is compiled first (``compileall``), as an installed wheel
 has it: with ``PYTHONDONTWRITEBYTECODE=1`` in the environment an editable install
@@ -21,6 +32,7 @@ machine (use it for the short ``show`` runs; it starves the others while it runs
 
     python benchmarks/bench_view.py [--pairs 1000] [--runs 3] [--shape 512,512,300]
                                     [--skip-show] [--skip-report] [--realtime]
+                                    [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -47,7 +59,7 @@ CPU: list[float] = []  # CPU seconds (user + system) of each timed command, in o
 PREFIX: list[str] = []  # ["chrt", "-f", "10"] with --realtime
 
 
-def timed(args: list[str]) -> float:
+def timed(args: list[str], env: dict[str, str] | None = None) -> float:
     """Wall seconds of a command; its CPU seconds (children included) go to CPU.
 
     On a shared machine the wall time also counts waiting for a core; the CPU
@@ -55,7 +67,7 @@ def timed(args: list[str]) -> float:
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    r = subprocess.run([*PREFIX, *args], check=False, capture_output=True)
+    r = subprocess.run([*PREFIX, *args], check=False, capture_output=True, env=env, cwd="/")
     elapsed = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
@@ -64,13 +76,16 @@ def timed(args: list[str]) -> float:
     return elapsed
 
 
-def compile_package() -> None:
-    """Write the bytecode of the volsegsync the command runs (``__pycache__``)."""
+def compile_package(baseline: str | None = None) -> None:
+    """Write the bytecode of the volsegsync the command runs (``__pycache__``), and of
+    the baseline's."""
     import compileall
 
     import volsegsync
 
     compileall.compile_dir(str(Path(volsegsync.__file__).parent), quiet=1)
+    if baseline:
+        compileall.compile_dir(str(Path(baseline) / "volsegsync"), quiet=1)
 
 
 def load() -> str:
@@ -119,40 +134,72 @@ def change_one_percent(root: Path, pairs: int, round_: int, shape: tuple[int, in
     return changed
 
 
-def bench_report(base: Path, pairs: int, runs: int) -> None:
+def bench_report(base: Path, pairs: int, runs: int, baseline: str | None = None) -> None:
     shape = (64, 64, 24)
-    root = base / "many"
-    root.mkdir()
-    datasets.init(root)
-    datasets.make_small(root, pairs, shape)
-    out = base / "review"
-    report = [EXE, "-C", str(root), "report", "-q", "-o", str(out)]
-    cold, changed, unchanged = [], [], []
-    start = len(CPU)
+    source = base / "many"
+    source.mkdir()
+    datasets.init(source)
+    datasets.make_small(source, pairs, shape)
+    # each variant on its own copy of the dataset, alternating (A/B) in one invocation
+    variants: dict[str, tuple[list[str], dict[str, str] | None]] = {"this code": ([EXE], None)}
+    if baseline:
+        code = "from volsegsync.cli import main; main()"
+        here = str(Path(__file__).resolve().parent.parent)
+        variants = {
+            "this code": ([sys.executable, "-c", code], {**os.environ, "PYTHONPATH": here}),
+            "baseline": ([sys.executable, "-c", code], {**os.environ, "PYTHONPATH": baseline}),
+        }
+    roots = {}
+    for i, name in enumerate(variants):
+        roots[name] = base / f"dataset{i}"
+        shutil.copytree(source, roots[name], symlinks=True)
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {
+        name: {"cold": [], "change": [], "same": []} for name in variants
+    }
+
+    def run(name: str, kind: str) -> None:
+        command, env = variants[name]
+        out = base / f"review-{list(variants).index(name)}"
+        wall = timed([*command, "-C", str(roots[name]), "report", "-q", "-o", str(out)], env)
+        times[name][kind].append((wall, CPU[-1]))
+
     print(f"  {load()}")
+    n = 0
     for r in range(runs):
-        shutil.rmtree(root / ".volsegsync" / "state", ignore_errors=True)
-        shutil.rmtree(out, ignore_errors=True)
-        cold.append(timed(report))
-        n = change_one_percent(root, pairs, r, shape)
-        changed.append(timed(report))
-        unchanged.append(timed(report))
-    c, d, u = (datasets.median(x) for x in (cold, changed, unchanged))
-    cc, dc, uc = (datasets.median(CPU[start + i :: 3][:runs]) for i in (0, 1, 2))
+        order = list(variants) if r % 2 == 0 else list(variants)[::-1]
+        for name in order:
+            shutil.rmtree(roots[name] / ".volsegsync" / "state", ignore_errors=True)
+            shutil.rmtree(base / f"review-{list(variants).index(name)}", ignore_errors=True)
+            run(name, "cold")
+        for name in order:
+            n = change_one_percent(roots[name], pairs, r, shape)
+        for kind in ("change", "same"):
+            for name in order:
+                run(name, kind)
     print(f"report: {pairs} pairs of {'x'.join(map(str, shape))}, medians of {runs}")
-    print(f"  cold (no caches, no output):         {c:.2f} s wall, {cc:.2f} s CPU")
-    print(
-        f"  after changing {n} segmentations (1%): {d:.2f} s wall ({d / c:.1%}), "
-        f"{dc:.2f} s CPU ({dc / cc:.1%} of cold)"
-    )
-    print(
-        f"  unchanged re-run (fixed cost):       {u:.2f} s wall ({u / c:.1%}), "
-        f"{uc:.2f} s CPU ({uc / cc:.1%} of cold)"
-    )
-    print(
-        f"  cost of the 1% change, (change - unchanged) / cold: {(d - u) / c:.1%} wall, "
-        f"{(dc - uc) / cc:.1%} CPU"
-    )
+    for name in variants:
+        (c, cc), (d, dc), (u, uc) = (
+            (
+                datasets.median([t[0] for t in times[name][k]]),
+                datasets.median([t[1] for t in times[name][k]]),
+            )
+            for k in ("cold", "change", "same")
+        )
+        if baseline:
+            print(f" {name}:")
+        print(f"  cold (no caches, no output):         {c:.2f} s wall, {cc:.2f} s CPU")
+        print(
+            f"  after changing {n} segmentations (1%): {d:.2f} s wall ({d / c:.1%}), "
+            f"{dc:.2f} s CPU ({dc / cc:.1%} of cold)"
+        )
+        print(
+            f"  unchanged re-run (fixed cost):       {u:.2f} s wall ({u / c:.1%}), "
+            f"{uc:.2f} s CPU ({uc / cc:.1%} of cold)"
+        )
+        print(
+            f"  cost of the 1% change, (change - unchanged) / cold: {(d - u) / c:.1%} wall, "
+            f"{(dc - uc) / cc:.1%} CPU"
+        )
     print(f"  {load()}")
 
 
@@ -164,17 +211,20 @@ def main() -> None:
     parser.add_argument("--skip-show", action="store_true")
     parser.add_argument("--skip-report", action="store_true")
     parser.add_argument("--realtime", action="store_true", help="time at chrt -f priority")
+    parser.add_argument(
+        "--baseline", metavar="DIR", help="also time the volsegsync package in DIR, alternating"
+    )
     args = parser.parse_args()
     if args.realtime:
         PREFIX.extend(["chrt", "-f", "10"])
     shape = tuple(int(n) for n in args.shape.split(","))
     assert len(shape) == 3
-    compile_package()
+    compile_package(args.baseline)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_show:
             bench_show(Path(tmp), shape, args.runs)  # type: ignore[arg-type]
         if not args.skip_report:
-            bench_report(Path(tmp), args.pairs, args.runs)
+            bench_report(Path(tmp), args.pairs, args.runs, args.baseline)
 
 
 if __name__ == "__main__":

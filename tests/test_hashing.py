@@ -113,3 +113,42 @@ def test_pipeline_forgets_vanished_files(ds_root: Path) -> None:
     b.unlink()
     Pipeline(ds).update()
     assert sorted(Pipeline(ds).trusted_files()) == [a.name]
+
+
+def test_small_files_of_a_folder_are_hashed_as_one_by_one(tmp_path: Path) -> None:
+    """``hash_small_files`` takes only a file read in full at the size the walk gave;
+    everything else goes to ``hash_many``, which checks the opened file's type."""
+    from volsegsync.hashing import hash_small_files
+    from volsegsync.magic import names_data_file
+
+    write_nii(tmp_path / f"{NAME1}.nii.gz")
+    write_nrrd(tmp_path / f"{NAME1}-v1.nrrd")
+    (tmp_path / "garbage.nii.gz").write_bytes(b"not an image")
+    (tmp_path / "detached.nrrd").write_bytes(b"NRRD0004\ndata file: x.raw\n\n")
+    (tmp_path / "empty.nrrd").write_bytes(b"")
+    (tmp_path / "grew.nrrd").write_bytes(b"NRRD0004\n" * 3)
+    os.mkfifo(tmp_path / "fifo.nrrd")
+    (tmp_path / "folder.nrrd").mkdir()
+    (tmp_path / "link.nrrd").symlink_to(tmp_path / f"{NAME1}-v1.nrrd")
+    (tmp_path / "large.nrrd").write_bytes(b"NRRD0004\n" + b"\0" * CHUNK)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    sizes = [os.lstat(tmp_path / n).st_size for n in names]
+    sizes[names.index("grew.nrrd")] -= 1  # as the walk saw it: grown since
+    sizes[names.index("fifo.nrrd")] = 5  # a regular file when walked: a FIFO now
+    done, rest = hash_small_files(str(tmp_path), names, sizes, range(len(names)))
+    expected_done = {f"{NAME1}.nii.gz", f"{NAME1}-v1.nrrd", "garbage.nii.gz", "detached.nrrd"}
+    assert {names[i] for i, *_ in done} == expected_done
+    assert sorted(names[i] for i in rest) == sorted(set(names) - expected_done)
+    for i, digest, problem, detached in done:
+        path = tmp_path / names[i]
+        want, _st, head = hash_file(path)
+        assert (digest, problem, detached) == (
+            want,
+            sniff(names[i], head),
+            names_data_file(names[i], head),
+        )
+    assert [p for _, _, p, _ in done if p] == [sniff("garbage.nii.gz", b"not an image")]
+    # a folder that is a link now is not entered
+    (tmp_path.parent / "via-link").symlink_to(tmp_path)
+    done, rest = hash_small_files(str(tmp_path.parent / "via-link"), names, sizes, [0, 1])
+    assert (done, rest) == ([], [0, 1])

@@ -625,3 +625,117 @@ def test_entries_that_read_back_as_they_are_skip_the_round_trip() -> None:
         assert not _reads_back(e) or back == e, e
         assert as_indexed_all([e, None], "xxh3-128") == [back, None]
     assert [_reads_back(e) for e in entries] == [True] * 5 + [False] * 5
+
+
+# --------------------------------------------------------------------------- issue 14 (2)
+
+
+def shard_files(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / ".volsegsync" / "state" / "pipeline").glob("k-*"))
+
+
+def test_first_run_writes_one_pack_and_later_edits_equal_a_full_run(ds_root: Path) -> None:
+    """A full run writes its case shards as one pack; a later run writes the shards it
+    changes as files of their own and reads the others from the pack: every result
+    equals a run from an empty state folder."""
+    rng = random.Random(14)
+    editor = Editor(ds_root, rng)
+    for _ in range(8):
+        editor.add()
+    run_pair(Dataset.open(ds_root), jobs=1)
+    assert shard_files(ds_root) == ["k-pack"]
+    victim = next(p for p in editor.files() if p.name.endswith(".nii.gz"))
+    write_nii(victim, seed="one edit")
+    editor.age(victim)
+    assert outcome(Dataset.open(ds_root)) == outcome(fresh(ds_root))
+    after = shard_files(ds_root)
+    assert "k-pack" in after and len(after) == 2, after  # the edited case's shard
+    history = []
+    for _ in range(12):
+        history.append(editor.step())
+        incremental = outcome(Dataset.open(ds_root))
+        assert incremental == outcome(fresh(ds_root)), history
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "garbage",
+        "truncated",
+        "other id",
+        "span past the end",
+        "huge header",
+        "link",
+        "gone",
+        "stale shard file",
+        "top naming garbage",
+    ],
+)
+def test_damaged_or_foreign_pack_is_a_miss_never_trusted(paired_files: Path, damage: str) -> None:
+    """The pack is read only as the top names it (key and id), by spans checked against
+    its size; anything else is a miss: the run starts afresh and answers as a full run."""
+    import marshal
+
+    from volsegsync.memo import PACK_MAGIC, PackReader, save_pack, shard_of
+
+    ds = Dataset.open(paired_files)
+    run_pair(ds, jobs=1)
+    expected = outcome(fresh(paired_files))
+    pipeline = Pipeline(ds)
+    pipeline.update(jobs=1)
+    pack = pipeline._pack_path
+    top = pipeline._top
+    real = PackReader(pack, pipeline.key, top["pack"])
+    shards = [real.load(s) for s in range(256)]
+    assert all(isinstance(s, dict) for s in shards)
+    # what a hostile pack claims: every case records a file outside the dataset
+    evil = [dict(s) for s in shards]
+    for cases in evil:
+        for key, value in cases.items():
+            members = tuple(("../../../etc/passwd", *m[1:]) for m in value[0])
+            cases[key] = (members, *value[1:])
+    blob = pack.read_bytes()
+    if damage == "garbage":
+        pack.write_bytes(b"\0garbage" * 100)
+    elif damage == "truncated":
+        pack.write_bytes(blob[: len(blob) // 2])
+    elif damage == "other id":  # a pack of another generation, well formed
+        assert save_pack(pack, pipeline.key, "0" * 16, evil)
+    elif damage == "span past the end":  # a body of 64 bytes, spans of a megabyte
+        spans = [(0, 10**6)] * 256
+        header = marshal.dumps({"key": pipeline.key, "id": top["pack"], "spans": spans})
+        footer = (64).to_bytes(8, "little") + len(header).to_bytes(4, "little")
+        pack.write_bytes(PACK_MAGIC + b"\0" * 64 + header + footer)
+    elif damage == "huge header":  # a footer claiming a 2 GiB header
+        footer = (64).to_bytes(8, "little") + (2**31).to_bytes(4, "little")
+        pack.write_bytes(PACK_MAGIC + b"\0" * 64 + footer)
+    elif damage == "link":  # the real pack elsewhere, linked: never read through a link
+        outside = paired_files.parent / "elsewhere"
+        outside.write_bytes(blob)
+        pack.unlink()
+        pack.symlink_to(outside)
+    elif damage == "gone":
+        pack.unlink()
+    elif damage == "top naming garbage":  # a top of the right key, not of this make
+        top_path = pack.parent / "top.marshal"
+        top_memo = marshal.loads(top_path.read_bytes())
+        top_memo["where"], top_memo["pack"] = "k-pack", 7
+        top_path.write_bytes(marshal.dumps(top_memo))
+    else:  # an edit: its shard is a file now; then one of another generation replaces it
+        seg = paired_files / f"{NAME1}-v1.nrrd"
+        write_nrrd(seg, seed="edited")
+        os.utime(seg, ns=(BASE_MTIME + 10**9, BASE_MTIME + 10**9))
+        expected = outcome(fresh(paired_files))
+        Pipeline(ds).update(jobs=1)
+        shard = shard_of(NAME1)
+        assert shard_files(paired_files) == sorted(["k-pack", f"k-{shard:02x}"])
+        (pack.parent / f"k-{shard:02x}").write_bytes(
+            marshal.dumps({"key": pipeline.key, "id": "1" * 16, "cases": evil[shard]})
+        )
+    again = Pipeline(ds)
+    again.update(jobs=1)
+    assert [again.case(k) for k in (NAME1, NAME2)] == [
+        Pipeline(fresh(paired_files)).update(jobs=1).pipeline.case(k) for k in (NAME1, NAME2)
+    ]
+    assert outcome(Dataset.open(paired_files)) == expected
+    assert "passwd" not in repr(expected)

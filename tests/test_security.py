@@ -321,6 +321,27 @@ def test_committed_memo_is_ignored(ds: Path) -> None:
             assert "etc/passwd" not in run.out, run.out
 
 
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_pipeline_pack_that_is_no_regular_file(ds: Path, kind: str) -> None:
+    """The pipeline's pack of case shards (written by a first run) is opened only as a
+    regular file, never through a link: a FIFO or a link to a device in its place is
+    a miss (the run starts afresh), not a hang."""
+    assert hostile(ds, "pair").code == 0
+    pack = ds / ".volsegsync" / "state" / "pipeline" / "k-pack"
+    assert pack.is_file()
+    pack.unlink()
+    if kind == "fifo":
+        os.mkfifo(pack)
+    else:
+        pack.symlink_to("/dev/zero")
+    write_nii(ds / f"{NAME1}.nii.gz", seed="edited")  # its case is read: from the pack
+    age_all(ds)
+    for command in ("status", "verify", "pair"):
+        run = hostile(ds, command, "--format", "json")
+        assert run.code in (0, 1), (command, run.out)
+    assert hostile(ds, "status").code == 0
+
+
 # --------------------------------------------------------------------------- 4. bombs
 
 

@@ -34,6 +34,7 @@ from volsegsync.view.render import (
     segmentation_painter,
     volume_voxel,
 )
+from volsegsync.view.report import PNG_END
 from volsegsync.view.stream import draw_pair
 
 NAME = "C01-LowerBack_FSE_T2w_V001-D22061998"
@@ -391,7 +392,7 @@ def test_segmentation_gzip_bomb_is_one_line(shown_pair: Path) -> None:
     assert_clean_stderr(result.stderr)
 
 
-def _report_imports(root: Path, out: Path) -> tuple[dict[str, Any], str]:
+def _report_imports(root: Path, out: Path, *more: str) -> tuple[dict[str, Any], str]:
     """The report's JSON and which heavy modules its process imported."""
     code = (
         "import sys; from volsegsync.cli import main\n"
@@ -399,26 +400,87 @@ def _report_imports(root: Path, out: Path) -> tuple[dict[str, Any], str]:
         "    print(sorted(m for m in ('numpy', 'numpy.ma', 'PIL.Image', 'nibabel', 'nrrd')"
         " if m in sys.modules), file=sys.stderr)"
     )
-    args = ["-C", str(root), "report", "-o", str(out), "--format", "json"]
+    args = ["-C", str(root), "report", "-o", str(out), "--format", "json", *more]
     result = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, timeout=120, check=False
     )
     return json.loads(result.stdout), result.stderr.decode().strip()
 
 
+def _relabel(root: Path) -> None:
+    """Change the pair's segmentation (label 2 becomes 1) and age the files."""
+    seg = root / "segmentations" / f"{NAME}-v1.seg.nrrd"
+    data, header = nrrd.read(str(seg))
+    data[data == 2] = 1
+    nrrd.write(str(seg), data, header)
+    age_all(root)
+
+
 def test_report_rerun_reads_its_memo(shown_pair: Path, tmp_path: Path) -> None:
     """A re-run after no change draws nothing and imports neither numpy nor Pillow; one
-    that draws (a Slicer NRRD on a NIfTI placed by its sform) imports numpy alone: not
-    nibabel, pynrrd, numpy.ma or Pillow (a thumbnail has no text to draw)."""
+    that draws in its own process (``-j 1``; a Slicer NRRD on a NIfTI placed by its
+    sform) imports numpy alone: not nibabel, pynrrd, numpy.ma or Pillow (a thumbnail
+    has no text to draw)."""
     out = tmp_path / "r"
     age_all(shown_pair)  # recent files are looked at again (racy stats): not these
-    doc, imported = _report_imports(shown_pair, out)
+    doc, imported = _report_imports(shown_pair, out, "-j", "1")
     assert doc["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
     assert imported == "['numpy']"
     doc, imported = _report_imports(shown_pair, out)
     assert doc["thumbnails"] == {"drawn": 0, "cached": 1, "failed": 0}
     assert imported == "[]"
     assert (out / "index.html").read_text().count("<img class='thumb'") == 1
+
+
+def _page_and_thumbnails(out: Path) -> tuple[str, dict[str, bytes]]:
+    """The page and the thumbnails it shows."""
+    text = (out / "index.html").read_text()
+    names = sorted(p.name for p in (out / "thumbs").iterdir() if f"thumbs/{p.name}" in text)
+    assert names
+    return text, {n: (out / "thumbs" / n).read_bytes() for n in names}
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_report_rerun_equals_a_cold_run(shown_pair: Path, tmp_path: Path, jobs: str) -> None:
+    """The thumbnail a re-run draws after a change (in this process with one worker,
+    in a forked child with two) is the cold run's, bit for bit, and so is the page."""
+    age_all(shown_pair)
+    args = ["-C", str(shown_pair), "report", "--format", "json", "-j", jobs]
+    first = invoke([*args, "-o", str(tmp_path / "rerun")])
+    assert json.loads(first.output)["thumbnails"]["drawn"] == 1
+    before = _page_and_thumbnails(tmp_path / "rerun")[1]
+    _relabel(shown_pair)
+    again = invoke([*args, "-o", str(tmp_path / "rerun")])
+    assert json.loads(again.output)["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
+    shutil.rmtree(shown_pair / ".volsegsync" / "state")
+    cold = invoke([*args, "-o", str(tmp_path / "cold")])
+    assert json.loads(cold.output)["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
+    text, thumbs = _page_and_thumbnails(tmp_path / "cold")
+    rerun_text, rerun_thumbs = _page_and_thumbnails(tmp_path / "rerun")
+    assert rerun_text == text
+    (name,) = thumbs
+    assert name not in before and rerun_thumbs[name] == thumbs[name]
+    assert PNG_END in thumbs[name][-12:]
+
+
+def test_a_torn_cached_thumbnail_is_drawn_again(shown_pair: Path, tmp_path: Path) -> None:
+    """Thumbnails are cached without fsync: one that a power cut left cut short (or
+    empty) is not copied into a report but drawn again."""
+    age_all(shown_pair)
+    args = ["-C", str(shown_pair), "report", "--format", "json"]
+    assert json.loads(invoke([*args, "-o", str(tmp_path / "a")]).output)["thumbnails"]["drawn"]
+    (cached,) = (shown_pair / ".volsegsync" / "state" / "thumbs").iterdir()
+    whole = cached.read_bytes()
+    for torn in (whole[: len(whole) // 2], b""):
+        cached.write_bytes(torn)
+        out = tmp_path / f"b{len(torn)}"
+        doc = json.loads(invoke([*args, "-o", str(out)]).output)
+        assert doc["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
+        assert (out / "thumbs" / cached.name).read_bytes() == whole == cached.read_bytes()
+    # a whole cached thumbnail is copied, not drawn
+    doc = json.loads(invoke([*args, "-o", str(tmp_path / "c")]).output)
+    assert doc["thumbnails"] == {"drawn": 0, "cached": 1, "failed": 0}
+    assert (tmp_path / "c" / "thumbs" / cached.name).read_bytes() == whole
 
 
 def test_report_memo_is_not_trusted_after_the_pipeline_starts_afresh(
@@ -562,3 +624,46 @@ def test_whole_voxel_sampling_equals_the_float_mapping(monkeypatch: pytest.Monke
     oblique = np.eye(4)
     oblique[0, 1] = 0.5
     assert align_mod._whole_voxel_map(oblique, grid, seg.shape) is None
+
+
+@pytest.mark.parametrize("who", ["the child", "its second child"])
+def test_a_drawing_child_that_dies_leaves_the_drawing_to_its_parent(
+    shown_pair: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, who: str
+) -> None:
+    """The forked child that draws a re-run's thumbnails, or the second child it forks
+    for half of them, ends without answering (as when killed): its parent draws what
+    it did not, and the pictures are those of a run in one process."""
+    import os
+
+    import volsegsync.ops.report as report_ops
+    from volsegsync.view.report import draw_thumbnail
+
+    for n in range(2, 5):  # four pairs: the drawing is split between two children
+        name = NAME.replace("C01-", f"C0{n}-").replace("V001", f"V00{n}")
+        shutil.copy(
+            shown_pair / "volumes" / f"{NAME}.nii.gz", shown_pair / "volumes" / f"{name}.nii.gz"
+        )
+        seg = shown_pair / "segmentations" / f"{name}-v1.seg.nrrd"
+        shutil.copy(shown_pair / "segmentations" / f"{NAME}-v1.seg.nrrd", seg)
+        data, header = nrrd.read(str(seg))
+        data[n, n, n] = 1  # four different pictures
+        nrrd.write(str(seg), data, header)
+    age_all(shown_pair)
+    report = os.getpid()
+
+    def dies(task: Any) -> str | None:
+        if os.getpid() != report and (who == "the child" or os.getppid() != report):
+            (tmp_path / f"died-{os.getpid()}").touch()
+            os._exit(3)
+        return draw_thumbnail(task)
+
+    args = ["-C", str(shown_pair), "report", "--format", "json"]
+    with monkeypatch.context() as patched:
+        patched.setattr(report_ops, "draw_thumbnail", dies)
+        doc = json.loads(invoke([*args, "-j", "2", "-o", str(tmp_path / "r")]).output)
+    assert doc["thumbnails"] == {"drawn": 4, "cached": 0, "failed": 0}
+    assert list(tmp_path.glob("died-*")), "no child drew (or died)"
+    shutil.rmtree(shown_pair / ".volsegsync" / "state")
+    alone = json.loads(invoke([*args, "-j", "1", "-o", str(tmp_path / "one")]).output)
+    assert alone["thumbnails"] == {"drawn": 4, "cached": 0, "failed": 0}
+    assert _page_and_thumbnails(tmp_path / "r") == _page_and_thumbnails(tmp_path / "one")

@@ -336,13 +336,26 @@ def summarise(geometry: Geometry) -> Summary:
     )
 
 
-def summaries_memo(ds: Dataset) -> dict[str, Summary]:
-    """The summaries the last check left in the state folder (for the report's plots)."""
+def summaries_by_key(
+    ds: Dataset, keys: Iterable[str] | None = None
+) -> tuple[str | None, dict[str, dict[str, Summary]]] | None:
+    """The generation of the facts the last check left in the state folder and the
+    summaries of the files of the case ``keys`` (all keys for None), by case key then
+    path, for the report's plots; None when a facts file is damaged or gone."""
+    checks = DatasetChecks(ds)
     try:
-        vols, segs = _summaries(DatasetChecks(ds)._all())
+        facts = (
+            checks._all()
+            if keys is None
+            else {k: f for k in keys if (f := checks._shard(shard_of(k)).get(k))}
+        )
     except StaleFacts:
-        return {}
-    return {**vols, **segs}
+        return None
+    make = Summary._make
+    return checks.generation, {
+        k: {r[0]: make(r[2]) for rows in f for r in rows if r[2] is not None}
+        for k, f in facts.items()
+    }
 
 
 # --------------------------------------------------------------------------- outliers

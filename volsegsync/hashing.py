@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import stat as statmod
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -141,6 +141,68 @@ def _hash_small(path: str | os.PathLike[str], algorithm: str) -> tuple[str, Stat
     )
 
 
+SmallHashed = tuple[int, str, "str | None", bool]
+DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def hash_small_files(
+    folder: str,
+    names: list[str],
+    sizes: Sequence[int],
+    todo: Iterable[int],
+    algorithm: str = DEFAULT_ALGORITHM,
+) -> tuple[list[SmallHashed], list[int]]:
+    """Hash the small files ``names[i]`` (``i`` in ``todo``) of one folder by one thread,
+    with as little Python per file as a tiny file allows: the folder opened once, then
+    one ``open`` (relative to it), one ``read`` and one ``close`` a file.
+
+    ``sizes[i]`` is the size the walk's stat gave: a file is read by that size and a
+    byte more, and only a read of exactly that many bytes is taken (the walk's stat is
+    then recorded with the digest: a file changed since has another stat, and is
+    hashed again next run). Anything else, an empty file, a read error, a file that is
+    not regular any more (a FIFO opens without blocking and reads nothing; a folder or
+    socket fails; a link is not followed), is left to :func:`hash_many`, which checks
+    the opened file's type. Returns ``(i, digest, problem, detached)`` for each file
+    it hashed, and the indices it left."""
+    done: list[SmallHashed] = []
+    rest: list[int] = []
+    try:  # the folder itself not followed if it became a link since the walk
+        dir_fd = os.open(folder, DIR_FLAGS | _NOFOLLOW_DIR)
+    except OSError:
+        return done, list(todo)
+    one_call = algorithm == "xxh3-128"
+    hexdigest = xxhash.xxh3_128_hexdigest
+    read, close, open_ = os.read, os.close, os.open
+    add, leave = done.append, rest.append
+    try:
+        for i in todo:
+            name, size = names[i], sizes[i]
+            if not 0 < size < CHUNK:
+                leave(i)
+                continue
+            try:
+                fd = open_(name, READ_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                leave(i)
+                continue
+            try:
+                data = read(fd, size + 1)
+            except OSError:
+                data = b""
+            finally:
+                close(fd)
+            if len(data) != size:  # grown, shrunk, not a regular file any more
+                leave(i)
+                continue
+            digest = hexdigest(data) if one_call else hash_bytes(data, algorithm)
+            head = data if size <= HEAD_BYTES else data[:HEAD_BYTES]
+            add((i, digest, sniff(name, head), names_data_file(name, head)))
+    finally:
+        close(dir_fd)
+    return done, rest
+
+
+_NOFOLLOW_DIR = getattr(os, "O_NOFOLLOW", 0)
 BATCH = 64  # files per task: a task per tiny file costs more than hashing it
 THREADS_FROM_BYTES = 256 * 1024  # mean file size from which parallel reads pay off
 CacheRow = tuple[int, int, int, str, "str | None"]

@@ -282,6 +282,14 @@ def format_index(
 def format_entry(e: Entry) -> str:
     """The index lines of one case (joined by ``\\n``, without the last line end)."""
     key = e.key or case_key_of(e)
+    vol, seg = e.volume, e.segmentation
+    if vol is not None and seg is not None and not (e.older or e.channels or e.seg_data):
+        # the usual case, as :meth:`Entry.lines` gives it, without the general loop
+        v = ("-" if e.version is None else str(e.version)) + ("!" if e.pinned else "*")
+        return (
+            f"{key}\tvolume\t-\t{vol.size}\t{vol.digest}\t{vol.path}\n"
+            f"{key}\tseg\t{v}\t{seg.size}\t{seg.digest}\t{seg.path}"
+        )
     return "\n".join(
         [
             f"{key}\t{role}\t{version}\t{rec.size}\t{rec.digest}\t{rec.path}"

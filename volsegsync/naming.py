@@ -40,6 +40,7 @@ class Convention:
             key=len,
             reverse=True,
         )
+        self._versions: dict[str, int | None] = {}  # see _version_of
         self._volume_dirs = frozenset(roles.volume_dirs)
         self._segmentation_dirs = frozenset(roles.segmentation_dirs)
         self._role_dirs = self._volume_dirs | self._segmentation_dirs
@@ -88,15 +89,24 @@ class Convention:
     def _classify(self, path: str) -> tuple[str | None, str, str]:
         """``(role, extension, why-no-role)`` of a path."""
         folder, _, name = path.rpartition("/")
-        ext = self.extension_of(name)
-        if ext is None:
-            return None, "", "not a volume or segmentation extension"
+        return self._classify_name(name, self._folder_role(folder))
+
+    def _folder_role(self, folder: str) -> str | None:
+        """The role that a file's folder decides (``volume_dirs``...), if any."""
         if folder and self._role_dirs:
             parts = set(folder.split("/"))
             if parts & self._volume_dirs:
-                return VOLUME, ext, ""
+                return VOLUME
             if parts & self._segmentation_dirs:
-                return SEGMENTATION, ext, ""
+                return SEGMENTATION
+        return None
+
+    def _classify_name(self, name: str, folder_role: str | None) -> tuple[str | None, str, str]:
+        ext = self.extension_of(name)
+        if ext is None:
+            return None, "", "not a volume or segmentation extension"
+        if folder_role is not None:
+            return folder_role, ext, ""
         stem = name[: -len(ext)]
         if self.roles.volume_suffix and stem.endswith(self.roles.volume_suffix):
             return VOLUME, ext, ""
@@ -118,19 +128,43 @@ class Convention:
 
     def parse(self, path: str) -> NameInfo | None:
         """Role, pairing key and version of ``path``; None if it is no dataset file."""
-        role, ext, _ = self._classify(path)
+        folder, _, name = path.rpartition("/")
+        return self._parse_name(path, name, self._folder_role(folder))
+
+    def parse_folder(self, prefix: str, names: list[str]) -> list[NameInfo | None]:
+        """:meth:`parse` of ``prefix + name`` for each of ``names`` (files of one folder,
+        ``prefix`` ``""`` or ending in ``/``): what the folder decides, decided once."""
+        role = self._folder_role(prefix[:-1])
+        parse = self._parse_name
+        return [parse(prefix + name, name, role) for name in names]
+
+    def _parse_name(self, path: str, name: str, folder_role: str | None) -> NameInfo | None:
+        role, ext, _ = self._classify_name(name, folder_role)
         if role is None:
             return None
-        name = path.rpartition("/")[2]
         stem = self._strip_suffix(name[: -len(ext)], role)
         version = None
         if role == SEGMENTATION:
             head, sep, last = stem.rpartition(self.naming.separator)
-            number = self._version.group(last, "n") if sep and head else None
-            if number and number.isascii() and number.isdigit() and len(number) <= 9:
-                version = int(number)
-                stem = head
+            if sep and head:
+                version = self._version_of(last)
+                if version is not None:
+                    stem = head
         return NameInfo(path, role, ext, stem, version)
+
+    def _version_of(self, token: str) -> int | None:
+        """The version a name's last field gives (``v4`` -> 4), None when it is none;
+        remembered per token (datasets repeat them: ``v1``, a date)."""
+        if token in self._versions:
+            return self._versions[token]
+        number = self._version.group(token, "n")
+        version = None
+        if number and number.isascii() and number.isdigit() and len(number) <= 9:
+            version = int(number)
+        if len(self._versions) >= 4096:
+            self._versions.clear()
+        self._versions[token] = version
+        return version
 
     def _strip_suffix(self, stem: str, role: str) -> str:
         suffix = self.roles.volume_suffix if role == VOLUME else self.roles.segmentation_suffix

@@ -14,6 +14,7 @@ import os
 import stat as statmod
 from array import array
 from collections.abc import Iterable
+from operator import attrgetter
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import NamedTuple
@@ -25,6 +26,7 @@ from volsegsync.hashing import Stat
 from volsegsync.naming import Convention, bad_name_reason
 
 SKIP_DIRS = frozenset({".git", ".volsegsync", ".dvc", "__pycache__"})
+stat_triple = attrgetter("st_size", "st_mtime_ns", "st_ino")  # what a Folder keeps of a stat
 
 
 class Folder(NamedTuple):
@@ -132,6 +134,10 @@ def walk(
                     continue
                 try:  # one lstat tells a file, a link and a folder named like a file
                     st = entry.stat(follow_symlinks=False)
+                    if S_ISREG(st.st_mode):  # the usual case first, with least work
+                        add_name(name)
+                        add_stat(stat_triple(st))
+                        continue
                     if S_ISLNK(st.st_mode):
                         st = _link_stat(root, entry)
                     elif S_ISDIR(st.st_mode):
@@ -141,9 +147,9 @@ def walk(
                 except OSError as e:
                     _refuse(unreadable, prefix + name, _stat_failure(entry, e))
                     continue
-                if S_ISREG(st.st_mode):
+                if S_ISREG(st.st_mode):  # a link's target
                     add_name(name)
-                    add_stat((st.st_size, st.st_mtime_ns, st.st_ino))
+                    add_stat(stat_triple(st))
                 else:
                     _refuse(unreadable, prefix + name, "not a regular file")
         if names:

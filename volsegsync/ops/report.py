@@ -8,23 +8,35 @@ thumbnail it lacks. The page and thumbnails are written atomically.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import marshal
 import os
-import shutil
+import signal
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_text
+from volsegsync.fsutil import atomic_write_bytes
 from volsegsync.memo import load_memo, save_memo
 from volsegsync.ops.monitoring import monitor_for
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
 from volsegsync.ops.verify import run_verify
 from volsegsync.pairing import Pair
 from volsegsync.view import check_pillow
-from volsegsync.view.report import Row, comparison_row, draw_thumbnail, page, thumbnail_key
-from volsegsync.workers import parallel_map
+from volsegsync.view.report import (
+    Row,
+    ThumbnailTask,
+    comparison_row,
+    complete_png,
+    draw_thumbnail,
+    page,
+    thumbnail_key,
+)
+from volsegsync.workers import parallel_map, tie_to_parent
 
 if TYPE_CHECKING:
     from volsegsync.ops.revcompare import VersionComparison
@@ -65,124 +77,349 @@ def run_report(
     comparisons = _comparisons(ds, revs, out, progress) if revs is not None else []
     # one walk, for verify and here (through the file-system monitor when enabled)
     snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor_for(ds))
-    report = run_verify(ds, fast=not full, jobs=jobs, progress=progress, snapshot=snap)
-    all_pairs, digests = _pairs(ds, snap)
+    memo = _CaseMemo(ds, snap)
+    all_pairs, digests = memo.pairs()
     labels = dict(ds.config.verify.labels)
     cache = ds.state_dir / THUMBS
     cache.mkdir(parents=True, exist_ok=True)
     (out / THUMBS).mkdir(parents=True, exist_ok=True)
     cached_names = _names(cache)
-    by_file: dict[str, list[dict[str, object]]] = {}
-    for p in report.problems:
-        for f in dict.fromkeys(p.files):
-            by_file.setdefault(f, []).append(p.to_json())
-    rows: list[Row] = []
-    todo: list[tuple[int, str]] = []  # (row index, key)
+    published = _names(out / THUMBS)  # named by content: one there is the same picture
+    names: list[str] = []  # each pair's thumbnail ("" when it has none)
+    todo: list[str] = []  # the thumbnails to draw
     for pair in all_pairs:
-        files = [f for f in (pair.volume, pair.segmentation) if f]
-        problems = [q for f in files for q in by_file.get(f, [])]
-        problems = list({(q["category"], q["message"]): q for q in problems}.values())
-        title = f"{pair.volume or '(no volume)'} -> {pair.segmentation or '(no segmentation)'}"
-        key = ""
+        name = ""
         if pair.volume in digests and pair.segmentation in digests:
-            key = thumbnail_key(digests[pair.volume], digests[pair.segmentation], labels)
-            if f"{key}.png" not in cached_names:
-                todo.append((len(rows), key))
-        rows.append(Row(title, pair.volume or pair.segmentation or "", key or None, "", problems))
+            name = f"{thumbnail_key(digests[pair.volume], digests[pair.segmentation], labels)}.png"
+            if name not in published:
+                if not (name in cached_names and _publish(cache / name, out / THUMBS / name)):
+                    todo.append(name)
+                published.add(name)
+        names.append(name)
+    first = {name: i for i, name in reversed(list(enumerate(names)))}
     tasks = [
         (
             str(ds.root),
-            str(all_pairs[i].volume),
-            str(all_pairs[i].segmentation),
+            str(all_pairs[first[name]].volume),
+            str(all_pairs[first[name]].segmentation),
             sorted(labels.items()),
-            str(cache / f"{key}.png"),
+            [str(cache / name), str(out / THUMBS / name)],
         )
-        for i, key in todo
+        for name in todo
     ]
     tick = progress("drawing thumbnails", len(tasks)) if progress and tasks else None
-    failed = 0
-    workers = jobs or default_jobs()
-    if len(tasks) >= INLINE_THUMBNAILS and workers > 1:
-        _preload()  # forked workers share the parent's modules instead of importing them
-    results = parallel_map(draw_thumbnail, tasks, workers, tick, inline_limit=INLINE_THUMBNAILS)
-    for (i, _), error in zip(todo, results, strict=True):
-        if error is not None:
-            failed += 1
-            rows[i] = rows[i]._replace(thumbnail=None, note=error)
-    published = _names(out / THUMBS)
-    for i, row in enumerate(rows):
-        if row.thumbnail:
-            name = f"{row.thumbnail}.png"
-            if name not in published:  # named by content: one there is the same picture
-                _publish(cache / name, out / THUMBS / name)
-                published.add(name)
-            rows[i] = row._replace(thumbnail=name)
-    distributions = _distributions(ds, [p.volume for p in all_pairs if p.volume])
-    pairs = sum(1 for p in all_pairs if p.volume and p.segmentation)
-    summary: dict[str, object] = {
-        "pairs": pairs,
-        "files": report.files_checked,
-        "errors": sum(1 for p in report.problems if p.severity == "error"),
-        "warnings": sum(1 for p in report.problems if p.severity == "warning"),
-        "checks": "all (content decoded)" if full else "header only (--full for all)",
-    }
-    text = page(
-        f"volsegsync report: {ds.root.name}",
-        summary,
-        [p.to_json() for p in report.problems],
-        distributions,
-        rows,
-        [comparison_row(c.to_json(), out) for c in comparisons],
-        f"{revs[0]}..{revs[1]}" if revs else "",
-    )
+    # a few thumbnails are drawn by a child process while this one verifies
+    drawer = _Drawer(tasks, jobs or default_jobs(), tick)
+    try:
+        report = run_verify(ds, fast=not full, jobs=jobs, progress=progress, snapshot=snap)
+        # the page is made while the thumbnails are drawn, as if all could be;
+        # made again in the rare run where some cannot
+        by_file: dict[str, list[dict[str, object]]] = {}
+        for p in report.problems:
+            for f in dict.fromkeys(p.files):
+                by_file.setdefault(f, []).append(p.to_json())
+        distributions = _distributions(memo.summaries(), [p.volume for p in all_pairs if p.volume])
+        pairs = sum(1 for p in all_pairs if p.volume and p.segmentation)
+        summary: dict[str, object] = {
+            "pairs": pairs,
+            "files": report.files_checked,
+            "errors": sum(1 for p in report.problems if p.severity == "error"),
+            "warnings": sum(1 for p in report.problems if p.severity == "warning"),
+            "checks": "all (content decoded)" if full else "header only (--full for all)",
+        }
+
+        def make_page(errors: dict[str, str]) -> tuple[list[Row], str]:
+            rows = _rows(all_pairs, names, by_file, errors)
+            text = page(
+                f"volsegsync report: {ds.root.name}",
+                summary,
+                [p.to_json() for p in report.problems],
+                distributions,
+                rows,
+                [comparison_row(c.to_json(), out) for c in comparisons],
+                f"{revs[0]}..{revs[1]}" if revs else "",
+            )
+            return rows, text
+
+        rows, text = make_page({})
+        results = drawer.results()
+    finally:
+        drawer.close()
+    errors = {name: e for name, e in zip(todo, results, strict=True) if e is not None}
+    failed = len(errors)
+    if errors:
+        rows, text = make_page(errors)
     index = out / "index.html"
-    atomic_write_text(index, text)
+    # derived from the dataset like its thumbnails: replaced atomically, not fsynced
+    # (a power cut may cost the page, which the next run writes again)
+    atomic_write_bytes(index, text.encode("utf-8"), durable=False)
     drawn = len(todo) - failed
     cached = sum(1 for r in rows if r.thumbnail) - drawn
     return ReportResult(str(index), pairs, len(report.problems), drawn, cached, failed, comparisons)
 
 
-INLINE_THUMBNAILS = 16  # fewer thumbnails than this are drawn in-process
-MEMO_FORMAT = 3
+def _rows(
+    all_pairs: list[Pair],
+    names: list[str],
+    by_file: dict[str, list[dict[str, object]]],
+    errors: dict[str, str],
+) -> list[Row]:
+    """One row per pair: its thumbnail (or why there is none) and its problems."""
+    rows: list[Row] = []
+    for pair, name in zip(all_pairs, names, strict=True):
+        files = [f for f in (pair.volume, pair.segmentation) if f]
+        problems = [q for f in files for q in by_file.get(f, [])]
+        problems = list({(q["category"], q["message"]): q for q in problems}.values())
+        title = f"{pair.volume or '(no volume)'} -> {pair.segmentation or '(no segmentation)'}"
+        path = pair.volume or pair.segmentation or ""
+        if name in errors:  # every pair of that content
+            rows.append(Row(title, path, None, errors[name], problems))
+        else:
+            rows.append(Row(title, path, name or None, "", problems))
+    return rows
 
 
-def _pairs(ds: Dataset, snap: Snapshot) -> tuple[list[Pair], dict[str, str]]:
-    """Every pair and unpaired file (a verify report holds only those that problems
-    touch) and the digests of their files, from the pipeline's memo. The report's
-    memo keeps them per case, so a re-run loads only the cases that changed since."""
-    key = ds.state_key("report", str(MEMO_FORMAT), ds.config.pairing.by)
-    path = ds.state_dir / "report.marshal"
-    memo = load_memo(path, key)
-    fp = snap.top["fp"]  # names and stats of every folder ("" when not known)
-    moved = memo is None or not fp or memo["fp"] != fp
-    # a pipeline memo started afresh has another epoch in its stamp: then todo is None
-    todo = None if memo is None else snap.changed_since(memo["gen"])
-    by_key: dict[str, Any] = {} if memo is None or todo is None else memo["cases"]
-    if todo is None or todo or moved:
-        for k in todo or ():
-            by_key.pop(k, None)
-        for case in snap.cases(None if todo is None else sorted(todo)):
-            known = {m.path: m.digest for m in case.members if m.digest}
-            by_key[case.key] = [
-                (tuple(p), known.get(p.volume or ""), known.get(p.segmentation or ""))
-                for p in case.pairs
-            ]
-        save_memo(path, {"key": key, "fp": fp, "gen": snap.stamp, "cases": by_key})
-    pairs: dict[Pair, None] = {}
-    digests: dict[str, str] = {}
-    for k in sorted(by_key):
-        for plain, vol_digest, seg_digest in by_key[k]:
-            pair = Pair(*plain)
-            pairs[pair] = None
-            if vol_digest and pair.volume:
-                digests[pair.volume] = vol_digest
-            if seg_digest and pair.segmentation:
-                digests[pair.segmentation] = seg_digest
-    return list(pairs), digests
+FORKED_THUMBNAILS = 256  # fewer are drawn by forked children while verify runs
+INLINE_THUMBNAILS = 16  # fewer are not worth a pool (without fork: in-process)
+MEMO_FORMAT = 4
+
+
+class _Drawer:
+    """Draws thumbnails while the caller verifies.
+
+    Fewer than :data:`FORKED_THUMBNAILS` (a re-run after a change of a few percent)
+    are drawn by a forked child from the moment they are known: its import of numpy
+    (~45 ms) and the drawing overlap the caller's verify and page on another core;
+    once numpy is in, the child forks up to ``workers - 1`` more children, which
+    share it, and each draws its share. More (a cold run) are drawn by a pool of
+    ``workers`` processes after verify, numpy imported first by this process so
+    that they share it, with progress ticks as they come; with one worker (or
+    without ``fork``, or beside another thread) in this process. Each picture is
+    written by the process that drew it; only the one-line reasons of those that
+    could not be drawn come back. What a child that died did not answer is drawn
+    by its parent.
+    """
+
+    def __init__(
+        self, tasks: list[ThumbnailTask], workers: int, tick: Callable[[int], None] | None
+    ) -> None:
+        self.tasks, self.workers, self.tick = tasks, workers, tick
+        self.child: _Forked | None = None
+        if tasks and workers > 1 and len(tasks) < FORKED_THUMBNAILS and _can_fork():
+            self.child = _Forked(functools.partial(_draw_split, workers), tasks)
+
+    def results(self) -> list[str | None]:
+        """Each task's one-line reason, or None when its thumbnail was drawn."""
+        if self.child is not None:
+            outcome = _outcomes(self.child.result(), len(self.tasks))
+            self.child = None
+            if isinstance(outcome, str):
+                raise VolsegsyncError(outcome)
+            if outcome is not None:
+                if self.tick:
+                    self.tick(len(outcome))
+                return outcome
+        if len(self.tasks) >= INLINE_THUMBNAILS and self.workers > 1:
+            _preload()  # forked workers share the parent's modules instead of importing them
+        return list(
+            parallel_map(
+                draw_thumbnail, self.tasks, self.workers, self.tick, inline_limit=INLINE_THUMBNAILS
+            )
+        )
+
+    def close(self) -> None:
+        if self.child is not None:
+            self.child.close()
+            self.child = None
+
+
+def _can_fork() -> bool:
+    """Whether a child can be forked safely: POSIX, and no other thread (one could
+    hold a lock the child needs; the command line never has one here, a program
+    calling :func:`run_report` from a thread might)."""
+    import threading
+
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+class _Forked:
+    """``work(tasks)`` run by a forked child (tied to this process: it ends when this
+    process dies), its marshalled answer read back through a pipe."""
+
+    def __init__(self, work: Callable[[list[ThumbnailTask]], Any], tasks: list[ThumbnailTask]):
+        parent = os.getpid()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: work, answer, leave without any cleanup of the parent's
+            code = 1
+            try:
+                os.close(read)
+                tie_to_parent(parent)
+                data = marshal.dumps(work(tasks))
+                while data:
+                    data = data[os.write(write, data) :]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.pid, self.pipe = pid, read
+        self.status = 1 << 8  # as "exited with 1" until reaped
+
+    def result(self) -> Any:
+        """The child's answer; None when it died without giving one."""
+        chunks = []
+        while chunk := os.read(self.pipe, 1 << 16):
+            chunks.append(chunk)
+        self.close(kill=False)
+        if not os.WIFEXITED(self.status) or os.WEXITSTATUS(self.status) != 0:
+            return None
+        try:
+            return marshal.loads(b"".join(chunks))
+        except (EOFError, ValueError, TypeError):
+            return None
+
+    def close(self, kill: bool = True) -> None:
+        """Reap the child (stopped first unless it has answered)."""
+        if self.pid:
+            if kill:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                self.status = os.waitpid(self.pid, 0)[1]
+            self.pid = 0
+        if self.pipe >= 0:
+            os.close(self.pipe)
+            self.pipe = -1
+
+
+def _draw_list(tasks: list[ThumbnailTask]) -> list[str | None] | str:
+    """Each task's outcome, or the one-line error that stopped the drawing."""
+    try:
+        return [draw_thumbnail(t) for t in tasks]
+    except VolsegsyncError as e:
+        return str(e)
+
+
+def _draw_split(workers: int, tasks: list[ThumbnailTask]) -> list[str | None] | str:
+    """In the drawing child: numpy and the drawing code imported, then the tasks split
+    between this process and up to ``workers - 1`` more children, which share them
+    (two tasks each at least)."""
+    _preload()
+    parts = max(1, min(workers, len(tasks) // 2))
+    size = -(-len(tasks) // parts)
+    chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+    others = [_Forked(_draw_list, chunk) for chunk in chunks[1:]]
+    try:
+        answers = [_draw_list(chunks[0])]
+        for other, chunk in zip(others, chunks[1:], strict=True):
+            answer = _outcomes(other.result(), len(chunk))
+            # a child that died: its share is drawn here
+            answers.append(_draw_list(chunk) if answer is None else answer)
+    finally:
+        for other in others:
+            other.close()
+    outcomes: list[str | None] = []
+    for answer in answers:
+        if isinstance(answer, str):
+            return answer
+        outcomes.extend(answer)
+    return outcomes
+
+
+def _outcomes(answer: Any, count: int) -> list[str | None] | str | None:
+    """A child's answer checked: ``count`` outcomes, a one-line error, or None."""
+    if isinstance(answer, str):
+        return answer
+    if isinstance(answer, list) and len(answer) == count:
+        return [e if isinstance(e, str) else None for e in answer]
+    return None
+
+
+class _CaseMemo:
+    """The report's memo (``.volsegsync/state/report.marshal``, by the pipeline's
+    generation): per case key its pairs and unpaired files (a verify report holds only
+    those that problems touch), their files' digests, and the header summaries of its
+    files that the dataset-level checks gathered. A re-run loads only the cases that
+    changed since: pairs and digests from the pipeline's memo (no re-scan, no re-hash),
+    summaries from the checks' shards of those keys."""
+
+    def __init__(self, ds: Dataset, snap: Snapshot) -> None:
+        self.ds, self.snap = ds, snap
+        key = ds.state_key("report", str(MEMO_FORMAT), ds.config.pairing.by)
+        self.path = ds.state_dir / "report.marshal"
+        memo = load_memo(self.path, key)
+        fp = snap.top["fp"]  # names and stats of every folder ("" when not known)
+        moved = memo is None or not fp or memo["fp"] != fp
+        # a pipeline memo started afresh has another epoch in its stamp: then todo is None
+        todo = None if memo is None else snap.changed_since(memo["gen"])
+        self.todo = todo
+        self.cases: dict[str, Any] = {} if memo is None or todo is None else memo["cases"]
+        self.summ: dict[str, Any] | None = None
+        if memo is not None and todo is not None:
+            self.summ = memo["summ"]
+        self.dirty = todo is None or bool(todo) or moved
+        if self.dirty:
+            for k in todo or ():
+                self.cases.pop(k, None)
+            for case in snap.cases(None if todo is None else sorted(todo)):
+                known = {m.path: m.digest for m in case.members if m.digest}
+                self.cases[case.key] = [
+                    (tuple(p), known.get(p.volume or ""), known.get(p.segmentation or ""))
+                    for p in case.pairs
+                ]
+        self.memo = {"key": key, "fp": fp, "gen": snap.stamp, "cases": self.cases}
+
+    def pairs(self) -> tuple[list[Pair], dict[str, str]]:
+        """Every pair and unpaired file, and the digests of their files."""
+        pairs: dict[Pair, None] = {}
+        digests: dict[str, str] = {}
+        for k in sorted(self.cases):
+            for plain, vol_digest, seg_digest in self.cases[k]:
+                pair = Pair(*plain)
+                pairs[pair] = None
+                if vol_digest and pair.volume:
+                    digests[pair.volume] = vol_digest
+                if seg_digest and pair.segmentation:
+                    digests[pair.segmentation] = seg_digest
+        return list(pairs), digests
+
+    def summaries(self) -> dict[str, tuple[str | None, Any, Any]]:
+        """Orientation, spacing and shape of each file the dataset-level checks
+        summarised, from the facts ``verify`` just left in the state folder (only the
+        changed keys' are read when the checks are at this snapshot's generation;
+        all keys' in metadata mode, where a pair's files belong to two keys). Saves
+        the memo when anything changed."""
+        from volsegsync.dataset_checks import summaries_by_key
+
+        summ = self.summ
+        todo = self.todo
+        if summ is not None and todo and self.snap.pipeline.mode != "metadata":
+            found = summaries_by_key(self.ds, sorted(todo))
+            if found is None or found[0] != self.snap.stamp:
+                summ = None
+            else:
+                for k in todo:
+                    summ.pop(k, None)
+                summ.update((k, {p: s[:3] for p, s in v.items()}) for k, v in found[1].items())
+        if summ is None or (todo and self.snap.pipeline.mode == "metadata"):
+            found = summaries_by_key(self.ds)
+            summ = (
+                None
+                if found is None
+                else {k: {p: s[:3] for p, s in v.items()} for k, v in found[1].items()}
+            )
+            self.dirty = True
+        if self.dirty:
+            save_memo(self.path, {**self.memo, "summ": summ})
+        return {p: s for v in (summ or {}).values() for p, s in v.items()}
 
 
 def _preload() -> None:
+    from volsegsync.view import import_numpy
+
+    import_numpy()
     import volsegsync.decode
+    import volsegsync.view.metrics
     import volsegsync.view.render
     import volsegsync.view.stream  # noqa: F401  (numpy, the decoders, the renderer)
 
@@ -193,40 +430,38 @@ def _names(folder: Path) -> set[str]:
         return {e.name for e in entries if e.is_file(follow_symlinks=False)}
 
 
-def _publish(cached: Path, target: Path) -> None:
-    """Copy a cached thumbnail into the output folder unless the same file is there."""
+def _publish(cached: Path, target: Path) -> bool:
+    """Copy a cached thumbnail into the output folder; False when the cached file is
+    not a whole PNG (a power cut after it was written without fsync): draw it again."""
+    from volsegsync.fsutil import MEMO_LIMIT, read_small
+
     try:
-        if (
-            target.is_file()
-            and not target.is_symlink()
-            and target.stat().st_size == cached.stat().st_size
-        ):
-            return
-        if target.is_symlink():
-            target.unlink()
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(cached, tmp)
-        os.replace(tmp, target)
+        data = read_small(cached, MEMO_LIMIT, "thumbnail")
+    except (OSError, VolsegsyncError):
+        return False
+    if not complete_png(data):
+        return False
+    try:
+        atomic_write_bytes(target, data, durable=False)
     except OSError as e:
         raise VolsegsyncError(f"{target}: cannot write: {e.strerror or e}") from None
+    return True
 
 
-def _distributions(ds: Dataset, volumes: list[str]) -> dict[str, Counter[str]]:
-    """Orientation, spacing and shape of the volumes, from the summaries ``verify``'s
-    dataset-level checks just left in the state folder."""
-    from volsegsync.dataset_checks import summaries_memo
-
-    summaries = summaries_memo(ds)
+def _distributions(
+    summaries: dict[str, tuple[str | None, Any, Any]], volumes: list[str]
+) -> dict[str, Counter[str]]:
+    """Orientation, spacing and shape of the volumes (header summaries)."""
     orientation: Counter[str] = Counter()
     spacing: Counter[str] = Counter()
     shape: Counter[str] = Counter()
     for path in volumes:
         summary = summaries.get(path)
-        if summary is None or not summary.shape:
+        if summary is None or not summary[2]:
             continue
-        orientation[summary.orientation or "unknown"] += 1
-        spacing[" x ".join(f"{s:.3g}" for s in summary.spacing)] += 1
-        shape[" x ".join(str(n) for n in summary.shape)] += 1
+        orientation[summary[0] or "unknown"] += 1
+        spacing[" x ".join(f"{s:.3g}" for s in summary[1])] += 1
+        shape[" x ".join(str(n) for n in summary[2])] += 1
     return {"orientation": orientation, "spacing (mm)": spacing, "shape": shape}
 
 

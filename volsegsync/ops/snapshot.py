@@ -24,6 +24,8 @@ the scan or unreadable keeps its record in the pair result (a *kept* record), un
 
 from __future__ import annotations
 
+import contextlib
+import operator
 import os
 import re
 from array import array
@@ -39,7 +41,14 @@ from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.detached import Changed, DataStage
 from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import INDEX_LIMIT, StateUnusable, check_state_dir, read_small, say_once
-from volsegsync.hashing import Hashed, Stat, hash_many, racy_limit
+from volsegsync.hashing import (
+    THREADS_FROM_BYTES,
+    Hashed,
+    Stat,
+    hash_many,
+    hash_small_files,
+    racy_limit,
+)
 from volsegsync.index import (
     DIGEST_HEX,
     Entry,
@@ -57,7 +66,15 @@ from volsegsync.index import (
     to_plain,
     with_data,
 )
-from volsegsync.memo import SHARDS, forget_memo, load_memo, save_memo, shard_of
+from volsegsync.memo import (
+    SHARDS,
+    PackReader,
+    forget_memo,
+    load_memo,
+    save_memo,
+    save_pack,
+    shard_of,
+)
 from volsegsync.naming import SEGMENTATION, VOLUME, NameInfo
 from volsegsync.pairing import Pair, Pairing, pair_by_metadata, pair_by_naming, pairing_scope
 from volsegsync.problems import (
@@ -74,11 +91,13 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int], None]
 ProgressFactory = Callable[[str, int], Progress]
-MEMO_FORMAT = 7
+MEMO_FORMAT = 8
 LOG_LENGTH = 64  # generations of changed keys kept for incremental consumers (verify)
 LOG_ALL_FROM = 1000  # a generation changing more keys than this and than half the cases: all
 RACY_STAT = (-1, -1, -1)  # stored for files that must be looked at again next run
 DATA = "data"  # the role of a detached NRRD data file (volsegsync.detached)
+_new = tuple.__new__  # a NamedTuple from a tuple, without its Python-level __new__
+_entry_key = operator.attrgetter("key")
 
 
 class Monitor(Protocol):
@@ -135,7 +154,10 @@ class Case(NamedTuple):
         if entry == indexed:
             return False
         if entry is None or indexed is None:  # the other one writes no line, or some
-            return bool((entry or indexed).lines())  # type: ignore[union-attr]
+            one = entry if entry is not None else indexed
+            assert one is not None
+            # a volume or a segmentation is a line (Entry.lines), the usual case
+            return one.volume is not None or one.segmentation is not None or bool(one.lines())
         return format_entry(entry) != format_entry(indexed)
 
 
@@ -143,7 +165,21 @@ class Case(NamedTuple):
 
 
 def entry_to_plain(e: Entry | None) -> Any:
-    return to_plain([e])[0] if e is not None else None
+    if e is None:
+        return None
+    if e.older or e.channels or e.seg_data is not None:
+        return to_plain([e])[0]
+    vol, seg = e.volume, e.segmentation  # the usual shape: what to_plain gives, directly
+    return (
+        tuple(vol) if vol is not None else None,
+        tuple(seg) if seg is not None else None,
+        e.version,
+        (),
+        e.pinned,
+        None,
+        (),
+        e.key,
+    )
 
 
 def entry_from_plain(p: Any) -> Entry | None:
@@ -151,16 +187,16 @@ def entry_from_plain(p: Any) -> Entry | None:
 
 
 def _case_to_plain(c: Case) -> Any:
-    indexed = entry_to_plain(c.indexed)
-    # the usual state after ``pair``: one object for both, which marshal stores once
-    entry = indexed if c.entry == c.indexed else entry_to_plain(c.entry)
+    _key, members, indexed, entry, pairs, problems, kept = c
+    plain = entry_to_plain(indexed)
     return (
-        tuple(map(tuple, c.members)),
-        indexed,
-        entry,
-        tuple(map(tuple, c.pairs)),
-        problems_to_plain(list(c.problems)) if c.problems else [],
-        tuple(map(tuple, c.kept)) if c.kept else (),
+        tuple(map(tuple, members)),
+        plain,
+        # the usual state after ``pair``: one object for both, which marshal stores once
+        plain if entry is indexed or entry == indexed else entry_to_plain(entry),
+        tuple(map(tuple, pairs)),
+        problems_to_plain(list(problems)) if problems else [],
+        tuple(map(tuple, kept)) if kept else (),
     )
 
 
@@ -206,13 +242,32 @@ class Rules(NamedTuple):
         info = self.ds.convention.parse(path)
         if info is None:
             return "\0" + path, None
+        return self._case_key(info, pairing_scope(path, self.scope, self.role_dirs)), info
+
+    def keys_of_folder(
+        self, prefix: str, names: list[str]
+    ) -> list[tuple[str, str, NameInfo | None]]:
+        """``(path, key, info)`` of each of ``names`` (files of the folder ``prefix``), as
+        :meth:`key_of` gives them: what the folder decides (role folders, the pairing
+        scope) decided once."""
+        scope = pairing_scope(prefix + "-", self.scope, self.role_dirs)  # the folder's
+        case_key = self._case_key
+        return [
+            (info.path, case_key(info, scope), info)
+            if info is not None
+            else (prefix + name, "\0" + prefix + name, None)
+            for name, info in zip(
+                names, self.ds.convention.parse_folder(prefix, names), strict=True
+            )
+        ]
+
+    def _case_key(self, info: NameInfo, scope: str) -> str:
         case = info.key
         if self.channel is not None and info.role == VOLUME:
             m = self.channel.fullmatch(case)
             if m is not None:  # every channel of a case is in the case's key
                 case = m.group("case")
-        scope = pairing_scope(path, self.scope, self.role_dirs)
-        return (f"{scope}/{case}" if scope else case), info
+        return f"{scope}/{case}" if scope else case
 
 
 def make_rules(ds: Dataset) -> Rules:
@@ -300,14 +355,13 @@ def _pair_simple(
         )
     ):
         return None
-    pair = Pair(vol.path, seg.path, seg.version, "naming", ())
-    entry = Entry(
-        FileRecord(vol.path, vol.size, vol.digest),
-        FileRecord(seg.path, seg.size, seg.digest),
-        seg.version,
-        key=key,
-    )
-    return Case(key, members, indexed, entry, (pair,), (), ())
+    # made as the tuples they are (no Python-level __new__ with defaults): the usual
+    # case is most of a first run's work besides reading the files
+    pair = _new(Pair, (vol.path, seg.path, seg.version, "naming", ()))
+    vol_rec = _new(FileRecord, (vol.path, vol.size, vol.digest))
+    seg_rec = _new(FileRecord, (seg.path, seg.size, seg.digest))
+    entry = _new(Entry, (vol_rec, seg_rec, seg.version, (), False, None, (), key))
+    return _new(Case, (key, members, indexed, entry, (pair,), (), ()))
 
 
 def _pair_general(
@@ -522,6 +576,10 @@ def _fresh_top(key: str) -> dict[str, Any]:
         "epoch": os.urandom(8).hex(),  # a memo started afresh counts generations anew
         "gen": 0,
         "log": [],  # [generation, changed keys or None (all)]
+        # where each case shard is: a file of its own (shard -> the id written in it),
+        # else the pack of the last full run (its id; None: no pack)
+        "where": {},
+        "pack": None,
     }
 
 
@@ -540,6 +598,11 @@ class Pipeline:
         self.rules = make_rules(ds)
         self._shards: dict[int, dict[str, Any]] = {}
         self._changed_shards: set[int] = set()
+        self._pack: PackReader | None = None
+        self._updating = False  # within update: a missing shard makes update start afresh
+        self._stale_counts: set[int] = set()  # shards whose counts the top lacks
+        self._unsaved_gen: int | None = None  # a generation of update(save=False), unwritten
+        self._save_after = True  # whether update wrote the memo files itself
         self.scan: ScanResult | None = None
         self.token: str | None = None  # a file-system monitor's token for this run
         self._top: dict[str, Any] = _fresh_top(self.key)
@@ -560,18 +623,41 @@ class Pipeline:
     def _shard_path(self, shard: int) -> Path:
         return self.dir / f"k-{shard:02x}"
 
+    @property
+    def _pack_path(self) -> Path:
+        return self.dir / "k-pack"
+
     def _shard(self, shard: int, fresh: bool) -> dict[str, Any]:
         cases = self._shards.get(shard)
         if cases is None:
-            if fresh:
-                cases = {}
-            else:
-                memo = load_memo(self._shard_path(shard), self.key)
-                if memo is None:
-                    raise _Inconsistent
-                cases = memo["cases"]
+            cases = {} if fresh else self._load_shard(shard)
+            if cases is None:
+                if self._updating:
+                    raise _Inconsistent  # update() starts afresh
+                self._rebuild()
+                return self._shards[shard]
             self._shards[shard] = cases
         return cases
+
+    def _load_shard(self, shard: int) -> dict[str, Any] | None:
+        """A shard's cases from the file the top names for it: its own file (written by
+        an incremental run) or the pack of the last full run; None when that file is
+        missing, damaged or of another generation (its id is not the top's)."""
+        top = self._top
+        where, pack = top.get("where"), top.get("pack")
+        if not isinstance(where, dict) or not (pack is None or isinstance(pack, str)):
+            return None  # a top of another make: start afresh
+        written = where.get(shard)
+        if written is not None:
+            memo = load_memo(self._shard_path(shard), self.key)
+            cases = memo.get("cases") if memo is not None and memo.get("id") == written else None
+        elif pack:
+            if self._pack is None or self._pack.pack_id != pack:
+                self._pack = PackReader(self._pack_path, self.key, pack)
+            cases = self._pack.load(shard)
+        else:
+            return None
+        return cases if isinstance(cases, dict) else None
 
     def trusted_files(self) -> dict[str, tuple[Stat, str]]:
         """``path -> (stat, digest)`` of every file whose hash is trusted by its stat
@@ -646,19 +732,56 @@ class Pipeline:
                 if noted:
                     top.update(noted)
                     save_memo(self.top_path, top)
+                self._top = top  # where its cases are
                 return Snapshot(self, top, scan)
+        self._save_after = save
         try:
-            with no_collector():
+            with self._within_update():
                 return self._update(scan, fps, fp, index, top, moved, jobs, progress, save)
         except _Inconsistent:  # a memo file is damaged or missing: start afresh
-            self._shards.clear()
-            self._changed_shards.clear()
-            if scan.unchanged:  # a full run needs every folder
-                self.scan = scan = self.ds.scan()
-                fps = folder_fingerprints(scan)
-                fp = fingerprint(scan, fps)
+            return self._afresh(scan, index, jobs, progress, save)
+
+    @contextlib.contextmanager
+    def _within_update(self) -> Iterator[None]:
+        """No garbage collector (see ``no_collector``); a missing shard raises
+        :class:`_Inconsistent` (the update starts afresh) instead of a rebuild."""
+        self._updating = True
+        try:
             with no_collector():
-                return self._update(scan, fps, fp, index, None, set(), jobs, progress, save)
+                yield
+        finally:
+            self._updating = False
+
+    def _afresh(
+        self,
+        scan: ScanResult,
+        index: str | None,
+        jobs: int | None,
+        progress: ProgressFactory | None,
+        save: bool,
+    ) -> Snapshot:
+        """A full run, without the memo (a file of it is damaged or missing)."""
+        self._shards.clear()
+        self._changed_shards.clear()
+        if scan.unchanged:  # a full run needs every folder
+            self.scan = scan = self.ds.scan()
+        fps = folder_fingerprints(scan)
+        fp = fingerprint(scan, fps)
+        with self._within_update():
+            return self._update(scan, fps, fp, index, None, set(), jobs, progress, save)
+
+    def _rebuild(self) -> None:
+        """A case shard that the top names is missing or damaged, found after
+        :meth:`update` returned (cases are loaded when asked for): a full run now,
+        whose state replaces the top's content in place, so that the snapshot that
+        holds the top sees it."""
+        top = self._top
+        assert self.scan is not None
+        self._afresh(self.scan, digest_of(self.ds.index_path), None, None, self._save_after)
+        rebuilt = self._top
+        top.clear()
+        top.update(rebuilt)
+        self._top = top
 
     def _update(
         self,
@@ -675,7 +798,10 @@ class Pipeline:
         full = top is None
         top = top if top is not None else _fresh_top(self.key)
         self._top = top
-        changes, folder_memos, folders = self._file_changes(scan, fps, top, full, jobs, progress)
+        keys: dict[str, str] = {}  # path -> key, for the files the folders' work keyed
+        changes, folder_memos, folders = self._file_changes(
+            scan, fps, top, full, jobs, progress, keys
+        )
         old_unreadable: dict[str, str] = top["unreadable"]
         for path, reason in scan.unreadable.items():
             if full or old_unreadable.get(path) != reason:
@@ -688,11 +814,13 @@ class Pipeline:
             by_key.setdefault(holders[path], {})
         key_of = self.rules.key_of
         for path, member in changes.items():
-            key, info = key_of(path)
-            if member is not None and info is not None:
-                member = Member(
-                    path, info.role, info.version, member.size, member.digest, member.problem
-                )
+            key = keys.get(path)
+            if key is None:
+                key, info = key_of(path)
+                if member is not None and info is not None:
+                    member = Member(
+                        path, info.role, info.version, member.size, member.digest, member.problem
+                    )
             updates = by_key.get(key)
             if updates is None:
                 by_key[key] = {path: member}
@@ -713,20 +841,24 @@ class Pipeline:
         dirty = set(top["dirty"])
         leftovers = set(top["leftovers"])
         affected = set(by_key)
+        rules, locate = self.rules, self.locate
         for key, updates in by_key.items():
-            cases = self._shard(shard_of(key), full)
-            value = cases.get(key)
-            old = _decoded(key, value) if value is not None else None
-            members = {m.path: m for m in old.members} if old else {}
-            for path, member in updates.items():
-                if member is None:
-                    members.pop(path, None)
-                else:
-                    members[path] = member
-            entry = indexed.get(key) if indexed is not None else (old.indexed if old else None)
-            self._store(
-                pair_case(self.rules, key, _sorted(members), entry, self.locate), dirty, leftovers
-            )
+            shard = shard_of(key)
+            value = self._shard(shard, full).get(key)
+            if value is None and None not in updates.values():  # a new case: its files
+                members = updates
+                entry = indexed.get(key) if indexed is not None else None
+            else:
+                old = _decoded(key, value) if value is not None else None
+                members = {m.path: m for m in old.members} if old else {}
+                for path, member in updates.items():
+                    if member is None:
+                        members.pop(path, None)
+                    else:
+                        members[path] = member
+                entry = indexed.get(key) if indexed is not None else (old.indexed if old else None)
+            case = pair_case(rules, key, _sorted(members), entry, locate)  # type: ignore[arg-type]
+            self._store(case, dirty, leftovers, shard)
         if self.mode == "metadata" and (
             index_changed or affected & (leftovers | set(top["leftovers"]))
         ):
@@ -736,12 +868,15 @@ class Pipeline:
         top["dirty"] = sorted(dirty)
         top["leftovers"] = sorted(leftovers)
         if full:
-            top["counts"] = {s: _counts(self._shard(s, True)) for s in range(SHARDS)}
+            top["counts"] = {}
+            self._stale_counts = set(range(SHARDS))
         else:
-            for shard in self._changed_shards:
-                top["counts"][shard] = _counts(self._shards[shard])
+            self._stale_counts |= self._changed_shards
         if affected:
+            if not (full or index_changed):
+                self.counted(top)  # how many cases there are decides how keys are logged
             _log_generation(top, None if full or index_changed else affected)
+            self._unsaved_gen = None if save else top["gen"]
         top["fp"] = fp if all(f[0] for f in folders.values()) else ""
         top["folders"] = folders
         top["unreadable"] = dict(scan.unreadable)
@@ -763,41 +898,89 @@ class Pipeline:
             self._pending = None
             self._save(self._top, folder_memos, full)
 
-    def _put(self, case: Case, dirty: set[str]) -> None:
+    def _put(self, case: Case, dirty: set[str], shard: int | None = None) -> None:
         """Store a case; keep the dirty set and the absent files' states up to date."""
-        shard = shard_of(case.key)
-        cases = self._shard(shard, False)
+        key, members, indexed, kept = case.key, case.members, case.indexed, case.kept
+        if shard is None:
+            shard = shard_of(key)
+        cases = self._shards.get(shard)
+        if cases is None:
+            cases = self._shard(shard, False)
         self._changed_shards.add(shard)
-        if not case.members and case.indexed is None:
-            cases.pop(case.key, None)
+        if not members and indexed is None:
+            cases.pop(key, None)
         else:
-            cases[case.key] = case  # plain data when its shard is written
+            cases[key] = case  # plain data when its shard is written
         if case.dirty or any(p.category == "unreadable" for p in case.problems):
-            dirty.add(case.key)
+            dirty.add(key)
         else:
-            dirty.discard(case.key)
-        absent = {k.path: k.why for k in case.kept if k.why != "unreadable"}
+            dirty.discard(key)
+        top = self._top
+        absent = {k.path: k.why for k in kept if k.why != "unreadable"} if kept else None
         if absent:
-            self._top["kept"][case.key] = absent
-        else:
-            self._top["kept"].pop(case.key, None)
+            top["kept"][key] = absent
+        elif top["kept"]:
+            top["kept"].pop(key, None)
         # indexed files of another key (an entry paired by metadata, or made under
         # another config): a change of theirs must bring this case up to date too
         foreign = []
-        if case.indexed is not None:
-            members = {m.path for m in case.members}
+        if indexed is not None:
+            paths = [m.path for m in members]
             foreign = [
                 r.path
-                for r in entry_files(case.indexed)
-                if r.path not in members and self.rules.key_of(r.path)[0] != case.key
+                for r in _usual_records(indexed) or entry_files(indexed)
+                if r.path not in paths and self.rules.key_of(r.path)[0] != key
             ]
         if foreign:
-            self._top["foreign"][case.key] = foreign
-        else:
-            self._top["foreign"].pop(case.key, None)
+            top["foreign"][key] = foreign
+        elif top["foreign"]:
+            top["foreign"].pop(key, None)
 
-    def _store(self, case: Case, dirty: set[str], leftovers: set[str]) -> None:
-        self._put(case, dirty)
+    def _put_recorded(self, case: Case, indexed: Entry | None, dirty: set[str]) -> None:
+        """:meth:`_put` of ``case`` with the index's entry ``indexed``: for the usual
+        case after ``pair`` (the index records its entry as it is; no kept record, no
+        problem; its entry's files are its members) what that gives, directly."""
+        entry, members = case.entry, case.members
+        if indexed is not entry or entry is None or case.kept or case.problems:
+            return self._put(case._replace(indexed=indexed), dirty)
+        vol, seg = entry.volume, entry.segmentation
+        paths = [m.path for m in members]
+        if (
+            entry.older
+            or entry.channels
+            or entry.seg_data is not None
+            or (vol is not None and vol.path not in paths)
+            or (seg is not None and seg.path not in paths)
+        ):
+            return self._put(case._replace(indexed=indexed), dirty)
+        key = case.key
+        shard = shard_of(key)
+        cases = self._shards.get(shard)
+        if cases is None:
+            cases = self._shard(shard, False)
+        self._changed_shards.add(shard)
+        cases[key] = _new(Case, (key, members, entry, entry, case.pairs, (), ()))
+        dirty.discard(key)
+        top = self._top
+        if top["kept"]:
+            top["kept"].pop(key, None)
+        if top["foreign"]:
+            top["foreign"].pop(key, None)
+        return None
+
+    def counted(self, top: dict[str, Any]) -> dict[int, list[int]]:
+        """The top's counts per shard, those of shards changed since counted first (once,
+        whether by the snapshot or when the top is written)."""
+        counts: dict[int, list[int]] = top["counts"]
+        for shard in self._stale_counts:
+            counts[shard] = _counts(self._shards.get(shard, {}))
+        self._stale_counts.clear()
+        return counts
+
+    def _store(
+        self, case: Case, dirty: set[str], leftovers: set[str], shard: int | None = None
+    ) -> None:
+        self._put(case, dirty, shard)
         e = case.entry
         if e is not None and (e.volume is None) != (e.segmentation is None) and not case.kept:
             leftovers.add(case.key)
@@ -817,20 +1000,41 @@ class Pipeline:
             self._changed_shards.clear()
             return
         ok = self.data.save()  # before the files: their changes are then looked at again
-        shards = range(SHARDS) if full else sorted(self._changed_shards)
-        for shard in shards:
-            cases = {k: _plain(v) for k, v in self._shard(shard, full).items()}
-            ok &= save_memo(self._shard_path(shard), {"key": self.key, "cases": cases})
+        # a new id for what this run writes: a top of another generation (a run that
+        # stopped before writing its top) never takes these files for its own
+        written = os.urandom(8).hex()
+        if full:  # every shard: one pack file (creating 256 files costs more than the rest)
+            packed = (  # one shard at a time: plain data, then bytes
+                {k: _plain(v) for k, v in self._shard(n, True).items()} for n in range(SHARDS)
+            )
+            ok &= save_pack(self._pack_path, self.key, written, packed)
+            top["pack"], top["where"] = written, {}
+            self._forget_shard_files()
+        for shard in [] if full else sorted(self._changed_shards):
+            cases = {k: _plain(v) for k, v in self._shard(shard, False).items()}
+            memo = {"key": self.key, "id": written, "cases": cases}
+            ok &= save_memo(self._shard_path(shard), memo)
+            top["where"][shard] = written
         for prefix, memo in folder_memos.items():
             if memo is None:
                 forget_memo(self._folder_path(prefix))
             else:
                 ok &= save_memo(self._folder_path(prefix), memo)
         if ok:
+            self.counted(top)
             save_memo(self.top_path, top)
         else:
             forget_memo(self.top_path)
         self._changed_shards.clear()
+
+    def _forget_shard_files(self) -> None:
+        """The shard files of earlier runs: a pack holds every shard now."""
+        try:
+            names = [n for n in os.listdir(self.dir) if len(n) == 4 and n.startswith("k-")]
+        except OSError:
+            return
+        for name in names:
+            forget_memo(self.dir / name)
 
     def locate(self, path: str) -> str:
         """Where a file is: ``scanned``, ``untracked`` (on disk, outside the scan) or
@@ -898,8 +1102,10 @@ class Pipeline:
         full: bool,
         jobs: int | None,
         progress: ProgressFactory | None,
+        keys: dict[str, str],
     ) -> tuple[dict[str, Member | None], dict[str, Any], dict[str, list[Any]]]:
-        """Paths whose member changed (None: gone), new folder memos, folder states."""
+        """Paths whose member changed (None: gone), new folder memos, folder states;
+        ``keys`` gets the key of each file whose member is in its case's terms."""
         changes: dict[str, Member | None] = {}
         memos: dict[str, Any] = {}
         folders: dict[str, list[Any]] = {}
@@ -927,10 +1133,12 @@ class Pipeline:
                 raise _Inconsistent
             work = _FolderWork(prefix, scan.folders[prefix], memo, full, self.width)
             changes.update(work.removed())
-            todo.extend(work.todo)
             pending[prefix] = work
+        count = sum(len(w.todo) for w in pending.values())
+        tick = progress("hashing", count) if progress and count else None
+        for work in pending.values():
+            todo.extend(work.hash_small(self.ds.root, self.algorithm, self._detached, tick))
         if todo:
-            tick = progress("hashing", len(todo)) if progress else None
             done = (lambda: tick(1)) if tick else None
             jobs = jobs or default_jobs()
             for result in hash_many(self.ds.root, todo, jobs, done, self.algorithm):
@@ -944,7 +1152,7 @@ class Pipeline:
                     prefix, _, name = path.rpartition("/")
                     pending[prefix + "/" if prefix else ""].failed(name, reason)
         for prefix, work in pending.items():
-            changes.update(work.members())
+            changes.update(work.members(self.rules, keys))
             memos[prefix] = work.memo(self.files_key)
             folders[prefix] = work.state(fps[prefix])
         return changes, memos, folders
@@ -1003,7 +1211,19 @@ class _Inconsistent(Exception):
 
 
 def _sorted(members: dict[str, Member]) -> tuple[Member, ...]:
-    return tuple(members[p] for p in sorted(members))
+    """The members by path (two, a pair, by one comparison)."""
+    if len(members) == 2:
+        a, b = members
+        return (members[a], members[b]) if a < b else (members[b], members[a])
+    return tuple([members[p] for p in sorted(members)])
+
+
+def _usual_records(e: Entry) -> list[FileRecord] | None:
+    """The records of an entry of the usual shape (a volume and/or the active
+    segmentation, nothing else), None for any other: :func:`entry_files` then."""
+    if e.older or e.channels or e.seg_data is not None:
+        return None
+    return [r for r in (e.volume, e.segmentation) if r is not None]
 
 
 def _join(vol_case: Case, seg_case: Case, pair: Pair) -> Case:
@@ -1049,14 +1269,18 @@ def _merge_entries(a: Entry, b: Entry) -> Entry:
     )
 
 
-def _log_generation(top: dict[str, Any], keys: Iterable[str] | None) -> None:
+def _log_generation(top: dict[str, Any], keys: Iterable[str] | None, joined: bool = False) -> None:
     """A new generation, with the keys whose cases it changed (None: all). Most of the
     dataset's cases count as all: a consumer then redoes everything, which costs about
-    as much, and the memo that every run loads stays small (50,000 keys: 1.4 MB)."""
-    top["gen"] += 1
-    listed = None if keys is None else sorted(keys)
+    as much, and the memo that every run loads stays small (50,000 keys: 1.4 MB).
+    ``joined``: ``keys`` are the last generation's keys now (it was not written yet)."""
+    listed = None if keys is None else sorted(set(keys) if joined else keys)
     if listed is not None and 2 * len(listed) > max(LOG_ALL_FROM, _case_total(top)):
         listed = None
+    if joined:
+        top["log"][-1][1] = listed
+        return
+    top["gen"] += 1
     top["log"] = [*top["log"], [top["gen"], listed]][-LOG_LENGTH:]
 
 
@@ -1143,11 +1367,36 @@ class _FolderWork:
         if self.problems:
             for name in self.index:
                 self.problems.pop(name, None)
-        st = folder.stats
-        self.todo = [
-            (prefix + names[i], Stat(st[3 * i], st[3 * i + 1], st[3 * i + 2])) for i in todo
-        ]
+        self.todo = todo
         self.changed: Iterable[int] = range(len(names)) if full else todo
+
+    def hash_small(
+        self, root: Path, algorithm: str, detached: set[str], tick: Progress | None
+    ) -> list[tuple[str, Stat]]:
+        """Hash the small files to do here by one thread (:func:`hash_small_files`), in
+        batches (a progress bar moves); the files left, as :func:`hash_many` takes them."""
+        names, st, prefix = self.folder.names, self.folder.stats, self.prefix
+        small = [i for i in self.todo if st[3 * i] < THREADS_FROM_BYTES]
+        rest = [i for i in self.todo if st[3 * i] >= THREADS_FROM_BYTES] if small else self.todo
+        folder = os.path.join(root, prefix)
+        sizes = st[0::3]
+        for start in range(0, len(small), SMALL_BATCH):
+            batch = small[start : start + SMALL_BATCH]
+            done, left = hash_small_files(folder, names, sizes, batch, algorithm)
+            stats, limit, updates, problems = self.stats, self.limit, self.updates, self.problems
+            for i, digest, problem, maybe_detached in done:
+                updates[i] = digest
+                if problem:  # one category per file everywhere: a cut-short stream is corrupt
+                    category = "corrupt" if problem.startswith("corrupt") else "not_an_image"
+                    problems[names[i]] = (category, problem)
+                if maybe_detached:
+                    detached.add(prefix + names[i])
+                if st[3 * i + 1] >= limit:  # the walk's stat is recorded: too recent to trust
+                    stats[3 * i : 3 * i + 3] = array("q", RACY_STAT)
+            rest = sorted([*rest, *left]) if left else rest
+            if tick:
+                tick(len(done))
+        return [(prefix + names[i], Stat(st[3 * i], st[3 * i + 1], st[3 * i + 2])) for i in rest]
 
     def removed(self) -> Iterator[tuple[str, None]]:
         return ((self.prefix + name, None) for name in self.gone)
@@ -1171,17 +1420,27 @@ class _FolderWork:
     def digest(self, i: int) -> str:
         return self.updates.get(i) or self.digests[self.w * i : self.w * i + self.w]
 
-    def members(self) -> Iterator[tuple[str, Member]]:
+    def members(self, rules: Rules, keys: dict[str, str]) -> Iterator[tuple[str, Member]]:
+        """The changed files as members of their cases; ``keys`` gets each one's key."""
         names = self.folder.names
         stats = self.folder.stats
-        for i in self.changed:
-            name = names[i]
-            digest = self.digest(i)
-            problem = self.problems.get(name)
-            if digest == "-" * self.w or (problem is not None and problem[0] == "unreadable"):
+        changed = self.changed
+        sub = names if isinstance(changed, range) else [names[i] for i in changed]
+        problems = self.problems
+        none = "-" * self.w
+        updates, digests, w = self.updates, self.digests, self.w
+        keyed = rules.keys_of_folder(self.prefix, sub)
+        for i, (path, key, info) in zip(changed, keyed, strict=True):
+            digest = updates.get(i) or digests[w * i : w * i + w]
+            problem = problems.get(names[i]) if problems else None
+            if digest == none or (problem is not None and problem[0] == "unreadable"):
                 digest = ""
-            path = self.prefix + name
-            yield path, Member(path, "", None, stats[3 * i], digest, problem)
+            keys[path] = key
+            if info is None:
+                yield path, _new(Member, (path, "", None, stats[3 * i], digest, problem, ""))
+            else:
+                member = (path, info.role, info.version, stats[3 * i], digest, problem, "")
+                yield path, _new(Member, member)
 
     def memo(self, key: str) -> dict[str, Any]:
         pieces = []
@@ -1205,6 +1464,7 @@ class _FolderWork:
         return ["" if racy else fp, len(self.folder.names), sum(self.folder.stats[0::3])]
 
 
+SMALL_BATCH = 8192  # small files hashed between two moves of a progress bar
 CHUNK = 3 * 512  # stats compared at once: three numbers a file
 
 
@@ -1275,16 +1535,40 @@ class Snapshot:
         self.pipeline = pipeline
         self.top = top
         self.scan = scan
-        totals = [0] * 5
-        for c in top["counts"].values():
-            totals = [a + b for a, b in zip(totals, c, strict=True)]
-        self.pairs, self.unpaired_volumes, self.unpaired_segmentations = totals[:3]
-        self.problem_count = totals[3] + len(top["meta_problems"])
-        self.indexed_pairs = totals[4]
+        self._totals: list[int] | None = None
         self.files = sum(f[1] for f in top["folders"].values())
         self.total_bytes = sum(f[2] for f in top["folders"].values())
         self._cases: list[Case] | None = None
         self._replaced: dict[str, Case] = {}
+
+    def _total(self, i: int) -> int:
+        """Column ``i`` of the counts (see :func:`_counts`) over every shard."""
+        if self._totals is None:
+            totals = [0] * 5
+            for c in self.pipeline.counted(self.top).values():
+                totals = [a + b for a, b in zip(totals, c, strict=True)]
+            self._totals = totals
+        return self._totals[i]
+
+    @property
+    def pairs(self) -> int:
+        return self._total(0)
+
+    @property
+    def unpaired_volumes(self) -> int:
+        return self._total(1)
+
+    @property
+    def unpaired_segmentations(self) -> int:
+        return self._total(2)
+
+    @property
+    def problem_count(self) -> int:
+        return self._total(3) + len(self.top["meta_problems"])
+
+    @property
+    def indexed_pairs(self) -> int:
+        return self._total(4)
 
     def replace(self, cases: Iterable[Case]) -> None:
         """Use these cases instead of the memoised ones of their keys (as ``pair``
@@ -1340,7 +1624,11 @@ class Snapshot:
     def entries(self) -> list[Entry]:
         """What the index records now, in the index's order."""
         out = [c.entry for c in self.cases() if c.entry is not None]
-        out.sort(key=lambda e: e.sort_key)
+        keys = [e.key for e in out]
+        if all(keys) and len(set(keys)) == len(keys):  # one entry a key: the key orders
+            out.sort(key=_entry_key)
+        else:
+            out.sort(key=lambda e: e.sort_key)
         return out
 
     @property
@@ -1449,13 +1737,20 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
     dirty = set(top["dirty"])
     indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
     for case, entry in zip(cases, indexed, strict=True):
-        pipeline._put(case._replace(indexed=entry), dirty)  # leftovers: as they were
+        pipeline._put_recorded(case, entry, dirty)  # leftovers: as they were
     snap.replace([])
-    if cases:  # what consumers memoised for these cases (verify: drift) is out of date
+    last = top["log"][-1] if top["log"] else None
+    if cases and last is not None and last[0] == top["gen"] == pipeline._unsaved_gen:
+        # the generation of this run's update is not written yet, so no consumer holds
+        # it: it takes these keys too (None, all, after a full run: nothing to add)
+        if last[1] is not None:
+            pipeline.counted(top)
+            _log_generation(top, [*last[1], *(c.key for c in cases)], joined=True)
+    elif cases:  # what consumers memoised for these cases (verify: drift) is out of date
+        pipeline.counted(top)
         _log_generation(top, [c.key for c in cases])
     top["dirty"] = sorted(dirty)
-    for shard in pipeline._changed_shards:
-        top["counts"][shard] = _counts(pipeline._shards[shard])
+    pipeline._stale_counts |= pipeline._changed_shards
     top["index"] = digest
     top["index_stat"] = None  # the file just written: its digest is taken again next run
     if pipeline._pending is None:

@@ -35,13 +35,24 @@ def thumbnail_key(volume_digest: str, seg_digest: str, labels: Mapping[int, str]
     return xxhash.xxh3_128_hexdigest(text.encode())
 
 
-def draw_thumbnail(task: tuple[str, str, str, list[tuple[int, str]], str]) -> str | None:
-    """Draw one pair's thumbnail to ``dest``; the one-line reason when it cannot."""
+# root, volume, segmentation, label set, files to write
+ThumbnailTask = tuple[str, str, str, list[tuple[int, str]], list[str]]
+
+
+def draw_thumbnail(task: ThumbnailTask) -> str | None:
+    """Draw one pair's thumbnail to each of ``dests`` (the cache's file, then the
+    report's); the one-line reason when it cannot.
+
+    Written without fsync: a thumbnail is derived from the dataset's files, and one
+    that a power cut leaves torn is found by :func:`complete_png` and drawn again."""
     from volsegsync.errors import VolsegsyncError
     from volsegsync.fsutil import atomic_write_bytes
+    from volsegsync.view import import_numpy
+
+    import_numpy()
     from volsegsync.view.stream import draw_pair
 
-    root, vol, seg_path, labels, dest = task
+    root, vol, seg_path, labels, dests = task
     try:
         drawn = draw_pair(
             Path(root), vol, seg_path, dict(labels), pixels=THUMB_PIXELS, captions=False
@@ -51,8 +62,23 @@ def draw_thumbnail(task: tuple[str, str, str, list[tuple[int, str]], str]) -> st
     except Exception as e:  # one pair that cannot be drawn must not stop the report
         text = " ".join(str(e).split())[:200] or type(e).__name__
         return f"{seg_path}: cannot draw: {text}"
-    atomic_write_bytes(Path(dest), drawn.figure.png())
+    png = drawn.figure.png()
+    for dest in dests:
+        try:
+            atomic_write_bytes(Path(dest), png, durable=False)
+        except OSError as e:
+            raise VolsegsyncError(f"{dest}: cannot write: {e.strerror or e}") from None
     return None
+
+
+PNG_START = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\0\0\0\0IEND\xaeB`\x82"  # the IEND chunk: length, type, CRC
+
+
+def complete_png(data: bytes) -> bool:
+    """Whether ``data`` is a whole PNG file from start to its end chunk (a thumbnail
+    cut short by a power cut is not)."""
+    return data.startswith(PNG_START) and data.endswith(PNG_END)
 
 
 # --------------------------------------------------------------------------- page

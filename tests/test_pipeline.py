@@ -239,13 +239,18 @@ def test_incremental_equals_full_on_random_edits(ds_root: Path, seed: int) -> No
             assert incremental[key] == full[key], (key, history)
 
 
-def test_unchanged_run_hashes_and_pairs_nothing(ds_root: Path) -> None:
-    for name in (NAME1, NAME2):
-        write_nii(ds_root / f"{name}.nii.gz")
-        write_nrrd(ds_root / f"{name}-v1.nrrd")
-    for p in ds_root.glob("C0*"):
+def _old_pairs(root: Path, names: tuple[str, ...]) -> Dataset:
+    """A pair of each name, its files made old (the memo may trust their stats)."""
+    for name in names:
+        write_nii(root / f"{name}.nii.gz")
+        write_nrrd(root / f"{name}-v1.nrrd")
+    for p in root.glob("C0*"):
         os.utime(p, ns=(BASE_MTIME, BASE_MTIME))
-    ds = Dataset.open(ds_root)
+    return Dataset.open(root)
+
+
+def test_unchanged_run_hashes_and_pairs_nothing(ds_root: Path) -> None:
+    ds = _old_pairs(ds_root, (NAME1, NAME2))
     first = Pipeline(ds).update()
     again = Pipeline(ds).update()
     assert again.generation == first.generation  # nothing was redone
@@ -262,12 +267,7 @@ def test_a_generation_changing_most_cases_is_logged_as_all(
     are not listed: the top memo every run loads stays small."""
     monkeypatch.setattr(snapshot, "LOG_ALL_FROM", 2)
     names = (NAME1, NAME2, "C03-Hip-D03032003")
-    for name in names:
-        write_nii(ds_root / f"{name}.nii.gz")
-        write_nrrd(ds_root / f"{name}-v1.nrrd")
-    for p in ds_root.glob("C0*"):
-        os.utime(p, ns=(BASE_MTIME, BASE_MTIME))
-    ds = Dataset.open(ds_root)
+    ds = _old_pairs(ds_root, names)
     first = Pipeline(ds).update()
     for k, name in enumerate(names[:2]):  # two of three cases
         os.utime(ds_root / f"{name}-v1.nrrd", ns=(BASE_MTIME + k + 1, BASE_MTIME + k + 1))

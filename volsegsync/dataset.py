@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from volsegsync.errors import NotADatasetError, VolsegsyncError
 from volsegsync.fsutil import (
     CONFIG_LIMIT,
     INDEX_LIMIT,
+    is_plain_folder,
     read_memo,
     read_small,
     write_lock,
@@ -69,7 +69,7 @@ def load_dataset_config(meta: Path) -> Config:
         *(xxhash.xxh3_128_hexdigest(b) if b is not None else "" for b in (raw, local_raw)),
     ]
     memo_path = meta / STATE_DIR / "config.marshal"
-    state = _plain_folder(meta / STATE_DIR)
+    state = is_plain_folder(meta / STATE_DIR)
     memo = read_memo(memo_path) if state else None
     if isinstance(memo, dict) and memo.get("key") == key:
         tables, local_tables = memo["tables"]
@@ -80,14 +80,6 @@ def load_dataset_config(meta: Path) -> Config:
     if state:  # a memo never creates the state folder
         write_memo(memo_path, {"key": key, "tables": [tables, local_tables]})
     return config
-
-
-def _plain_folder(path: Path) -> bool:
-    """Whether ``path`` is a folder itself (no link to one)."""
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 class Dataset:

@@ -39,6 +39,16 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 # read-only, never blocking (FIFO), the final component not followed (a link): the
 # flags of open_fd; who opens without it checks the opened file's type itself
 READ_FLAGS = os.O_RDONLY | _NONBLOCK | _CLOEXEC | _NOFOLLOW
+# a folder to open files relative to, itself not followed if it is a link
+DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC | _NOFOLLOW
+
+
+def is_plain_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder itself (not a link to one, not missing)."""
+    try:
+        return statmod.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 class NotRegularFile(OSError):

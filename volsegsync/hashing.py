@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import xxhash
 
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import READ_FLAGS, open_cache_db, open_in_dataset, open_regular
+from volsegsync.fsutil import DIR_FLAGS, READ_FLAGS, open_cache_db, open_in_dataset, open_regular
 from volsegsync.magic import HEAD_BYTES, names_data_file, sniff
 
 CHUNK = 1 << 20
@@ -142,7 +142,6 @@ def _hash_small(path: str | os.PathLike[str], algorithm: str) -> tuple[str, Stat
 
 
 SmallHashed = tuple[int, str, "str | None", bool]
-DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 def hash_small_files(
@@ -167,7 +166,7 @@ def hash_small_files(
     done: list[SmallHashed] = []
     rest: list[int] = []
     try:  # the folder itself not followed if it became a link since the walk
-        dir_fd = os.open(folder, DIR_FLAGS | _NOFOLLOW_DIR)
+        dir_fd = os.open(folder, DIR_FLAGS)
     except OSError:
         return done, list(todo)
     one_call = algorithm == "xxh3-128"
@@ -202,7 +201,6 @@ def hash_small_files(
     return done, rest
 
 
-_NOFOLLOW_DIR = getattr(os, "O_NOFOLLOW", 0)
 BATCH = 64  # files per task: a task per tiny file costs more than hashing it
 THREADS_FROM_BYTES = 256 * 1024  # mean file size from which parallel reads pay off
 CacheRow = tuple[int, int, int, str, "str | None"]

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from volsegsync.config import DEFAULT_CONFIG_TEXT
 from volsegsync.errors import ConfigError
+from volsegsync.fsutil import is_plain_folder
 
 LAYOUTS = ("default", "nnunet", "msd", "slicer")
 DESCRIPTIONS = {
@@ -219,7 +220,7 @@ class Detected(NamedTuple):
 def detect(root: Path) -> Detected | None:
     """The layout ``root`` looks like (nnunet, msd, slicer), or None."""
     images, labels = root / "imagesTr", root / "labelsTr"
-    if _is_dir(images) and _is_dir(labels):
+    if is_plain_folder(images) and is_plain_folder(labels):
         names = _names(images)
         channelled = any(CHANNEL.search(_stem(n)) for n in names)
         has_json = os.path.isfile(root / DATASET_JSON)
@@ -231,13 +232,6 @@ def detect(root: Path) -> Detected | None:
     if segs:
         return Detected("slicer", f"3D Slicer segmentations such as {segs[0]}")
     return None
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return stat.S_ISDIR(os.lstat(path).st_mode)
-    except OSError:
-        return False
 
 
 def _names(folder: Path, limit: int = 200) -> list[str]:

@@ -301,3 +301,21 @@ def test_config_memo_of_another_state_folder_is_ignored(ds_root: Path) -> None:
     memo.parent.mkdir(exist_ok=True)
     memo.write_bytes(marshal.dumps({"owner": "0:0:0", "data": {"key": key, "tables": [lie, {}]}}))
     assert Dataset.open(ds_root).config.naming.separator == "-"
+
+
+def test_memo_keys_name_the_config_bytes_the_run_parsed(ds_root: Path) -> None:
+    """A config edited while a run goes on does not lend its digest to memos of results
+    computed under the config the run read at its start."""
+    import xxhash
+
+    config = ds_root / ".volsegsync" / "config.toml"
+    before = config.read_bytes()
+    ds = Dataset.open(ds_root)
+    config.write_bytes(before.replace(b'by = "naming"', b'by = "metadata"'))
+    assert config.read_bytes() != before
+    assert ds.state_key("x").endswith(xxhash.xxh3_128_hexdigest(before))
+    assert (
+        Dataset.open(ds_root)
+        .state_key("x")
+        .endswith(xxhash.xxh3_128_hexdigest(config.read_bytes()))
+    )

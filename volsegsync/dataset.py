@@ -55,8 +55,9 @@ def default_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
 
 
-def load_dataset_config(meta: Path) -> Config:
-    """The tracked config with the untracked local one over it.
+def load_dataset_config(meta: Path) -> tuple[Config, str]:
+    """The tracked config with the untracked local one over it, and the digest of the
+    tracked file's bytes (what memo keys name: :meth:`Dataset.state_key`).
 
     Their TOML tables are memoised by the files' bytes (``state/config.marshal``, a
     memo of this state folder only): a run with the same files loads no TOML parser and
@@ -64,6 +65,7 @@ def load_dataset_config(meta: Path) -> Config:
     the first did. Every other check runs each time."""
     path, local_path = meta / CONFIG_FILE, meta / LOCAL_CONFIG_FILE
     raw, local_raw = read_config_bytes(path), read_config_bytes(local_path)
+    digest = xxhash.xxh3_128_hexdigest(raw or b"")
     key = [
         __version__,
         *(xxhash.xxh3_128_hexdigest(b) if b is not None else "" for b in (raw, local_raw)),
@@ -74,20 +76,23 @@ def load_dataset_config(meta: Path) -> Config:
     if isinstance(memo, dict) and memo.get("key") == key:
         tables, local_tables = memo["tables"]
         config = parse_config(path, tables, checked=True)
-        return parse_local_config(local_path, local_tables, config, checked=True)
+        return parse_local_config(local_path, local_tables, config, checked=True), digest
     tables, local_tables = parse_toml(path, raw), parse_toml(local_path, local_raw)
     config = parse_local_config(local_path, local_tables, parse_config(path, tables))
     if state:  # a memo never creates the state folder
         write_memo(memo_path, {"key": key, "tables": [tables, local_tables]})
-    return config
+    return config, digest
 
 
 class Dataset:
     """An opened dataset. Cheap to construct; nothing is scanned until asked."""
 
-    def __init__(self, root: Path, config: Config) -> None:
+    def __init__(self, root: Path, config: Config, config_digest: str | None = None) -> None:
         self.root = root
         self.config = config
+        # the digest of the config file's bytes that ``config`` was parsed from (None:
+        # read it when a memo key needs it)
+        self._config_digest = config_digest
         self.convention = Convention(config.naming, config.roles)
 
     # -- opening -------------------------------------------------------------------------
@@ -98,7 +103,7 @@ class Dataset:
         root = find_root(Path(start))
         if (root / META_DIR).is_symlink():  # its config would be read from elsewhere
             raise VolsegsyncError(f"{root / META_DIR}: is a symbolic link; it must be a folder")
-        return cls(root, load_dataset_config(root / META_DIR))
+        return cls(root, *load_dataset_config(root / META_DIR))
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -120,12 +125,16 @@ class Dataset:
 
     def state_key(self, *parts: str) -> str:
         """A key for memoised results: volsegsync's version, ``parts`` and the config's
-        digest, so that a new version or another config never reuses them."""
-        try:
-            config = read_small(self.config_path, CONFIG_LIMIT, "config")
-        except (OSError, VolsegsyncError):
-            config = b""
-        return "/".join([__version__, *parts, xxhash.xxh3_128_hexdigest(config)])
+        digest, so that a new version or another config never reuses them: the digest of
+        the bytes this dataset's config was parsed from, when it was opened so."""
+        digest = self._config_digest
+        if digest is None:
+            try:
+                config = read_small(self.config_path, CONFIG_LIMIT, "config")
+            except (OSError, VolsegsyncError):
+                config = b""
+            digest = xxhash.xxh3_128_hexdigest(config)
+        return "/".join([__version__, *parts, digest])
 
     def relpath(self, path: Path | str) -> str:
         """A user-given path (relative to the cwd or absolute) as a dataset-relative one."""

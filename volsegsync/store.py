@@ -88,9 +88,7 @@ class LocalFS:
 
     def rename(self, src: str, dst: str) -> None:
         target = self._p(dst)
-        if target.parent not in self._folders:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(target.parent)
+        make_folder_once(target.parent, self._folders)
         try:
             os.replace(self._p(src), target)
         except FileNotFoundError:  # the folder was removed meanwhile (gc of another run)
@@ -116,9 +114,7 @@ class LocalFS:
 
     def link_from_local(self, src: Path, dst: str, kind: str) -> bool:
         full = self._p(dst)
-        if full.parent not in self._folders:
-            full.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(full.parent)
+        make_folder_once(full.parent, self._folders)
         return place_link(src, full, kind)
 
     def local_path(self, path: str) -> Path | None:
@@ -158,6 +154,14 @@ def _reflink(src: Path, dst: Path) -> bool:
             return False
         os.close(fd)
     return True
+
+
+def make_folder_once(folder: Path, known: set[Path]) -> None:
+    """Make ``folder`` (and its parents) unless this run made or found it already:
+    one ``mkdir`` a folder per run, not one per object."""
+    if folder not in known:
+        folder.mkdir(parents=True, exist_ok=True)
+        known.add(folder)
 
 
 class ObjectDB:
@@ -241,9 +245,7 @@ class ObjectDB:
         if os.path.lexists(final):
             return False
         for folder in (tmp_dir, final.parent):
-            if folder not in self._folders:  # made once per run, not once per object
-                folder.mkdir(parents=True, exist_ok=True)
-                self._folders.add(folder)
+            make_folder_once(folder, self._folders)
         data = small[0]
         found = hash_bytes(data, algorithm)
         if found != digest:
@@ -306,9 +308,7 @@ class ObjectDB:
             target = self.fs.local_file(tmp)
             if target is None:
                 return self._copy_in(src, tmp, algorithm)
-            if target.parent not in self._folders:  # made once per run, not once per object
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._folders.add(target.parent)
+            make_folder_once(target.parent, self._folders)
             if store_object:
                 return copy_object(src, target, algorithm, OBJECT_MODE, write_back)
             return copy_verified(src, target, algorithm, OBJECT_MODE, write_back)
@@ -544,14 +544,20 @@ def hash_written(fd: int, algorithm: str) -> str:
     the page cache in place, where ``read`` would first copy every byte into Python
     (about half the CPU time of a verified copy, ``benchmarks/bench_remotes.py``)."""
     h = new_hasher(algorithm)
-    size = os.fstat(fd).st_size
+    for window in _windows(fd, os.fstat(fd).st_size):
+        h.update(window)
+    return str(h.hexdigest())
+
+
+def _windows(fd: int, size: int) -> Iterator[mmap.mmap]:
+    """The first ``size`` bytes of ``fd`` as read-only maps of ``MAP_WINDOW`` bytes at
+    most, each closed before the next is made."""
     offset = 0
     while offset < size:
         n = min(MAP_WINDOW, size - offset)
-        with mmap.mmap(fd, n, access=mmap.ACCESS_READ, offset=offset) as m:
-            h.update(m)
+        with mmap.mmap(fd, n, access=mmap.ACCESS_READ, offset=offset) as window:
+            yield window
         offset += n
-    return str(h.hexdigest())
 
 
 OBJECT_MODE = 0o644  # a new object: written once, never changed (the store seals its own 0444)
@@ -625,13 +631,9 @@ def _reflink_fd(src: int, dst: int, src_dev: int) -> bool:
 
 def _hash_and_write(src: int, dst: int, size: int, algorithm: str) -> str:
     h = new_hasher(algorithm)
-    offset = 0
-    while offset < size:
-        n = min(MAP_WINDOW, size - offset)
-        with mmap.mmap(src, n, access=mmap.ACCESS_READ, offset=offset) as m:
-            h.update(m)
-            _write_all(dst, m)
-        offset += n
+    for window in _windows(src, size):
+        h.update(window)
+        _write_all(dst, window)
     return str(h.hexdigest())
 
 

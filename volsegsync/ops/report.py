@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from volsegsync.dataset import Dataset, default_jobs
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import atomic_write_bytes
+from volsegsync.fsutil import MEMO_LIMIT, atomic_write_bytes, read_small
 from volsegsync.memo import load_memo, save_memo
 from volsegsync.ops.monitoring import monitor_for
 from volsegsync.ops.snapshot import ProgressFactory, Snapshot, take_snapshot
@@ -433,8 +433,6 @@ def _names(folder: Path) -> set[str]:
 def _publish(cached: Path, target: Path) -> bool:
     """Copy a cached thumbnail into the output folder; False when the cached file is
     not a whole PNG (a power cut after it was written without fsync): draw it again."""
-    from volsegsync.fsutil import MEMO_LIMIT, read_small
-
     try:
         data = read_small(cached, MEMO_LIMIT, "thumbnail")
     except (OSError, VolsegsyncError):

@@ -28,7 +28,7 @@ end. Ratios: to ``cp -r`` and to the floor, how many times its time; to DVC, how
 faster.
 
     python benchmarks/bench_remotes.py [--size 1G] [--files 1000] [--runs 3] [--dvc [PATH]]
-        [--s3-server moto|seaweedfs] [--weed PATH] [--skip-folder]
+        [--s3-server moto|seaweedfs] [--weed PATH] [--skip-folder | --skip-s3]
 
 Session 8 (2026-11-27, the 2-core VM shared with three other sessions: load average
 4 to 8, so every wall time swings by 2x from round to round; docs/remotes.md has the
@@ -577,6 +577,7 @@ def main() -> None:
     )
     ap.add_argument("--weed", default="weed", help="SeaweedFS's weed executable")
     ap.add_argument("--skip-folder", action="store_true", help="time the S3 server only")
+    ap.add_argument("--skip-s3", action="store_true", help="time the folder remote only")
     ap.add_argument("--dir", default="/tmp/vss-bench-remotes")
     args = ap.parse_args()
     work = Path(args.dir)
@@ -595,8 +596,9 @@ def main() -> None:
     if not args.skip_folder:
         folder_part(bench)
         print(f"after the folder remote: {load()}", flush=True)
-    s3_part(bench)
-    print(f"after S3: {load()}", flush=True)
+    if not args.skip_s3:
+        s3_part(bench)
+        print(f"after S3: {load()}", flush=True)
     if not args.skip_folder:  # a no-op push of many objects
         many = work / "many"
         make_dataset(many, args.noop_objects, args.noop_objects * 8192)  # distinct contents

@@ -8,14 +8,16 @@ a FIFO) are refused without a hang."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import mmap
 import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +43,8 @@ from volsegsync.store import (
     copy_object,
     copy_trusted,
     copy_verified,
+    hash_cold,
+    supported_links,
 )
 
 
@@ -76,9 +80,36 @@ def _objects_match_names(root: Path) -> None:
         assert xxhash.xxh3_128_hexdigest(data) == digest
 
 
-def test_pull_rejects_a_corrupted_object_and_writes_no_working_file(tmp_path: Path) -> None:
-    """The kernel copy from a folder remote is hashed as written: a damaged object is
-    rejected and named with its path, its working file is not written, the rest is."""
+REFLINK_DIRS = (os.environ.get("VOLSEGSYNC_REFLINK_DIR", ""), "/mnt/xfs")
+
+
+@pytest.fixture(params=["tmp", "reflink"])
+def base(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """A folder for a test's dataset, remote and clone: the test's own (``copy_file_range``
+    copies on most test machines), or one on a filesystem that shares extents
+    (``$VOLSEGSYNC_REFLINK_DIR``, else /mnt/xfs, else the test's own if it can), where
+    transfers are reflinks hashed with O_DIRECT reads; skipped where there is none."""
+    if request.param == "tmp":
+        yield tmp_path
+        return
+    for folder in (*REFLINK_DIRS, str(tmp_path)):
+        if folder and os.path.isdir(folder) and os.access(folder, os.W_OK):
+            made = Path(tempfile.mkdtemp(prefix="volsegsync-test-", dir=folder))
+            if supported_links(made / "probe")["reflink"]:
+                try:
+                    yield made
+                finally:
+                    shutil.rmtree(made, ignore_errors=True)
+                return
+            shutil.rmtree(made, ignore_errors=True)
+    pytest.skip("no folder on a filesystem with reflinks (set VOLSEGSYNC_REFLINK_DIR)")
+
+
+def test_pull_rejects_a_corrupted_object_and_writes_no_working_file(base: Path) -> None:
+    """The copy from a folder remote (a kernel copy, or a reflink hashed from the disk)
+    is hashed as written: a damaged object is rejected and named with its path, its
+    working file is not written, the rest is."""
+    tmp_path = base
     root, remote = _pushed(tmp_path)
     seg = f"{NAME2}-v1.nrrd"
     digest = _digest_of(root, seg)
@@ -182,9 +213,11 @@ def test_hostile_objects_on_a_folder_remote_are_refused(tmp_path: Path) -> None:
     _no_temporaries(copy)
 
 
-def test_push_to_a_folder_hashes_what_it_wrote(tmp_path: Path) -> None:
-    """A local object damaged in the store is not sent (its copy on the remote is
-    hashed before it gets its name); the others are, each matching its name."""
+def test_push_to_a_folder_hashes_what_it_wrote(base: Path) -> None:
+    """A local object damaged in the store is not sent (its copy on the remote, a kernel
+    copy or a reflink, is hashed before it gets its name); the others are, each
+    matching its name."""
+    tmp_path = base
     root = make_dataset(tmp_path / "a")
     seg = f"{NAME2}-v1.nrrd"
     digest = _digest_of(root, seg)
@@ -330,3 +363,27 @@ def test_copy_object_refuses_a_source_changed_while_copied(
     assert not (remote / "xxh3-128" / digest[:2] / digest[2:]).exists()
     assert not list(remote.glob("tmp/*"))
     assert len(report.moved) == len(store_objects(root)) - 1
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_hash_cold_reads_the_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """hash_cold (the hash of a new reflink, read with O_DIRECT) gives the hash of the
+    whole file: several buffers and a partial one, pages still dirty (written, not yet
+    on the disk), an empty file, every algorithm; the descriptor's flags are as before.
+    Without O_DIRECT (another system) it reads through the page cache."""
+    if not direct:
+        monkeypatch.delattr(os, "O_DIRECT", raising=False)
+    data = os.urandom(3 * (1 << 20) + 4097)
+    for name, content in (("data", data), ("empty", b"")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            assert hash_cold(fd, "xxh3-128") == xxhash.xxh3_128_hexdigest(content)
+            assert hash_cold(fd, "sha256") == hashlib.sha256(content).hexdigest()
+            assert fcntl.fcntl(fd, fcntl.F_GETFL) == flags
+        finally:
+            os.close(fd)

@@ -17,6 +17,7 @@ import fcntl
 import mmap
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -332,11 +333,7 @@ class ObjectDB:
             if local is not None and self._try(
                 "hardlink", lambda k: self.fs.link_from_local(src, tmp, k)
             ):
-                fd = os.open(local, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-                try:
-                    return hash_written(fd, algorithm)
-                finally:
-                    os.close(fd)
+                return _hash_path(local, algorithm, hash_written)
             return self._copy_in(src, tmp, algorithm)
 
         return self._store(algorithm, digest, write, lambda found: _mismatch_message(src, found))
@@ -443,7 +440,7 @@ class ObjectDB:
                 found = self._copy_out(obj, tmp, algorithm, mode, digest if verified else None)
             elif used == "reflink":
                 os.chmod(tmp, mode)
-                found = digest if verified else hash_local(tmp, algorithm)
+                found = digest if verified else _hash_path(tmp, algorithm, hash_cold)
             else:
                 found = digest  # checked above
             if found != digest:
@@ -549,6 +546,62 @@ def hash_written(fd: int, algorithm: str) -> str:
     return str(h.hexdigest())
 
 
+def _hash_path(path: Path, algorithm: str, how: Callable[[int, str], str]) -> str:
+    """``how`` (:func:`hash_written`, :func:`hash_cold`) of the file at ``path``, a file
+    this process just made (opened without following a link)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return how(fd, algorithm)
+    finally:
+        os.close(fd)
+
+
+_DIRECT = threading.local()  # each thread's aligned read buffer (O_DIRECT needs one)
+
+
+def hash_cold(fd: int, algorithm: str) -> str:
+    """The hash of the whole file ``fd``, one whose pages are not in the page cache: a
+    reflink just made (it shares the extents of its source, never its cached pages).
+    Read from the disk with ``O_DIRECT`` into an aligned buffer each thread reuses: no
+    page cache page is allocated, charged and mapped for bytes read once, about a third
+    of the CPU time of reading them through the cache (``mmap`` or ``read``: 0.10 to
+    0.16 s against 0.35 s for 1 GiB of new reflinks on XFS). The disk's own bytes are
+    hashed: the check vouches for what the reflink holds. Where the filesystem refuses
+    ``O_DIRECT`` (or a short read leaves an unaligned offset), the rest is read through
+    the page cache."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    direct = hasattr(os, "O_DIRECT")
+    if direct:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+        except OSError:
+            direct = False
+    buf = getattr(_DIRECT, "buf", None)
+    if buf is None:
+        buf = _DIRECT.buf = mmap.mmap(-1, CHUNK)  # page-aligned
+    h = new_hasher(algorithm)
+    offset = 0
+    try:
+        with memoryview(buf) as view:
+            while True:
+                try:
+                    n = os.preadv(fd, [view], offset)
+                except OSError as e:
+                    if not direct or e.errno != errno.EINVAL:
+                        raise
+                    fcntl.fcntl(fd, fcntl.F_SETFL, flags)  # unaligned: the cache reads on
+                    direct = False
+                    continue
+                if not n:
+                    break
+                h.update(view[:n])
+                offset += n
+    finally:
+        if direct:
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags)
+    return str(h.hexdigest())
+
+
 def _windows(fd: int, size: int) -> Iterator[mmap.mmap]:
     """The first ``size`` bytes of ``fd`` as read-only maps of ``MAP_WINDOW`` bytes at
     most, each closed before the next is made."""
@@ -599,7 +652,7 @@ def copy_object(src: Path, dst: Path, algorithm: str, mode: int, write_back: boo
         with open_regular(src) as f:
             before = os.fstat(f.fileno())
             if _reflink_fd(f.fileno(), fd, before.st_dev):
-                found = hash_written(fd, algorithm)
+                found = hash_cold(fd, algorithm)
             else:
                 found = _hash_and_write(f.fileno(), fd, before.st_size, algorithm)
             after = os.fstat(f.fileno())
@@ -673,8 +726,14 @@ def _copy_new(
     try:
         os.fchmod(fd, mode)
         with open_regular(src) as f:
-            kernel_copy(f.fileno(), fd, os.fstat(f.fileno()).st_size)
-        found = None if algorithm is None else hash_written(fd, algorithm)
+            st = os.fstat(f.fileno())
+            cloned = _reflink_fd(f.fileno(), fd, st.st_dev)
+            if not cloned:
+                kernel_copy(f.fileno(), fd, st.st_size)
+        if algorithm is None:
+            found = None
+        else:  # a reflink's pages are on the disk only: read there, not through the cache
+            found = (hash_cold if cloned else hash_written)(fd, algorithm)
         if write_back:
             _start_write_back(fd)
         return found

@@ -35,6 +35,7 @@ from test_remotes import (
 
 from volsegsync import store as store_module
 from volsegsync.dataset import Dataset
+from volsegsync.magic import HEAD_BYTES, sniff
 from volsegsync.store import (
     LocalFS,
     ObjectDB,
@@ -387,3 +388,21 @@ def test_hash_cold_reads_the_whole_file(
             assert fcntl.fcntl(fd, fcntl.F_GETFL) == flags
         finally:
             os.close(fd)
+
+
+def test_pull_caches_each_written_file_as_a_fresh_hash_would(base: Path) -> None:
+    """A pull's checkout takes each file's format check from the bytes its fetch read
+    (a reflink's are on the disk only) instead of reading them again: every stat-cache
+    row it writes matches the file (stat, digest) and what its own first bytes say."""
+    root, _remote = _pushed(base)
+    copy = clone(root, base / "b")
+    assert vs(copy, "pull").returncode == 0
+    rows = Dataset.open(copy).cached_hashes()
+    want = indexed_files(root)
+    assert sorted(rows) == sorted(want)
+    for path, data in want.items():
+        st = os.lstat(copy / path)
+        size, mtime_ns, ino, digest, problem = rows[path]
+        assert (size, mtime_ns, ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+        assert digest == xxhash.xxh3_128_hexdigest(data)
+        assert problem == sniff(path, data[:HEAD_BYTES])

@@ -27,6 +27,10 @@ from volsegsync.errors import VolsegsyncError
 from volsegsync.fsutil import open_regular
 from volsegsync.hashing import CHUNK, hash_bytes, new_hasher, read_small_file
 from volsegsync.index import DIGEST_HEX
+from volsegsync.magic import HEAD_BYTES
+
+# told the first bytes (``HEAD_BYTES`` at most) of a file as it is hashed, read anyway
+Head = Callable[[bytes], None]
 
 TMP_DIR = "tmp"  # incomplete objects, named at random; gc removes old ones
 CORRUPT_DIR = "corrupt"  # objects fsck found damaged, moved aside
@@ -295,6 +299,7 @@ class ObjectDB:
         digest: str,
         write_back: bool = False,
         store_object: bool = False,
+        head: Head | None = None,
     ) -> bool:
         """Store a copy of the local file ``src`` (a folder remote's object, or a local
         object sent to a folder remote). The bytes move in the kernel (no trip through
@@ -303,7 +308,9 @@ class ObjectDB:
         no local file gets it streamed through Python. False when the object was here.
         ``write_back``: see :func:`copy_verified` (an object not read again soon).
         ``store_object``: ``src`` is an object of this machine's store, which no one
-        writes: read once, hashed as it is written (:func:`copy_object`)."""
+        writes: read once, hashed as it is written (:func:`copy_object`). ``head``: told
+        the first bytes of what was written, where they are read anyway (a kernel copy
+        or reflink of a file of this machine)."""
 
         def write(tmp: str) -> str:
             target = self.fs.local_file(tmp)
@@ -312,7 +319,7 @@ class ObjectDB:
             make_folder_once(target.parent, self._folders)
             if store_object:
                 return copy_object(src, target, algorithm, OBJECT_MODE, write_back)
-            return copy_verified(src, target, algorithm, OBJECT_MODE, write_back)
+            return copy_verified(src, target, algorithm, OBJECT_MODE, write_back, head)
 
         return self._store(
             algorithm,
@@ -534,15 +541,19 @@ def hash_local(path: Path, algorithm: str) -> str:
 MAP_WINDOW = 64 << 20  # bytes of a file mapped at once to hash it (bounds address space)
 
 
-def hash_written(fd: int, algorithm: str) -> str:
+def hash_written(fd: int, algorithm: str, head: Head | None = None) -> str:
     """The hash of the whole file ``fd``, one this process just wrote (never a file
     someone else may truncate meanwhile: reading a mapped page past the end is a
     SIGBUS). Read through memory maps of at most ``MAP_WINDOW`` bytes: the hash reads
     the page cache in place, where ``read`` would first copy every byte into Python
-    (about half the CPU time of a verified copy, ``benchmarks/bench_remotes.py``)."""
+    (about half the CPU time of a verified copy, ``benchmarks/bench_remotes.py``).
+    ``head``: told the first bytes."""
     h = new_hasher(algorithm)
     for window in _windows(fd, os.fstat(fd).st_size):
         h.update(window)
+        if head is not None:
+            head(window[:HEAD_BYTES])
+            head = None
     return str(h.hexdigest())
 
 
@@ -559,7 +570,7 @@ def _hash_path(path: Path, algorithm: str, how: Callable[[int, str], str]) -> st
 _DIRECT = threading.local()  # each thread's aligned read buffer (O_DIRECT needs one)
 
 
-def hash_cold(fd: int, algorithm: str) -> str:
+def hash_cold(fd: int, algorithm: str, head: Head | None = None) -> str:
     """The hash of the whole file ``fd``, one whose pages are not in the page cache: a
     reflink just made (it shares the extents of its source, never its cached pages).
     Read from the disk with ``O_DIRECT`` into an aligned buffer each thread reuses: no
@@ -568,7 +579,8 @@ def hash_cold(fd: int, algorithm: str) -> str:
     0.16 s against 0.35 s for 1 GiB of new reflinks on XFS). The disk's own bytes are
     hashed: the check vouches for what the reflink holds. Where the filesystem refuses
     ``O_DIRECT`` (or a short read leaves an unaligned offset), the rest is read through
-    the page cache."""
+    the page cache. ``head``: told the first bytes (a reflink's are on the disk only:
+    reading them again later would be one more trip there per file)."""
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     direct = hasattr(os, "O_DIRECT")
     if direct:
@@ -595,6 +607,9 @@ def hash_cold(fd: int, algorithm: str) -> str:
                 if not n:
                     break
                 h.update(view[:n])
+                if head is not None:
+                    head(bytes(view[: min(n, HEAD_BYTES)]))
+                    head = None
                 offset += n
     finally:
         if direct:
@@ -617,7 +632,14 @@ OBJECT_MODE = 0o644  # a new object: written once, never changed (the store seal
 _KERNEL_COPY_FALLBACK = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP}
 
 
-def copy_verified(src: Path, dst: Path, algorithm: str, mode: int, write_back: bool = False) -> str:
+def copy_verified(
+    src: Path,
+    dst: Path,
+    algorithm: str,
+    mode: int,
+    write_back: bool = False,
+    head: Head | None = None,
+) -> str:
     """Copy the regular file ``src`` to the new file ``dst`` (created with ``mode``, never
     through a link) in the kernel, and return the hash of what ``dst`` holds.
 
@@ -628,8 +650,9 @@ def copy_verified(src: Path, dst: Path, algorithm: str, mode: int, write_back: b
 
     ``write_back``: ``dst`` is not read again here (a push to a folder remote): its
     pages start going to the disk now, while the next objects are copied, so the
-    ``sync`` that ends the push has little left to wait for."""
-    return str(_copy_new(src, dst, mode, algorithm, write_back))
+    ``sync`` that ends the push has little left to wait for. ``head``: told the first
+    bytes of ``dst``."""
+    return str(_copy_new(src, dst, mode, algorithm, write_back, head))
 
 
 def copy_object(src: Path, dst: Path, algorithm: str, mode: int, write_back: bool = False) -> str:
@@ -720,7 +743,12 @@ def copy_trusted(src: Path, dst: Path, mode: int) -> None:
 
 
 def _copy_new(
-    src: Path, dst: Path, mode: int, algorithm: str | None, write_back: bool = False
+    src: Path,
+    dst: Path,
+    mode: int,
+    algorithm: str | None,
+    write_back: bool = False,
+    head: Head | None = None,
 ) -> str | None:
     fd = os.open(dst, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
@@ -733,7 +761,7 @@ def _copy_new(
         if algorithm is None:
             found = None
         else:  # a reflink's pages are on the disk only: read there, not through the cache
-            found = (hash_cold if cloned else hash_written)(fd, algorithm)
+            found = (hash_cold if cloned else hash_written)(fd, algorithm, head)
         if write_back:
             _start_write_back(fd)
         return found

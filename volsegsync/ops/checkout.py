@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -82,14 +82,17 @@ def run_checkout(
     previous: str | None = None,
     verified: Collection[str] = (),
     jobs: int | None = None,
+    sniffed: Mapping[tuple[str, str], str | None] | None = None,
 ) -> CheckoutReport:
     """``previous``: the git revision whose index the working files followed before
     (a post-checkout hook knows it): files it records and the target does not are
     removed, as git removes the files of the branch it leaves.
 
     ``verified``: digests of objects whose hash this run checked as they entered the
-    store (``pull``'s fetch); their copies are not hashed a second time. ``jobs``: files
-    written at once (default: one per core)."""
+    store (``pull``'s fetch); their copies are not hashed a second time. ``sniffed``:
+    ``(path, digest) -> format problem`` of objects whose first bytes that fetch read
+    (:func:`~volsegsync.magic.sniff`); a working file it names is not read again for
+    its stat-cache row. ``jobs``: files written at once (default: one per core)."""
     with ds.lock():
         current = read_index_file(ds.index_path)
         plan = _plan(ds, current, target)
@@ -103,7 +106,7 @@ def run_checkout(
         if dry_run or refused:
             return CheckoutReport(target or "index", changes, problems, False, dry_run, 0)
         stored = _store_first(ds, db, to_store, algorithm, problems)
-        done = _apply(ds, db, changes, algorithm, problems, progress, jobs, verified)
+        done = _apply(ds, db, changes, algorithm, problems, progress, jobs, verified, sniffed or {})
         written = False
         if plan.index_bytes is not None:
             try:
@@ -367,6 +370,7 @@ def _apply(
     progress: ProgressFactory | None,
     jobs: int | None = None,
     verified: Collection[str] = (),
+    sniffed: Mapping[tuple[str, str], str | None] | None = None,
 ) -> list[FileChange]:
     links = store_settings(ds).config.link
     tick = progress("checkout", len(changes)) if progress and changes else None
@@ -375,7 +379,7 @@ def _apply(
     def one(change: FileChange) -> tuple[FileChange, Hashed | None]:
         """The change done (and the file's stat-cache row), or a problem."""
         try:
-            return _place(ds, db, change, algorithm, links, default_mode, verified)
+            return _place(ds, db, change, algorithm, links, default_mode, verified, sniffed or {})
         except Unsafe as e:
             return change._replace(action=UNSAFE, message=str(e)), None
         except ObjectProblem as e:
@@ -413,6 +417,7 @@ def _place(
     links: tuple[str, ...],
     default_mode: int,
     verified: Collection[str] = (),
+    sniffed: Mapping[tuple[str, str], str | None] | None = None,
 ) -> tuple[FileChange, Hashed | None]:
     dest, folders_exist = _check_target(ds.root, change.path)  # again: a folder may be a link now
     if change.digest is None:
@@ -428,6 +433,9 @@ def _place(
     if used in ("symlink", "hardlink"):
         return change, None  # the object's own stat: not cached as a working file
     st = settle_mtime(dest)
+    key = (change.path, change.digest)
+    if sniffed and key in sniffed:  # the fetch read these bytes: the same content
+        return change, Hashed(change.path, st, change.digest, sniffed[key])
     with open_regular(dest) as f:
         head = f.read(HEAD_BYTES)
     return change, Hashed(change.path, st, change.digest, sniff(change.path, head))

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from volsegsync.dataset import Dataset
+from volsegsync.magic import sniff
 from volsegsync.ops.push import ProgressFactory, TransferReport, collect_refs, remote_sizes
 from volsegsync.ops.storing import open_store, store_settings
 from volsegsync.remotes import (
@@ -21,7 +22,7 @@ from volsegsync.remotes import (
     open_remote,
     parallel,
 )
-from volsegsync.store import TMP_DIR, ObjectDB, WrongContent
+from volsegsync.store import TMP_DIR, Head, ObjectDB, WrongContent
 
 
 def run_fetch(
@@ -45,12 +46,16 @@ def run_fetch(
     tick = progress(len(todo), sum(r.size for r in todo)) if progress and todo else None
 
     hashed: set[str] = set()  # stored by this run, so hashed by it (set.add is atomic)
+    sniffed: dict[tuple[str, str], str | None] = {}  # (path, digest) -> its format problem
     if todo and not remote.fs.local:  # downloads land in the store's tmp/
         tmp_dir.mkdir(parents=True, exist_ok=True)
 
     def move(ref: ObjectRef) -> None:
-        if download_verified(remote, ref, store, tmp_dir):
+        heads: list[bytes] = []
+        if download_verified(remote, ref, store, tmp_dir, heads.append):
             hashed.add(ref.digest)
+            if heads:  # what the checkout of a pull would read from the disk again
+                sniffed[(ref.path, ref.digest)] = sniff(ref.path, heads[0])
 
     failed = parallel(jobs or DEFAULT_JOBS, todo, move, tick)
     bad = {f.ref for f in failed}
@@ -65,10 +70,13 @@ def run_fetch(
         failed,
         absent,
         frozenset(hashed),
+        sniffed,
     )
 
 
-def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: Path) -> bool:
+def download_verified(
+    remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: Path, head: Head | None = None
+) -> bool:
     """Bring one object into the store, hashing what was written before it gets its
     name: content that does not match its name is rejected (:class:`HashMismatch`).
 
@@ -76,11 +84,12 @@ def download_verified(remote: Remote, ref: ObjectRef, store: ObjectDB, tmp_dir: 
     of the store (one write, one read back from the page cache to hash it); other
     backends download into the store's ``tmp/``, which the store hard-links and hashes
     in place (:meth:`~volsegsync.store.ObjectDB.add_download`).
-    False when the object reached the store meanwhile (another run stored it)."""
+    False when the object reached the store meanwhile (another run stored it).
+    ``head``: told the first bytes of a folder remote's object, read anyway."""
     source = remote.fs.local_file(remote.db.object_path(ref.algorithm, ref.digest))
     try:
         if source is not None:
-            return store.add_copy(source, ref.algorithm, ref.digest)
+            return store.add_copy(source, ref.algorithm, ref.digest, head=head)
         tmp = tmp_dir / f"fetch-{uuid.uuid4().hex}"
         try:
             remote.fs.get_file(remote.db.object_path(ref.algorithm, ref.digest), tmp)

@@ -34,7 +34,8 @@ def run_pull(
     checkout_progress: CheckoutProgress | None = None,
 ) -> PullReport:
     fetched = run_fetch(ds, remote_name, None, jobs, progress=progress)
-    # the objects this fetch stored were hashed on their way in: not again on the way out;
+    # the objects this fetch stored were hashed on their way in: not again on the way out,
+    # nor their first bytes read again (a reflink's are on the disk only);
     # writing the working files is I/O like the transfers: as many at once
     checked = run_checkout(
         ds,
@@ -42,6 +43,7 @@ def run_pull(
         force=force,
         progress=checkout_progress,
         verified=fetched.hashed,
+        sniffed=fetched.sniffed,
         jobs=jobs or DEFAULT_JOBS,
     )
     return PullReport(fetched, checked)

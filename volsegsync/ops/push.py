@@ -9,7 +9,8 @@ content, and a re-run sends only what is still missing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import NamedTuple
 
 from volsegsync.dataset import INDEX_FILE, Dataset
@@ -41,6 +42,9 @@ class TransferReport(NamedTuple):
     failed: list[Failure]  # tried and failed (network, permission, hash mismatch)
     missing: list[ObjectRef]  # push: not in the local store; fetch: not on the remote
     hashed: frozenset[str] = frozenset()  # fetch: digests this run stored, hashing them
+    # fetch: (path, digest) -> the format problem of the first bytes of an object it
+    # hashed, for the path it fetched it for (None: the format the name claims)
+    sniffed: Mapping[tuple[str, str], str | None] = MappingProxyType({})
 
     @property
     def ok(self) -> bool:

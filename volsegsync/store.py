@@ -74,13 +74,18 @@ class LocalFS:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = str(root)
         self._folders: set[Path] = set()  # folders this run made or found: no mkdir again
 
     def _p(self, path: str) -> Path:
         return self.root / path
 
+    def _s(self, path: str) -> str:
+        """:meth:`_p` as a string: no ``pathlib`` object for each call of each object."""
+        return f"{self._root}/{path}"
+
     def exists(self, path: str) -> bool:
-        return os.path.lexists(self._p(path))
+        return os.path.lexists(self._s(path))
 
     def open_read(self, path: str) -> BinaryIO:
         return open_regular(self._p(path))
@@ -95,14 +100,14 @@ class LocalFS:
         target = self._p(dst)
         make_folder_once(target.parent, self._folders)
         try:
-            os.replace(self._p(src), target)
+            os.replace(self._s(src), target)
         except FileNotFoundError:  # the folder was removed meanwhile (gc of another run)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self._p(src), target)
+            os.replace(self._s(src), target)
 
     def remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._p(path))
+            os.unlink(self._s(path))
 
     def walk(self, path: str) -> Iterator[tuple[str, int, float]]:
         base = self._p(path)
@@ -115,7 +120,7 @@ class LocalFS:
                     yield (f"{rel}/{name}" if rel != "." else name), st.st_size, st.st_mtime
 
     def seal(self, path: str) -> None:
-        os.chmod(self._p(path), 0o444)
+        os.chmod(self._s(path), 0o444)
 
     def link_from_local(self, src: Path, dst: str, kind: str) -> bool:
         full = self._p(dst)
@@ -358,14 +363,16 @@ class ObjectDB:
         if self.fs.exists(final):
             return False
         tmp = self._tmp()
+        named = False
         try:
             found = write(tmp)
             if found != digest:
                 raise WrongContent(mismatch(found), found)
             self.fs.seal(tmp)
             self.fs.rename(tmp, final)
+            named = True
         finally:
-            if self.fs.exists(tmp):
+            if not named and self.fs.exists(tmp):
                 self.fs.remove(tmp)
         return True
 
@@ -433,6 +440,7 @@ class ObjectDB:
             raise ObjectProblem("not in the store")
         tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:8]}.volsegsync-tmp"
         local = self.fs.local_path(obj)
+        placed = False
         try:
             used = "copy"
             for kind in links:
@@ -453,10 +461,12 @@ class ObjectDB:
             if found != digest:
                 raise ObjectProblem("damaged in the store (run 'volsegsync fsck')")
             os.replace(tmp, dest)
+            placed = True
             return used
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            if not placed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
 
     def _copy_out(
         self, obj: str, tmp: Path, algorithm: str, mode: int, verified: str | None

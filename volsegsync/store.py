@@ -154,15 +154,20 @@ def place_link(src: Path, dst: Path, kind: str) -> bool:
 
 
 def _reflink(src: Path, dst: Path) -> bool:
-    with open(src, "rb") as s:
-        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    s = os.open(src, os.O_RDONLY | os.O_CLOEXEC)  # no file object: one per checked-out file
+    try:
+        fd = os.open(
+            dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+        )
         try:
-            fcntl.ioctl(fd, FICLONE, s.fileno())
+            fcntl.ioctl(fd, FICLONE, s)
         except OSError:
             os.close(fd)
             os.unlink(dst)
             return False
         os.close(fd)
+    finally:
+        os.close(s)
     return True
 
 

@@ -1190,6 +1190,9 @@ class Pipeline:
         try:
             for w, small, _rest in plans:
                 unhashed[w.prefix] += w.hash_small(root, small, algorithm, detached, tick)
+            if child is not None:  # the names are parsed while the child hashes
+                for w in works:
+                    w.parse(self.rules)
             answer = child.result() if child is not None else None
         finally:
             if child is not None:
@@ -1378,6 +1381,7 @@ class _FolderWork:
         names = folder.names
         self.stats = folder.stats[:]
         self.updates: dict[int, str] = {}  # index -> digest found in this run
+        self.keyed: list[tuple[str, str, NameInfo | None]] | None = None  # see parse()
         self.gone: list[str] = []
         # taken before any file is read: a file is then rather too recent than not
         self.limit = limit = racy_limit()
@@ -1496,11 +1500,10 @@ class _FolderWork:
         names = self.folder.names
         stats = self.folder.stats
         changed = self.changed
-        sub = names if isinstance(changed, range) else [names[i] for i in changed]
         problems = self.problems
         none = "-" * self.w
         updates, digests, w = self.updates, self.digests, self.w
-        keyed = rules.keys_of_folder(self.prefix, sub)
+        keyed = self.keyed if self.keyed is not None else self.parse(rules)
         for i, (path, key, info) in zip(changed, keyed, strict=True):
             digest = updates.get(i) or digests[w * i : w * i + w]
             problem = problems.get(names[i]) if problems else None
@@ -1512,6 +1515,14 @@ class _FolderWork:
             else:
                 member = (path, info.role, info.version, stats[3 * i], digest, problem, "")
                 yield path, _new(Member, member)
+
+    def parse(self, rules: Rules) -> list[tuple[str, str, NameInfo | None]]:
+        """``(path, key, info)`` of each changed file (what its name says: no digest
+        needed, so it can be done while a child hashes)."""
+        names, changed = self.folder.names, self.changed
+        sub = names if isinstance(changed, range) else [names[i] for i in changed]
+        self.keyed = rules.keys_of_folder(self.prefix, sub)
+        return self.keyed
 
     def memo(self, key: str) -> dict[str, Any]:
         pieces = []
@@ -1537,7 +1548,7 @@ class _FolderWork:
 
 SMALL_BATCH = 8192  # small files hashed between two moves of a progress bar
 FORK_SMALL_FROM = 4096  # small files to hash from which a forked child shares them
-CHILD_SHARE = 0.5  # the share of them it hashes
+CHILD_SHARE = 0.65  # the share it hashes: this process parses the names meanwhile
 
 
 def _split_plans(

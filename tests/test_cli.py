@@ -739,9 +739,17 @@ def test_status_exits_without_teardown_and_loses_no_output(paired: Path) -> None
     assert json.loads(done.stdout)["changes"]
     assert "atexit" in done.stderr and "teardown" in done.stderr
     # a command that is not on the list exits as usual
-    done = _run_script(paired, "pair", "-q")
+    done = _run_script(paired, "remote", "list")
     assert done.returncode == 0, done.stderr
     assert "teardown" in done.stderr
+    # pair: its index and memos are written before the exit without teardown
+    done = _run_script(paired, "pair", "--no-store", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert "teardown" not in done.stderr
+    assert NAME3 in (paired / "volsegsync.index").read_text()
+    doc = json.loads(done.stdout)  # all of it, flushed before the exit
+    assert doc["written"] and len(doc["pairs"]) == 3 and doc["summary"]["pairs"] == 3
+    assert invoke(["-C", str(paired), "status", "-q"]).exit_code == 0
     done = _run_script(paired, "verify", "--fast", "-q")
     assert done.returncode == 0, done.stderr
     assert "teardown" not in done.stderr

@@ -677,6 +677,24 @@ def test_status_with_nothing_changed_imports_only_what_it_needs(paired: Path) ->
     assert done.stdout.strip() == "[]"
 
 
+def test_pair_without_the_store_imports_no_pool_and_no_toml_parser(paired: Path) -> None:
+    """``pair --no-store`` starts no thread pool (tiny files are hashed by one thread
+    and a forked child) and, without a local config, loads no TOML parser."""
+    code = (
+        "import sys\n"
+        "from volsegsync.cli import main\n"
+        "try:\n"
+        f"    main(['-C', {str(paired)!r}, 'pair', '--no-store', '-q'])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code == 0, e.code\n"
+        "heavy = ['concurrent.futures', 'tomllib', 'dulwich', 'numpy', 'multiprocessing']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
 def test_a_cache_database_error_is_told_from_a_bug() -> None:
     import sqlite3
 
@@ -721,9 +739,17 @@ def test_status_exits_without_teardown_and_loses_no_output(paired: Path) -> None
     assert json.loads(done.stdout)["changes"]
     assert "atexit" in done.stderr and "teardown" in done.stderr
     # a command that is not on the list exits as usual
-    done = _run_script(paired, "pair", "-q")
+    done = _run_script(paired, "remote", "list")
     assert done.returncode == 0, done.stderr
     assert "teardown" in done.stderr
+    # pair: its index and memos are written before the exit without teardown
+    done = _run_script(paired, "pair", "--no-store", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert "teardown" not in done.stderr
+    assert NAME3 in (paired / "volsegsync.index").read_text()
+    doc = json.loads(done.stdout)  # all of it, flushed before the exit
+    assert doc["written"] and len(doc["pairs"]) == 3 and doc["summary"]["pairs"] == 3
+    assert invoke(["-C", str(paired), "status", "-q"]).exit_code == 0
     done = _run_script(paired, "verify", "--fast", "-q")
     assert done.returncode == 0, done.stderr
     assert "teardown" not in done.stderr

@@ -20,7 +20,16 @@ from typing import Any
 import nrrd
 import numpy as np
 import pytest
-from conftest import LPS, NAME1, NAME2, invoke, make_affine, write_nii, write_nrrd
+from conftest import (
+    LPS,
+    NAME1,
+    NAME2,
+    invoke,
+    make_affine,
+    write_nii,
+    write_nrrd,
+    write_pair,
+)
 
 from volsegsync.dataset import Dataset
 from volsegsync.index import format_entry
@@ -739,3 +748,47 @@ def test_damaged_or_foreign_pack_is_a_miss_never_trusted(paired_files: Path, dam
     ]
     assert outcome(Dataset.open(paired_files)) == expected
     assert "passwd" not in repr(expected)
+
+
+@pytest.mark.parametrize("child", ["answers", "dies"])
+def test_work_shared_with_forked_children_equals_one_process(
+    ds_root: Path, monkeypatch: pytest.MonkeyPatch, child: str
+) -> None:
+    """A first ``pair`` shares its small files with a forked child (here from one file
+    on), and writes its memo files by another while it writes the index: every result
+    equals a run of one process, whether the children answer (problems and detached
+    headers included) or die, when this process does their work itself; so do the
+    results of a later run that starts from those memo files."""
+    from volsegsync import workers
+
+    editor = Editor(ds_root, random.Random(9))
+    for _ in range(12):
+        editor.add()
+    for i in range(12):  # pairs: their index lines carry every digest
+        write_pair(ds_root, f"C{10 + i}-Knee_PD_V001-D17112003", (1, 2)[: 1 + i % 2], "v", "s")
+    (ds_root / "C09-Bad-D01012000.nii.gz").write_bytes(b"not gzip at all")  # a problem
+    for path in editor.files():  # stats old enough to trust: the next run reads the memo
+        editor.age(path)
+    forks: list[int] = []
+
+    class Counted(workers.Forked):
+        def __init__(self, work: Any) -> None:
+            forks.append(1)
+            super().__init__(work if child == "answers" else lambda: os._exit(3))
+
+    monkeypatch.setattr(workers, "Forked", Counted)
+    monkeypatch.setattr(snapshot, "FORK_SMALL_FROM", 1)
+    report = run_pair(Dataset.open(ds_root), jobs=2, store=False)
+    assert forks == [1, 1]  # the hashing child, the memo files' child
+    monkeypatch.undo()
+    again = Pipeline(Dataset.open(ds_root)).update(jobs=1)
+    assert again.stamp == report.snapshot.stamp  # the memo files serve: nothing redone
+    assert shard_files(ds_root) == ["k-pack"]  # written, by the child or (dead) here
+    full = outcome(fresh(ds_root))
+    assert outcome(Dataset.open(ds_root)) == full
+    lines = [line.split("\t") for e in full["entries"] for line in e.splitlines()]
+    assert len(lines) >= 30 and all(len(line[4]) == 32 for line in lines)  # every digest
+    assert any(p.category == "not_an_image" for p in full["problems"])
+    for _ in range(4):  # later runs start from the memo files the children wrote
+        editor.step()
+        assert outcome(Dataset.open(ds_root)) == outcome(fresh(ds_root))

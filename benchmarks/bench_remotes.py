@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
+import fcntl
 import gzip
 import os
 import resource
@@ -54,6 +56,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -366,9 +369,43 @@ def floor_cases(kind: str, src: Path, dst: Path, endpoint: str = "") -> list[Cas
     return [Case(f"floor {kind}", setup, run)]
 
 
+FICLONE = 0x40049409
+_BUFFERS = threading.local()
+
+
+def hash_copy(fd: int, size: int, cloned: bool) -> str:
+    """The floors' check of a copy (``+hash``): xxh3 of what ``fd`` holds, a reflink read
+    from the disk with O_DIRECT (its pages are not cached), a copy through a memory map
+    of the page cache; nothing else (no rename, no stat)."""
+    import mmap
+
+    import xxhash
+
+    h = xxhash.xxh3_128()
+    if not cloned:
+        if size:
+            with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as m:
+                h.update(m)
+        return str(h.hexdigest())
+    buf = getattr(_BUFFERS, "buf", None)
+    if buf is None:
+        buf = _BUFFERS.buf = mmap.mmap(-1, 1 << 20)
+    direct = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECT)
+    try:
+        view, offset = memoryview(buf), 0
+        while n := os.preadv(direct, [view], offset):
+            h.update(view[:n])
+            offset += n
+    finally:
+        os.close(direct)
+    return str(h.hexdigest())
+
+
 def run_floor(kind: str, src: Path, dst: Path, endpoint: str) -> None:
     """What ``--floor KIND SRC DST [ENDPOINT]`` does: move every object of the store
-    folder ``src`` (``ab/cdef...``) the least costly way, ``FLOOR_THREADS`` at once."""
+    folder ``src`` (``ab/cdef...``) the least costly way, ``FLOOR_THREADS`` at once;
+    ``+hash``: and hash the first copy of each as written (:func:`hash_copy`), the
+    least a tool that checks what it stores must do."""
     from concurrent.futures import ThreadPoolExecutor
 
     objects = sorted(p for p in src.glob("*/*") if p.is_file())
@@ -377,17 +414,26 @@ def run_floor(kind: str, src: Path, dst: Path, endpoint: str) -> None:
         for sub in ("a", "b"):
             (dst / sub).mkdir()
 
-        def copy(a: Path, b: Path) -> None:
+        hashed = kind.endswith("+hash")
+
+        def copy(a: Path, b: Path, check: bool = False) -> None:
             with open(a, "rb") as f:
-                out = os.open(b, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                out = os.open(b, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
                 size, done = os.fstat(f.fileno()).st_size, 0
-                while done < size:
+                cloned = False
+                if check:  # to know whether it is a reflink (copy_file_range makes one too)
+                    with contextlib.suppress(OSError):
+                        fcntl.ioctl(out, FICLONE, f.fileno())
+                        cloned = True
+                while not cloned and done < size:
                     done += os.copy_file_range(f.fileno(), out, size - done)
+                if check:
+                    hash_copy(out, size, cloned)
                 os.close(out)
 
         def one(p: Path) -> None:
-            copy(p, dst / "a" / (p.parent.name + p.name))
-            if kind == "folder-pull":
+            copy(p, dst / "a" / (p.parent.name + p.name), hashed)
+            if kind.startswith("folder-pull"):
                 copy(dst / "a" / (p.parent.name + p.name), dst / "b" / (p.parent.name + p.name))
 
     else:
@@ -470,10 +516,12 @@ def folder_part(b: Bench) -> None:
     cases = [
         Case("cp push", rm(work / "cp"), cp_r(cache, work / "cp")),
         *floor_cases("folder-push", cache, floor),
+        *floor_cases("folder-push+hash", cache, floor),
         Case("push", rm(remote), lambda: vs(src, "push")),
         *dvc[:1],
         Case("cp pull", rm(work / "cp"), cp_r(remote / "xxh3-128", work / "cp")),
         *floor_cases("folder-pull", remote / "xxh3-128", floor),
+        *floor_cases("folder-pull+hash", remote / "xxh3-128", floor),
         Case("pull", lambda: fresh_clone(src, clone, [str(remote)]), lambda: vs(clone, "pull")),
         *dvc[1:],
     ]
@@ -488,6 +536,13 @@ def folder_part(b: Bench) -> None:
         out.append(line(f"{what}, folder remote", t[verb], nbytes, *base))
     out.append(line("  floor: 1 kernel copy per object", t["floor folder-push"], nbytes))
     out.append(line("  floor: 2 kernel copies per object", t["floor folder-pull"], nbytes))
+    for verb, what in (("push", "1 copy, hashed"), ("pull", "2 copies, the 1st hashed")):
+        floor_t = t[f"floor folder-{verb}+hash"]
+        dvc_t = t.get(f"dvc {verb} (folder)")
+        text = line(f"  floor: {what}", floor_t, nbytes)
+        if dvc_t is not None:  # the best ratio to DVC a tool that checks what it stores can have
+            text += f"   dvc {verb} {dvc_t.wall:.2f} s: {dvc_t.wall / floor_t.wall:.2f}x"
+        out.append(text)
     out.append(line("no-op push, folder remote", noop))
 
 

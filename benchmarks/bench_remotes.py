@@ -18,7 +18,9 @@ them (which fills the content store), then times, each as the median of
   ``dvc pull`` of the same files to the same kinds of remote;
 - floors, in the same rounds: the least any tool must do. Folder: one kernel copy
   of each object (push) and two (pull: store and working tree), 8 threads, no hash,
-  no rename. S3: one ``put_object`` (push) or ``get_object`` into a file (pull) per
+  no rename; and the same with the first copy of each object hashed as written
+  (``+hash``: the least a tool must do that checks what it stores, as volsegsync does
+  and DVC does not). S3: one ``put_object`` (push) or ``get_object`` into a file (pull) per
   object with boto3, 8 threads, the client settings volsegsync uses. Each floor runs
   as its own process (``--floor KIND``), Python's start-up included, as every tool's.
 
@@ -40,6 +42,14 @@ runs of ``--size 1G --runs 3 --dvc``: push 2.44x, 2.42x and 1.24x faster than ``
 push``, pull 2.02x, 1.05x and 0.77x: the same pull's CPU time swings by almost 3x with
 the files the rounds delete before it (ext4 without a journal scans recently freed
 inodes at every file creation).
+
+Session 9 (same VM, load 5 to 7; docs/remotes.md has the tables): a new reflink is
+hashed from the disk with O_DIRECT and a pull's checkout takes each file's format check
+from its fetch. ``--dir /mnt/xfs/...`` (an XFS loop mount with reflinks): push 1.56x,
+1.88x, 2.35x faster than ``dvc push``, pull 1.21x, 0.60x, 1.30x (``dvc pull`` reflinks
+and reads nothing: the floor that hashes what it stores was 0.72x and 1.63x its time).
+``--dir`` on the ext4 root: push 2.46x and 2.68x, pull 2.13x and 2.74x (at the floor
+of two kernel copies, which was 1.45x ``dvc pull``'s time on the quiet machine).
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from conftest import alive
+
 from volsegsync.workers import Forked, _read_into
 
 
@@ -61,14 +63,6 @@ def test_a_forked_child_dies_with_its_parent(tmp_path: Path) -> None:
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and _alive(child):
+    while time.monotonic() < deadline and alive(child):
         time.sleep(0.1)
-    assert not _alive(child)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not alive(child)

@@ -706,7 +706,7 @@ class Pipeline:
         top = load_memo(self.top_path, self.key)
         if scan is None and monitor is not None:
             scan = monitor.scan(self, top)
-        scan = scan if scan is not None else self.ds.scan()
+        scan = scan if scan is not None else self.ds.scan(jobs)
         self.token = monitor.token if monitor is not None else None
         self.scan = scan
         fps = {**scan.unchanged, **folder_fingerprints(scan)}
@@ -764,7 +764,7 @@ class Pipeline:
         self._shards.clear()
         self._changed_shards.clear()
         if scan.unchanged:  # a full run needs every folder
-            self.scan = scan = self.ds.scan()
+            self.scan = scan = self.ds.scan(jobs)
         fps = folder_fingerprints(scan)
         fp = fingerprint(scan, fps)
         with self._within_update():

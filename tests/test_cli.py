@@ -657,42 +657,36 @@ def test_dash_c_composes_like_git(paired: Path, cwd_guard: None) -> None:
     assert json.loads(result.stdout)["in_sync"] is True
 
 
-def test_status_with_nothing_changed_imports_only_what_it_needs(paired: Path) -> None:
-    """Start-up is most of a small run: an unchanged ``status`` loads no cache
-    database, no temp-file machinery, no thread or process pool, no git, no numpy, and
-    (its config memoised by the run before) no TOML parser, RE2 or strptime."""
+def _heavy_imports(root: Path, args: list[str], heavy: list[str]) -> list[str]:
+    """Which of the modules ``heavy`` a run of ``args`` (exit 0) imported."""
     code = (
         "import sys\n"
         "from volsegsync.cli import main\n"
         "try:\n"
-        f"    main(['-C', {str(paired)!r}, 'status', '-q'])\n"
+        f"    main(['-C', {str(root)!r}, *{args!r}])\n"
         "except SystemExit as e:\n"
         "    assert e.code == 0, e.code\n"
-        "heavy = ['sqlite3', 'tempfile', 'hashlib', 'concurrent.futures', 'dulwich', 'numpy',"
-        " 'multiprocessing', 'tomllib', 're2', '_strptime']\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    return list(json.loads(done.stdout.replace("'", '"')))
+
+
+def test_status_with_nothing_changed_imports_only_what_it_needs(paired: Path) -> None:
+    """Start-up is most of a small run: an unchanged ``status`` loads no cache
+    database, no temp-file machinery, no thread or process pool, no git, no numpy, and
+    (its config memoised by the run before) no TOML parser, RE2 or strptime."""
+    heavy = ["sqlite3", "tempfile", "hashlib", "concurrent.futures", "dulwich", "numpy"]
+    heavy += ["multiprocessing", "tomllib", "re2", "_strptime"]
+    assert _heavy_imports(paired, ["status", "-q"], heavy) == []
 
 
 def test_pair_without_the_store_imports_no_pool_and_no_toml_parser(paired: Path) -> None:
     """``pair --no-store`` starts no thread pool (tiny files are hashed by one thread
     and a forked child) and, without a local config, loads no TOML parser."""
-    code = (
-        "import sys\n"
-        "from volsegsync.cli import main\n"
-        "try:\n"
-        f"    main(['-C', {str(paired)!r}, 'pair', '--no-store', '-q'])\n"
-        "except SystemExit as e:\n"
-        "    assert e.code == 0, e.code\n"
-        "heavy = ['concurrent.futures', 'tomllib', 'dulwich', 'numpy', 'multiprocessing']\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    heavy = ["concurrent.futures", "tomllib", "dulwich", "numpy", "multiprocessing"]
+    assert _heavy_imports(paired, ["pair", "--no-store", "-q"], heavy) == []
 
 
 def test_a_cache_database_error_is_told_from_a_bug() -> None:

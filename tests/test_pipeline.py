@@ -750,9 +750,10 @@ def test_damaged_or_foreign_pack_is_a_miss_never_trusted(paired_files: Path, dam
     assert "passwd" not in repr(expected)
 
 
+@pytest.mark.parametrize("store", [False, True])
 @pytest.mark.parametrize("child", ["answers", "dies"])
 def test_work_shared_with_forked_children_equals_one_process(
-    ds_root: Path, monkeypatch: pytest.MonkeyPatch, child: str
+    ds_root: Path, monkeypatch: pytest.MonkeyPatch, child: str, store: bool
 ) -> None:
     """A first ``pair`` shares its small files with a forked child (here from one file
     on), and writes its memo files by another while it writes the index: every result
@@ -778,7 +779,7 @@ def test_work_shared_with_forked_children_equals_one_process(
 
     monkeypatch.setattr(workers, "Forked", Counted)
     monkeypatch.setattr(snapshot, "FORK_SMALL_FROM", 1)
-    report = run_pair(Dataset.open(ds_root), jobs=2, store=False)
+    report = run_pair(Dataset.open(ds_root), jobs=2, store=store)
     assert forks == [1, 1]  # the hashing child, the memo files' child
     monkeypatch.undo()
     again = Pipeline(Dataset.open(ds_root)).update(jobs=1)

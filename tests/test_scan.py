@@ -143,6 +143,8 @@ def test_walk_shared_with_a_forked_child_equals_one_process(
             os._exit(3)
 
         monkeypatch.setattr(scan, "_walked", dying)
+    assert walk(top, CONV, exclude=["scratch"], shared=False).folders == alone.folders
+    assert forks == []  # one process asked for (-j 1): none forked
     shared = walk(top, CONV, exclude=["scratch"])
     assert forks == [1]
     assert list(shared.folders) == list(alone.folders)

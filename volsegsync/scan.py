@@ -90,6 +90,7 @@ def walk(
     convention: Convention,
     exclude: Iterable[str] = (),
     only: Iterable[str] | None = None,
+    shared: bool = True,
 ) -> ScanResult:
     """All candidate files below ``root`` (by extension), with their stat.
 
@@ -101,8 +102,9 @@ def walk(
     ``stat`` per file and as little Python around it as possible. A large tree is
     walked by two processes: the first time there are two folders or more to enter,
     and their directories are large (:func:`_child_share`), a forked child walks about
-    half of them (with everything below) meanwhile. The result is the same either way
-    (folders in prefix order); a child that dies leaves its share to this process.
+    half of them (with everything below) meanwhile, unless not ``shared``. The result
+    is the same either way (folders in prefix order); a child that dies leaves its
+    share to this process.
     """
     folders: dict[str, Folder] = {}
     unreadable: dict[str, str] = {}
@@ -120,7 +122,7 @@ def walk(
 
     while descend and len(stack) == 1:  # the root (and a lone folder in it): what is below
         walk_stack(stack, 1)
-    theirs = _child_share(stack) if descend and len(stack) >= 2 else []
+    theirs = _child_share(stack) if shared and descend and len(stack) >= 2 else []
     child = None
     if theirs:
         from volsegsync.workers import Forked, can_fork

@@ -108,8 +108,10 @@ class Forked:
                 os.close(read)
                 tie_to_parent(parent)
                 data = marshal.dumps(work())
-                while data:
-                    data = data[os.write(write, data) :]
+                view = memoryview(len(data).to_bytes(8, "little") + data)
+                del data
+                while view:  # its length first: the parent reads it into one buffer
+                    view = view[os.write(write, view) :]
                 code = 0
             finally:
                 os._exit(code)
@@ -121,14 +123,14 @@ class Forked:
         """The child's answer; None when it died without giving one."""
         import marshal
 
-        chunks = []
-        while chunk := os.read(self.pipe, 1 << 16):
-            chunks.append(chunk)
+        head = _read_into(self.pipe, bytearray(8))
+        size = int.from_bytes(head, "little") if len(head) == 8 else -1
+        data = _read_into(self.pipe, bytearray(size)) if size >= 0 else b""
         self.close(kill=False)
-        if not os.WIFEXITED(self.status) or os.WEXITSTATUS(self.status) != 0:
+        if len(data) != size or not os.WIFEXITED(self.status) or os.WEXITSTATUS(self.status):
             return None
         try:
-            return marshal.loads(b"".join(chunks))
+            return marshal.loads(data)
         except (EOFError, ValueError, TypeError):
             return None
 
@@ -144,3 +146,16 @@ class Forked:
         if self.pipe >= 0:
             os.close(self.pipe)
             self.pipe = -1
+
+
+def _read_into(fd: int, buffer: bytearray) -> bytearray:
+    """Fill ``buffer`` from ``fd``; shorter (a prefix) when the pipe ends first."""
+    view, done = memoryview(buffer), 0
+    while done < len(buffer):
+        n = os.readv(fd, [view[done:]])
+        if n == 0:
+            del view
+            del buffer[done:]
+            return buffer
+        done += n
+    return buffer

@@ -116,10 +116,12 @@ def _record(
             progress=progress,
             index_key=index.digest,
         )
-        record_index(pipeline, snap, dirty, index.write())
+        # the index written (after the content it names is stored) while the memo
+        # files are (record_index)
+        record_index(pipeline, snap, dirty, None, index.write, parallel=jobs != 1)
     elif dry_run:
         index.prepare()
-    else:  # the index made and written while the memo files are (record_index)
+    else:  # the index made and written while the memo files are
         record_index(pipeline, snap, dirty, None, index.prepare_and_write, parallel=jobs != 1)
     changed, old_text = index.changed, index.old_text
     added, removed = _line_changes(entries, old_text or "")

@@ -706,7 +706,7 @@ class Pipeline:
         top = load_memo(self.top_path, self.key)
         if scan is None and monitor is not None:
             scan = monitor.scan(self, top)
-        scan = scan if scan is not None else self.ds.scan()
+        scan = scan if scan is not None else self.ds.scan(jobs)
         self.token = monitor.token if monitor is not None else None
         self.scan = scan
         fps = {**scan.unchanged, **folder_fingerprints(scan)}
@@ -764,7 +764,7 @@ class Pipeline:
         self._shards.clear()
         self._changed_shards.clear()
         if scan.unchanged:  # a full run needs every folder
-            self.scan = scan = self.ds.scan()
+            self.scan = scan = self.ds.scan(jobs)
         fps = folder_fingerprints(scan)
         fp = fingerprint(scan, fps)
         with self._within_update():
@@ -945,26 +945,25 @@ class Pipeline:
         """:meth:`_put` of ``case`` with the index's entry ``indexed``: for the usual
         case after ``pair`` (the index records its entry as it is; no kept record, no
         problem; its entry's files are its members) what that gives, directly."""
-        entry, members = case.entry, case.members
-        if indexed is not entry or entry is None or case.kept or case.problems:
+        key, members, _indexed, entry, pairs, problems, kept = case  # one unpack: a hot path
+        if indexed is not entry or entry is None or kept or problems:
             return self._put(case._replace(indexed=indexed), dirty)
-        vol, seg = entry.volume, entry.segmentation
-        paths = [m.path for m in members]
+        vol, seg, _version, older, _pinned, seg_data, channels, _key = entry
+        paths = [m[0] for m in members]  # their paths
         if (
-            entry.older
-            or entry.channels
-            or entry.seg_data is not None
-            or (vol is not None and vol.path not in paths)
-            or (seg is not None and seg.path not in paths)
+            older
+            or channels
+            or seg_data is not None
+            or (vol is not None and vol[0] not in paths)
+            or (seg is not None and seg[0] not in paths)
         ):
             return self._put(case._replace(indexed=indexed), dirty)
-        key = case.key
         shard = shard_of(key)
         cases = self._shards.get(shard)
         if cases is None:
             cases = self._shard(shard, False)
         self._changed_shards.add(shard)
-        cases[key] = _new(Case, (key, members, entry, entry, case.pairs, (), ()))
+        cases[key] = _new(Case, (key, members, entry, entry, pairs, (), ()))
         dirty.discard(key)
         top = self._top
         if top["kept"]:
@@ -1872,12 +1871,12 @@ def _reads_back(e: Entry) -> bool:
     segmentation of a key, nothing else (no versions, channels, data files or pin),
     and nothing unprintable in its key or paths (a tab or line break would cut a line).
     Every other shape takes the round trip."""
-    vol, seg = e.volume, e.segmentation
-    if e.older or e.channels or e.seg_data is not None or e.pinned or not e.key:
+    vol, seg, version, older, pinned, seg_data, channels, key = e  # one unpack: hot
+    if older or channels or seg_data is not None or pinned or not key:
         return False
-    if seg is None and (vol is None or e.version is not None):
+    if seg is None and (vol is None or version is not None):
         return False
-    return (e.key + (vol.path if vol else "") + (seg.path if seg else "")).isprintable()
+    return (key + (vol[0] if vol else "") + (seg[0] if seg else "")).isprintable()
 
 
 def record_index(

@@ -607,10 +607,10 @@ def hash_cold(fd: int, algorithm: str, head: Head | None = None) -> str:
     if buf is None:
         buf = _DIRECT.buf = mmap.mmap(-1, CHUNK)  # page-aligned
     h = new_hasher(algorithm)
-    offset = 0
+    offset, size = 0, os.fstat(fd).st_size
     try:
         with memoryview(buf) as view:
-            while True:
+            while offset < size:  # not one more read at the end (unaligned there: EINVAL)
                 try:
                     n = os.preadv(fd, [view], offset)
                 except OSError as e:

@@ -31,8 +31,8 @@ root): the machine's other jobs wait meanwhile, which approximates an unloaded
 machine (use it for the short ``show`` runs; it starves the others while it runs).
 
     python benchmarks/bench_view.py [--pairs 1000] [--runs 3] [--shape 512,512,300]
-                                    [--skip-show] [--skip-report] [--realtime]
-                                    [--baseline DIR]
+                                    [--report-shape 64,64,24] [--skip-show]
+                                    [--skip-report] [--realtime] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -122,11 +122,19 @@ def bench_show(base: Path, shape: tuple[int, int, int], runs: int) -> None:
 
 
 def change_one_percent(root: Path, pairs: int, round_: int, shape: tuple[int, int, int]) -> int:
+    """Every 100th segmentation replaced by a box with one voxel marked by the round
+    (a new picture each round: no thumbnail of an earlier round is reused)."""
     seg = np.zeros(shape, dtype=np.uint8)
-    seg[8:40, 8:40, 4:16] = 1
+    box = tuple(
+        slice(min(a, n - 2), min(b, n))
+        for a, b, n in zip((8, 8, 4), (40, 40, 16), shape, strict=True)
+    )
+    seg[box] = 1
+    mark = [min(c, n - 1) for c, n in zip((20, 20, 10), shape, strict=True)]
+    mark[1] = min(mark[1] + round_ % 20, shape[1] - 1)
     changed = 0
     for i in range(0, pairs, 100):
-        seg[20, 20 + round_ % 10, 10] = 2
+        seg[tuple(mark)] = 2
         path = root / "segmentations" / f"{datasets.name(i)}-v1.nrrd"
         path.write_bytes(datasets.nrrd_bytes(seg))
         os.utime(path, (datasets.OLD + round_ + 1, datasets.OLD + round_ + 1))
@@ -134,8 +142,13 @@ def change_one_percent(root: Path, pairs: int, round_: int, shape: tuple[int, in
     return changed
 
 
-def bench_report(base: Path, pairs: int, runs: int, baseline: str | None = None) -> None:
-    shape = (64, 64, 24)
+def bench_report(
+    base: Path,
+    pairs: int,
+    runs: int,
+    baseline: str | None = None,
+    shape: tuple[int, int, int] = (64, 64, 24),
+) -> None:
     source = base / "many"
     source.mkdir()
     datasets.init(source)
@@ -207,7 +220,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--shape", default="512,512,300")
+    parser.add_argument("--shape", default="512,512,300", help="show's volume shape")
+    parser.add_argument(
+        "--report-shape", default="64,64,24", help="the shape of report's volumes (X,Y,Z)"
+    )
     parser.add_argument("--skip-show", action="store_true")
     parser.add_argument("--skip-report", action="store_true")
     parser.add_argument("--realtime", action="store_true", help="time at chrt -f priority")
@@ -218,13 +234,20 @@ def main() -> None:
     if args.realtime:
         PREFIX.extend(["chrt", "-f", "10"])
     shape = tuple(int(n) for n in args.shape.split(","))
-    assert len(shape) == 3
+    report_shape = tuple(int(n) for n in args.report_shape.split(","))
+    assert len(shape) == 3 and len(report_shape) == 3
     compile_package(args.baseline)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_show:
             bench_show(Path(tmp), shape, args.runs)  # type: ignore[arg-type]
         if not args.skip_report:
-            bench_report(Path(tmp), args.pairs, args.runs, args.baseline)
+            bench_report(
+                Path(tmp),
+                args.pairs,
+                args.runs,
+                args.baseline,
+                report_shape,  # type: ignore[arg-type]
+            )
 
 
 if __name__ == "__main__":

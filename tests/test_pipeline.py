@@ -20,7 +20,16 @@ from typing import Any
 import nrrd
 import numpy as np
 import pytest
-from conftest import LPS, NAME1, NAME2, invoke, make_affine, write_nii, write_nrrd
+from conftest import (
+    LPS,
+    NAME1,
+    NAME2,
+    invoke,
+    make_affine,
+    write_nii,
+    write_nrrd,
+    write_pair,
+)
 
 from volsegsync.dataset import Dataset
 from volsegsync.index import format_entry
@@ -739,3 +748,48 @@ def test_damaged_or_foreign_pack_is_a_miss_never_trusted(paired_files: Path, dam
     ]
     assert outcome(Dataset.open(paired_files)) == expected
     assert "passwd" not in repr(expected)
+
+
+@pytest.mark.parametrize("child", ["answers", "dies"])
+def test_small_files_shared_with_a_forked_child_equal_one_process(
+    ds_root: Path, monkeypatch: pytest.MonkeyPatch, child: str
+) -> None:
+    """A first run shares its small files with a forked child (here from one file on):
+    every result equals a run of one process, whether the child answers (problems and
+    detached headers included) or dies, when this process hashes its share itself."""
+    from volsegsync import workers
+
+    editor = Editor(ds_root, random.Random(9))
+    for _ in range(12):
+        editor.add()
+    for i in range(12):  # pairs: their index lines carry every digest
+        write_pair(ds_root, f"C{10 + i}-Knee_PD_V001-D17112003", (1, 2)[: 1 + i % 2], "v", "s")
+    (ds_root / "C09-Bad-D01012000.nii.gz").write_bytes(b"not gzip at all")  # a problem
+    for path in editor.files():  # stats old enough to trust: the next run reads the memo
+        editor.age(path)
+    forks: list[int] = []
+
+    class Counted(workers.Forked):
+        def __init__(self, work: Any) -> None:
+            forks.append(1)
+            super().__init__(work)
+
+    monkeypatch.setattr(workers, "Forked", Counted)
+    monkeypatch.setattr(snapshot, "FORK_SMALL_FROM", 1)
+    if child == "dies":
+        parent, real = os.getpid(), snapshot.hash_small_files
+
+        def dying(*args: Any) -> Any:
+            if os.getpid() != parent:
+                os._exit(3)
+            return real(*args)
+
+        monkeypatch.setattr(snapshot, "hash_small_files", dying)
+    run_pair(Dataset.open(ds_root), jobs=2)
+    assert forks == [1]
+    monkeypatch.undo()
+    full = outcome(fresh(ds_root))
+    assert outcome(Dataset.open(ds_root)) == full
+    lines = [line.split("\t") for e in full["entries"] for line in e.splitlines()]
+    assert len(lines) >= 30 and all(len(line[4]) == 32 for line in lines)  # every digest
+    assert any(p.category == "not_an_image" for p in full["problems"])

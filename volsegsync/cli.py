@@ -110,6 +110,9 @@ def run() -> None:
     ``status`` or ``verify``, an exit without the interpreter's teardown (freeing every
     object of a run over 100,000 files takes longer than some runs), as mypy does. Only
     when nothing is registered to run at exit and no other thread is alive."""
+    from volsegsync import index
+
+    index.FREEZE_SURVIVORS = True  # this process ends with its command
     try:
         main(prog_name="volsegsync")
     except SystemExit as e:
@@ -121,6 +124,10 @@ def run() -> None:
                 raise e from None
             os._exit(e.code or 0)
         raise
+    finally:  # the interpreter's teardown as usual: every finaliser runs
+        import gc
+
+        gc.unfreeze()
 
 
 def _nothing_left_to_do() -> bool:

@@ -116,16 +116,28 @@ class Entry(NamedTuple):
         return out
 
 
+FREEZE_SURVIVORS = False  # set by the console script (a process that ends with its command)
+
+
 @contextlib.contextmanager
 def no_collector() -> Iterator[None]:
     """The cyclic garbage collector off: for work that makes many objects and no cycle
-    (entries, records, cases), where it would only rescan them again and again."""
+    (entries, records, cases), where it would only rescan them again and again.
+
+    In the console script (:data:`FREEZE_SURVIVORS`), what this work leaves alive is
+    then frozen (``gc.freeze``): the collector, enabled again, would otherwise scan
+    every object made meanwhile at its next run (90 ms after a first ``pair`` of
+    40,000 files) only to find them alive. A program using the API keeps its
+    collector as it was: freezing would keep its own cyclic garbage of that moment.
+    The console script unfreezes before the interpreter's teardown."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if enabled:
+            if FREEZE_SURVIVORS:
+                gc.freeze()
             gc.enable()
 
 

@@ -80,3 +80,67 @@ def parallel_map(
             yield result
             if tick:
                 tick(1)
+
+
+def can_fork() -> bool:
+    """Whether a child can be forked safely: POSIX, and no other thread (one could hold
+    a lock the child needs; the command line has none at the points that fork, a
+    program calling the API from a thread might)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+class Forked:
+    """``work()`` run by a forked child (tied to this process: it ends when this process
+    dies), its marshalled answer read back through a pipe. The child shares this
+    process's memory as it was at the fork: ``work`` reads it, and only the answer
+    travels. :meth:`result` is None when the child died or answered nothing usable, so
+    that the caller does the work itself: a child never changes an outcome."""
+
+    def __init__(self, work: Callable[[], Any]) -> None:
+        import marshal
+
+        parent = os.getpid()
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: work, answer, leave without any cleanup of the parent's
+            code = 1
+            try:
+                os.close(read)
+                tie_to_parent(parent)
+                data = marshal.dumps(work())
+                while data:
+                    data = data[os.write(write, data) :]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        self.pid, self.pipe = pid, read
+        self.status = 1 << 8  # as "exited with 1" until reaped
+
+    def result(self) -> Any:
+        """The child's answer; None when it died without giving one."""
+        import marshal
+
+        chunks = []
+        while chunk := os.read(self.pipe, 1 << 16):
+            chunks.append(chunk)
+        self.close(kill=False)
+        if not os.WIFEXITED(self.status) or os.WEXITSTATUS(self.status) != 0:
+            return None
+        try:
+            return marshal.loads(b"".join(chunks))
+        except (EOFError, ValueError, TypeError):
+            return None
+
+    def close(self, kill: bool = True) -> None:
+        """Reap the child (stopped first unless it has answered)."""
+        if self.pid:
+            if kill:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                self.status = os.waitpid(self.pid, 0)[1]
+            self.pid = 0
+        if self.pipe >= 0:
+            os.close(self.pipe)
+            self.pipe = -1

@@ -1114,7 +1114,6 @@ class Pipeline:
         changes: dict[str, Member | None] = {}
         memos: dict[str, Any] = {}
         folders: dict[str, list[Any]] = {}
-        todo: list[tuple[str, Stat]] = []
         pending: dict[str, _FolderWork] = {}
         old_folders: dict[str, list[Any]] = top["folders"]
         for prefix in sorted(fps.keys() | old_folders.keys()):
@@ -1141,8 +1140,7 @@ class Pipeline:
             pending[prefix] = work
         count = sum(len(w.todo) for w in pending.values())
         tick = progress("hashing", count) if progress and count else None
-        for work in pending.values():
-            todo.extend(work.hash_small(self.ds.root, self.algorithm, self._detached, tick))
+        todo = self._hash_small(list(pending.values()), jobs, tick)
         if todo:
             done = (lambda: tick(1)) if tick else None
             jobs = jobs or default_jobs()
@@ -1161,6 +1159,62 @@ class Pipeline:
             memos[prefix] = work.memo(self.files_key)
             folders[prefix] = work.state(fps[prefix])
         return changes, memos, folders
+
+    def _hash_small(
+        self, works: list[_FolderWork], jobs: int | None, tick: Progress | None
+    ) -> list[tuple[str, Stat]]:
+        """Hash the small files of ``works``; the other files, as :func:`hash_many`
+        takes them. Many small files (a first run) are shared with a forked child, which
+        hashes the last ``CHILD_SHARE`` of them meanwhile: a tiny file's open and read
+        cost more than its hashing, and a second core halves them. The child's answer
+        is what this process would have found (the same function, the same files); a
+        child that dies leaves its share to this process."""
+        root, algorithm, detached = self.ds.root, self.algorithm, self._detached
+        plans = [(w, *w.small_todo()) for w in works]
+        total = sum(len(small) for _, small, _ in plans)
+        child = None
+        theirs: list[tuple[_FolderWork, list[int]]] = []
+        if total >= FORK_SMALL_FROM and (jobs or default_jobs()) > 1:
+            from volsegsync.workers import Forked, can_fork
+
+            if can_fork():
+                plans, theirs = _split_plans(plans, int(total * CHILD_SHARE))
+                child = Forked(
+                    lambda: [
+                        hash_small_files(
+                            os.path.join(root, w.prefix),
+                            w.folder.names,
+                            w.folder.stats[0::3],
+                            small,
+                            algorithm,
+                        )
+                        for w, small in theirs
+                    ]
+                )
+        unhashed: dict[str, list[int]] = {w.prefix: rest for w, _small, rest in plans}
+        try:
+            for w, small, _rest in plans:
+                unhashed[w.prefix] += w.hash_small(root, small, algorithm, detached, tick)
+            if child is not None:  # the names are parsed while the child hashes
+                for w in works:
+                    w.parse(self.rules)
+            answer = child.result() if child is not None else None
+        finally:
+            if child is not None:
+                child.close()
+        if child is not None:
+            if not (isinstance(answer, list) and len(answer) == len(theirs)):
+                answer = None  # the child died: its share is hashed here
+            for k, (w, small) in enumerate(theirs):
+                if answer is None:
+                    unhashed[w.prefix] += w.hash_small(root, small, algorithm, detached, tick)
+                    continue
+                done, not_done = answer[k]
+                w.take_small(done, detached)
+                unhashed[w.prefix] += not_done
+                if tick:
+                    tick(len(done))
+        return [f for w in works for f in w.to_hash(sorted(unhashed[w.prefix]))]
 
     # -- metadata pairing --------------------------------------------------------------
 
@@ -1332,6 +1386,7 @@ class _FolderWork:
         names = folder.names
         self.stats = folder.stats[:]
         self.updates: dict[int, str] = {}  # index -> digest found in this run
+        self.keyed: list[tuple[str, str, NameInfo | None]] | None = None  # see parse()
         self.gone: list[str] = []
         # taken before any file is read: a file is then rather too recent than not
         self.limit = limit = racy_limit()
@@ -1375,32 +1430,52 @@ class _FolderWork:
         self.todo = todo
         self.changed: Iterable[int] = range(len(names)) if full else todo
 
-    def hash_small(
-        self, root: Path, algorithm: str, detached: set[str], tick: Progress | None
-    ) -> list[tuple[str, Stat]]:
-        """Hash the small files to do here by one thread (:func:`hash_small_files`), in
-        batches (a progress bar moves); the files left, as :func:`hash_many` takes them."""
+    def small_todo(self) -> tuple[list[int], list[int]]:
+        """The files to hash split: small ones (:func:`hash_small_files`), the rest."""
+        st, todo = self.folder.stats, self.todo
+        small = [i for i in todo if st[3 * i] < THREADS_FROM_BYTES]
+        rest = [i for i in todo if st[3 * i] >= THREADS_FROM_BYTES] if small else list(todo)
+        return small, rest
+
+    def take_small(self, done: list[Any], detached: set[str]) -> None:
+        """Record what :func:`hash_small_files` found for files of this folder."""
         names, st, prefix = self.folder.names, self.folder.stats, self.prefix
-        small = [i for i in self.todo if st[3 * i] < THREADS_FROM_BYTES]
-        rest = [i for i in self.todo if st[3 * i] >= THREADS_FROM_BYTES] if small else self.todo
-        folder = os.path.join(root, prefix)
-        sizes = st[0::3]
+        stats, limit, updates, problems = self.stats, self.limit, self.updates, self.problems
+        for i, digest, problem, maybe_detached in done:
+            updates[i] = digest
+            if problem:  # one category per file everywhere: a cut-short stream is corrupt
+                category = "corrupt" if problem.startswith("corrupt") else "not_an_image"
+                problems[names[i]] = (category, problem)
+            if maybe_detached:
+                detached.add(prefix + names[i])
+            if st[3 * i + 1] >= limit:  # the walk's stat is recorded: too recent to trust
+                stats[3 * i : 3 * i + 3] = array("q", RACY_STAT)
+
+    def hash_small(
+        self,
+        root: Path,
+        small: list[int],
+        algorithm: str,
+        detached: set[str],
+        tick: Progress | None,
+    ) -> list[int]:
+        """Hash the files ``small`` by one thread (:func:`hash_small_files`), in batches
+        (a progress bar moves); the indices of the files it left."""
+        folder, left_all = os.path.join(root, self.prefix), []
+        sizes = self.folder.stats[0::3]
         for start in range(0, len(small), SMALL_BATCH):
-            batch = small[start : start + SMALL_BATCH]
-            done, left = hash_small_files(folder, names, sizes, batch, algorithm)
-            stats, limit, updates, problems = self.stats, self.limit, self.updates, self.problems
-            for i, digest, problem, maybe_detached in done:
-                updates[i] = digest
-                if problem:  # one category per file everywhere: a cut-short stream is corrupt
-                    category = "corrupt" if problem.startswith("corrupt") else "not_an_image"
-                    problems[names[i]] = (category, problem)
-                if maybe_detached:
-                    detached.add(prefix + names[i])
-                if st[3 * i + 1] >= limit:  # the walk's stat is recorded: too recent to trust
-                    stats[3 * i : 3 * i + 3] = array("q", RACY_STAT)
-            rest = sorted([*rest, *left]) if left else rest
+            done, left = hash_small_files(
+                folder, self.folder.names, sizes, small[start : start + SMALL_BATCH], algorithm
+            )
+            self.take_small(done, detached)
+            left_all.extend(left)
             if tick:
                 tick(len(done))
+        return left_all
+
+    def to_hash(self, rest: list[int]) -> list[tuple[str, Stat]]:
+        """The files ``rest`` as :func:`hash_many` takes them."""
+        names, st, prefix = self.folder.names, self.folder.stats, self.prefix
         return [(prefix + names[i], Stat(st[3 * i], st[3 * i + 1], st[3 * i + 2])) for i in rest]
 
     def removed(self) -> Iterator[tuple[str, None]]:
@@ -1430,11 +1505,10 @@ class _FolderWork:
         names = self.folder.names
         stats = self.folder.stats
         changed = self.changed
-        sub = names if isinstance(changed, range) else [names[i] for i in changed]
         problems = self.problems
         none = "-" * self.w
         updates, digests, w = self.updates, self.digests, self.w
-        keyed = rules.keys_of_folder(self.prefix, sub)
+        keyed = self.keyed if self.keyed is not None else self.parse(rules)
         for i, (path, key, info) in zip(changed, keyed, strict=True):
             digest = updates.get(i) or digests[w * i : w * i + w]
             problem = problems.get(names[i]) if problems else None
@@ -1446,6 +1520,14 @@ class _FolderWork:
             else:
                 member = (path, info.role, info.version, stats[3 * i], digest, problem, "")
                 yield path, _new(Member, member)
+
+    def parse(self, rules: Rules) -> list[tuple[str, str, NameInfo | None]]:
+        """``(path, key, info)`` of each changed file (what its name says: no digest
+        needed, so it can be done while a child hashes)."""
+        names, changed = self.folder.names, self.changed
+        sub = names if isinstance(changed, range) else [names[i] for i in changed]
+        self.keyed = rules.keys_of_folder(self.prefix, sub)
+        return self.keyed
 
     def memo(self, key: str) -> dict[str, Any]:
         pieces = []
@@ -1470,6 +1552,26 @@ class _FolderWork:
 
 
 SMALL_BATCH = 8192  # small files hashed between two moves of a progress bar
+FORK_SMALL_FROM = 4096  # small files to hash from which a forked child shares them
+CHILD_SHARE = 0.65  # the share it hashes: this process parses the names meanwhile
+
+
+def _split_plans(
+    plans: list[tuple[_FolderWork, list[int], list[int]]], share: int
+) -> tuple[list[tuple[_FolderWork, list[int], list[int]]], list[tuple[_FolderWork, list[int]]]]:
+    """The small files of ``plans`` split: the last ``share`` of them (in folder order)
+    for a child, as ``(work, small)``; the rest stay (with each folder's large files)."""
+    mine: list[tuple[_FolderWork, list[int], list[int]]] = []
+    theirs: list[tuple[_FolderWork, list[int]]] = []
+    for w, small, rest in reversed(plans):
+        take = min(share, len(small))
+        if take:
+            theirs.append((w, small[len(small) - take :]))
+            share -= take
+        mine.append((w, small[: len(small) - take], rest))
+    return mine[::-1], theirs[::-1]
+
+
 CHUNK = 3 * 512  # stats compared at once: three numbers a file
 
 

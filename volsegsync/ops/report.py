@@ -8,11 +8,9 @@ thumbnail it lacks. The page and thumbnails are written atomically.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import marshal
 import os
-import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +34,7 @@ from volsegsync.view.report import (
     page,
     thumbnail_key,
 )
-from volsegsync.workers import parallel_map, tie_to_parent
+from volsegsync.workers import Forked, can_fork, parallel_map
 
 if TYPE_CHECKING:
     from volsegsync.ops.revcompare import VersionComparison
@@ -223,14 +221,14 @@ class _Drawer:
         self.workers = workers
         self.tasks: Tasks = []
         self.tick: Callable[[int], None] | None = None
-        self.child: _Forked | None = None
+        self.child: _Drawing | None = None
 
     def start(self) -> None:
         """Start the drawing child, which imports numpy and waits for its tasks."""
-        if self.child is None and self.workers > 1 and _can_fork():
+        if self.child is None and self.workers > 1 and can_fork():
             import tempfile  # noqa: F401  (the child's writes need it, and so do ours)
 
-            self.child = _Forked(functools.partial(_draw_split, self.workers))
+            self.child = _Drawing(self.workers)
 
     def give(self, tasks: Tasks, tick: Callable[[int], None] | None) -> None:
         """The thumbnails to draw: handed to the child (started now if it was not)
@@ -269,51 +267,25 @@ class _Drawer:
             self.child = None
 
 
-def _can_fork() -> bool:
-    """Whether a child can be forked safely: POSIX, and no other thread (one could
-    hold a lock the child needs; the command line never has one here, a program
-    calling :func:`run_report` from a thread might)."""
-    import threading
+class _Drawing(Forked):
+    """The drawing child (:func:`_draw_split`), forked before its tasks are known: it
+    imports numpy and the drawing code meanwhile, and :meth:`send` hands it the tasks
+    through a second pipe, framed by their length (a process forked meanwhile may hold
+    the pipe open: the child reads what the frame says, never waits for the end)."""
 
-    return hasattr(os, "fork") and threading.active_count() == 1
-
-
-class _Forked:
-    """``work(inbox)`` run by a forked child (tied to this process: it ends when this
-    process dies), its marshalled answer read back through a pipe. ``inbox()`` gives
-    ``tasks`` when they are known at the fork, else those that :meth:`send` hands
-    over later through another pipe (the child can prepare meanwhile)."""
-
-    def __init__(self, work: Callable[[Callable[[], Tasks]], Any], tasks: Tasks | None = None):
-        parent = os.getpid()
-        read, write = os.pipe()
-        inbox, self.outbox = os.pipe() if tasks is None else (-1, -1)
-        pid = os.fork()
-        if pid == 0:  # the child: work, answer, leave without any cleanup of the parent's
-            code = 1
-            try:
-                os.close(read)
-                if tasks is None:
-                    os.close(self.outbox)
-                tie_to_parent(parent)
-                given = functools.partial(_receive, inbox) if tasks is None else lambda: tasks
-                data = _framed(marshal.dumps(work(given)))
-                while data:
-                    data = data[os.write(write, data) :]
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        if tasks is None:
-            os.close(inbox)
-            os.set_blocking(self.outbox, False)  # the child reads once it has prepared
-        self.pid, self.pipe = pid, read
+    def __init__(self, workers: int) -> None:
+        inbox, self.outbox = os.pipe()
+        super().__init__(
+            functools.partial(_draw_split, workers, functools.partial(_receive, inbox))
+        )
+        os.close(inbox)
+        os.set_blocking(self.outbox, False)  # the child reads once it has prepared
         self.unsent = b""
-        self.answered = False
 
     def send(self, tasks: Tasks) -> None:
         """Hand the child its tasks: what the pipe takes now, the rest in :meth:`result`."""
-        self.unsent = _framed(marshal.dumps(tasks))
+        data = marshal.dumps(tasks)
+        self.unsent = len(data).to_bytes(8, "little") + data
         self._flush()
 
     def _flush(self) -> None:
@@ -329,74 +301,40 @@ class _Forked:
         self.outbox = -1
 
     def result(self) -> Any:
-        """The child's answer; None when it died without giving one. The answer is
-        taken as soon as it is whole (the child is reaped by :meth:`close`, while it
-        exits)."""
         if self.outbox >= 0:
             os.set_blocking(self.outbox, True)
             self._flush()
-        data = _unframed(self.pipe)
-        if data is None:  # the child ended before its whole answer
-            return None
-        self.answered = True
-        try:
-            return marshal.loads(data)
-        except (EOFError, ValueError, TypeError):
-            return None
+        return super().result()
 
-    def close(self) -> None:
-        """Reap the child (stopped first unless it has answered)."""
+    def close(self, kill: bool = True) -> None:
         if self.outbox >= 0:
             os.close(self.outbox)
             self.outbox = -1
-        if self.pid:
-            if not self.answered:
-                with contextlib.suppress(OSError):
-                    os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
-            self.pid = 0
-        if self.pipe >= 0:
-            os.close(self.pipe)
-            self.pipe = -1
-
-
-def _framed(data: bytes) -> bytes:
-    """``data`` behind its length: read whole without waiting for the pipe's end (a
-    process forked meanwhile may hold a copy of the pipe open)."""
-    return len(data).to_bytes(8, "little") + data
-
-
-def _unframed(pipe: int) -> bytes | None:
-    """What :func:`_framed` wrapped, read from ``pipe``; None when the pipe ends first."""
-    data = b""
-    while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "little"):
-        chunk = os.read(pipe, 1 << 16)
-        if not chunk:
-            return None
-        data += chunk
-    return data[8:]
+        super().close(kill)
 
 
 def _receive(inbox: int) -> Tasks:
-    """In a child: the tasks its parent sends."""
-    data = _unframed(inbox)
+    """In the drawing child: the tasks its parent sends (see :meth:`_Drawing.send`)."""
+    data = b""
+    while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "little"):
+        chunk = os.read(inbox, 1 << 16)
+        if not chunk:
+            raise EOFError("the report's process sent no tasks")
+        data += chunk
     os.close(inbox)
-    if data is None:
-        raise EOFError("the report's process sent no tasks")
-    tasks: Tasks = marshal.loads(data)
+    tasks: Tasks = marshal.loads(data[8:])
     return tasks
 
 
-def _draw_list(inbox: Callable[[], Tasks]) -> list[str | None] | str:
+def _draw_list(tasks: Tasks) -> list[str | None] | str:
     """Each task's outcome, or the one-line error that stopped the drawing."""
     try:
-        return [draw_thumbnail(t) for t in inbox()]
+        return [draw_thumbnail(t) for t in tasks]
     except VolsegsyncError as e:
         return str(e)
 
 
-def _draw_split(workers: int, inbox: Callable[[], Tasks]) -> list[str | None] | str:
+def _draw_split(workers: int, receive: Callable[[], Tasks]) -> list[str | None] | str:
     """In the drawing child: numpy and the drawing code imported, then the tasks
     received and split between this process and up to ``workers - 1`` more children,
     which share the modules (two tasks each at least). A short-lived process: without
@@ -405,17 +343,17 @@ def _draw_split(workers: int, inbox: Callable[[], Tasks]) -> list[str | None] | 
 
     gc.disable()
     _preload()
-    tasks = inbox()
+    tasks = receive()
     parts = max(1, min(workers, len(tasks) // 2))
     size = -(-len(tasks) // parts)
     chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)] or [[]]
-    others = [_Forked(_draw_list, chunk) for chunk in chunks[1:]]
+    others = [Forked(functools.partial(_draw_list, chunk)) for chunk in chunks[1:]]
     try:
-        answers = [_draw_list(functools.partial(list, chunks[0]))]
+        answers = [_draw_list(chunks[0])]
         for other, chunk in zip(others, chunks[1:], strict=True):
             answer = _outcomes(other.result(), len(chunk))
             # a child that died: its share is drawn here
-            answers.append(_draw_list(functools.partial(list, chunk)) if answer is None else answer)
+            answers.append(_draw_list(chunk) if answer is None else answer)
     finally:
         for other in others:
             other.close()

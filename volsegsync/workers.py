@@ -107,7 +107,7 @@ class Forked:
             try:
                 os.close(read)
                 tie_to_parent(parent)
-                data = marshal.dumps(work())
+                data = framed(marshal.dumps(work()))
                 while data:
                     data = data[os.write(write, data) :]
                 code = 0
@@ -115,32 +115,48 @@ class Forked:
                 os._exit(code)
         os.close(write)
         self.pid, self.pipe = pid, read
-        self.status = 1 << 8  # as "exited with 1" until reaped
+        self.answered = False
 
     def result(self) -> Any:
-        """The child's answer; None when it died without giving one."""
+        """The child's answer, taken as soon as it is whole (the child is reaped by
+        :meth:`close` while it exits); None when it died without giving one."""
         import marshal
 
-        chunks = []
-        while chunk := os.read(self.pipe, 1 << 16):
-            chunks.append(chunk)
-        self.close(kill=False)
-        if not os.WIFEXITED(self.status) or os.WEXITSTATUS(self.status) != 0:
+        data = read_framed(self.pipe)
+        if data is None:
             return None
+        self.answered = True
         try:
-            return marshal.loads(b"".join(chunks))
+            return marshal.loads(data)
         except (EOFError, ValueError, TypeError):
             return None
 
     def close(self, kill: bool = True) -> None:
         """Reap the child (stopped first unless it has answered)."""
         if self.pid:
-            if kill:
+            if kill and not self.answered:
                 with contextlib.suppress(OSError):
                     os.kill(self.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
-                self.status = os.waitpid(self.pid, 0)[1]
+                os.waitpid(self.pid, 0)
             self.pid = 0
         if self.pipe >= 0:
             os.close(self.pipe)
             self.pipe = -1
+
+
+def framed(data: bytes) -> bytes:
+    """``data`` behind its length, for a pipe: read whole by :func:`read_framed` without
+    waiting for the pipe's end (which a process forked meanwhile may hold open)."""
+    return len(data).to_bytes(8, "little") + data
+
+
+def read_framed(pipe: int) -> bytes | None:
+    """What :func:`framed` wrapped, read from ``pipe``; None when the pipe ends first."""
+    data = b""
+    while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "little"):
+        chunk = os.read(pipe, 1 << 16)
+        if not chunk:
+            return None
+        data += chunk
+    return data[8:]

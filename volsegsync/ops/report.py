@@ -34,7 +34,7 @@ from volsegsync.view.report import (
     page,
     thumbnail_key,
 )
-from volsegsync.workers import Forked, can_fork, parallel_map
+from volsegsync.workers import Forked, can_fork, framed, parallel_map, read_framed
 
 if TYPE_CHECKING:
     from volsegsync.ops.revcompare import VersionComparison
@@ -284,8 +284,7 @@ class _Drawing(Forked):
 
     def send(self, tasks: Tasks) -> None:
         """Hand the child its tasks: what the pipe takes now, the rest in :meth:`result`."""
-        data = marshal.dumps(tasks)
-        self.unsent = len(data).to_bytes(8, "little") + data
+        self.unsent = framed(marshal.dumps(tasks))
         self._flush()
 
     def _flush(self) -> None:
@@ -315,14 +314,11 @@ class _Drawing(Forked):
 
 def _receive(inbox: int) -> Tasks:
     """In the drawing child: the tasks its parent sends (see :meth:`_Drawing.send`)."""
-    data = b""
-    while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "little"):
-        chunk = os.read(inbox, 1 << 16)
-        if not chunk:
-            raise EOFError("the report's process sent no tasks")
-        data += chunk
+    data = read_framed(inbox)
     os.close(inbox)
-    tasks: Tasks = marshal.loads(data[8:])
+    if data is None:
+        raise EOFError("the report's process sent no tasks")
+    tasks: Tasks = marshal.loads(data)
     return tasks
 
 

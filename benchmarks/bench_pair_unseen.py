@@ -14,6 +14,7 @@ runs, page cache warm:
   index and store removed (compared with hash alone + ``cp -r``).
 
     python benchmarks/bench_pair_unseen.py [--pairs 50000] [--runs 3] [--dir /tmp/vss-bench-unseen]
+        [--baseline EXE]
 
 Each command's CPU time (user + system) is printed too: on a loaded machine it
 leaves out the waiting. Session 7, 40,000 files (``--pairs 20000 --runs 5 --dir
@@ -73,6 +74,11 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=50_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", default="/tmp/vss-bench-unseen")
+    ap.add_argument(
+        "--baseline",
+        metavar="EXE",
+        help="another build's volsegsync: its pair --no-store alternates with this one's",
+    )
     args = ap.parse_args()
     base = Path(args.dir)
     root = base / f"ds{args.pairs}"
@@ -86,7 +92,8 @@ def main() -> None:
     files = hash_alone(root)  # warms the page cache
     pair = [EXE, "-C", str(root), "pair", "-q"]
     cp = ["cp", "-r", *(str(root / f) for f in FOLDERS), str(scratch)]
-    out: dict[str, list[float]] = {"hash": [], "cp": [], "nostore": [], "store": []}
+    out: dict[str, list[float]] = {"hash": [], "cp": [], "nostore": [], "store": [], "base": []}
+    base_pair = [args.baseline, "-C", str(root), "pair", "-q", "--no-store"]
     for _ in range(args.runs):
         t = time.perf_counter()
         c = time.process_time()
@@ -97,11 +104,14 @@ def main() -> None:
         scratch.mkdir(parents=True)
         out["cp"].append(timed_run(cp, "cp"))
         shutil.rmtree(scratch)
+        if args.baseline:
+            reset(root)
+            out["base"].append(timed_run(base_pair, "base"))
         reset(root)
         out["nostore"].append(timed_run([*pair, "--no-store"], "nostore"))
         reset(root)
         out["store"].append(timed_run(pair, "store"))
-    m = {k: datasets.median(v) for k, v in out.items()}
+    m = {k: datasets.median(v) for k, v in out.items() if v}
     print(f"{files} unseen tiny files, page cache warm, medians of {args.runs} runs")
     print(f"hash alone (read + xxh3-128, one thread): {m['hash']:.2f} s")
     print(f"cp -r of the same files:                  {m['cp']:.2f} s")
@@ -109,6 +119,11 @@ def main() -> None:
         f"pair --no-store: {m['nostore']:.2f} s = {m['nostore'] / m['hash']:.2f}x hash alone "
         f"(goal <= 2x)"
     )
+    if args.baseline:
+        print(
+            f"baseline pair --no-store ({args.baseline}): {m['base']:.2f} s = "
+            f"{m['base'] / m['hash']:.2f}x hash alone"
+        )
     floor = m["hash"] + m["cp"]
     print(
         f"pair (storing):  {m['store']:.2f} s = {m['store'] / m['hash']:.2f}x hash alone, "

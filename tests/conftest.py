@@ -235,3 +235,12 @@ def cwd_guard() -> Iterator[None]:
         yield
     finally:
         os.chdir(cwd)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -657,24 +657,36 @@ def test_dash_c_composes_like_git(paired: Path, cwd_guard: None) -> None:
     assert json.loads(result.stdout)["in_sync"] is True
 
 
-def test_status_with_nothing_changed_imports_only_what_it_needs(paired: Path) -> None:
-    """Start-up is most of a small run: an unchanged ``status`` loads no cache
-    database, no temp-file machinery, no thread or process pool, no git, no numpy, and
-    (its config memoised by the run before) no TOML parser, RE2 or strptime."""
+def _heavy_imports(root: Path, args: list[str], heavy: list[str]) -> list[str]:
+    """Which of the modules ``heavy`` a run of ``args`` (exit 0) imported."""
     code = (
         "import sys\n"
         "from volsegsync.cli import main\n"
         "try:\n"
-        f"    main(['-C', {str(paired)!r}, 'status', '-q'])\n"
+        f"    main(['-C', {str(root)!r}, *{args!r}])\n"
         "except SystemExit as e:\n"
         "    assert e.code == 0, e.code\n"
-        "heavy = ['sqlite3', 'tempfile', 'hashlib', 'concurrent.futures', 'dulwich', 'numpy',"
-        " 'multiprocessing', 'tomllib', 're2', '_strptime']\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    return list(json.loads(done.stdout.replace("'", '"')))
+
+
+def test_status_with_nothing_changed_imports_only_what_it_needs(paired: Path) -> None:
+    """Start-up is most of a small run: an unchanged ``status`` loads no cache
+    database, no temp-file machinery, no thread or process pool, no git, no numpy, and
+    (its config memoised by the run before) no TOML parser, RE2 or strptime."""
+    heavy = ["sqlite3", "tempfile", "hashlib", "concurrent.futures", "dulwich", "numpy"]
+    heavy += ["multiprocessing", "tomllib", "re2", "_strptime"]
+    assert _heavy_imports(paired, ["status", "-q"], heavy) == []
+
+
+def test_pair_without_the_store_imports_no_pool_and_no_toml_parser(paired: Path) -> None:
+    """``pair --no-store`` starts no thread pool (tiny files are hashed by one thread
+    and a forked child) and, without a local config, loads no TOML parser."""
+    heavy = ["concurrent.futures", "tomllib", "dulwich", "numpy", "multiprocessing"]
+    assert _heavy_imports(paired, ["pair", "--no-store", "-q"], heavy) == []
 
 
 def test_a_cache_database_error_is_told_from_a_bug() -> None:
@@ -721,9 +733,17 @@ def test_status_exits_without_teardown_and_loses_no_output(paired: Path) -> None
     assert json.loads(done.stdout)["changes"]
     assert "atexit" in done.stderr and "teardown" in done.stderr
     # a command that is not on the list exits as usual
-    done = _run_script(paired, "pair", "-q")
+    done = _run_script(paired, "remote", "list")
     assert done.returncode == 0, done.stderr
     assert "teardown" in done.stderr
+    # pair: its index and memos are written before the exit without teardown
+    done = _run_script(paired, "pair", "--no-store", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert "teardown" not in done.stderr
+    assert NAME3 in (paired / "volsegsync.index").read_text()
+    doc = json.loads(done.stdout)  # all of it, flushed before the exit
+    assert doc["written"] and len(doc["pairs"]) == 3 and doc["summary"]["pairs"] == 3
+    assert invoke(["-C", str(paired), "status", "-q"]).exit_code == 0
     done = _run_script(paired, "verify", "--fast", "-q")
     assert done.returncode == 0, done.stderr
     assert "teardown" not in done.stderr

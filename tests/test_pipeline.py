@@ -750,13 +750,16 @@ def test_damaged_or_foreign_pack_is_a_miss_never_trusted(paired_files: Path, dam
     assert "passwd" not in repr(expected)
 
 
+@pytest.mark.parametrize("store", [False, True])
 @pytest.mark.parametrize("child", ["answers", "dies"])
-def test_small_files_shared_with_a_forked_child_equal_one_process(
-    ds_root: Path, monkeypatch: pytest.MonkeyPatch, child: str
+def test_work_shared_with_forked_children_equals_one_process(
+    ds_root: Path, monkeypatch: pytest.MonkeyPatch, child: str, store: bool
 ) -> None:
-    """A first run shares its small files with a forked child (here from one file on):
-    every result equals a run of one process, whether the child answers (problems and
-    detached headers included) or dies, when this process hashes its share itself."""
+    """A first ``pair`` shares its small files with a forked child (here from one file
+    on), and writes its memo files by another while it writes the index: every result
+    equals a run of one process, whether the children answer (problems and detached
+    headers included) or die, when this process does their work itself; so do the
+    results of a later run that starts from those memo files."""
     from volsegsync import workers
 
     editor = Editor(ds_root, random.Random(9))
@@ -772,24 +775,21 @@ def test_small_files_shared_with_a_forked_child_equal_one_process(
     class Counted(workers.Forked):
         def __init__(self, work: Any) -> None:
             forks.append(1)
-            super().__init__(work)
+            super().__init__(work if child == "answers" else lambda: os._exit(3))
 
     monkeypatch.setattr(workers, "Forked", Counted)
     monkeypatch.setattr(snapshot, "FORK_SMALL_FROM", 1)
-    if child == "dies":
-        parent, real = os.getpid(), snapshot.hash_small_files
-
-        def dying(*args: Any) -> Any:
-            if os.getpid() != parent:
-                os._exit(3)
-            return real(*args)
-
-        monkeypatch.setattr(snapshot, "hash_small_files", dying)
-    run_pair(Dataset.open(ds_root), jobs=2)
-    assert forks == [1]
+    report = run_pair(Dataset.open(ds_root), jobs=2, store=store)
+    assert forks == [1, 1]  # the hashing child, the memo files' child
     monkeypatch.undo()
+    again = Pipeline(Dataset.open(ds_root)).update(jobs=1)
+    assert again.stamp == report.snapshot.stamp  # the memo files serve: nothing redone
+    assert shard_files(ds_root) == ["k-pack"]  # written, by the child or (dead) here
     full = outcome(fresh(ds_root))
     assert outcome(Dataset.open(ds_root)) == full
     lines = [line.split("\t") for e in full["entries"] for line in e.splitlines()]
     assert len(lines) >= 30 and all(len(line[4]) == 32 for line in lines)  # every digest
     assert any(p.category == "not_an_image" for p in full["problems"])
+    for _ in range(4):  # later runs start from the memo files the children wrote
+        editor.step()
+        assert outcome(Dataset.open(ds_root)) == outcome(fresh(ds_root))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+import pytest
 from conftest import NAME1, NAME2, write_nii, write_nrrd
 
 from volsegsync.config import NamingConfig, RolesConfig
@@ -89,3 +91,61 @@ def test_walk_folders_named_like_images_and_bad_names_of_every_kind(tmp_path: Pa
         "fifo\nname.nrrd": control,
         "new\nline/a.nii.gz": control,
     }
+
+
+def _tree(root: Path) -> None:
+    """Every kind of entry, spread over folders at several depths."""
+    for sub in ("D1/imagesTr", "D1/labelsTr", "a", "b/deep/er", "odd.nii.gz"):
+        write_nii(root / sub / f"{NAME1}.nii.gz")
+        write_nrrd(root / sub / f"{NAME1}-v1.nrrd")
+        write_nrrd(root / sub / f"{NAME2}.seg.nrrd")
+    os.symlink(root / "gone.nii.gz", root / "a" / f"{NAME2}.nii.gz")
+    os.symlink(root / "D1" / "imagesTr" / f"{NAME1}.nii.gz", root / "b" / f"{NAME2}.nii.gz")
+    os.symlink("/etc/hostname", root / "b" / "deep" / "out.nrrd")  # out of the dataset
+    os.symlink(root / "a", root / "b" / "to-folder.nrrd")
+    os.mkfifo(root / "a" / "pipe.nrrd")
+    write_nii(root / "a" / "tab\there.nii.gz")
+    write_nii(root / "b" / "new\nline" / "x.nii.gz")
+    write_nii(root / "scratch" / "skip.nii.gz")
+    write_nii(root / "a" / ".git" / "y.nii.gz")
+
+
+@pytest.mark.parametrize("layout", ["flat", "one folder deeper"])
+@pytest.mark.parametrize("child", ["answers", "dies"])
+def test_walk_shared_with_a_forked_child_equals_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, child: str, layout: str
+) -> None:
+    """Folders walked by a forked child: the same files, stats, problems and folder
+    order as one process, whether the child answers or dies (its share is then walked
+    here); a lone folder at the top is entered before the folders are shared."""
+    from volsegsync import scan, workers
+
+    root = tmp_path / "ds" / ("D0" if layout == "one folder deeper" else "")
+    _tree(root)
+    top = tmp_path / "ds"
+    monkeypatch.setattr(scan, "FORK_DIR_BYTES", 1 << 60)
+    alone = walk(top, CONV, exclude=["scratch"])
+    assert len(alone.files) >= 16 and len(alone.unreadable) == 6
+    forks: list[int] = []
+
+    class Counted(workers.Forked):
+        def __init__(self, work: Any) -> None:
+            forks.append(1)
+            super().__init__(work)
+
+    monkeypatch.setattr(workers, "Forked", Counted)
+    monkeypatch.setattr(scan, "FORK_DIR_BYTES", 0)
+    if child == "dies":
+        parent = os.getpid()
+
+        def dying(*args: Any) -> Any:
+            assert os.getpid() != parent
+            os._exit(3)
+
+        monkeypatch.setattr(scan, "_walked", dying)
+    assert walk(top, CONV, exclude=["scratch"], shared=False).folders == alone.folders
+    assert forks == []  # one process asked for (-j 1): none forked
+    shared = walk(top, CONV, exclude=["scratch"])
+    assert forks == [1]
+    assert list(shared.folders) == list(alone.folders)
+    assert shared.folders == alone.folders and shared.unreadable == alone.unreadable

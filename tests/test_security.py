@@ -32,6 +32,7 @@ from conftest import (
     NAME2,
     VOLSEGSYNC,
     age_all,
+    alive,
     assert_clean_stderr,
     init_with_git_binary,
     write_nii,
@@ -554,17 +555,9 @@ def test_workers_die_with_their_parent(tmp_path: Path, sig: int) -> None:
     os.kill(parent.pid, sig)
     parent.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+    while time.monotonic() < deadline and any(alive(p) for p in workers):
         time.sleep(0.1)
-    assert not any(_alive(p) for p in workers)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not any(alive(p) for p in workers)
 
 
 # --------------------------------------------------------------------------- 8. read-only, modes

@@ -99,9 +99,10 @@ def main(ctx: click.Context, chdir: str | None) -> None:
     ctx.obj = {"chdir": chdir}
 
 
-# Commands that leave nothing to finish at exit (their memos are written and closed
-# before they return) and that run often: in hooks, in loops, after every edit.
-FAST_EXIT = frozenset({"status", "verify"})
+# Commands that leave nothing to finish at exit (their memos and the index are written
+# and closed before they return) and that run often: in hooks, in loops, after every
+# edit. Freeing the objects of a pair of 40,000 files takes about 40 ms.
+FAST_EXIT = frozenset({"status", "verify", "pair"})
 _ran: str | None = None  # the command this process ran
 
 

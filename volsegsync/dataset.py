@@ -192,9 +192,10 @@ class Dataset:
 
     # -- scanning and hashing ------------------------------------------------------------
 
-    def scan(self) -> ScanResult:
-        """Every candidate file of the dataset with its stat (nothing is read)."""
-        return walk(self.root, self.convention, self.config.exclude)
+    def scan(self, jobs: int | None = None) -> ScanResult:
+        """Every candidate file of the dataset with its stat (nothing is read); with
+        ``jobs=1``, by this process alone (see :func:`~volsegsync.scan.walk`)."""
+        return walk(self.root, self.convention, self.config.exclude, shared=jobs != 1)
 
     def cached_hashes(self) -> dict[str, CacheRow]:
         """Everything the stat cache knows, ``path -> (size, mtime_ns, ino, digest,

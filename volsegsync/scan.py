@@ -13,7 +13,7 @@ import fnmatch
 import os
 import stat as statmod
 from array import array
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import attrgetter
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK, S_ISREG
@@ -90,6 +90,7 @@ def walk(
     convention: Convention,
     exclude: Iterable[str] = (),
     only: Iterable[str] | None = None,
+    shared: bool = True,
 ) -> ScanResult:
     """All candidate files below ``root`` (by extension), with their stat.
 
@@ -98,19 +99,119 @@ def walk(
     behind a link) is left out.
 
     This loop is the floor of every command's run time on a large dataset: one
-    ``stat`` per file and as little Python around it as possible.
+    ``stat`` per file and as little Python around it as possible. A large tree is
+    walked by two processes: the first time there are two folders or more to enter,
+    and their directories are large (:func:`_child_share`), a forked child walks about
+    half of them (with everything below) meanwhile, unless not ``shared``. The result
+    is the same either way (folders in prefix order); a child that dies leaves its
+    share to this process.
     """
     folders: dict[str, Folder] = {}
     unreadable: dict[str, str] = {}
     patterns = tuple(exclude)
-    extensions = convention.extensions
     top = os.fspath(root)
     descend = only is None
     if only is None:
         stack = [(top, "")]
     else:
         stack = [(f"{top}/{p}", p) for p in only if _entered(top, p, patterns)]
-    while stack:
+
+    def walk_stack(stack: list[tuple[str, str]], limit: int = -1) -> None:
+        extensions = convention.extensions
+        _walk_folders(root, extensions, patterns, descend, stack, folders, unreadable, limit)
+
+    while descend and len(stack) == 1:  # the root (and a lone folder in it): what is below
+        walk_stack(stack, 1)
+    theirs = _child_share(stack) if shared and descend and len(stack) >= 2 else []
+    child = None
+    if theirs:
+        from volsegsync.workers import Forked, can_fork
+
+        if can_fork():
+            child = Forked(lambda: _walked(theirs, walk_stack, folders, unreadable))
+        else:
+            stack.extend(theirs)
+    try:
+        walk_stack(stack)
+        answer = child.result() if child is not None else None
+    finally:
+        if child is not None:
+            child.close()
+    if child is not None:
+        if isinstance(answer, tuple) and len(answer) == 2:
+            for prefix, (names, stats) in answer[0].items():
+                folders[prefix] = Folder(names, array("q", stats))
+            unreadable.update(answer[1])
+        else:  # the child died: its share is walked here
+            walk_stack(theirs)
+    return ScanResult(dict(sorted(folders.items())), unreadable)
+
+
+FORK_DIR_BYTES = 512 * 1024  # directory sizes from which a child walks a share (~10k names)
+SIZED_FOLDERS = 64  # folders whose directory sizes are looked at to decide
+
+
+def _child_share(stack: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The folders of ``stack`` a forked child walks (taken off the stack), or none
+    when they look too small for a second process to pay off. A directory's size
+    grows with the names it holds, so their sizes (one ``lstat`` each, of the first
+    :data:`SIZED_FOLDERS`) tell a large tree cheaply; more folders than that are
+    shared by count. The child gets the smaller half, by size."""
+    sized: list[tuple[int, int]] = []
+    total = 0
+    for i, (path, _prefix) in enumerate(stack[:SIZED_FOLDERS]):
+        try:
+            size = os.lstat(path).st_size
+        except OSError:
+            size = 0
+        sized.append((size, i))
+        total += size
+    if total < FORK_DIR_BYTES and len(stack) <= SIZED_FOLDERS:
+        return []
+    mine = theirs = 0
+    take: set[int] = set()
+    for size, i in sorted(sized, reverse=True):  # the larger first, each to the lighter side
+        if theirs < mine:
+            take.add(i)
+            theirs += size
+        else:
+            mine += size
+    take.update(range(SIZED_FOLDERS + 1, len(stack), 2))  # beyond those: every other one
+    if not take:
+        return []
+    out = [f for i, f in enumerate(stack) if i in take]
+    stack[:] = [f for i, f in enumerate(stack) if i not in take]
+    return out
+
+
+def _walked(
+    stack: list[tuple[str, str]],
+    walk_stack: Callable[[list[tuple[str, str]]], None],
+    folders: dict[str, Folder],
+    unreadable: dict[str, str],
+) -> tuple[dict[str, tuple[list[str], bytes]], dict[str, str]]:
+    """In the walking child: its share walked, as plain data for the parent."""
+    folders.clear()
+    unreadable.clear()
+    walk_stack(stack)
+    return {p: (f.names, f.stats.tobytes()) for p, f in folders.items()}, unreadable
+
+
+def _walk_folders(
+    root: Path,
+    extensions: tuple[str, ...],
+    patterns: tuple[str, ...],
+    descend: bool,
+    stack: list[tuple[str, str]],
+    folders: dict[str, Folder],
+    unreadable: dict[str, str],
+    limit: int = -1,
+) -> None:
+    """Walk the folders of ``stack`` (and, with ``descend``, every folder below,
+    pushed onto it), adding their candidate files to ``folders``; with ``limit``, only
+    so many folders (those below stay on the stack)."""
+    while stack and limit:
+        limit -= 1
         folder, prefix = stack.pop()
         try:
             entries = os.scandir(folder)  # iterated lazily: a list of 50k entries costs more
@@ -160,7 +261,6 @@ def walk(
                 names, stats = _drop_bad_names(prefix, names, stats, unreadable)
         if names:
             folders[prefix] = Folder(names, stats)
-    return ScanResult(folders, unreadable)
 
 
 def _refuse(unreadable: dict[str, str], rel: str, reason: str) -> None:

@@ -107,25 +107,24 @@ class Forked:
             try:
                 os.close(read)
                 tie_to_parent(parent)
-                data = framed(marshal.dumps(work()))
-                while data:
-                    data = data[os.write(write, data) :]
+                view = memoryview(framed(marshal.dumps(work())))
+                while view:  # its length first: the parent reads it into one buffer
+                    view = view[os.write(write, view) :]
                 code = 0
             finally:
                 os._exit(code)
         os.close(write)
         self.pid, self.pipe = pid, read
-        self.answered = False
+        self.status = 1 << 8  # as "exited with 1" until reaped
 
     def result(self) -> Any:
-        """The child's answer, taken as soon as it is whole (the child is reaped by
-        :meth:`close` while it exits); None when it died without giving one."""
+        """The child's answer; None when it died without giving one."""
         import marshal
 
         data = read_framed(self.pipe)
-        if data is None:
+        self.close(kill=False)
+        if data is None or not os.WIFEXITED(self.status) or os.WEXITSTATUS(self.status):
             return None
-        self.answered = True
         try:
             return marshal.loads(data)
         except (EOFError, ValueError, TypeError):
@@ -134,11 +133,11 @@ class Forked:
     def close(self, kill: bool = True) -> None:
         """Reap the child (stopped first unless it has answered)."""
         if self.pid:
-            if kill and not self.answered:
+            if kill:
                 with contextlib.suppress(OSError):
                     os.kill(self.pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
+                self.status = os.waitpid(self.pid, 0)[1]
             self.pid = 0
         if self.pipe >= 0:
             os.close(self.pipe)
@@ -146,17 +145,30 @@ class Forked:
 
 
 def framed(data: bytes) -> bytes:
-    """``data`` behind its length, for a pipe: read whole by :func:`read_framed` without
+    """``data`` behind its length, for a pipe: :func:`read_framed` reads it whole without
     waiting for the pipe's end (which a process forked meanwhile may hold open)."""
     return len(data).to_bytes(8, "little") + data
 
 
-def read_framed(pipe: int) -> bytes | None:
-    """What :func:`framed` wrapped, read from ``pipe``; None when the pipe ends first."""
-    data = b""
-    while len(data) < 8 or len(data) < 8 + int.from_bytes(data[:8], "little"):
-        chunk = os.read(pipe, 1 << 16)
-        if not chunk:
-            return None
-        data += chunk
-    return data[8:]
+def read_framed(fd: int) -> bytearray | None:
+    """What :func:`framed` wrapped, read from ``fd`` into one buffer; None when the pipe
+    ends first (an answer cut short is no answer)."""
+    head = _read_into(fd, bytearray(8))
+    if len(head) != 8:
+        return None
+    size = int.from_bytes(head, "little")
+    data = _read_into(fd, bytearray(size))
+    return data if len(data) == size else None
+
+
+def _read_into(fd: int, buffer: bytearray) -> bytearray:
+    """Fill ``buffer`` from ``fd``; shorter (a prefix) when the pipe ends first."""
+    view, done = memoryview(buffer), 0
+    while done < len(buffer):
+        n = os.readv(fd, [view[done:]])
+        if n == 0:
+            del view
+            del buffer[done:]
+            return buffer
+        done += n
+    return buffer

@@ -102,15 +102,10 @@ def _record(
     if not storing and not any(_changed(c) for c in dirty) and ds.index_path.exists():
         return PairReport(snap, False, False, [], [], kept, pruned)
     entries = snap.entries
-    new_text = format_index(entries, ds.config.store.hash, ordered=True)
-    new_digest = index_digest(new_text.encode())
-    try:
-        old_text = read_small(ds.index_path, INDEX_LIMIT, "index").decode("utf-8")
-    except (OSError, UnicodeDecodeError, VolsegsyncError):  # rewritten below
-        old_text = None
-    changed = new_text != old_text
+    index = _IndexText(ds, entries)
     stored = None
     if storing:
+        index.prepare()
         absent = {k.path for k in kept}  # kept records: nothing on disk to store
         stored = store_entries(
             ds,
@@ -119,14 +114,48 @@ def _record(
             else entries,
             jobs=jobs,
             progress=progress,
-            index_key=new_digest,
+            index_key=index.digest,
         )
-    if changed and not dry_run:
-        write_index_text(ds.index_path, new_text)
-    if not dry_run:  # the index's bytes are new_text's now
-        record_index(pipeline, snap, dirty, new_digest)
+        # the index written (after the content it names is stored) while the memo
+        # files are (record_index)
+        record_index(pipeline, snap, dirty, None, index.write, parallel=jobs != 1)
+    elif dry_run:
+        index.prepare()
+    else:  # the index made and written while the memo files are
+        record_index(pipeline, snap, dirty, None, index.prepare_and_write, parallel=jobs != 1)
+    changed, old_text = index.changed, index.old_text
     added, removed = _line_changes(entries, old_text or "")
     return PairReport(snap, changed, changed and not dry_run, added, removed, kept, pruned, stored)
+
+
+class _IndexText:
+    """The index's new text, its digest and the old text; written only when it changed."""
+
+    def __init__(self, ds: Dataset, entries: list[Entry]) -> None:
+        self.ds, self.entries = ds, entries
+        self.text = self.digest = self.old_text = ""
+        self.changed = False
+
+    def prepare(self) -> None:
+        ds = self.ds
+        self.text = format_index(self.entries, ds.config.store.hash, ordered=True)
+        self.digest = index_digest(self.text.encode())
+        try:
+            old = read_small(ds.index_path, INDEX_LIMIT, "index").decode("utf-8")
+        except (OSError, UnicodeDecodeError, VolsegsyncError):  # rewritten
+            old = None
+        self.old_text = old or ""
+        self.changed = self.text != old
+
+    def write(self) -> str:
+        """Write the text if it changed; its digest (the index's bytes are the text's)."""
+        if self.changed:
+            write_index_text(self.ds.index_path, self.text)
+        return self.digest
+
+    def prepare_and_write(self) -> str:
+        self.prepare()
+        return self.write()
 
 
 def _changed(case: Case) -> bool:

@@ -709,7 +709,7 @@ class Pipeline:
         top = load_memo(self.top_path, self.key)
         if scan is None and monitor is not None:
             scan = monitor.scan(self, top)
-        scan = scan if scan is not None else self.ds.scan()
+        scan = scan if scan is not None else self.ds.scan(jobs)
         self.token = monitor.token if monitor is not None else None
         self.scan = scan
         fps = {**scan.unchanged, **folder_fingerprints(scan)}
@@ -769,7 +769,7 @@ class Pipeline:
         self._shards.clear()
         self._changed_shards.clear()
         if scan.unchanged:  # a full run needs every folder
-            self.scan = scan = self.ds.scan()
+            self.scan = scan = self.ds.scan(jobs)
         fps = folder_fingerprints(scan)
         fp = fingerprint(scan, fps)
         with self._within_update():
@@ -895,13 +895,18 @@ class Pipeline:
             self.save()
         return Snapshot(self, top, scan)
 
-    def save(self) -> None:
+    def save(self, meanwhile: Callable[[], None] | None = None, parallel: bool = False) -> None:
         """Write the memo files of the last :meth:`update` made with ``save=False`` (a
-        ``pair`` that then records the index writes them once, in ``record_index``)."""
+        ``pair`` that then records the index writes them once, in ``record_index``).
+
+        ``meanwhile`` runs before the top is written: while a forked child writes the
+        other memo files, when ``parallel`` and they are many (see :meth:`_save`)."""
         if self._pending is not None:
             folder_memos, full = self._pending
             self._pending = None
-            self._save(self._top, folder_memos, full)
+            self._save(self._top, folder_memos, full, meanwhile, parallel)
+        elif meanwhile is not None:
+            meanwhile()
 
     def _put(self, case: Case, dirty: set[str], shard: int | None = None) -> None:
         """Store a case; keep the dirty set and the absent files' states up to date."""
@@ -945,26 +950,25 @@ class Pipeline:
         """:meth:`_put` of ``case`` with the index's entry ``indexed``: for the usual
         case after ``pair`` (the index records its entry as it is; no kept record, no
         problem; its entry's files are its members) what that gives, directly."""
-        entry, members = case.entry, case.members
-        if indexed is not entry or entry is None or case.kept or case.problems:
+        key, members, _indexed, entry, pairs, problems, kept = case  # one unpack: a hot path
+        if indexed is not entry or entry is None or kept or problems:
             return self._put(case._replace(indexed=indexed), dirty)
-        vol, seg = entry.volume, entry.segmentation
-        paths = [m.path for m in members]
+        vol, seg, _version, older, _pinned, seg_data, channels, _key = entry
+        paths = [m[0] for m in members]  # their paths
         if (
-            entry.older
-            or entry.channels
-            or entry.seg_data is not None
-            or (vol is not None and vol.path not in paths)
-            or (seg is not None and seg.path not in paths)
+            older
+            or channels
+            or seg_data is not None
+            or (vol is not None and vol[0] not in paths)
+            or (seg is not None and seg[0] not in paths)
         ):
             return self._put(case._replace(indexed=indexed), dirty)
-        key = case.key
         shard = shard_of(key)
         cases = self._shards.get(shard)
         if cases is None:
             cases = self._shard(shard, False)
         self._changed_shards.add(shard)
-        cases[key] = _new(Case, (key, members, entry, entry, case.pairs, (), ()))
+        cases[key] = _new(Case, (key, members, entry, entry, pairs, (), ()))
         dirty.discard(key)
         top = self._top
         if top["kept"]:
@@ -992,9 +996,21 @@ class Pipeline:
         else:
             leftovers.discard(case.key)
 
-    def _save(self, top: dict[str, Any], folder_memos: dict[str, Any], full: bool) -> None:
+    def _save(
+        self,
+        top: dict[str, Any],
+        folder_memos: dict[str, Any],
+        full: bool,
+        meanwhile: Callable[[], None] | None = None,
+        parallel: bool = False,
+    ) -> None:
         """Cases first, then files, then the top: a crash between leaves files that look
-        changed (and are looked at again), never cases older than the files."""
+        changed (and are looked at again), never cases older than the files.
+
+        ``meanwhile`` runs before the top is written. When ``parallel`` and there are
+        many cases to write (a first run's pack), a forked child writes the cases and
+        files meanwhile (turning cases into bytes is most of the cost); a child that
+        dies leaves them to this process."""
         try:
             check_state_dir(self.ds.state_dir)  # never written through a link
             self.dir.mkdir(exist_ok=True)
@@ -1003,28 +1019,58 @@ class Pipeline:
         except (StateUnusable, OSError) as e:  # a memo is an optimisation: the run goes on
             say_once(f"caches are off for this run ({e})")
             self._changed_shards.clear()
+            if meanwhile is not None:
+                meanwhile()
             return
         ok = self.data.save()  # before the files: their changes are then looked at again
         # a new id for what this run writes: a top of another generation (a run that
         # stopped before writing its top) never takes these files for its own
         written = os.urandom(8).hex()
-        if full:  # every shard: one pack file (creating 256 files costs more than the rest)
-            packed = (  # one shard at a time: plain data, then bytes
-                {k: _plain(v) for k, v in self._shard(n, True).items()} for n in range(SHARDS)
-            )
-            ok &= save_pack(self._pack_path, self.key, written, packed)
+        shards = [] if full else sorted(self._changed_shards)
+
+        def write_cases() -> bool:
+            done = True
+            if full:  # every shard: one pack file (creating 256 files costs more than the rest)
+                packed = (  # one shard at a time: plain data, then bytes
+                    {k: _plain(v) for k, v in self._shard(n, True).items()} for n in range(SHARDS)
+                )
+                done &= save_pack(self._pack_path, self.key, written, packed)
+            for shard in shards:
+                cases = {k: _plain(v) for k, v in self._shard(shard, False).items()}
+                done &= save_memo(
+                    self._shard_path(shard), {"key": self.key, "id": written, "cases": cases}
+                )
+            for prefix, memo in folder_memos.items():
+                if memo is None:
+                    forget_memo(self._folder_path(prefix))
+                else:
+                    done &= save_memo(self._folder_path(prefix), memo)
+            return done
+
+        child = None
+        if meanwhile is not None and parallel and (full or len(shards) >= FORK_SHARDS_FROM):
+            from volsegsync.workers import Forked, can_fork
+
+            child = Forked(write_cases) if can_fork() else None
+        try:
+            if child is None:
+                ok &= write_cases()
+                if meanwhile is not None:
+                    meanwhile()
+            else:
+                assert meanwhile is not None
+                meanwhile()
+                self.counted(top)  # the top's counts, while the child writes
+                answer = child.result()
+                ok &= answer if isinstance(answer, bool) else write_cases()  # died: here
+        finally:
+            if child is not None:
+                child.close()
+        if full:
             top["pack"], top["where"] = written, {}
             self._forget_shard_files()
-        for shard in [] if full else sorted(self._changed_shards):
-            cases = {k: _plain(v) for k, v in self._shard(shard, False).items()}
-            memo = {"key": self.key, "id": written, "cases": cases}
-            ok &= save_memo(self._shard_path(shard), memo)
+        for shard in shards:
             top["where"][shard] = written
-        for prefix, memo in folder_memos.items():
-            if memo is None:
-                forget_memo(self._folder_path(prefix))
-            else:
-                ok &= save_memo(self._folder_path(prefix), memo)
         if ok:
             self.counted(top)
             save_memo(self.top_path, top)
@@ -1553,6 +1599,7 @@ class _FolderWork:
 
 SMALL_BATCH = 8192  # small files hashed between two moves of a progress bar
 FORK_SMALL_FROM = 4096  # small files to hash from which a forked child shares them
+FORK_SHARDS_FROM = 64  # shard files to write from which a forked child writes them
 CHILD_SHARE = 0.65  # the share it hashes: this process parses the names meanwhile
 
 
@@ -1832,16 +1879,27 @@ def _reads_back(e: Entry) -> bool:
     segmentation of a key, nothing else (no versions, channels, data files or pin),
     and nothing unprintable in its key or paths (a tab or line break would cut a line).
     Every other shape takes the round trip."""
-    vol, seg = e.volume, e.segmentation
-    if e.older or e.channels or e.seg_data is not None or e.pinned or not e.key:
+    vol, seg, version, older, pinned, seg_data, channels, key = e  # one unpack: hot
+    if older or channels or seg_data is not None or pinned or not key:
         return False
-    if seg is None and (vol is None or e.version is not None):
+    if seg is None and (vol is None or version is not None):
         return False
-    return (e.key + (vol.path if vol else "") + (seg.path if seg else "")).isprintable()
+    return (key + (vol[0] if vol else "") + (seg[0] if seg else "")).isprintable()
 
 
-def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: str | None) -> None:
-    """After ``pair`` wrote the index: the given cases' entries are what it records now."""
+def record_index(
+    pipeline: Pipeline,
+    snap: Snapshot,
+    cases: list[Case],
+    digest: str | None,
+    write_index: Callable[[], str] | None = None,
+    parallel: bool = False,
+) -> None:
+    """After ``pair`` wrote the index: the given cases' entries are what it records now.
+
+    With ``write_index`` (which writes the index and gives its digest), the index is
+    written by it while the memo files are (by a forked child, when ``parallel`` and
+    they are many): the top, which names the index's digest, is written after both."""
     top = snap.top
     pipeline._top = top
     dirty = set(top["dirty"])
@@ -1865,4 +1923,11 @@ def record_index(pipeline: Pipeline, snap: Snapshot, cases: list[Case], digest: 
     top["index_stat"] = None  # the file just written: its digest is taken again next run
     if pipeline._pending is None:
         pipeline._pending = ({}, False)
-    pipeline.save()
+    if write_index is None:
+        pipeline.save()
+        return
+
+    def meanwhile() -> None:
+        top["index"] = write_index()
+
+    pipeline.save(meanwhile, parallel)

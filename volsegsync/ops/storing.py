@@ -11,7 +11,6 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,11 +20,6 @@ from volsegsync.errors import ConfigError
 from volsegsync.fsutil import read_memo, source_in_dataset, write_memo
 from volsegsync.index import Entry, FileRecord
 from volsegsync.store import LocalFS, ObjectDB, ObjectProblem, StoreError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 LOCAL_CONFIG = "config.local.toml"
 CACHE_DIR = "cache"
@@ -46,6 +40,10 @@ def store_settings(ds: Dataset) -> StoreSettings:
         return StoreSettings(ds.meta_dir / CACHE_DIR, ds.config.store)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    if sys.version_info >= (3, 11):  # a parser loaded only for a local config
+        import tomllib
+    else:  # pragma: no cover - exercised on Python 3.10 only
+        import tomli as tomllib
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -117,6 +115,8 @@ def store_records(
 
     todo_list = list(todo.values())
     batches = [todo_list[i : i + BATCH] for i in range(0, len(todo_list), BATCH)]
+    from concurrent.futures import ThreadPoolExecutor  # (with logging) only when storing
+
     with ThreadPoolExecutor(max_workers=jobs or default_jobs()) as pool:  # parallel I/O
         results = [r for batch in pool.map(lambda b: [one(r) for r in b], batches) for r in batch]
     problems = [r for r in results if isinstance(r, str)]

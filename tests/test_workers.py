@@ -1,0 +1,68 @@
+"""A forked child's answer (workers.Forked): whole, or None, never a part of one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from conftest import alive
+
+from volsegsync.workers import Forked, _read_into
+
+
+def test_a_large_answer_comes_back_whole() -> None:
+    """Larger than a pipe's buffer many times over: read into one buffer, whole."""
+    names = [f"case-{i:07d}.nii.gz" for i in range(200_000)]
+    child = Forked(lambda: (names, bytes(range(256)) * 1000))
+    assert child.result() == (names, bytes(range(256)) * 1000)
+
+
+def test_a_child_that_fails_or_dies_answers_none() -> None:
+    def fail() -> object:
+        raise RuntimeError("a bug in the child")
+
+    assert Forked(fail).result() is None
+    assert Forked(lambda: os.kill(os.getpid(), signal.SIGKILL)).result() is None
+
+
+def test_an_answer_cut_short_is_no_answer() -> None:
+    """What a child killed while writing leaves: its length, then fewer bytes."""
+    read, write = os.pipe()
+    os.write(write, (1000).to_bytes(8, "little") + b"\x00" * 10)
+    os.close(write)
+    try:
+        head = _read_into(read, bytearray(8))
+        assert int.from_bytes(head, "little") == 1000
+        assert _read_into(read, bytearray(1000)) == bytearray(10)  # a prefix: refused
+    finally:
+        os.close(read)
+
+
+def test_a_forked_child_dies_with_its_parent(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import os, time
+        from volsegsync.workers import Forked, _read_into
+
+        def work():
+            os.write(1, f"{os.getpid()}\\n".encode())
+            time.sleep(60)
+
+        Forked(work).result()
+        """
+    )
+    (tmp_path / "f.py").write_text(script)
+    parent = subprocess.Popen([sys.executable, str(tmp_path / "f.py")], stdout=subprocess.PIPE)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and alive(child):
+        time.sleep(0.1)
+    assert not alive(child)

@@ -58,10 +58,14 @@ def fresh(root: Path) -> Dataset:
 
 def outcome(ds: Dataset) -> dict[str, Any]:
     """Everything a user can see from pair (dry run), status and verify --fast."""
+    # asked first, the problems come from the shards whose counts hold one; asked
+    # after every case was listed, from every case: the same
+    first = Pipeline(ds).update(jobs=1).problems
     snap = Pipeline(ds).update(jobs=1)
     status = run_status(ds, jobs=1)
     verify = run_verify(ds, fast=True, jobs=1)
     pairing = snap.pairing
+    assert first == snap.problems
     return {
         "entries": [format_entry(e) for e in snap.entries],
         "pairs": sorted(pairing.pairs, key=repr),

@@ -1793,7 +1793,18 @@ class Snapshot:
 
     @property
     def problems(self) -> list[Problem]:
-        out = [p for c in self.cases() for p in c.problems]
+        if self._replaced or self._cases is not None:
+            out = [p for c in self.cases() for p in c.problems]
+        else:  # the cases of shards whose counts hold a problem (a clean dataset: none)
+            pipeline = self.pipeline
+            counts = pipeline.counted(self.top)
+            out = [
+                p
+                for shard in range(SHARDS)
+                if counts.get(shard, (0, 0, 0, 1))[3]
+                for key, value in pipeline._shard(shard, False).items()
+                for p in _decoded(key, value).problems
+            ]
         out.extend(problems_from_plain(self.top["meta_problems"]))
         out.sort(key=lambda p: (p.files, p.category, p.message))
         return out

@@ -19,6 +19,12 @@ CPU), unchanged 0.16 -> 0.14 s, cold 4.83 -> 3.27 s (6.29 -> 5.53 s CPU); the
 change's cost (change - unchanged) / cold 3.9% -> 3.1% wall, 3.5% -> 2.6% CPU.
 See docs/view.md (Performance) for where the time goes.
 
+Session 9 (report9): ``--report-shape X,Y,Z`` sets the report's volume shape
+(default 64,64,24; 128,128,64 is a cold run of ~6 s here); the change's cost is
+printed in ms too. Under load 2-7, ``--runs 5`` (64) and ``--runs 3`` (128)
+against main before the session: 64x64x24 0.22 -> 0.20 s after the change,
+128x128x64 0.26 -> 0.25 s (the unchanged re-run 0.11 s both).
+
 The package's bytecode is compiled first (``compileall``), as an installed wheel
 has it: with ``PYTHONDONTWRITEBYTECODE=1`` in the environment an editable install
 would otherwise compile every module it imports in every run, and the modules
@@ -31,8 +37,8 @@ root): the machine's other jobs wait meanwhile, which approximates an unloaded
 machine (use it for the short ``show`` runs; it starves the others while it runs).
 
     python benchmarks/bench_view.py [--pairs 1000] [--runs 3] [--shape 512,512,300]
-                                    [--skip-show] [--skip-report] [--realtime]
-                                    [--baseline DIR]
+                                    [--report-shape 64,64,24] [--reruns 1] [--skip-show]
+                                    [--skip-report] [--realtime] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -122,11 +128,20 @@ def bench_show(base: Path, shape: tuple[int, int, int], runs: int) -> None:
 
 
 def change_one_percent(root: Path, pairs: int, round_: int, shape: tuple[int, int, int]) -> int:
+    """Every 100th segmentation replaced by a box with one voxel marked by the round
+    (a new picture each round: no thumbnail of an earlier round is reused)."""
     seg = np.zeros(shape, dtype=np.uint8)
-    seg[8:40, 8:40, 4:16] = 1
+    box = tuple(
+        slice(min(a, n - 2), min(b, n))
+        for a, b, n in zip((8, 8, 4), (40, 40, 16), shape, strict=True)
+    )
+    seg[box] = 1
+    mark = [min(c, n - 1) for c, n in zip((20, 20, 10), shape, strict=True)]
+    mark[0] = min(mark[0] + round_ // 20 % 20, shape[0] - 1)
+    mark[1] = min(mark[1] + round_ % 20, shape[1] - 1)
     changed = 0
     for i in range(0, pairs, 100):
-        seg[20, 20 + round_ % 10, 10] = 2
+        seg[tuple(mark)] = 2
         path = root / "segmentations" / f"{datasets.name(i)}-v1.nrrd"
         path.write_bytes(datasets.nrrd_bytes(seg))
         os.utime(path, (datasets.OLD + round_ + 1, datasets.OLD + round_ + 1))
@@ -134,8 +149,14 @@ def change_one_percent(root: Path, pairs: int, round_: int, shape: tuple[int, in
     return changed
 
 
-def bench_report(base: Path, pairs: int, runs: int, baseline: str | None = None) -> None:
-    shape = (64, 64, 24)
+def bench_report(
+    base: Path,
+    pairs: int,
+    runs: int,
+    baseline: str | None = None,
+    shape: tuple[int, int, int] = (64, 64, 24),
+    reruns: int = 1,
+) -> None:
     source = base / "many"
     source.mkdir()
     datasets.init(source)
@@ -171,12 +192,16 @@ def bench_report(base: Path, pairs: int, runs: int, baseline: str | None = None)
             shutil.rmtree(roots[name] / ".volsegsync" / "state", ignore_errors=True)
             shutil.rmtree(base / f"review-{list(variants).index(name)}", ignore_errors=True)
             run(name, "cold")
-        for name in order:
-            n = change_one_percent(roots[name], pairs, r, shape)
-        for kind in ("change", "same"):
+        for j in range(reruns):  # after each cold run, this many changes (new content each)
             for name in order:
-                run(name, kind)
-    print(f"report: {pairs} pairs of {'x'.join(map(str, shape))}, medians of {runs}")
+                n = change_one_percent(roots[name], pairs, r * reruns + j, shape)
+            for kind in ("change", "same"):
+                for name in order:
+                    run(name, kind)
+    print(
+        f"report: {pairs} pairs of {'x'.join(map(str, shape))}, medians of {runs} cold runs "
+        f"and {runs * reruns} re-runs"
+    )
     for name in variants:
         (c, cc), (d, dc), (u, uc) = (
             (
@@ -189,16 +214,16 @@ def bench_report(base: Path, pairs: int, runs: int, baseline: str | None = None)
             print(f" {name}:")
         print(f"  cold (no caches, no output):         {c:.2f} s wall, {cc:.2f} s CPU")
         print(
-            f"  after changing {n} segmentations (1%): {d:.2f} s wall ({d / c:.1%}), "
-            f"{dc:.2f} s CPU ({dc / cc:.1%} of cold)"
+            f"  after changing {n} segmentations (1%): {d:.3f} s wall ({d / c:.1%}), "
+            f"{dc:.3f} s CPU ({dc / cc:.1%} of cold)"
         )
         print(
-            f"  unchanged re-run (fixed cost):       {u:.2f} s wall ({u / c:.1%}), "
-            f"{uc:.2f} s CPU ({uc / cc:.1%} of cold)"
+            f"  unchanged re-run (fixed cost):       {u:.3f} s wall ({u / c:.1%}), "
+            f"{uc:.3f} s CPU ({uc / cc:.1%} of cold)"
         )
         print(
-            f"  cost of the 1% change, (change - unchanged) / cold: {(d - u) / c:.1%} wall, "
-            f"{(dc - uc) / cc:.1%} CPU"
+            f"  cost of the 1% change, (change - unchanged) / cold: {(d - u) / c:.1%} wall "
+            f"({(d - u) * 1000:.0f} ms), {(dc - uc) / cc:.1%} CPU ({(dc - uc) * 1000:.0f} ms)"
         )
     print(f"  {load()}")
 
@@ -207,7 +232,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pairs", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--shape", default="512,512,300")
+    parser.add_argument("--shape", default="512,512,300", help="show's volume shape")
+    parser.add_argument(
+        "--report-shape", default="64,64,24", help="the shape of report's volumes (X,Y,Z)"
+    )
+    parser.add_argument(
+        "--reruns", type=int, default=1, help="change and unchanged re-runs after each cold run"
+    )
     parser.add_argument("--skip-show", action="store_true")
     parser.add_argument("--skip-report", action="store_true")
     parser.add_argument("--realtime", action="store_true", help="time at chrt -f priority")
@@ -218,13 +249,21 @@ def main() -> None:
     if args.realtime:
         PREFIX.extend(["chrt", "-f", "10"])
     shape = tuple(int(n) for n in args.shape.split(","))
-    assert len(shape) == 3
+    report_shape = tuple(int(n) for n in args.report_shape.split(","))
+    assert len(shape) == 3 and len(report_shape) == 3
     compile_package(args.baseline)
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_show:
             bench_show(Path(tmp), shape, args.runs)  # type: ignore[arg-type]
         if not args.skip_report:
-            bench_report(Path(tmp), args.pairs, args.runs, args.baseline)
+            bench_report(
+                Path(tmp),
+                args.pairs,
+                args.runs,
+                args.baseline,
+                report_shape,  # type: ignore[arg-type]
+                args.reruns,
+            )
 
 
 if __name__ == "__main__":

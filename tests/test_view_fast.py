@@ -667,3 +667,116 @@ def test_a_drawing_child_that_dies_leaves_the_drawing_to_its_parent(
     alone = json.loads(invoke([*args, "-j", "1", "-o", str(tmp_path / "one")]).output)
     assert alone["thumbnails"] == {"drawn": 4, "cached": 0, "failed": 0}
     assert _page_and_thumbnails(tmp_path / "r") == _page_and_thumbnails(tmp_path / "one")
+
+
+_FORK_PROBE = """
+import json, os, sys, traceback
+report = os.getpid()
+forks = []  # per fork of the report's process: whether the snapshot was under way
+
+
+def before():
+    if os.getpid() == report:
+        forks.append(any(f.name == "take_snapshot" for f in traceback.extract_stack()))
+
+
+os.register_at_fork(before=before)
+if os.environ.get("PRELOAD_DIES"):  # the drawing child dies while it imports numpy
+    import volsegsync.ops.report as report_ops
+
+    real = report_ops._preload
+
+    def dies():
+        if os.getpid() != report:
+            open(os.environ["PRELOAD_DIES"], "w").close()
+            os._exit(3)
+        real()
+
+    report_ops._preload = dies
+from volsegsync.cli import main
+
+try:
+    main()
+finally:
+    try:
+        os.waitpid(-1, os.WNOHANG)
+        left = True
+    except ChildProcessError:
+        left = False
+    print(json.dumps({"forks": forks, "children_left": left, "numpy": "numpy" in sys.modules}),
+          file=sys.stderr)
+"""
+
+
+def _report_forks(
+    root: Path, out: Path, *more: str, env: dict[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The report's JSON, and its process's forks (whether each happened while the
+    snapshot ran), children left unreaped at its end, and whether it imported numpy."""
+    import os
+
+    args = ["-C", str(root), "report", "-o", str(out), "--format", "json", "-j", "2", *more]
+    result = subprocess.run(
+        [sys.executable, "-c", _FORK_PROBE, *args],
+        capture_output=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout), json.loads(result.stderr.decode().strip().splitlines()[-1])
+
+
+def test_the_drawing_child_starts_during_the_walk_only_when_files_changed(
+    shown_pair: Path, tmp_path: Path
+) -> None:
+    """The child that draws a re-run's thumbnails is forked while the snapshot runs
+    (its numpy import overlaps the hashing, pairing and verify) when the walk finds
+    files changed since the last report; an unchanged re-run forks nothing and imports
+    no numpy (the Slicer header of a changed file is read with it: verify's, not the
+    drawing's); a file touched without a change starts the child, which ends unused.
+    Every run leaves no child behind, and the re-run's page and thumbnail are a cold
+    run's, byte for byte."""
+    import os
+
+    out = tmp_path / "r"
+    age_all(shown_pair)
+    doc, probe = _report_forks(shown_pair, out)  # first run: no memo, the child after
+    assert doc["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
+    assert probe["forks"] == [False] and not probe["children_left"]
+    doc, probe = _report_forks(shown_pair, out)
+    assert doc["thumbnails"] == {"drawn": 0, "cached": 1, "failed": 0}
+    assert probe == {"forks": [], "children_left": False, "numpy": False}
+    _relabel(shown_pair)
+    doc, probe = _report_forks(shown_pair, out)
+    assert doc["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
+    assert probe["forks"] == [True] and not probe["children_left"]
+    seg = shown_pair / "segmentations" / f"{NAME}-v1.seg.nrrd"
+    os.utime(seg, ns=(seg.stat().st_atime_ns, seg.stat().st_mtime_ns - 10**9))
+    doc, probe = _report_forks(shown_pair, out)  # touched: nothing to draw after all
+    assert doc["thumbnails"] == {"drawn": 0, "cached": 1, "failed": 0}
+    assert probe["forks"] == [True] and not probe["children_left"]
+    shutil.rmtree(shown_pair / ".volsegsync" / "state")
+    doc, probe = _report_forks(shown_pair, tmp_path / "cold")
+    assert doc["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
+    assert _page_and_thumbnails(out) == _page_and_thumbnails(tmp_path / "cold")
+
+
+def test_an_early_drawing_child_that_dies_leaves_the_drawing_to_its_parent(
+    shown_pair: Path, tmp_path: Path
+) -> None:
+    """The child started during the walk dies while it imports numpy (before or after
+    its tasks were sent): the report's process draws the thumbnail itself, the same
+    picture as a cold run's, and reaps the child."""
+    out = tmp_path / "r"
+    age_all(shown_pair)
+    _report_forks(shown_pair, out)
+    _relabel(shown_pair)
+    died = tmp_path / "died"
+    doc, probe = _report_forks(shown_pair, out, env={"PRELOAD_DIES": str(died)})
+    assert died.exists(), "the child did not start"
+    assert doc["thumbnails"] == {"drawn": 1, "cached": 0, "failed": 0}
+    assert probe["forks"] == [True] and not probe["children_left"]
+    shutil.rmtree(shown_pair / ".volsegsync" / "state")
+    _report_forks(shown_pair, tmp_path / "cold")
+    assert _page_and_thumbnails(out) == _page_and_thumbnails(tmp_path / "cold")

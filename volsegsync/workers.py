@@ -107,9 +107,7 @@ class Forked:
             try:
                 os.close(read)
                 tie_to_parent(parent)
-                data = marshal.dumps(work())
-                view = memoryview(len(data).to_bytes(8, "little") + data)
-                del data
+                view = memoryview(framed(marshal.dumps(work())))
                 while view:  # its length first: the parent reads it into one buffer
                     view = view[os.write(write, view) :]
                 code = 0
@@ -123,11 +121,9 @@ class Forked:
         """The child's answer; None when it died without giving one."""
         import marshal
 
-        head = _read_into(self.pipe, bytearray(8))
-        size = int.from_bytes(head, "little") if len(head) == 8 else -1
-        data = _read_into(self.pipe, bytearray(size)) if size >= 0 else b""
+        data = read_framed(self.pipe)
         self.close(kill=False)
-        if len(data) != size or not os.WIFEXITED(self.status) or os.WEXITSTATUS(self.status):
+        if data is None or not os.WIFEXITED(self.status) or os.WEXITSTATUS(self.status):
             return None
         try:
             return marshal.loads(data)
@@ -146,6 +142,23 @@ class Forked:
         if self.pipe >= 0:
             os.close(self.pipe)
             self.pipe = -1
+
+
+def framed(data: bytes) -> bytes:
+    """``data`` behind its length, for a pipe: :func:`read_framed` reads it whole without
+    waiting for the pipe's end (which a process forked meanwhile may hold open)."""
+    return len(data).to_bytes(8, "little") + data
+
+
+def read_framed(fd: int) -> bytearray | None:
+    """What :func:`framed` wrapped, read from ``fd`` into one buffer; None when the pipe
+    ends first (an answer cut short is no answer)."""
+    head = _read_into(fd, bytearray(8))
+    if len(head) != 8:
+        return None
+    size = int.from_bytes(head, "little")
+    data = _read_into(fd, bytearray(size))
+    return data if len(data) == size else None
 
 
 def _read_into(fd: int, buffer: bytearray) -> bytearray:

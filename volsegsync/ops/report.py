@@ -8,11 +8,9 @@ thumbnail it lacks. The page and thumbnails are written atomically.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import marshal
 import os
-import signal
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +34,7 @@ from volsegsync.view.report import (
     page,
     thumbnail_key,
 )
-from volsegsync.workers import parallel_map, tie_to_parent
+from volsegsync.workers import Forked, can_fork, framed, parallel_map, read_framed
 
 if TYPE_CHECKING:
     from volsegsync.ops.revcompare import VersionComparison
@@ -75,42 +73,21 @@ def run_report(
         if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
             raise VolsegsyncError(f"{folder}: not a folder (a symbolic link is not followed)")
     comparisons = _comparisons(ds, revs, out, progress) if revs is not None else []
-    # one walk, for verify and here (through the file-system monitor when enabled)
-    snap = take_snapshot(ds, jobs=jobs, progress=progress, monitor=monitor_for(ds))
-    memo = _CaseMemo(ds, snap)
-    all_pairs, digests = memo.pairs()
-    labels = dict(ds.config.verify.labels)
-    cache = ds.state_dir / THUMBS
-    cache.mkdir(parents=True, exist_ok=True)
-    (out / THUMBS).mkdir(parents=True, exist_ok=True)
-    cached_names = _names(cache)
-    published = _names(out / THUMBS)  # named by content: one there is the same picture
-    names: list[str] = []  # each pair's thumbnail ("" when it has none)
-    todo: list[str] = []  # the thumbnails to draw
-    for pair in all_pairs:
-        name = ""
-        if pair.volume in digests and pair.segmentation in digests:
-            name = f"{thumbnail_key(digests[pair.volume], digests[pair.segmentation], labels)}.png"
-            if name not in published:
-                if not (name in cached_names and _publish(cache / name, out / THUMBS / name)):
-                    todo.append(name)
-                published.add(name)
-        names.append(name)
-    first = {name: i for i, name in reversed(list(enumerate(names)))}
-    tasks = [
-        (
-            str(ds.root),
-            str(all_pairs[first[name]].volume),
-            str(all_pairs[first[name]].segmentation),
-            sorted(labels.items()),
-            [str(cache / name), str(out / THUMBS / name)],
-        )
-        for name in todo
-    ]
-    tick = progress("drawing thumbnails", len(tasks)) if progress and tasks else None
-    # a few thumbnails are drawn by a child process while this one verifies
-    drawer = _Drawer(tasks, jobs or default_jobs(), tick)
+    memo = _CaseMemo(ds)
+    drawer = _Drawer(jobs or default_jobs())
     try:
+        # one walk, for verify and here (through the file-system monitor when enabled);
+        # files changed since the last report: likely thumbnails to draw, so the
+        # drawing child starts (imports numpy) while the snapshot hashes and pairs
+        snap = take_snapshot(
+            ds, jobs=jobs, progress=progress, monitor=monitor_for(ds), walked=memo.walked(drawer)
+        )
+        memo.update(snap)
+        all_pairs, digests = memo.pairs()
+        names, todo, tasks = _thumbnail_plan(ds, out, all_pairs, digests)
+        tick = progress("drawing thumbnails", len(tasks)) if progress and tasks else None
+        # a few thumbnails are drawn by a child process while this one verifies
+        drawer.give(tasks, tick)
         report = run_verify(ds, fast=not full, jobs=jobs, progress=progress, snapshot=snap)
         # the page is made while the thumbnails are drawn, as if all could be;
         # made again in the rare run where some cannot
@@ -143,19 +120,55 @@ def run_report(
 
         rows, text = make_page({})
         results = drawer.results()
+        errors = {name: e for name, e in zip(todo, results, strict=True) if e is not None}
+        failed = len(errors)
+        if errors:
+            rows, text = make_page(errors)
+        index = out / "index.html"
+        # derived from the dataset like its thumbnails: replaced atomically, not fsynced
+        # (a power cut may cost the page, which the next run writes again)
+        atomic_write_bytes(index, text.encode("utf-8"), durable=False)
     finally:
-        drawer.close()
-    errors = {name: e for name, e in zip(todo, results, strict=True) if e is not None}
-    failed = len(errors)
-    if errors:
-        rows, text = make_page(errors)
-    index = out / "index.html"
-    # derived from the dataset like its thumbnails: replaced atomically, not fsynced
-    # (a power cut may cost the page, which the next run writes again)
-    atomic_write_bytes(index, text.encode("utf-8"), durable=False)
+        drawer.close()  # the child that answered is reaped while the page was written
     drawn = len(todo) - failed
     cached = sum(1 for r in rows if r.thumbnail) - drawn
     return ReportResult(str(index), pairs, len(report.problems), drawn, cached, failed, comparisons)
+
+
+def _thumbnail_plan(
+    ds: Dataset, out: Path, all_pairs: list[Pair], digests: dict[str, str]
+) -> tuple[list[str], list[str], list[ThumbnailTask]]:
+    """Each pair's thumbnail name ("" when it has none), the names to draw (the others
+    are in the output folder already, or copied there from the cache) and their tasks."""
+    labels = dict(ds.config.verify.labels)
+    cache = ds.state_dir / THUMBS
+    cache.mkdir(parents=True, exist_ok=True)
+    (out / THUMBS).mkdir(parents=True, exist_ok=True)
+    cached_names = _names(cache)
+    published = _names(out / THUMBS)  # named by content: one there is the same picture
+    names: list[str] = []
+    todo: list[str] = []
+    for pair in all_pairs:
+        name = ""
+        if pair.volume in digests and pair.segmentation in digests:
+            name = f"{thumbnail_key(digests[pair.volume], digests[pair.segmentation], labels)}.png"
+            if name not in published:
+                if not (name in cached_names and _publish(cache / name, out / THUMBS / name)):
+                    todo.append(name)
+                published.add(name)
+        names.append(name)
+    first = {name: i for i, name in reversed(list(enumerate(names)))}
+    tasks = [
+        (
+            str(ds.root),
+            str(all_pairs[first[name]].volume),
+            str(all_pairs[first[name]].segmentation),
+            sorted(labels.items()),
+            [str(cache / name), str(out / THUMBS / name)],
+        )
+        for name in todo
+    ]
+    return names, todo, tasks
 
 
 def _rows(
@@ -183,36 +196,57 @@ FORKED_THUMBNAILS = 256  # fewer are drawn by forked children while verify runs
 INLINE_THUMBNAILS = 16  # fewer are not worth a pool (without fork: in-process)
 MEMO_FORMAT = 4
 
+Tasks = list[ThumbnailTask]
+
 
 class _Drawer:
     """Draws thumbnails while the caller verifies.
 
     Fewer than :data:`FORKED_THUMBNAILS` (a re-run after a change of a few percent)
-    are drawn by a forked child from the moment they are known: its import of numpy
-    (~45 ms) and the drawing overlap the caller's verify and page on another core;
-    once numpy is in, the child forks up to ``workers - 1`` more children, which
-    share it, and each draws its share. More (a cold run) are drawn by a pool of
-    ``workers`` processes after verify, numpy imported first by this process so
-    that they share it, with progress ticks as they come; with one worker (or
-    without ``fork``, or beside another thread) in this process. Each picture is
-    written by the process that drew it; only the one-line reasons of those that
-    could not be drawn come back. What a child that died did not answer is drawn
-    by its parent.
+    are drawn by a forked child: it imports numpy and the drawing code (~55 ms)
+    while the caller works, then takes its tasks through a pipe, forks up to
+    ``workers - 1`` more children, which share the modules, and each draws its
+    share. The child is started by :meth:`start` as soon as files are known to have
+    changed (while the snapshot hashes and pairs them), else by :meth:`give` once
+    the tasks are known; a run with nothing to draw never starts one (no numpy).
+    More (a cold run) are drawn by a pool of ``workers`` processes after verify,
+    numpy imported first by this process so that they share it, with progress ticks
+    as they come; with one worker (or without ``fork``, or beside another thread)
+    in this process. Each picture is written by the process that drew it; only the
+    one-line reasons of those that could not be drawn come back. What a child that
+    died did not answer is drawn by its parent.
     """
 
-    def __init__(
-        self, tasks: list[ThumbnailTask], workers: int, tick: Callable[[int], None] | None
-    ) -> None:
-        self.tasks, self.workers, self.tick = tasks, workers, tick
-        self.child: _Forked | None = None
-        if tasks and workers > 1 and len(tasks) < FORKED_THUMBNAILS and _can_fork():
-            self.child = _Forked(functools.partial(_draw_split, workers), tasks)
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.tasks: Tasks = []
+        self.tick: Callable[[int], None] | None = None
+        self.child: _Drawing | None = None
+
+    def start(self) -> None:
+        """Start the drawing child, which imports numpy and waits for its tasks."""
+        if self.child is None and self.workers > 1 and can_fork():
+            import tempfile  # noqa: F401  (the child's writes need it, and so do ours)
+
+            self.child = _Drawing(self.workers)
+
+    def give(self, tasks: Tasks, tick: Callable[[int], None] | None) -> None:
+        """The thumbnails to draw: handed to the child (started now if it was not)
+        when they are few, else left to :meth:`results`."""
+        self.tasks, self.tick = tasks, tick
+        if not tasks or len(tasks) >= FORKED_THUMBNAILS:
+            self.close()  # nothing for a child (or too much): it ends unused
+            return
+        self.start()
+        if self.child is not None:
+            self.child.send(tasks)
 
     def results(self) -> list[str | None]:
         """Each task's one-line reason, or None when its thumbnail was drawn."""
         if self.child is not None:
             outcome = _outcomes(self.child.result(), len(self.tasks))
-            self.child = None
+            if outcome is None:  # it died: the tasks are drawn here
+                self.close()
             if isinstance(outcome, str):
                 raise VolsegsyncError(outcome)
             if outcome is not None:
@@ -233,66 +267,62 @@ class _Drawer:
             self.child = None
 
 
-def _can_fork() -> bool:
-    """Whether a child can be forked safely: POSIX, and no other thread (one could
-    hold a lock the child needs; the command line never has one here, a program
-    calling :func:`run_report` from a thread might)."""
-    import threading
+class _Drawing(Forked):
+    """The drawing child (:func:`_draw_split`), forked before its tasks are known: it
+    imports numpy and the drawing code meanwhile, and :meth:`send` hands it the tasks
+    through a second pipe, framed by their length (a process forked meanwhile may hold
+    the pipe open: the child reads what the frame says, never waits for the end)."""
 
-    return hasattr(os, "fork") and threading.active_count() == 1
+    def __init__(self, workers: int) -> None:
+        inbox, self.outbox = os.pipe()
+        super().__init__(
+            functools.partial(_draw_split, workers, functools.partial(_receive, inbox))
+        )
+        os.close(inbox)
+        os.set_blocking(self.outbox, False)  # the child reads once it has prepared
+        self.unsent = b""
 
+    def send(self, tasks: Tasks) -> None:
+        """Hand the child its tasks: what the pipe takes now, the rest in :meth:`result`."""
+        self.unsent = framed(marshal.dumps(tasks))
+        self._flush()
 
-class _Forked:
-    """``work(tasks)`` run by a forked child (tied to this process: it ends when this
-    process dies), its marshalled answer read back through a pipe."""
-
-    def __init__(self, work: Callable[[list[ThumbnailTask]], Any], tasks: list[ThumbnailTask]):
-        parent = os.getpid()
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: work, answer, leave without any cleanup of the parent's
-            code = 1
-            try:
-                os.close(read)
-                tie_to_parent(parent)
-                data = marshal.dumps(work(tasks))
-                while data:
-                    data = data[os.write(write, data) :]
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        self.pid, self.pipe = pid, read
-        self.status = 1 << 8  # as "exited with 1" until reaped
+    def _flush(self) -> None:
+        """Write what can be written of the tasks; all of it once the pipe blocks."""
+        try:
+            while self.unsent:
+                self.unsent = self.unsent[os.write(self.outbox, self.unsent) :]
+        except BlockingIOError:
+            return
+        except OSError:  # the child is gone: its answer will be missing
+            self.unsent = b""
+        os.close(self.outbox)
+        self.outbox = -1
 
     def result(self) -> Any:
-        """The child's answer; None when it died without giving one."""
-        chunks = []
-        while chunk := os.read(self.pipe, 1 << 16):
-            chunks.append(chunk)
-        self.close(kill=False)
-        if not os.WIFEXITED(self.status) or os.WEXITSTATUS(self.status) != 0:
-            return None
-        try:
-            return marshal.loads(b"".join(chunks))
-        except (EOFError, ValueError, TypeError):
-            return None
+        if self.outbox >= 0:
+            os.set_blocking(self.outbox, True)
+            self._flush()
+        return super().result()
 
     def close(self, kill: bool = True) -> None:
-        """Reap the child (stopped first unless it has answered)."""
-        if self.pid:
-            if kill:
-                with contextlib.suppress(OSError):
-                    os.kill(self.pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                self.status = os.waitpid(self.pid, 0)[1]
-            self.pid = 0
-        if self.pipe >= 0:
-            os.close(self.pipe)
-            self.pipe = -1
+        if self.outbox >= 0:
+            os.close(self.outbox)
+            self.outbox = -1
+        super().close(kill)
 
 
-def _draw_list(tasks: list[ThumbnailTask]) -> list[str | None] | str:
+def _receive(inbox: int) -> Tasks:
+    """In the drawing child: the tasks its parent sends (see :meth:`_Drawing.send`)."""
+    data = read_framed(inbox)
+    os.close(inbox)
+    if data is None:
+        raise EOFError("the report's process sent no tasks")
+    tasks: Tasks = marshal.loads(data)
+    return tasks
+
+
+def _draw_list(tasks: Tasks) -> list[str | None] | str:
     """Each task's outcome, or the one-line error that stopped the drawing."""
     try:
         return [draw_thumbnail(t) for t in tasks]
@@ -300,15 +330,20 @@ def _draw_list(tasks: list[ThumbnailTask]) -> list[str | None] | str:
         return str(e)
 
 
-def _draw_split(workers: int, tasks: list[ThumbnailTask]) -> list[str | None] | str:
-    """In the drawing child: numpy and the drawing code imported, then the tasks split
-    between this process and up to ``workers - 1`` more children, which share them
-    (two tasks each at least)."""
+def _draw_split(workers: int, receive: Callable[[], Tasks]) -> list[str | None] | str:
+    """In the drawing child: numpy and the drawing code imported, then the tasks
+    received and split between this process and up to ``workers - 1`` more children,
+    which share the modules (two tasks each at least). A short-lived process: without
+    the cyclic garbage collector (its passes cost ~10% of numpy's import)."""
+    import gc
+
+    gc.disable()
     _preload()
+    tasks = receive()
     parts = max(1, min(workers, len(tasks) // 2))
     size = -(-len(tasks) // parts)
-    chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
-    others = [_Forked(_draw_list, chunk) for chunk in chunks[1:]]
+    chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)] or [[]]
+    others = [Forked(functools.partial(_draw_list, chunk)) for chunk in chunks[1:]]
     try:
         answers = [_draw_list(chunks[0])]
         for other, chunk in zip(others, chunks[1:], strict=True):
@@ -343,11 +378,29 @@ class _CaseMemo:
     changed since: pairs and digests from the pipeline's memo (no re-scan, no re-hash),
     summaries from the checks' shards of those keys."""
 
-    def __init__(self, ds: Dataset, snap: Snapshot) -> None:
-        self.ds, self.snap = ds, snap
-        key = ds.state_key("report", str(MEMO_FORMAT), ds.config.pairing.by)
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
+        self.key = ds.state_key("report", str(MEMO_FORMAT), ds.config.pairing.by)
         self.path = ds.state_dir / "report.marshal"
-        memo = load_memo(self.path, key)
+        self.loaded = load_memo(self.path, self.key)
+
+    def walked(self, drawer: _Drawer) -> Callable[[str], None]:
+        """What the snapshot tells once it has walked the dataset: its fingerprint,
+        which differs from the last report's when files changed since (or were
+        touched): then thumbnails are likely to be drawn, and the drawing child starts.
+        Not on a first run (no memo: many thumbnails, drawn by a pool)."""
+        last = self.loaded["fp"] if self.loaded is not None else ""
+
+        def seen(fp: str) -> None:
+            if last and fp != last:
+                drawer.start()
+
+        return seen
+
+    def update(self, snap: Snapshot) -> None:
+        """The memo brought up to date with the snapshot."""
+        self.snap = snap
+        key, memo = self.key, self.loaded
         fp = snap.top["fp"]  # names and stats of every folder ("" when not known)
         moved = memo is None or not fp or memo["fp"] != fp
         # a pipeline memo started afresh has another epoch in its stamp: then todo is None
@@ -415,6 +468,10 @@ class _CaseMemo:
 
 
 def _preload() -> None:
+    """Import what drawing needs (in a child started early, before the report's
+    process has written anything: ``tempfile`` too, for the atomic writes)."""
+    import tempfile  # noqa: F401
+
     from volsegsync.view import import_numpy
 
     import_numpy()

@@ -697,12 +697,15 @@ class Pipeline:
         scan: ScanResult | None = None,
         monitor: Monitor | None = None,
         save: bool = True,
+        walked: Callable[[str], None] | None = None,
     ) -> Snapshot:
         """Bring the memo up to date with the dataset and the index; the snapshot.
 
         With a file-system ``monitor``, only the folders it reports changed are looked
         at (when it can vouch for the rest; see volsegsync/ops/fsmonitor.py). With
-        ``save=False`` the memo files are written by :meth:`save` (or ``record_index``)."""
+        ``save=False`` the memo files are written by :meth:`save` (or ``record_index``).
+        ``walked`` is told the dataset's fingerprint (``top["fp"]``) before anything
+        is hashed."""
         top = load_memo(self.top_path, self.key)
         if scan is None and monitor is not None:
             scan = monitor.scan(self, top)
@@ -711,6 +714,8 @@ class Pipeline:
         self.scan = scan
         fps = {**scan.unchanged, **folder_fingerprints(scan)}
         fp = fingerprint(scan, fps)
+        if walked is not None:
+            walked(fp)
         self._index_stat = index_stat = settled_stat(self.ds.index_path)
         if top is not None and monitor is not None and monitor.vouches(""):
             index = top["index"]  # its folder did not change: nor did the index
@@ -1812,9 +1817,12 @@ def take_snapshot(
     progress: ProgressFactory | None = None,
     scan: ScanResult | None = None,
     monitor: Monitor | None = None,
+    walked: Callable[[str], None] | None = None,
 ) -> Snapshot:
     """Scan, hash and pair the dataset (incrementally: see the module's docstring)."""
-    return Pipeline(ds, by).update(jobs=jobs, progress=progress, scan=scan, monitor=monitor)
+    return Pipeline(ds, by).update(
+        jobs=jobs, progress=progress, scan=scan, monitor=monitor, walked=walked
+    )
 
 
 def settle(pipeline: Pipeline, cases: list[Case], prune: bool = False) -> list[Case]:

@@ -189,10 +189,11 @@ def auto_window(volume: Image) -> tuple[float, float]:
     from volsegsync.view.stream import window_step
 
     sample = volume.window_sample(window_step(volume.shape))
+    # the percentiles do not depend on the values' order: raveled in memory order
     if sample.dtype.kind in "iub":  # all finite, each exact as a float64
-        values = sample.ravel()
+        values = sample.ravel(order="K")
     else:
-        values = np.asarray(sample, dtype=np.float64).ravel()
+        values = np.asarray(sample, dtype=np.float64).ravel(order="K")
         values = values[np.isfinite(values)]
     if values.size == 0:
         return 0.0, 1.0

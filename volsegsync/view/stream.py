@@ -60,7 +60,9 @@ class Planes:
         self.cut_k = np.empty((nx, ny), dtype)  # i, j at k = centre k
         self.cut_j = np.empty((nx, nz), dtype)  # i, k at j = centre j
         self.cut_i = np.empty((ny, nz), dtype)  # j, k at i = centre i
-        self.sample = np.empty((-(-nx // s), -(-ny // s), -(-nz // s)), dtype)
+        # filled a plane of constant k at a time: in Fortran order each plane is one
+        # contiguous block (in C order a scatter with a stride of nz values)
+        self.sample = np.empty((-(-nx // s), -(-ny // s), -(-nz // s)), dtype, order="F")
         self.filled = 0  # planes (k) taken so far
 
     def take(self, plane: NDArray) -> None:

@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from conftest import alive
 
 from volsegsync.workers import Forked, _read_into
@@ -66,3 +67,25 @@ def test_a_forked_child_dies_with_its_parent(tmp_path: Path) -> None:
     while time.monotonic() < deadline and alive(child):
         time.sleep(0.1)
     assert not alive(child)
+
+
+def test_make_temp_takes_a_new_name_and_never_a_link(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make_temp`` (no ``tempfile``): a file of mode 0600 beside the target, named
+    ``.NAME.RANDOM.tmp``; a name taken, even by a link (to a file it must not write),
+    gives the next one."""
+    from volsegsync import fsutil
+
+    target = tmp_path / "volsegsync.index"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    draws = iter([b"\x00" * 6, b"\x00" * 6, b"\x01" * 6])
+    monkeypatch.setattr(fsutil.os, "urandom", lambda n: next(draws))
+    os.symlink(victim, tmp_path / ".volsegsync.index.000000000000.tmp")
+    fd, tmp = fsutil.make_temp(target)
+    os.write(fd, b"new")
+    os.close(fd)
+    assert Path(tmp).name == ".volsegsync.index.010101010101.tmp"
+    assert os.stat(tmp).st_mode & 0o777 == 0o600
+    assert victim.read_bytes() == b"keep"

@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import stat
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,7 +27,7 @@ from typing import Any, NamedTuple
 import xxhash
 
 from volsegsync.errors import VolsegsyncError
-from volsegsync.fsutil import new_file_mode, open_regular
+from volsegsync.fsutil import make_temp, new_file_mode, open_regular
 
 MANIFEST = ".volsegsync-export.json"
 MANIFEST_SCHEMA = "volsegsync.export-manifest/1"
@@ -68,7 +67,7 @@ class Target:
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         path = self.path(rel)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = make_temp(path)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -108,7 +107,7 @@ class Target:
     def gzip(self, rel: str, source: Path) -> None:
         """Write ``source`` gzip-compressed at ``rel`` (a ``.nii`` becomes a ``.nii.gz``)."""
         path = self.path(rel)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = make_temp(path)
         try:
             with (
                 os.fdopen(fd, "wb") as raw,

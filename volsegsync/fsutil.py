@@ -209,11 +209,21 @@ def atomic_write_bytes(
         raise
 
 
-def make_temp(path: Path) -> tuple[int, str]:
-    """A new temporary file beside ``path`` (mode 0600, opened): ``(fd, its path)``."""
-    import tempfile  # with shutil, random, bz2 and lzma: only for a run that writes
+TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC
 
-    return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+def make_temp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (mode 0600, opened): ``(fd, its path)``,
+    named ``.NAME.RANDOM.tmp``. As ``tempfile.mkstemp`` makes one (created, never
+    opened through a link, a new name on a clash), without importing ``tempfile``
+    (with ``shutil``, ``random``, ``bz2`` and ``lzma``: ~5 ms of every writing run)."""
+    for _ in range(100):
+        tmp = os.path.join(path.parent, f".{path.name}.{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(tmp, TEMP_FLAGS, 0o600), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,14 @@ from typing import Any, NamedTuple
 
 from volsegsync.dataset import INDEX_FILE, META_DIR, Dataset, default_jobs
 from volsegsync.errors import FileProblem, VolsegsyncError
-from volsegsync.fsutil import INDEX_LIMIT, inside, new_file_mode, open_in_dataset, read_small
+from volsegsync.fsutil import (
+    INDEX_LIMIT,
+    inside,
+    make_temp,
+    new_file_mode,
+    open_in_dataset,
+    read_small,
+)
 from volsegsync.hashing import CHUNK, hash_file, new_hasher
 from volsegsync.index import Entry, SegVersion, parse_index
 from volsegsync.naming import SEGMENTATION, VOLUME
@@ -648,7 +654,7 @@ def _copy_one(
     if parent != ds.root and inside(ds.root, parent) is None:
         raise VolsegsyncError(f"{target}: its folder leads out of the dataset; not written")
     hasher = new_hasher(algorithm)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent)
+    fd, tmp = make_temp(dest)
     try:
         with open_in_dataset(folder, source) as src, os.fdopen(fd, "wb") as out:
             buf = bytearray(CHUNK)

@@ -226,8 +226,6 @@ class _Drawer:
     def start(self) -> None:
         """Start the drawing child, which imports numpy and waits for its tasks."""
         if self.child is None and self.workers > 1 and can_fork():
-            import tempfile  # noqa: F401  (the child's writes need it, and so do ours)
-
             self.child = _Drawing(self.workers)
 
     def give(self, tasks: Tasks, tick: Callable[[int], None] | None) -> None:
@@ -468,10 +466,7 @@ class _CaseMemo:
 
 
 def _preload() -> None:
-    """Import what drawing needs (in a child started early, before the report's
-    process has written anything: ``tempfile`` too, for the atomic writes)."""
-    import tempfile  # noqa: F401
-
+    """Import what drawing needs (in a child started early)."""
     from volsegsync.view import import_numpy
 
     import_numpy()

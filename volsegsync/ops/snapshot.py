@@ -1730,6 +1730,11 @@ class Snapshot:
         self._replaced.update((c.key, c) for c in cases)
         self._cases = None
 
+    def recorded(self) -> None:
+        """The replaced cases are the memo's now (``record_index`` put them there)."""
+        self._replaced.clear()
+        self._cases = None
+
     @property
     def generation(self) -> int:
         return int(self.top["gen"])
@@ -1917,7 +1922,7 @@ def record_index(
     indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
     for case, entry in zip(cases, indexed, strict=True):
         pipeline._put_recorded(case, entry, dirty)  # leftovers: as they were
-    snap.replace([])
+    snap.recorded()
     last = top["log"][-1] if top["log"] else None
     if cases and last is not None and last[0] == top["gen"] == pipeline._unsaved_gen:
         # the generation of this run's update is not written yet, so no consumer holds

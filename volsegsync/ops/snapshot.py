@@ -895,18 +895,26 @@ class Pipeline:
             self.save()
         return Snapshot(self, top, scan)
 
-    def save(self, meanwhile: Callable[[], None] | None = None, parallel: bool = False) -> None:
+    def save(
+        self,
+        meanwhile: Callable[[], None] | None = None,
+        parallel: bool = False,
+        before: Callable[[], None] | None = None,
+    ) -> None:
         """Write the memo files of the last :meth:`update` made with ``save=False`` (a
         ``pair`` that then records the index writes them once, in ``record_index``).
 
-        ``meanwhile`` runs before the top is written: while a forked child writes the
-        other memo files, when ``parallel`` and they are many (see :meth:`_save`)."""
+        ``before`` (changes of the cases in memory) runs first; ``meanwhile`` runs
+        before the top is written: while a forked child writes the other memo files,
+        when ``parallel`` and they are many (see :meth:`_save`)."""
         if self._pending is not None:
             folder_memos, full = self._pending
             self._pending = None
-            self._save(self._top, folder_memos, full, meanwhile, parallel)
-        elif meanwhile is not None:
-            meanwhile()
+            self._save(self._top, folder_memos, full, meanwhile, parallel, before)
+            return
+        for step in (before, meanwhile):
+            if step is not None:
+                step()
 
     def _put(self, case: Case, dirty: set[str], shard: int | None = None) -> None:
         """Store a case; keep the dirty set and the absent files' states up to date."""
@@ -1003,14 +1011,17 @@ class Pipeline:
         full: bool,
         meanwhile: Callable[[], None] | None = None,
         parallel: bool = False,
+        before: Callable[[], None] | None = None,
     ) -> None:
         """Cases first, then files, then the top: a crash between leaves files that look
         changed (and are looked at again), never cases older than the files.
 
-        ``meanwhile`` runs before the top is written. When ``parallel`` and there are
-        many cases to write (a first run's pack), a forked child writes the cases and
-        files meanwhile (turning cases into bytes is most of the cost); a child that
-        dies leaves them to this process."""
+        ``before`` (changes of the cases in memory) runs first, and ``meanwhile``
+        before the top is written. When ``parallel`` and there are many cases to write
+        (a first run's pack), a forked child runs ``before`` too, in its own memory (the
+        same code on the same data: the same cases), and writes the cases and files,
+        while this process runs ``before`` and ``meanwhile`` (turning cases into bytes
+        is most of the cost); a child that dies leaves them to this process."""
         try:
             check_state_dir(self.ds.state_dir)  # never written through a link
             self.dir.mkdir(exist_ok=True)
@@ -1018,18 +1029,19 @@ class Pipeline:
                 raise StateUnusable(f"{self.dir}: not a writable folder")
         except (StateUnusable, OSError) as e:  # a memo is an optimisation: the run goes on
             say_once(f"caches are off for this run ({e})")
+            for step in (before, meanwhile):
+                if step is not None:
+                    step()
             self._changed_shards.clear()
-            if meanwhile is not None:
-                meanwhile()
             return
         ok = self.data.save()  # before the files: their changes are then looked at again
         # a new id for what this run writes: a top of another generation (a run that
         # stopped before writing its top) never takes these files for its own
         written = os.urandom(8).hex()
-        shards = [] if full else sorted(self._changed_shards)
 
         def write_cases() -> bool:
             done = True
+            shards = [] if full else sorted(self._changed_shards)
             if full:  # every shard: one pack file (creating 256 files costs more than the rest)
                 packed = (  # one shard at a time: plain data, then bytes
                     {k: _plain(v) for k, v in self._shard(n, True).items()} for n in range(SHARDS)
@@ -1047,12 +1059,20 @@ class Pipeline:
                     done &= save_memo(self._folder_path(prefix), memo)
             return done
 
+        def record_and_write() -> bool:
+            if before is not None:
+                before()
+            return write_cases()
+
         child = None
-        if meanwhile is not None and parallel and (full or len(shards) >= FORK_SHARDS_FROM):
+        many = full or len(self._changed_shards) >= FORK_SHARDS_FROM
+        if meanwhile is not None and parallel and many:
             from volsegsync.workers import Forked, can_fork
 
-            child = Forked(write_cases) if can_fork() else None
+            child = Forked(record_and_write) if can_fork() else None
         try:
+            if before is not None:
+                before()
             if child is None:
                 ok &= write_cases()
                 if meanwhile is not None:
@@ -1069,7 +1089,7 @@ class Pipeline:
         if full:
             top["pack"], top["where"] = written, {}
             self._forget_shard_files()
-        for shard in shards:
+        for shard in [] if full else sorted(self._changed_shards):
             top["where"][shard] = written
         if ok:
             self.counted(top)
@@ -1918,32 +1938,38 @@ def record_index(
     they are many): the top, which names the index's digest, is written after both."""
     top = snap.top
     pipeline._top = top
-    dirty = set(top["dirty"])
-    indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
-    for case, entry in zip(cases, indexed, strict=True):
-        pipeline._put_recorded(case, entry, dirty)  # leftovers: as they were
-    snap.recorded()
-    last = top["log"][-1] if top["log"] else None
-    if cases and last is not None and last[0] == top["gen"] == pipeline._unsaved_gen:
-        # the generation of this run's update is not written yet, so no consumer holds
-        # it: it takes these keys too (None, all, after a full run: nothing to add)
-        if last[1] is not None:
+
+    def record() -> None:
+        dirty = set(top["dirty"])
+        indexed = as_indexed_all([case.entry for case in cases], pipeline.algorithm)
+        for case, entry in zip(cases, indexed, strict=True):
+            pipeline._put_recorded(case, entry, dirty)  # leftovers: as they were
+        snap.recorded()
+        last = top["log"][-1] if top["log"] else None
+        if cases and last is not None and last[0] == top["gen"] == pipeline._unsaved_gen:
+            # the generation of this run's update is not written yet, so no consumer
+            # holds it: it takes these keys too (None, all, after a full run: nothing)
+            if last[1] is not None:
+                pipeline.counted(top)
+                _log_generation(top, [*last[1], *(c.key for c in cases)], joined=True)
+        elif cases:  # what consumers memoised for these cases (verify: drift) is out of date
             pipeline.counted(top)
-            _log_generation(top, [*last[1], *(c.key for c in cases)], joined=True)
-    elif cases:  # what consumers memoised for these cases (verify: drift) is out of date
-        pipeline.counted(top)
-        _log_generation(top, [c.key for c in cases])
-    top["dirty"] = sorted(dirty)
-    pipeline._stale_counts |= pipeline._changed_shards
-    top["index"] = digest
-    top["index_stat"] = None  # the file just written: its digest is taken again next run
+            _log_generation(top, [c.key for c in cases])
+        top["dirty"] = sorted(dirty)
+        pipeline._stale_counts |= pipeline._changed_shards
+        top["index"] = digest
+        top["index_stat"] = None  # the file just written: its digest is taken again next run
+
     if pipeline._pending is None:
         pipeline._pending = ({}, False)
     if write_index is None:
+        record()
         pipeline.save()
         return
 
     def meanwhile() -> None:
         top["index"] = write_index()
 
-    pipeline.save(meanwhile, parallel)
+    # the cases recorded by this process and, when the memo files are many, by the
+    # child that writes them (in its own memory), at the same time
+    pipeline.save(meanwhile, parallel, before=record)

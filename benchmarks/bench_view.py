@@ -83,13 +83,15 @@ def timed(args: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def compile_package(baseline: str | None = None) -> None:
-    """Write the bytecode of the volsegsync the command runs (``__pycache__``), and of
-    the baseline's."""
+    """Write the bytecode of the volsegsync the command runs (``__pycache__``): the
+    installed one's, and with a baseline this repository's (what "this code" runs,
+    by ``PYTHONPATH``; an installed copy is another folder) and the baseline's."""
     import compileall
 
     import volsegsync
 
     compileall.compile_dir(str(Path(volsegsync.__file__).parent), quiet=1)
+    compileall.compile_dir(str(Path(__file__).resolve().parent.parent / "volsegsync"), quiet=1)
     if baseline:
         compileall.compile_dir(str(Path(baseline) / "volsegsync"), quiet=1)
 

@@ -1620,7 +1620,7 @@ class _FolderWork:
 SMALL_BATCH = 8192  # small files hashed between two moves of a progress bar
 FORK_SMALL_FROM = 4096  # small files to hash from which a forked child shares them
 FORK_SHARDS_FROM = 64  # shard files to write from which a forked child writes them
-CHILD_SHARE = 0.65  # the share it hashes: this process parses the names meanwhile
+CHILD_SHARE = 0.58  # the share it hashes: this process parses the names meanwhile
 
 
 def _split_plans(

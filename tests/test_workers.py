@@ -89,3 +89,29 @@ def test_make_temp_takes_a_new_name_and_never_a_link(
     assert Path(tmp).name == ".volsegsync.index.010101010101.tmp"
     assert os.stat(tmp).st_mode & 0o777 == 0o600
     assert victim.read_bytes() == b"keep"
+
+
+def test_results_are_kept_until_exit_only_in_the_console_script(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A command's result is kept alive (not freed object by object before an exit that
+    frees nothing) only where the process ends with its command: the API keeps nothing."""
+    import weakref
+
+    from volsegsync import index
+
+    class Result:
+        pass
+
+    monkeypatch.setattr(index, "_KEPT", [])
+    api = Result()
+    gone = weakref.ref(api)
+    index.keep_until_exit(api)
+    del api
+    assert gone() is None
+    monkeypatch.setattr(index, "FREEZE_SURVIVORS", True)
+    script = Result()
+    kept = weakref.ref(script)
+    index.keep_until_exit(script)
+    del script
+    assert kept() is not None

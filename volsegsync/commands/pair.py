@@ -18,6 +18,7 @@ from volsegsync.commands.common import (
     summary_counts,
 )
 from volsegsync.dataset import INDEX_FILE
+from volsegsync.index import keep_until_exit
 from volsegsync.ops.pair import PairReport, run_pair
 from volsegsync.ops.snapshot import Kept
 from volsegsync.output import Rendered, emit
@@ -79,6 +80,7 @@ def pair_command(
         report = run_pair(
             ds, by=by, jobs=jobs, progress=progress, dry_run=dry_run, prune=prune, store=store
         )
+    keep_until_exit(report)  # its cases: not freed one by one before the exit
     snap = report.snapshot
     missing = [k for k in report.kept if k.why != "unreadable"]
     stored = report.stored
